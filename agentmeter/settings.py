@@ -1,0 +1,44 @@
+"""The one settings object: argument → `AGENTMETER_*` environment variable → default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_PATH = Path("agentmeter.db")
+
+
+class Settings(BaseSettings):
+    """Everything AgentMeter reads from its environment.
+
+    Construct with keyword arguments to override; otherwise each field is read from the
+    environment variable `AGENTMETER_<FIELD>` and falls back to its default.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AGENTMETER_", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{DEFAULT_DATABASE_PATH}",
+        description="SQLAlchemy URL; PostgreSQL as postgresql+psycopg://user@host/db",
+    )
+    host: str = "127.0.0.1"
+    grpc_port: int = 4317
+    http_port: int = 4318
+    api_port: int = 8000
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        description="Largest OTLP request accepted, measured after decompression",
+    )
+    max_pending_exports: int = Field(
+        default=32,
+        description="Exports waiting for the store at once; past this, 503/UNAVAILABLE",
+    )
+    retry_after_seconds: int = 2
+    sqlite_synchronous: str = Field(
+        default="FULL",
+        pattern="^(OFF|NORMAL|FULL|EXTRA)$",
+        description="SQLite synchronous pragma; FULL keeps an acknowledged export on power loss",
+    )
+    db_pool_size: int = 8
