@@ -8,11 +8,15 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from agentmeter.settings import Settings
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+
+# Errors that mean "the database cannot serve us now", not "this request is wrong".
+UNAVAILABLE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -7,7 +7,7 @@ as OTLP carries them. An empty `customer_id` means the usage is not attributed y
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -56,9 +56,23 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def utcnow() -> datetime:
     """The current time, aware, in UTC."""
     return datetime.now(UTC)
+
+
+def to_unix_nano(moment: datetime) -> int:
+    """An aware datetime as integer Unix nanoseconds (exact, no float on the way)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+
+
+def from_unix_nano(unix_nano: int) -> datetime:
+    """Integer Unix nanoseconds as an aware UTC datetime (to the microsecond)."""
+    return _EPOCH + timedelta(microseconds=unix_nano // 1000)
 
 
 class Base(DeclarativeBase):

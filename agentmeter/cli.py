@@ -1,0 +1,109 @@
+"""The `agentmeter` command: wires the receiver, the store and the billing API together."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from agentmeter.db import make_engine, migrate
+from agentmeter.logs import configure_logging
+from agentmeter.settings import Settings
+from agentmeter.tenants import create_tenant, revoke_key
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: getattr(args, name)
+        for name in ("host", "grpc_port", "http_port", "api_port")
+        if getattr(args, name, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from agentmeter.server import serve
+
+    settings = _settings(args)
+    engine = make_engine(settings)
+    migrate(engine)
+    if args.demo:
+        from agentmeter.demo import seed_demo
+
+        seed_demo(engine)
+    asyncio.run(serve(settings, engine))
+    return 0
+
+
+def _tenant_create(args: argparse.Namespace) -> int:
+    engine = make_engine(Settings())
+    migrate(engine)
+    tenant = create_tenant(engine, args.name)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "tenant_id": tenant.tenant_id,
+                    "ingest_key": tenant.ingest_key,
+                    "admin_key": tenant.admin_key,
+                }
+            )
+        )
+    else:
+        print(f"tenant_id:  {tenant.tenant_id}")
+        print(f"ingest_key: {tenant.ingest_key}")
+        print(f"admin_key:  {tenant.admin_key}")
+        print("Keys are shown once; store them now.")
+    return 0
+
+
+def _key_revoke(args: argparse.Namespace) -> int:
+    engine = make_engine(Settings())
+    migrate(engine)
+    key = sys.stdin.readline().strip()
+    if not revoke_key(engine, key):
+        print("no such active key", file=sys.stderr)
+        return 1
+    print("revoked")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentmeter", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run OTLP receivers, billing API, dashboard")
+    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--grpc-port", type=int, help="OTLP/gRPC port (default 4317)")
+    serve.add_argument("--http-port", type=int, help="OTLP/HTTP port (default 4318)")
+    serve.add_argument("--api-port", type=int, help="API, dashboard and portal (default 8000)")
+    serve.add_argument("--demo", action="store_true", help="seed a demo tenant with usage")
+    serve.set_defaults(run=_serve)
+
+    tenant = commands.add_parser("tenant", help="manage tenants").add_subparsers(
+        dest="tenant_command", required=True
+    )
+    create = tenant.add_parser("create", help="create a tenant and print its keys")
+    create.add_argument("name")
+    create.add_argument("--json", action="store_true", help="print keys as JSON")
+    create.set_defaults(run=_tenant_create)
+
+    key = commands.add_parser("key", help="manage API keys").add_subparsers(
+        dest="key_command", required=True
+    )
+    revoke = key.add_parser("revoke", help="revoke the key read from standard input")
+    revoke.set_defaults(run=_key_revoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging()
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Demo data for `agentmeter serve --demo`: a tenant, customers and a month of usage."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from dataclasses import replace
+from datetime import timedelta
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from agentmeter.tables import Customer, UsageRow, to_unix_nano, utcnow
+from agentmeter.tenants import create_tenant, find_tenant, issue_keys
+from exporter.sql_sink import SqlUsageSink
+from otel_processor.usage import SOURCE_CUSTOM, SOURCE_LLM, SOURCE_TOOL, UsageBatch, UsageRecord
+
+DEMO_TENANT = "Demo Builder"
+DEMO_CUSTOMERS = {"acme": "Acme Inc", "globex": "Globex Corp", "initech": "Initech"}
+_MODELS = (("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-0"))
+_STEPS = ("plan", "research", "answer")
+
+
+def seed_demo(engine: Engine) -> None:
+    """Create the demo tenant and its usage once; print fresh keys for it every time."""
+    tenant_id = find_tenant(engine, DEMO_TENANT)
+    keys = (
+        create_tenant(engine, DEMO_TENANT) if tenant_id is None else issue_keys(engine, tenant_id)
+    )
+    with Session(engine) as session, session.begin():
+        count = session.scalar(
+            select(func.count()).select_from(UsageRow).where(UsageRow.tenant_id == keys.tenant_id)
+        )
+        if not count:
+            for customer_id, name in DEMO_CUSTOMERS.items():
+                session.add(Customer(tenant_id=keys.tenant_id, id=customer_id, name=name))
+    if not count:
+        SqlUsageSink(engine).write(keys.tenant_id, _demo_usage())
+    demo = {"event": "demo", "tenant_id": keys.tenant_id, "ingest_key": keys.ingest_key}
+    demo["admin_key"] = keys.admin_key
+    sys.stdout.write(json.dumps(demo) + "\n")
+
+
+def _demo_usage() -> UsageBatch:
+    rng = random.Random(7)
+    now = utcnow()
+    records: list[UsageRecord] = []
+    for n in range(1, 601):
+        provider, model = rng.choice(_MODELS)
+        step = rng.choice(_STEPS)
+        call = UsageRecord(
+            trace_id=f"{n:032x}",
+            span_id=f"{n:016x}",
+            meter="input_tokens",
+            quantity=rng.randrange(200, 20_000),
+            customer_id=rng.choice([*DEMO_CUSTOMERS, "unregistered-co"]),
+            time_unix_nano=to_unix_nano(now - timedelta(minutes=rng.randrange(60 * 24 * 30))),
+            provider=provider,
+            model=model,
+            operation="chat",
+            agent_name="support-agent",
+            step=step,
+            service_name="support-agent",
+            source=SOURCE_LLM,
+        )
+        assert isinstance(call.quantity, int)
+        records += [
+            call,
+            replace(call, meter="cache_read_tokens", quantity=call.quantity // 3),
+            replace(call, meter="output_tokens", quantity=rng.randrange(50, 2_000)),
+        ]
+        if step == "research":
+            tool = replace(
+                call,
+                span_id=f"{n:015x}f",
+                meter="tool_calls",
+                quantity=1,
+                provider="",
+                model="",
+                operation="execute_tool",
+                tool="web_search",
+                source=SOURCE_TOOL,
+            )
+            records += [tool, replace(tool, meter="web_searches", source=SOURCE_CUSTOM)]
+    return UsageBatch(records=records)

@@ -1,0 +1,108 @@
+"""`agentmeter serve`: OTLP/gRPC, OTLP/HTTP and the billing API in one process and one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import uvicorn
+from sqlalchemy import Engine
+
+from agentmeter.settings import Settings
+from agentmeter.tenants import TenantKeys
+from billing_api.app import create_app
+from exporter.sql_sink import SqlUsageSink
+from otel_processor.receiver.grpc import make_server, trace_service_handler
+from otel_processor.receiver.http import OtlpHttpApp
+from otel_processor.receiver.service import ExportOutcome, TraceIngest
+
+logger = logging.getLogger("agentmeter.server")
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to `serve` (two run in one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _log_export(outcome: ExportOutcome, seconds: float) -> None:
+    logging.getLogger("agentmeter.ingest").info(
+        "export",
+        extra={
+            "tenant_id": outcome.tenant_id,
+            "spans": outcome.spans,
+            "rejected": outcome.rejected,
+            "inserted": outcome.inserted,
+            "duplicates": outcome.duplicates,
+            "unattributed": outcome.unattributed,
+            "latency_ms": round(seconds * 1000, 3),
+        },
+    )
+
+
+async def _start_http(app: object, host: str, port: int) -> tuple[_Server, asyncio.Task[None], int]:
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises the bind error
+            raise RuntimeError(f"HTTP server on {host}:{port} stopped during startup")
+        await asyncio.sleep(0.01)
+    bound: int = server.servers[0].sockets[0].getsockname()[1]
+    return server, task, bound
+
+
+async def serve(settings: Settings, engine: Engine) -> None:
+    """Run every listener until SIGINT/SIGTERM; print one JSON ready line with the ports."""
+    executor = ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="store")
+    ingest = TraceIngest(
+        SqlUsageSink(engine),
+        TenantKeys(engine),
+        max_pending=settings.max_pending_exports,
+        executor=executor,
+        observers=[_log_export],
+    )
+    grpc_server = make_server(
+        [trace_service_handler(ingest)], max_request_bytes=settings.max_request_bytes
+    )
+    grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    await grpc_server.start()
+    otlp_app = OtlpHttpApp(
+        ingest,
+        max_request_bytes=settings.max_request_bytes,
+        retry_after=settings.retry_after_seconds,
+    )
+    http, http_task, http_port = await _start_http(otlp_app, settings.host, settings.http_port)
+    api, api_task, api_port = await _start_http(
+        create_app(engine), settings.host, settings.api_port
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    ready = {"event": "ready", "grpc_port": grpc_port, "http_port": http_port, "api_port": api_port}
+    sys.stdout.write(json.dumps(ready) + "\n")
+    sys.stdout.flush()
+    logger.info("listening", extra=ready)
+    await stop.wait()
+    # Stop taking new exports; let the ones in flight commit and answer.
+    http.should_exit = api.should_exit = True
+    await grpc_server.stop(grace=10)
+    await asyncio.gather(http_task, api_task)
+    executor.shutdown(wait=True)

@@ -1,0 +1,38 @@
+"""The FastAPI application: REST API, health endpoints."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, text
+
+from agentmeter.db import UNAVAILABLE_ERRORS
+from agentmeter.tenants import TenantKeys
+from billing_api.customers.endpoints import router as customers_router
+from billing_api.errors import error_response, install_error_handlers
+from billing_api.usage.endpoints import router as usage_router
+
+
+def create_app(engine: Engine) -> FastAPI:
+    """The billing API over `engine` (already migrated)."""
+    app = FastAPI(title="AgentMeter", version="0.1.0")
+    app.state.engine = engine
+    app.state.keys = TenantKeys(engine)
+    install_error_handlers(app)
+    app.include_router(customers_router)
+    app.include_router(usage_router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False, response_model=None)
+    def readyz() -> dict[str, str] | JSONResponse:
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except UNAVAILABLE_ERRORS:
+            return error_response(503, "unavailable", "store unreachable")
+        return {"status": "ready"}
+
+    return app

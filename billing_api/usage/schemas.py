@@ -1,0 +1,70 @@
+"""Usage query parameters and answer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+# Dimensions usage can be grouped by, besides customer_id and meter (always present).
+GROUP_DIMENSIONS = (
+    "provider",
+    "model",
+    "operation",
+    "agent_name",
+    "step",
+    "tool",
+    "service_name",
+    "source",
+    "trace_id",
+)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Times without an offset are read as UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+UtcDatetime = Annotated[datetime | None, AfterValidator(_aware)]
+
+
+def _group_by(value: object) -> list[str]:
+    """Comma-separated (`group_by=model,step`) or repeated (`group_by=model&group_by=step`)."""
+    parts = value if isinstance(value, list) else [value]
+    dims = [d.strip() for part in parts for d in str(part).split(",") if d.strip()]
+    unknown = [d for d in dims if d not in (*GROUP_DIMENSIONS, "customer_id", "meter")]
+    if unknown:
+        raise ValueError(
+            f"unknown dimension(s) {', '.join(unknown)}; use {', '.join(GROUP_DIMENSIONS)}"
+        )
+    return [d for d in dict.fromkeys(dims) if d not in ("customer_id", "meter")]
+
+
+class UsageQuery(BaseModel):
+    """`GET /api/v1/usage` filters: a half-open time range [start, end) in UTC."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: str | None = None
+    unattributed: bool = Field(default=False, description="only usage with no customer yet")
+    meter: str | None = None
+    start: UtcDatetime = None
+    end: UtcDatetime = None
+    group_by: Annotated[list[str], BeforeValidator(_group_by)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UsageQuery:
+        if self.start and self.end and self.start >= self.end:
+            raise ValueError("start must be before end")
+        if self.unattributed and self.customer_id:
+            raise ValueError("customer_id and unattributed=true exclude each other")
+        return self
+
+
+class UsageAnswer(BaseModel):
+    """Rows of `{"customer_id", "meter", <each group_by dim>, "quantity": "<decimal>"}`."""
+
+    rows: list[dict[str, str]]

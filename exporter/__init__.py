@@ -1,0 +1,2 @@
+"""Where usage goes: the SQL store, the UsageService (gRPC) client and server, and an
+in-process OTel `SpanExporter`."""

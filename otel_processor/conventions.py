@@ -1,0 +1,76 @@
+"""Attribute names AgentMeter reads, per field, first match wins.
+
+OTel GenAI (current and deprecated names), OpenInference, OpenLLMetry and the Vercel AI SDK.
+"""
+
+from __future__ import annotations
+
+PROVIDER = (
+    "gen_ai.provider.name",
+    "gen_ai.system",
+    "llm.provider",
+    "llm.system",
+    "ai.model.provider",
+)
+MODEL = (
+    "gen_ai.response.model",
+    "gen_ai.request.model",
+    "llm.response.model_name",
+    "llm.model_name",
+    "embedding.model_name",
+    "ai.response.model",
+    "ai.model.id",
+)
+INPUT_TOKENS = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.prompt_tokens",
+    "llm.token_count.prompt",
+    "ai.usage.inputTokens",
+    "ai.usage.promptTokens",
+)
+OUTPUT_TOKENS = (
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.completion_tokens",
+    "llm.token_count.completion",
+    "ai.usage.outputTokens",
+    "ai.usage.completionTokens",
+)
+CACHE_READ_TOKENS = (
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cache_read_input_tokens",
+    "llm.token_count.prompt_details.cache_read",
+    "ai.usage.cachedInputTokens",
+)
+CACHE_WRITE_TOKENS = (
+    "gen_ai.usage.cache_write.input_tokens",
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_creation_input_tokens",
+    "llm.token_count.prompt_details.cache_write",
+)
+REASONING_TOKENS = (
+    "gen_ai.usage.reasoning.output_tokens",
+    "gen_ai.usage.reasoning_tokens",
+    "llm.token_count.completion_details.reasoning",
+    "ai.usage.reasoningTokens",
+)
+
+OPERATION = ("gen_ai.operation.name", "llm.request.type", "ai.operationId")
+AGENT_NAME = ("gen_ai.agent.name", "agent.name")
+TOOL_NAME = ("gen_ai.tool.name", "tool.name")
+STEP = "agentmeter.step"
+CUSTOM_METER_PREFIX = "agentmeter.usage."
+SERVICE_NAME = "service.name"
+
+DEFAULT_CUSTOMER_KEYS = ("agentmeter.customer.id", "customer.id")
+
+# Span kinds that repeat the totals of their children: their token counts are never billed.
+OPENINFERENCE_KIND = "openinference.span.kind"
+OPENLLMETRY_KIND = "traceloop.span.kind"
+VERCEL_OPERATION = "ai.operationId"
+AGGREGATE_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow", "create_agent"})
+AGGREGATE_OPENINFERENCE_KINDS = frozenset({"AGENT", "CHAIN"})
+AGGREGATE_OPENLLMETRY_KINDS = frozenset({"workflow", "agent", "task"})
+
+TOOL_OPERATION = "execute_tool"
+TOOL_OPENINFERENCE_KIND = "TOOL"
+TOOL_OPENLLMETRY_KIND = "tool"

@@ -1,0 +1,149 @@
+"""OTLP trace requests: decoding (protobuf and OTLP/JSON) and request → usage batch.
+
+Pure functions: bytes in, messages out; a request in, a `UsageBatch` and the rejected
+spans out. The receivers (`otel_processor.receiver`) add transport, auth and storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+from otel_processor.conventions import DEFAULT_CUSTOMER_KEYS
+from otel_processor.spans import SpanRejectedError, span_usage
+from otel_processor.usage import UsageBatch, UsageRecord
+
+MAX_REJECTION_MESSAGES = 5
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+
+
+class InvalidRequestError(ValueError):
+    """The request body cannot be decoded as an OTLP trace export; nothing is stored."""
+
+
+def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    """Decode an `application/x-protobuf` OTLP trace export."""
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except DecodeError as error:
+        raise InvalidRequestError(f"body is not a protobuf OTLP trace export: {error}") from None
+    return request
+
+
+def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    """Decode an OTLP/JSON trace export.
+
+    OTLP/JSON differs from proto3's JSON mapping in that trace and span ids are hex, not
+    base64. An id that is not valid hex becomes empty, so that span alone is rejected later.
+    """
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidRequestError(f"body is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InvalidRequestError("body must be a JSON object with resourceSpans")
+    for resource_spans in _objects(document.get("resourceSpans")):
+        for scope_spans in _objects(resource_spans.get("scopeSpans")):
+            for span in _objects(scope_spans.get("spans")):
+                _hex_ids_to_base64(span)
+                for link in _objects(span.get("links")):
+                    _hex_ids_to_base64(link)
+    try:
+        return json_format.ParseDict(
+            document, ExportTraceServiceRequest(), ignore_unknown_fields=True
+        )
+    except json_format.ParseError as error:
+        raise InvalidRequestError(f"body is not an OTLP/JSON trace export: {error}") from None
+
+
+def encode_response(response: Message, *, as_json: bool) -> bytes:
+    """Encode an export response (or error status) in the request's content type."""
+    if as_json:
+        return json_format.MessageToJson(response, indent=None).encode()
+    return response.SerializeToString()
+
+
+def _objects(value: Any) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _hex_ids_to_base64(obj: dict[str, Any]) -> None:
+    for key in _ID_FIELDS:
+        value = obj.get(key)
+        if isinstance(value, str):
+            try:
+                obj[key] = base64.b64encode(bytes.fromhex(value)).decode()
+            except ValueError:
+                obj[key] = ""
+        elif value is not None:
+            obj[key] = ""
+
+
+@dataclass(slots=True)
+class Extraction:
+    """Usage extracted from one request, and what was refused."""
+
+    batch: UsageBatch
+    spans: int = 0
+    rejected: int = 0
+    messages: list[str] = field(default_factory=list)
+
+    def error_message(self) -> str:
+        """The first rejection reasons, for OTLP `partial_success.error_message`."""
+        more = self.rejected - len(self.messages)
+        suffix = f"; and {more} more" if more > 0 else ""
+        return "; ".join(self.messages) + suffix
+
+
+def _attributes(key_values: Sequence[KeyValue]) -> dict[str, object]:
+    # Unset values read as "" (the proto default); arrays and maps stay messages, which
+    # every field that AgentMeter reads refuses with a clear message.
+    return {
+        kv.key: getattr(kv.value, kv.value.WhichOneof("value") or "string_value")
+        for kv in key_values
+    }
+
+
+def extract_usage(
+    request: ExportTraceServiceRequest,
+    customer_keys: Sequence[str] = DEFAULT_CUSTOMER_KEYS,
+) -> Extraction:
+    """Turn every span of `request` into usage; bad spans are counted, not fatal."""
+    records: list[UsageRecord] = []
+    trace_customers: dict[str, str] = {}
+    extraction = Extraction(batch=UsageBatch(records=records, trace_customers=trace_customers))
+    for resource_spans in request.resource_spans:
+        resource_attributes = _attributes(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                extraction.spans += 1
+                try:
+                    usage = span_usage(
+                        trace_id=span.trace_id,
+                        span_id=span.span_id,
+                        name=span.name,
+                        end_time_unix_nano=span.end_time_unix_nano,
+                        attributes=_attributes(span.attributes),
+                        resource_attributes=resource_attributes,
+                        customer_keys=customer_keys,
+                    )
+                except SpanRejectedError as error:
+                    extraction.rejected += 1
+                    if len(extraction.messages) < MAX_REJECTION_MESSAGES:
+                        extraction.messages.append(f"span {span.span_id.hex()}: {error}")
+                    continue
+                records.extend(usage.records)
+                if usage.customer_id:
+                    trace_customers.setdefault(span.trace_id.hex(), usage.customer_id)
+    return extraction

@@ -1,0 +1,1 @@
+"""The OTLP trace receiver: gRPC and HTTP transports over one `TraceIngest` service."""

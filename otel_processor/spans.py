@@ -1,0 +1,249 @@
+"""Span → usage: the pure mapping at the core of AgentMeter.
+
+Reads raw quantities from a span's attributes under every convention in
+`otel_processor.conventions` and returns canonical `UsageRecord`s. No I/O, no pricing.
+A span whose usage attributes are invalid is rejected whole (`SpanRejectedError`), so a
+partial span is never billed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from otel_processor import conventions as conv
+from otel_processor.usage import (
+    CACHE_READ_TOKENS,
+    CACHE_WRITE_TOKENS,
+    CANONICAL_METERS,
+    INPUT_TOKENS,
+    MAX_QUANTITY,
+    OUTPUT_REASONING_TOKENS,
+    OUTPUT_TOKENS,
+    QUANTITY_PLACES,
+    SOURCE_CUSTOM,
+    SOURCE_LLM,
+    SOURCE_TOOL,
+    TOOL_CALLS,
+    Quantity,
+    UsageRecord,
+)
+
+Attributes = Mapping[str, object]
+
+MAX_DIMENSION_LENGTH = 256
+_METER_NAME = re.compile(r"^[a-z][a-z0-9_.]{0,127}$")
+_QUANTUM = Decimal(1).scaleb(-QUANTITY_PLACES)
+_TOKEN_FIELDS = (
+    (INPUT_TOKENS, conv.INPUT_TOKENS),
+    (CACHE_READ_TOKENS, conv.CACHE_READ_TOKENS),
+    (CACHE_WRITE_TOKENS, conv.CACHE_WRITE_TOKENS),
+    (OUTPUT_TOKENS, conv.OUTPUT_TOKENS),
+    (OUTPUT_REASONING_TOKENS, conv.REASONING_TOKENS),
+)
+
+
+class SpanRejectedError(ValueError):
+    """The span's usage cannot be trusted; none of it is stored. The message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpanUsage:
+    """What one span contributes: its usage records and the customer it names, if any."""
+
+    records: list[UsageRecord]
+    customer_id: str
+
+
+def span_usage(
+    *,
+    trace_id: bytes,
+    span_id: bytes,
+    name: str,
+    end_time_unix_nano: int,
+    attributes: Attributes,
+    resource_attributes: Attributes,
+    customer_keys: Sequence[str] = conv.DEFAULT_CUSTOMER_KEYS,
+) -> SpanUsage:
+    """Map one span to its usage records.
+
+    Token meters come only from leaf inference/embedding spans: agent, workflow and wrapper
+    spans repeat their children's totals and contribute none. `execute_tool` spans count
+    one `tool_calls`; `agentmeter.usage.<name>` attributes become custom meters on any span.
+    """
+    if len(trace_id) != 16 or not any(trace_id):
+        raise SpanRejectedError(f"trace id must be 16 non-zero bytes, got {len(trace_id)}")
+    if len(span_id) != 8 or not any(span_id):
+        raise SpanRejectedError(f"span id must be 8 non-zero bytes, got {len(span_id)}")
+    if end_time_unix_nano <= 0:
+        raise SpanRejectedError("span has no end time")
+
+    customer_id = _customer(attributes, resource_attributes, customer_keys)
+    operation = _first_text(attributes, conv.OPERATION)
+    agent_name = _first_text(attributes, conv.AGENT_NAME)
+    tool = _first_text(attributes, conv.TOOL_NAME)
+    step = _bounded(conv.STEP, _text(conv.STEP, attributes.get(conv.STEP)) or agent_name or name)
+    provider = _first_text(attributes, conv.PROVIDER)
+    model = _first_text(attributes, conv.MODEL)
+    service_name = _text(conv.SERVICE_NAME, resource_attributes.get(conv.SERVICE_NAME))
+
+    def record(meter: str, quantity: Quantity, source: str) -> UsageRecord:
+        return UsageRecord(
+            trace_id=trace_id.hex(),
+            span_id=span_id.hex(),
+            meter=meter,
+            quantity=quantity,
+            customer_id=customer_id,
+            time_unix_nano=end_time_unix_nano,
+            provider=provider,
+            model=model,
+            operation=operation,
+            agent_name=agent_name,
+            step=step,
+            tool=tool,
+            service_name=service_name,
+            source=source,
+        )
+
+    records: list[UsageRecord] = []
+    if not _is_aggregate(name, operation, attributes):
+        tokens = _token_counts(attributes)
+        records.extend(record(meter, count, SOURCE_LLM) for meter, count in tokens.items())
+    if _is_tool_call(operation, attributes):
+        records.append(record(TOOL_CALLS, 1, SOURCE_TOOL))
+    for key, value in attributes.items():
+        if key.startswith(conv.CUSTOM_METER_PREFIX):
+            meter = key.removeprefix(conv.CUSTOM_METER_PREFIX)
+            quantity = _quantity(key, value)
+            records.append(record(_custom_meter_name(key, meter), quantity, SOURCE_CUSTOM))
+    return SpanUsage(records=records, customer_id=customer_id)
+
+
+def _is_aggregate(name: str, operation: str, attributes: Attributes) -> bool:
+    if operation in conv.AGGREGATE_OPERATIONS:
+        return True
+    if attributes.get(conv.OPENINFERENCE_KIND) in conv.AGGREGATE_OPENINFERENCE_KINDS:
+        return True
+    if attributes.get(conv.OPENLLMETRY_KIND) in conv.AGGREGATE_OPENLLMETRY_KINDS:
+        return True
+    # Vercel AI SDK: `ai.generateText` wraps `ai.generateText.doGenerate` (the real call).
+    vercel = attributes.get(conv.VERCEL_OPERATION)
+    vercel_operation = vercel if isinstance(vercel, str) else name
+    if vercel_operation.startswith("ai."):
+        parts = vercel_operation.split(".")
+        return len(parts) == 2 and parts[1] != "toolCall"
+    return False
+
+
+def _is_tool_call(operation: str, attributes: Attributes) -> bool:
+    return (
+        operation == conv.TOOL_OPERATION
+        or attributes.get(conv.OPENINFERENCE_KIND) == conv.TOOL_OPENINFERENCE_KIND
+        or attributes.get(conv.OPENLLMETRY_KIND) == conv.TOOL_OPENLLMETRY_KIND
+    )
+
+
+def _token_counts(attributes: Attributes) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for meter, keys in _TOKEN_FIELDS:
+        for key in keys:
+            value = attributes.get(key)
+            if value is not None:
+                counts[meter] = _token_count(key, value)
+                break
+    cached = counts.get(CACHE_READ_TOKENS, 0) + counts.get(CACHE_WRITE_TOKENS, 0)
+    if cached and cached > counts.get(INPUT_TOKENS, 0):
+        raise SpanRejectedError(
+            f"cache read + write tokens ({cached}) exceed input tokens "
+            f"({counts.get(INPUT_TOKENS, 0)}); input tokens must include cached ones"
+        )
+    reasoning = counts.get(OUTPUT_REASONING_TOKENS, 0)
+    if reasoning and reasoning > counts.get(OUTPUT_TOKENS, 0):
+        raise SpanRejectedError(
+            f"reasoning tokens ({reasoning}) exceed output tokens "
+            f"({counts.get(OUTPUT_TOKENS, 0)}); output tokens must include reasoning"
+        )
+    return counts
+
+
+def _token_count(key: str, value: object) -> int:
+    quantity = _quantity(key, value)
+    if not isinstance(quantity, int):
+        raise SpanRejectedError(f"{key} must be a whole number of tokens, got {value!r}")
+    return quantity
+
+
+def _custom_meter_name(key: str, meter: str) -> str:
+    if not _METER_NAME.match(meter):
+        raise SpanRejectedError(f"{key}: meter name must match {_METER_NAME.pattern}")
+    if meter in CANONICAL_METERS:
+        raise SpanRejectedError(f"{key}: {meter} is a canonical meter, not a custom one")
+    return meter
+
+
+def _quantity(key: str, value: object) -> Quantity:
+    """An exact, bounded, non-negative quantity: int when whole, else a Decimal."""
+    if isinstance(value, bool):
+        raise SpanRejectedError(f"{key} must be a number, got a boolean")
+    if isinstance(value, int):
+        quantity: Quantity = value
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise SpanRejectedError(f"{key} must be a finite number, got {value!r}")
+        # repr gives the shortest decimal that round-trips: 12.5, not 12.4999…
+        quantity = Decimal(repr(value))
+    elif isinstance(value, str):
+        try:
+            quantity = Decimal(value.strip())
+        except InvalidOperation:
+            raise SpanRejectedError(f"{key} must be a number, got {value!r}") from None
+        if not quantity.is_finite():
+            raise SpanRejectedError(f"{key} must be a finite number, got {value!r}")
+    else:
+        raise SpanRejectedError(f"{key} must be a number, got {type(value).__name__}")
+    if quantity < 0:
+        raise SpanRejectedError(f"{key} must not be negative, got {value!r}")
+    if quantity > MAX_QUANTITY:
+        raise SpanRejectedError(f"{key} is absurdly large ({value!r} > {MAX_QUANTITY})")
+    if isinstance(quantity, Decimal):
+        quantity = quantity.quantize(_QUANTUM)
+        if quantity == quantity.to_integral_value():
+            return int(quantity)
+        return quantity.normalize()
+    return quantity
+
+
+def _customer(attributes: Attributes, resource_attributes: Attributes, keys: Sequence[str]) -> str:
+    for source in (attributes, resource_attributes):
+        for key in keys:
+            value = source.get(key)
+            if value is not None and (customer_id := _text(key, value)):
+                return customer_id
+    return ""
+
+
+def _first_text(attributes: Attributes, keys: Sequence[str]) -> str:
+    for key in keys:
+        value = attributes.get(key)
+        if value is not None:
+            return _text(key, value)
+    return ""
+
+
+def _text(key: str, value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return _bounded(key, value.strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise SpanRejectedError(f"{key} must be a string, got {type(value).__name__}")
+
+
+def _bounded(key: str, text: str) -> str:
+    if len(text) > MAX_DIMENSION_LENGTH:
+        raise SpanRejectedError(f"{key} is longer than {MAX_DIMENSION_LENGTH} characters")
+    return text

@@ -1,0 +1,135 @@
+"""The usage record, the batch a receiver hands to storage, and the sink interface."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Protocol
+
+# Canonical meters (names follow genai-prices' usage keys).
+INPUT_TOKENS = "input_tokens"
+CACHE_READ_TOKENS = "cache_read_tokens"
+CACHE_WRITE_TOKENS = "cache_write_tokens"
+OUTPUT_TOKENS = "output_tokens"
+OUTPUT_REASONING_TOKENS = "output_reasoning_tokens"
+TOOL_CALLS = "tool_calls"
+TOKEN_METERS = (
+    INPUT_TOKENS,
+    CACHE_READ_TOKENS,
+    CACHE_WRITE_TOKENS,
+    OUTPUT_TOKENS,
+    OUTPUT_REASONING_TOKENS,
+)
+CANONICAL_METERS = (*TOKEN_METERS, TOOL_CALLS)
+
+SOURCE_LLM = "llm"
+SOURCE_TOOL = "tool"
+SOURCE_CUSTOM = "custom"
+
+# Quantities are exact: whole units as int, fractional ones as Decimal with at most
+# QUANTITY_PLACES decimal places (stored as integer micro-units).
+QUANTITY_PLACES = 6
+MAX_QUANTITY = 10**9
+
+Quantity = int | Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One meter of one span, with every dimension billing and the dashboard group by.
+
+    Identity (with the tenant) is (trace_id, span_id, meter): storing the same record
+    twice is a no-op. An empty `customer_id` means not attributed (yet).
+    """
+
+    trace_id: str
+    span_id: str
+    meter: str
+    quantity: Quantity
+    customer_id: str
+    time_unix_nano: int
+    provider: str = ""
+    model: str = ""
+    operation: str = ""
+    agent_name: str = ""
+    step: str = ""
+    tool: str = ""
+    service_name: str = ""
+    source: str = SOURCE_LLM
+
+
+@dataclass(frozen=True, slots=True)
+class UsageBatch:
+    """What one export delivers to storage.
+
+    `trace_customers` maps a trace id to the customer that some span of the trace named,
+    including spans that carry no usage themselves (an agent span naming the customer).
+    Customer-less records of such a trace inherit the customer the store saw first.
+    """
+
+    records: Sequence[UsageRecord]
+    trace_customers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """How many records were new and how many the store already held."""
+
+    inserted: int
+    duplicates: int
+
+
+class StoreUnavailableError(Exception):
+    """The store cannot take writes now (down, locked, overloaded); the caller may retry."""
+
+
+class UsageSink(Protocol):
+    """Where extracted usage goes.
+
+    `write` returns only once the batch is durable (committed); it raises
+    `StoreUnavailableError` when the batch could not be made durable and may be retried.
+    Writes are idempotent per record identity. Implementations are safe to call from
+    several threads; `write` blocks the calling thread, so async callers run it in a
+    worker thread.
+    """
+
+    def write(self, tenant_id: str, batch: UsageBatch) -> WriteResult:
+        """Store `batch` for `tenant_id`, attribute by trace, skip duplicates, commit."""
+        ...
+
+
+class InMemoryUsageSink:
+    """A `UsageSink` that keeps records in a dict, with the same dedup and attribution rules.
+
+    For tests and for agents that only want to see what they would be billed for.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[tuple[str, str, str, str], UsageRecord] = {}
+        self._trace_customers: dict[tuple[str, str], str] = {}
+
+    def write(self, tenant_id: str, batch: UsageBatch) -> WriteResult:
+        with self._lock:
+            for trace_id, customer_id in batch.trace_customers.items():
+                self._trace_customers.setdefault((tenant_id, trace_id), customer_id)
+            inserted = duplicates = 0
+            for record in batch.records:
+                key = (tenant_id, record.trace_id, record.span_id, record.meter)
+                if key in self._records:
+                    duplicates += 1
+                    continue
+                self._records[key] = record
+                inserted += 1
+            for key, record in self._records.items():
+                inherited = self._trace_customers.get((key[0], record.trace_id))
+                if not record.customer_id and inherited:
+                    self._records[key] = replace(record, customer_id=inherited)
+            return WriteResult(inserted=inserted, duplicates=duplicates)
+
+    def records(self, tenant_id: str) -> list[UsageRecord]:
+        """Every record stored for `tenant_id`, in insertion order."""
+        with self._lock:
+            return [r for key, r in self._records.items() if key[0] == tenant_id]

@@ -1,0 +1,1 @@
+"""AgentMeter's wire contract: .proto sources and the Python generated from them."""
