@@ -35,7 +35,13 @@ def make_engine(settings: Settings) -> Engine:
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={
+                "timeout": settings.sqlite_busy_timeout_seconds,
+                "check_same_thread": False,
+            },
+        )
         synchronous = settings.sqlite_synchronous
 
         @event.listens_for(engine, "connect")

@@ -41,4 +41,7 @@ class Settings(BaseSettings):
         pattern="^(OFF|NORMAL|FULL|EXTRA)$",
         description="SQLite synchronous pragma; FULL keeps an acknowledged export on power loss",
     )
+    sqlite_busy_timeout_seconds: float = Field(
+        default=30.0, description="How long a SQLite write waits for another writer's lock"
+    )
     db_pool_size: int = 8

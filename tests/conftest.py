@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -96,6 +96,7 @@ class RunningServer:
     api_port: int = 0
     process: subprocess.Popen[str] | None = None
     log_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)  # extra AGENTMETER_* settings
 
     @property
     def traces_url(self) -> str:
@@ -119,7 +120,7 @@ class RunningServer:
 
     def start(self) -> None:
         assert self.log_path is not None
-        env = {**os.environ, "AGENTMETER_DATABASE_URL": self.database_url}
+        env = {**os.environ, **self.env, "AGENTMETER_DATABASE_URL": self.database_url}
         command = [sys.executable, "-m", "agentmeter.cli", "serve"]
         for flag, port in (
             ("--grpc-port", self.grpc_port),
