@@ -88,10 +88,14 @@ def secret_violations(node: Any, path: str = "") -> list[str]:
         for key, value in node.items():
             child = f"{path}.{key}" if path else str(key)
             name = str(key).lower()
-            names_secret = any(word in name for word in SECRET_WORDS)
-            if names_secret and name not in NOT_SECRET_KEYS and not name.endswith("_file"):
-                if not isinstance(value, Mapping | list) and ENV_SUBSTITUTION not in str(value):
-                    violations.append(child)
+            names_secret = (
+                any(word in name for word in SECRET_WORDS)
+                and name not in NOT_SECRET_KEYS
+                and not name.endswith("_file")
+            )
+            is_scalar = not isinstance(value, Mapping | list)
+            if names_secret and is_scalar and ENV_SUBSTITUTION not in str(value):
+                violations.append(child)
             if name == "headers" and isinstance(value, Mapping):
                 violations += [
                     f"{child}.{header}"
