@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from agentmeter.settings import Settings
@@ -20,7 +21,8 @@ from billing_api.app import create_app
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.receiver.grpc import make_server, trace_service_handler
 from otel_processor.receiver.http import OtlpHttpApp
-from otel_processor.receiver.service import ExportOutcome, TraceIngest
+from otel_processor.receiver.observe import ExportLog, IngestMetrics
+from otel_processor.receiver.service import UsageIngest
 
 logger = logging.getLogger("agentmeter.server")
 
@@ -31,21 +33,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def _log_export(outcome: ExportOutcome, seconds: float) -> None:
-    logging.getLogger("agentmeter.ingest").info(
-        "export",
-        extra={
-            "tenant_id": outcome.tenant_id,
-            "spans": outcome.spans,
-            "rejected": outcome.rejected,
-            "inserted": outcome.inserted,
-            "duplicates": outcome.duplicates,
-            "unattributed": outcome.unattributed,
-            "latency_ms": round(seconds * 1000, 3),
-        },
-    )
 
 
 async def _start_http(app: object, host: str, port: int) -> tuple[_Server, asyncio.Task[None], int]:
@@ -71,12 +58,13 @@ async def _start_http(app: object, host: str, port: int) -> tuple[_Server, async
 async def serve(settings: Settings, engine: Engine) -> None:
     """Run every listener until SIGINT/SIGTERM; print one JSON ready line with the ports."""
     executor = ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="store")
-    ingest = TraceIngest(
+    registry = CollectorRegistry()
+    ingest = UsageIngest(
         SqlUsageSink(engine),
         TenantKeys(engine),
         max_pending=settings.max_pending_exports,
         executor=executor,
-        observers=[_log_export],
+        observers=[IngestMetrics(registry), ExportLog()],
     )
     grpc_server = make_server(
         [trace_service_handler(ingest)], max_request_bytes=settings.max_request_bytes
@@ -90,7 +78,7 @@ async def serve(settings: Settings, engine: Engine) -> None:
     )
     http, http_task, http_port = await _start_http(otlp_app, settings.host, settings.http_port)
     api, api_task, api_port = await _start_http(
-        create_app(engine), settings.host, settings.api_port
+        create_app(engine, registry), settings.host, settings.api_port
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

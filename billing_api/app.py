@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Engine, text
 
 from agentmeter.db import UNAVAILABLE_ERRORS
@@ -13,8 +14,8 @@ from billing_api.errors import error_response, install_error_handlers
 from billing_api.usage.endpoints import router as usage_router
 
 
-def create_app(engine: Engine) -> FastAPI:
-    """The billing API over `engine` (already migrated)."""
+def create_app(engine: Engine, registry: CollectorRegistry) -> FastAPI:
+    """The billing API over `engine` (already migrated); `/metrics` exposes `registry`."""
     app = FastAPI(title="AgentMeter", version="0.1.0")
     app.state.engine = engine
     app.state.keys = TenantKeys(engine)
@@ -34,5 +35,9 @@ def create_app(engine: Engine) -> FastAPI:
         except UNAVAILABLE_ERRORS:
             return error_response(503, "unavailable", "store unreachable")
         return {"status": "ready"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -3,6 +3,7 @@
 No pricing and no Stripe here; usage goes to any `UsageSink`.
 """
 
+from otel_processor.customer import CustomerSpanProcessor, customer, step
 from otel_processor.usage import (
     InMemoryUsageSink,
     StoreUnavailableError,
@@ -13,10 +14,13 @@ from otel_processor.usage import (
 )
 
 __all__ = [
+    "CustomerSpanProcessor",
     "InMemoryUsageSink",
     "StoreUnavailableError",
     "UsageBatch",
     "UsageRecord",
     "UsageSink",
     "WriteResult",
+    "customer",
+    "step",
 ]

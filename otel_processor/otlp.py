@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +99,14 @@ class Extraction:
     spans: int = 0
     rejected: int = 0
     messages: list[str] = field(default_factory=list)
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+
+    def reject(self, what: str, error: SpanRejectedError) -> None:
+        """Count one refused span (or record) and keep the first reasons."""
+        self.rejected += 1
+        self.rejected_by_reason[error.reason] += 1
+        if len(self.messages) < MAX_REJECTION_MESSAGES:
+            self.messages.append(f"{what}: {error}")
 
     def error_message(self) -> str:
         """The first rejection reasons, for OTLP `partial_success.error_message`."""
@@ -139,9 +148,7 @@ def extract_usage(
                         customer_keys=customer_keys,
                     )
                 except SpanRejectedError as error:
-                    extraction.rejected += 1
-                    if len(extraction.messages) < MAX_REJECTION_MESSAGES:
-                        extraction.messages.append(f"span {span.span_id.hex()}: {error}")
+                    extraction.reject(f"span {span.span_id.hex()}", error)
                     continue
                 records.extend(usage.records)
                 if usage.customer_id:

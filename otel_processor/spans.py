@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 
 from otel_processor import conventions as conv
 from otel_processor.usage import (
@@ -46,8 +47,23 @@ _TOKEN_FIELDS = (
 )
 
 
+class RejectReason(StrEnum):
+    """Why a span (or usage record) was refused; a label of the rejection metric."""
+
+    INVALID_ID = "invalid_id"
+    MISSING_TIME = "missing_time"
+    INVALID_QUANTITY = "invalid_quantity"
+    INCONSISTENT_TOKENS = "inconsistent_tokens"
+    INVALID_METER = "invalid_meter"
+    INVALID_DIMENSION = "invalid_dimension"
+
+
 class SpanRejectedError(ValueError):
     """The span's usage cannot be trusted; none of it is stored. The message says why."""
+
+    def __init__(self, message: str, reason: RejectReason) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +91,15 @@ def span_usage(
     one `tool_calls`; `agentmeter.usage.<name>` attributes become custom meters on any span.
     """
     if len(trace_id) != 16 or not any(trace_id):
-        raise SpanRejectedError(f"trace id must be 16 non-zero bytes, got {len(trace_id)}")
+        raise SpanRejectedError(
+            f"trace id must be 16 non-zero bytes, got {len(trace_id)}", RejectReason.INVALID_ID
+        )
     if len(span_id) != 8 or not any(span_id):
-        raise SpanRejectedError(f"span id must be 8 non-zero bytes, got {len(span_id)}")
+        raise SpanRejectedError(
+            f"span id must be 8 non-zero bytes, got {len(span_id)}", RejectReason.INVALID_ID
+        )
     if end_time_unix_nano <= 0:
-        raise SpanRejectedError("span has no end time")
+        raise SpanRejectedError("span has no end time", RejectReason.MISSING_TIME)
 
     customer_id = _customer(attributes, resource_attributes, customer_keys)
     operation = _first_text(attributes, conv.OPERATION)
@@ -158,13 +178,15 @@ def _token_counts(attributes: Attributes) -> dict[str, int]:
     if cached and cached > counts.get(INPUT_TOKENS, 0):
         raise SpanRejectedError(
             f"cache read + write tokens ({cached}) exceed input tokens "
-            f"({counts.get(INPUT_TOKENS, 0)}); input tokens must include cached ones"
+            f"({counts.get(INPUT_TOKENS, 0)}); input tokens must include cached ones",
+            RejectReason.INCONSISTENT_TOKENS,
         )
     reasoning = counts.get(OUTPUT_REASONING_TOKENS, 0)
     if reasoning and reasoning > counts.get(OUTPUT_TOKENS, 0):
         raise SpanRejectedError(
             f"reasoning tokens ({reasoning}) exceed output tokens "
-            f"({counts.get(OUTPUT_TOKENS, 0)}); output tokens must include reasoning"
+            f"({counts.get(OUTPUT_TOKENS, 0)}); output tokens must include reasoning",
+            RejectReason.INCONSISTENT_TOKENS,
         )
     return counts
 
@@ -172,42 +194,62 @@ def _token_counts(attributes: Attributes) -> dict[str, int]:
 def _token_count(key: str, value: object) -> int:
     quantity = _quantity(key, value)
     if not isinstance(quantity, int):
-        raise SpanRejectedError(f"{key} must be a whole number of tokens, got {value!r}")
+        raise SpanRejectedError(
+            f"{key} must be a whole number of tokens, got {value!r}", RejectReason.INVALID_QUANTITY
+        )
     return quantity
 
 
 def _custom_meter_name(key: str, meter: str) -> str:
     if not _METER_NAME.match(meter):
-        raise SpanRejectedError(f"{key}: meter name must match {_METER_NAME.pattern}")
+        raise SpanRejectedError(
+            f"{key}: meter name must match {_METER_NAME.pattern}", RejectReason.INVALID_METER
+        )
     if meter in CANONICAL_METERS:
-        raise SpanRejectedError(f"{key}: {meter} is a canonical meter, not a custom one")
+        raise SpanRejectedError(
+            f"{key}: {meter} is a canonical meter, not a custom one", RejectReason.INVALID_METER
+        )
     return meter
 
 
 def _quantity(key: str, value: object) -> Quantity:
     """An exact, bounded, non-negative quantity: int when whole, else a Decimal."""
     if isinstance(value, bool):
-        raise SpanRejectedError(f"{key} must be a number, got a boolean")
+        raise SpanRejectedError(
+            f"{key} must be a number, got a boolean", RejectReason.INVALID_QUANTITY
+        )
     if isinstance(value, int):
         quantity: Quantity = value
     elif isinstance(value, float):
         if not math.isfinite(value):
-            raise SpanRejectedError(f"{key} must be a finite number, got {value!r}")
+            raise SpanRejectedError(
+                f"{key} must be a finite number, got {value!r}", RejectReason.INVALID_QUANTITY
+            )
         # repr gives the shortest decimal that round-trips: 12.5, not 12.4999…
         quantity = Decimal(repr(value))
     elif isinstance(value, str):
         try:
             quantity = Decimal(value.strip())
         except InvalidOperation:
-            raise SpanRejectedError(f"{key} must be a number, got {value!r}") from None
+            raise SpanRejectedError(
+                f"{key} must be a number, got {value!r}", RejectReason.INVALID_QUANTITY
+            ) from None
         if not quantity.is_finite():
-            raise SpanRejectedError(f"{key} must be a finite number, got {value!r}")
+            raise SpanRejectedError(
+                f"{key} must be a finite number, got {value!r}", RejectReason.INVALID_QUANTITY
+            )
     else:
-        raise SpanRejectedError(f"{key} must be a number, got {type(value).__name__}")
+        raise SpanRejectedError(
+            f"{key} must be a number, got {type(value).__name__}", RejectReason.INVALID_QUANTITY
+        )
     if quantity < 0:
-        raise SpanRejectedError(f"{key} must not be negative, got {value!r}")
+        raise SpanRejectedError(
+            f"{key} must not be negative, got {value!r}", RejectReason.INVALID_QUANTITY
+        )
     if quantity > MAX_QUANTITY:
-        raise SpanRejectedError(f"{key} is absurdly large ({value!r} > {MAX_QUANTITY})")
+        raise SpanRejectedError(
+            f"{key} is absurdly large ({value!r} > {MAX_QUANTITY})", RejectReason.INVALID_QUANTITY
+        )
     if isinstance(quantity, Decimal):
         quantity = quantity.quantize(_QUANTUM)
         if quantity == quantity.to_integral_value():
@@ -240,10 +282,15 @@ def _text(key: str, value: object) -> str:
         return _bounded(key, value.strip())
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise SpanRejectedError(f"{key} must be a string, got {type(value).__name__}")
+    raise SpanRejectedError(
+        f"{key} must be a string, got {type(value).__name__}", RejectReason.INVALID_DIMENSION
+    )
 
 
 def _bounded(key: str, text: str) -> str:
     if len(text) > MAX_DIMENSION_LENGTH:
-        raise SpanRejectedError(f"{key} is longer than {MAX_DIMENSION_LENGTH} characters")
+        raise SpanRejectedError(
+            f"{key} is longer than {MAX_DIMENSION_LENGTH} characters",
+            RejectReason.INVALID_DIMENSION,
+        )
     return text

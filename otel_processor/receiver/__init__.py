@@ -1,1 +1,1 @@
-"""The OTLP trace receiver: gRPC and HTTP transports over one `TraceIngest` service."""
+"""The OTLP trace receiver: gRPC and HTTP transports over one `UsageIngest` service."""

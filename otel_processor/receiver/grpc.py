@@ -1,6 +1,6 @@
 """OTLP/gRPC `TraceService/Export` on grpc.aio.
 
-The request arrives as raw bytes and is decoded by `TraceIngest`, so an undecodable
+The request arrives as raw bytes and is decoded in `UsageIngest`'s worker thread, so an undecodable
 message is answered INVALID_ARGUMENT (not INTERNAL) and decoding runs off the event loop.
 Other services (AgentMeter's own `UsageService`) can be added to the same server.
 """
@@ -16,8 +16,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from otel_processor.otlp import InvalidRequestError, decode_protobuf
-from otel_processor.receiver.service import TraceIngest, UnauthenticatedError
+from otel_processor.otlp import InvalidRequestError, decode_protobuf, extract_usage
+from otel_processor.receiver.service import UnauthenticatedError, UsageIngest
 from otel_processor.usage import StoreUnavailableError
 
 logger = logging.getLogger("agentmeter.ingest")
@@ -33,13 +33,15 @@ def metadata_value(context: grpc.aio.ServicerContext[bytes, bytes], key: str) ->
     return None
 
 
-def trace_service_handler(ingest: TraceIngest) -> grpc.GenericRpcHandler[bytes, bytes]:
+def trace_service_handler(ingest: UsageIngest) -> grpc.GenericRpcHandler[bytes, bytes]:
     """The generic handler that serves OTLP `TraceService/Export` through `ingest`."""
 
     async def export(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         authorization = metadata_value(context, "authorization")
         try:
-            outcome = await ingest.export(authorization, lambda: decode_protobuf(request))
+            outcome = await ingest.export(
+                "grpc", authorization, lambda keys: extract_usage(decode_protobuf(request), keys)
+            )
         except UnauthenticatedError as error:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
         except InvalidRequestError as error:

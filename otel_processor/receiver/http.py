@@ -19,8 +19,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from otel_processor.otlp import InvalidRequestError, decode_json, decode_protobuf, encode_response
-from otel_processor.receiver.service import TraceIngest, UnauthenticatedError
+from otel_processor.otlp import (
+    InvalidRequestError,
+    decode_json,
+    decode_protobuf,
+    encode_response,
+    extract_usage,
+)
+from otel_processor.receiver.service import UnauthenticatedError, UsageIngest
 from otel_processor.usage import StoreUnavailableError
 
 logger = logging.getLogger("agentmeter.ingest")
@@ -50,7 +56,7 @@ class _Refusal(Exception):
 class OtlpHttpApp:
     """ASGI app for OTLP/HTTP trace export; every answer is sent after the commit."""
 
-    def __init__(self, ingest: TraceIngest, *, max_request_bytes: int, retry_after: int) -> None:
+    def __init__(self, ingest: UsageIngest, *, max_request_bytes: int, retry_after: int) -> None:
         self._ingest = ingest
         self._max = max_request_bytes
         self._retry_after = retry_after
@@ -90,11 +96,15 @@ class OtlpHttpApp:
             body = await _read_body(receive, self._max, gzip=encoding == "gzip")
         except RequestTooLargeError:
             raise self._too_large() from None
+        except InvalidRequestError as error:
+            raise _Refusal(400, code_pb2.INVALID_ARGUMENT, str(error), {}) from None
         except zlib.error as error:
             raise _Refusal(400, code_pb2.INVALID_ARGUMENT, f"bad gzip body: {error}", {}) from None
         decode = decode_json if content_type == JSON else decode_protobuf
         try:
-            outcome = await self._ingest.export(headers.get("authorization"), lambda: decode(body))
+            outcome = await self._ingest.export(
+                "http", headers.get("authorization"), lambda keys: extract_usage(decode(body), keys)
+            )
         except UnauthenticatedError as error:
             raise _Refusal(401, code_pb2.UNAUTHENTICATED, str(error), {}) from None
         except InvalidRequestError as error:
@@ -117,6 +127,7 @@ class OtlpHttpApp:
         return response
 
     def _too_large(self) -> _Refusal:
+        self._ingest.refused("http", "too_large")
         return _Refusal(
             413, code_pb2.RESOURCE_EXHAUSTED, f"request larger than {self._max} bytes", {}
         )

@@ -1,5 +1,6 @@
-"""The transport-independent part of the receiver: auth, decode, extract, store, answer.
+"""The transport-independent part of every ingest path: auth, extract, store, answer.
 
+OTLP over gRPC and HTTP, and AgentMeter's own `UsageService`, all go through `UsageIngest`.
 An export is answered only after the usage extracted from it is committed by the sink.
 Blocking work (key lookup, decoding, extraction, the database write) runs in a worker
 thread so the event loop keeps accepting connections.
@@ -8,20 +9,18 @@ thread so the event loop keeps accepting connections.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from otel_processor.conventions import DEFAULT_CUSTOMER_KEYS
-from otel_processor.otlp import extract_usage
+from otel_processor.otlp import Extraction, InvalidRequestError
 from otel_processor.usage import StoreUnavailableError, UsageSink
 
-logger = logging.getLogger("agentmeter.ingest")
+# Given the tenant's customer attribute keys, decode the request and extract its usage.
+Extract = Callable[[Sequence[str]], Extraction]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +52,26 @@ class ExportOutcome:
     """What happened to one export, for the response, the log line and the metrics."""
 
     tenant_id: str
+    transport: str
     spans: int
     rejected: int
     inserted: int
     duplicates: int
     unattributed: int  # records that arrived without a customer (some inherit one later)
     error_message: str
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class ExportObserver(Protocol):
+    """Sees every export: for metrics and logs. Must not block or raise."""
+
+    def exported(self, outcome: ExportOutcome, seconds: float) -> None:
+        """An export was committed (and is about to be answered)."""
+        ...
+
+    def refused(self, transport: str, reason: str) -> None:
+        """A whole export was refused (unauthenticated, invalid, too large, unavailable)."""
+        ...
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -71,8 +84,8 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
-class TraceIngest:
-    """Turns authenticated OTLP exports into committed usage.
+class UsageIngest:
+    """Turns authenticated exports into committed usage.
 
     `export` is a coroutine; at most `max_pending` exports wait for the store at once,
     and the next one fails fast with `OverloadedError` so its exporter backs off and
@@ -86,7 +99,7 @@ class TraceIngest:
         *,
         max_pending: int,
         executor: ThreadPoolExecutor,
-        observers: Sequence[Callable[[ExportOutcome, float], None]] = (),
+        observers: Sequence[ExportObserver] = (),
     ) -> None:
         self._sink = sink
         self._keys = keys
@@ -95,26 +108,39 @@ class TraceIngest:
         self._executor = executor
         self._observers = observers
 
+    def refused(self, transport: str, reason: str) -> None:
+        """Record a refusal decided by a transport before `export` (e.g. too large)."""
+        for observer in self._observers:
+            observer.refused(transport, reason)
+
     async def export(
-        self,
-        authorization: str | None,
-        decode: Callable[[], ExportTraceServiceRequest],
+        self, transport: str, authorization: str | None, extract: Extract
     ) -> ExportOutcome:
-        """Authenticate, decode (via `decode`, which may raise `InvalidRequestError`),
-        extract and commit. Raises `UnauthenticatedError`, `InvalidRequestError` or
+        """Authenticate, extract (via `extract`, which may raise `InvalidRequestError`) and
+        commit. Raises `UnauthenticatedError`, `InvalidRequestError` or
         `StoreUnavailableError`; returns only once the usage is durable."""
         if self._pending >= self._max_pending:
+            self.refused(transport, "overloaded")
             raise OverloadedError(f"more than {self._max_pending} exports are waiting")
         self._pending += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._export, authorization, decode)
+            return await loop.run_in_executor(
+                self._executor, self._export, transport, authorization, extract
+            )
+        except UnauthenticatedError:
+            self.refused(transport, "unauthenticated")
+            raise
+        except StoreUnavailableError:
+            self.refused(transport, "unavailable")
+            raise
+        except InvalidRequestError:
+            self.refused(transport, "invalid")
+            raise
         finally:
             self._pending -= 1
 
-    def _export(
-        self, authorization: str | None, decode: Callable[[], ExportTraceServiceRequest]
-    ) -> ExportOutcome:
+    def _export(self, transport: str, authorization: str | None, extract: Extract) -> ExportOutcome:
         started = time.perf_counter()
         token = bearer_token(authorization)
         if token is None:
@@ -122,19 +148,20 @@ class TraceIngest:
         tenant = self._keys.tenant_for_ingest_key(token)
         if tenant is None:
             raise UnauthenticatedError("unknown or revoked ingest key")
-        request = decode()
-        extraction = extract_usage(request, tenant.customer_keys)
+        extraction = extract(tenant.customer_keys)
         result = self._sink.write(tenant.tenant_id, extraction.batch)
         outcome = ExportOutcome(
             tenant_id=tenant.tenant_id,
+            transport=transport,
             spans=extraction.spans,
             rejected=extraction.rejected,
             inserted=result.inserted,
             duplicates=result.duplicates,
             unattributed=sum(1 for r in extraction.batch.records if not r.customer_id),
             error_message=extraction.error_message(),
+            rejected_by_reason=dict(extraction.rejected_by_reason),
         )
         elapsed = time.perf_counter() - started
-        for observe in self._observers:
-            observe(outcome, elapsed)
+        for observer in self._observers:
+            observer.exported(outcome, elapsed)
         return outcome

@@ -1,0 +1,620 @@
+"""Ingest throughput of `agentmeter serve` against the floor cost of the same work.
+
+Sends pre-encoded OTLP trace exports of GenAI spans over OTLP/HTTP (protobuf) and OTLP/gRPC
+to a real `agentmeter serve` (a subprocess on a fresh SQLite file) from a few concurrent
+clients in this process. A request counts once it is acknowledged, i.e. committed. Reports
+spans per second and spans per CPU-second of the server's whole process tree.
+
+In the same run it measures the *limit*: in this process, single-threaded, each of the same
+encoded requests is parsed with `opentelemetry-proto` and one row per span is bulk-inserted
+into a fresh SQLite file with the server's pragmas (WAL, same `synchronous`), one transaction
+per request, nothing else. The goal is server spans/CPU-s ≥ 60 % of the limit's.
+
+After the run the usage rows in the server's database must equal spans x meters per span
+(each span carries input, cache-read and output tokens: three meters); otherwise it aborts.
+
+    python bench/ingest.py [--requests 40] [--spans 512] [--concurrency 4]
+
+No assertion on timing: figures depend on the machine (disk fsync above all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import psutil
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python bench/ingest.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from agentmeter.db import make_engine, migrate  # noqa: E402
+from agentmeter.settings import Settings  # noqa: E402
+from agentmeter.tenants import create_tenant  # noqa: E402
+
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+PROTOBUF = "application/x-protobuf"
+# Usage rows per span: every span has input, cache-read and output tokens.
+METERS_PER_SPAN = 3
+GOAL = 0.60
+MODELS = (
+    ("openai", "gpt-4o", "gpt-4o-2024-08-06"),
+    ("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929"),
+    ("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
+)
+AGENTS = ("researcher", "writer", "reviewer", "planner")
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class IdSource:
+    """Trace and span ids unique within the run (and, by a random prefix, across runs)."""
+
+    def __init__(self) -> None:
+        self._prefix = random.getrandbits(63) | 1
+        self._trace = 0
+        self._span = 0
+
+    def trace_id(self) -> bytes:
+        self._trace += 1
+        return struct.pack(">QQ", self._prefix, self._trace)
+
+    def span_id(self) -> bytes:
+        self._span += 1
+        return struct.pack(">Q", self._span)
+
+
+def _kv(key: str, value: str | int) -> KeyValue:
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def make_request(ids: IdSource, spans: int, spans_per_trace: int, rng: random.Random) -> bytes:
+    """One encoded export of `spans` GenAI chat spans (ten attributes each)."""
+    now = time.time_ns()
+    out: list[Span] = []
+    trace_id = b""
+    customer = ""
+    for index in range(spans):
+        if index % spans_per_trace == 0:
+            trace_id = ids.trace_id()
+            customer = f"customer-{rng.randrange(200):03d}"
+        provider, request_model, response_model = MODELS[rng.randrange(len(MODELS))]
+        agent = AGENTS[index % len(AGENTS)]
+        input_tokens = rng.randrange(200, 20_000)
+        end = now - rng.randrange(10**9, 60 * 10**9)
+        out.append(
+            Span(
+                trace_id=trace_id,
+                span_id=ids.span_id(),
+                name=f"chat {request_model}",
+                kind=Span.SPAN_KIND_CLIENT,
+                start_time_unix_nano=end - rng.randrange(10**8, 10**10),
+                end_time_unix_nano=end,
+                attributes=[
+                    _kv("gen_ai.operation.name", "chat"),
+                    _kv("gen_ai.provider.name", provider),
+                    _kv("gen_ai.request.model", request_model),
+                    _kv("gen_ai.response.model", response_model),
+                    _kv("gen_ai.usage.input_tokens", input_tokens),
+                    _kv("gen_ai.usage.output_tokens", rng.randrange(10, 4_000)),
+                    _kv("gen_ai.usage.cache_read.input_tokens", rng.randrange(input_tokens)),
+                    _kv("agentmeter.customer.id", customer),
+                    _kv("agentmeter.step", f"{agent}.step-{index % 5}"),
+                    _kv("gen_ai.agent.name", agent),
+                ],
+            )
+        )
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(attributes=[_kv("service.name", "bench-agent")]),
+                scope_spans=[ScopeSpans(scope=InstrumentationScope(name="bench"), spans=out)],
+            )
+        ]
+    )
+    return request.SerializeToString()
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def tree_cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU of `process` and all its descendants (live and reaped)."""
+    total = 0.0
+    for proc in (process, *process.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    ps: psutil.Process
+    grpc_port: int
+    http_port: int
+
+    @classmethod
+    def start(cls, database_url: str, synchronous: str, log_path: Path) -> Server:
+        env = {
+            **os.environ,
+            "AGENTMETER_DATABASE_URL": database_url,
+            "AGENTMETER_SQLITE_SYNCHRONOUS": synchronous,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        command = [sys.executable, "-m", "agentmeter.cli", "serve"]
+        command += ["--grpc-port", "0", "--http-port", "0", "--api-port", "0"]
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT
+            )
+        assert process.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                process.wait()
+                tail = log_path.read_text()[-2000:]
+                raise SystemExit(f"server exited ({process.returncode}):\n{tail}")
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "ready":
+                return cls(
+                    process, psutil.Process(process.pid), event["grpc_port"], event["http_port"]
+                )
+        process.kill()
+        raise SystemExit("server did not become ready in 60 s")
+
+    def cpu(self) -> float:
+        return tree_cpu_seconds(self.ps)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+# --------------------------------------------------------------------------- clients
+
+Send = Callable[[bytes], None]
+
+
+class HttpClient:
+    """One keep-alive OTLP/HTTP connection."""
+
+    def __init__(self, port: int, ingest_key: str) -> None:
+        self._url = f"http://127.0.0.1:{port}/v1/traces"
+        self._headers = {"content-type": PROTOBUF, "authorization": f"Bearer {ingest_key}"}
+        self._client = httpx.Client(timeout=120.0)
+
+    def send(self, body: bytes) -> None:
+        response = self._client.post(self._url, content=body, headers=self._headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:500]}")
+        _check_response(response.content)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class GrpcClient:
+    """One gRPC channel calling `TraceService/Export` with pre-encoded bytes."""
+
+    def __init__(self, port: int, ingest_key: str) -> None:
+        self._channel = grpc.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        )
+        self._export = self._channel.unary_unary(
+            EXPORT_METHOD, request_serializer=None, response_deserializer=None
+        )
+        self._metadata = (("authorization", f"Bearer {ingest_key}"),)
+
+    def send(self, body: bytes) -> None:
+        response: bytes = self._export(body, metadata=self._metadata, timeout=120.0)
+        _check_response(response)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _check_response(body: bytes) -> None:
+    response = ExportTraceServiceResponse.FromString(body)
+    if response.partial_success.rejected_spans:
+        raise RuntimeError(f"spans rejected: {response.partial_success.error_message}")
+
+
+@dataclass
+class Result:
+    transport: str
+    requests: int
+    spans: int
+    wall_s: float
+    server_cpu_s: float
+    client_cpu_s: float
+
+    @property
+    def spans_per_s(self) -> float:
+        return self.spans / self.wall_s
+
+    @property
+    def spans_per_cpu_s(self) -> float:
+        return self.spans / self.server_cpu_s if self.server_cpu_s > 0 else float("inf")
+
+
+def run_transport(
+    name: str,
+    clients: Sequence[HttpClient | GrpcClient],
+    warmup: Sequence[bytes],
+    bodies: Sequence[bytes],
+    server: Server,
+    spans_per_request: int,
+) -> Result:
+    """Warm every client up with one request, then send `bodies` from all clients at once."""
+    errors: list[BaseException] = []
+    next_index = 0
+    index_lock = threading.Lock()
+
+    def take() -> int | None:
+        nonlocal next_index
+        with index_lock:
+            if errors or next_index >= len(bodies):
+                return None
+            next_index += 1
+            return next_index - 1
+
+    def work(client: HttpClient | GrpcClient, start: threading.Barrier) -> None:
+        try:
+            start.wait()
+            while (index := take()) is not None:
+                client.send(bodies[index])
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    for client, body in zip(clients, warmup, strict=True):
+        client.send(body)
+    time.sleep(0.2)  # let the server settle (log flush, executor idle)
+    start = threading.Barrier(len(clients) + 1)
+    threads = [
+        threading.Thread(target=work, args=(client, start), name=f"{name}-{i}", daemon=True)
+        for i, client in enumerate(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    cpu_before = server.cpu()
+    client_before = time.process_time()
+    started = time.perf_counter()
+    start.wait()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    client_cpu = time.process_time() - client_before
+    server_cpu = server.cpu() - cpu_before
+    if errors:
+        raise SystemExit(f"{name}: export failed: {errors[0]!r}")
+    return Result(name, len(bodies), len(bodies) * spans_per_request, wall, server_cpu, client_cpu)
+
+
+# --------------------------------------------------------------------------- the limit
+
+
+@dataclass
+class Limit:
+    requests: int
+    spans: int
+    wall_s: float
+    cpu_s: float
+    journal_mode: str
+    synchronous: str
+
+    @property
+    def spans_per_s(self) -> float:
+        return self.spans / self.wall_s
+
+    @property
+    def spans_per_cpu_s(self) -> float:
+        return self.spans / self.cpu_s
+
+
+_SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+def run_limit(bodies: Sequence[bytes], path: Path, synchronous: str) -> Limit:
+    """Parse each request with opentelemetry-proto and insert one row per span, one
+    transaction per request, into a fresh SQLite file with the server's pragmas."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(f"PRAGMA synchronous={synchronous}")
+    connection.execute(
+        "CREATE TABLE spans (trace_id TEXT NOT NULL, span_id TEXT NOT NULL,"
+        " name TEXT NOT NULL, end_time_unix_nano INTEGER NOT NULL)"
+    )
+    journal_mode = str(connection.execute("PRAGMA journal_mode").fetchone()[0]).upper()
+    level = connection.execute("PRAGMA synchronous").fetchone()[0]
+    insert = "INSERT INTO spans VALUES (?, ?, ?, ?)"
+    spans = 0
+    cpu_started = time.process_time()
+    started = time.perf_counter()
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(body)
+        rows = [
+            (span.trace_id.hex(), span.span_id.hex(), span.name, span.end_time_unix_nano)
+            for resource_spans in request.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        ]
+        connection.execute("BEGIN")
+        connection.executemany(insert, rows)
+        connection.execute("COMMIT")
+        spans += len(rows)
+    wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    stored = connection.execute("SELECT count(*) FROM spans").fetchone()[0]
+    connection.close()
+    if stored != spans:
+        raise SystemExit(f"limit: stored {stored} rows for {spans} spans")
+    return Limit(len(bodies), spans, wall, cpu, journal_mode, _SYNCHRONOUS_NAMES.get(level, "?"))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def count_usage_rows(database: Path) -> int:
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        rows: int = connection.execute("SELECT count(*) FROM usage_records").fetchone()[0]
+    finally:
+        connection.close()
+    return rows
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=40, help="timed requests per transport")
+    parser.add_argument("--spans", type=int, default=512, help="spans per request")
+    parser.add_argument("--spans-per-trace", type=int, default=8, help="spans sharing a trace id")
+    parser.add_argument("--concurrency", type=int, default=4, help="concurrent clients")
+    parser.add_argument(
+        "--transports",
+        default="http,grpc",
+        help="comma-separated, in order: http, grpc (default both)",
+    )
+    parser.add_argument(
+        "--synchronous",
+        default=os.environ.get("AGENTMETER_SQLITE_SYNCHRONOUS", "FULL").upper(),
+        choices=("OFF", "NORMAL", "FULL", "EXTRA"),
+        help="SQLite synchronous pragma for the server and the limit (default FULL)",
+    )
+    parser.add_argument("--dir", type=Path, help="work directory to keep (default: a temp dir)")
+    parser.add_argument("--json", action="store_true", help="also print results as one JSON line")
+    return parser
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    transports = [t.strip() for t in args.transports.split(",") if t.strip()]
+    if not transports or any(t not in ("http", "grpc") for t in transports):
+        raise SystemExit("--transports takes http and/or grpc")
+    if args.requests < 1 or args.spans < 1 or args.concurrency < 1 or args.spans_per_trace < 1:
+        raise SystemExit("--requests, --spans, --spans-per-trace, --concurrency must be ≥ 1")
+
+    with tempfile.TemporaryDirectory(prefix="agentmeter-bench-") as tmp:
+        work = args.dir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        database = work / "bench.db"
+        limit_db = work / "limit.db"
+        for path in (database, limit_db):
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return _run(args, transports, work, database, limit_db)
+
+
+def _run(
+    args: argparse.Namespace, transports: list[str], work: Path, database: Path, limit_db: Path
+) -> int:
+    rng = random.Random(20240601)
+    ids = IdSource()
+    encode_started = time.perf_counter()
+    warmups = {
+        t: [
+            make_request(ids, args.spans, args.spans_per_trace, rng)
+            for _ in range(args.concurrency)
+        ]
+        for t in transports
+    }
+    timed = {
+        t: [make_request(ids, args.spans, args.spans_per_trace, rng) for _ in range(args.requests)]
+        for t in transports
+    }
+    encode_s = time.perf_counter() - encode_started
+    body_bytes = len(timed[transports[0]][0])
+    print(
+        f"encoded {sum(map(len, timed.values())) + sum(map(len, warmups.values()))} requests"
+        f" of {args.spans} spans ({body_bytes / 1024:.0f} KiB each, ~{body_bytes // args.spans}"
+        f" B/span) in {encode_s:.1f} s",
+        flush=True,
+    )
+
+    database_url = f"sqlite:///{database}"
+    engine = make_engine(Settings(database_url=database_url, sqlite_synchronous=args.synchronous))
+    migrate(engine)
+    ingest_key = create_tenant(engine, "bench").ingest_key
+    engine.dispose()
+
+    server = Server.start(database_url, args.synchronous, work / "server.log")
+    results: list[Result] = []
+    expected_rows = 0
+    try:
+        idle_before = server.cpu()
+        time.sleep(1.0)
+        idle_cpu = server.cpu() - idle_before
+        for transport in transports:
+            factory = HttpClient if transport == "http" else GrpcClient
+            port = server.http_port if transport == "http" else server.grpc_port
+            clients = [factory(port, ingest_key) for _ in range(args.concurrency)]
+            try:
+                result = run_transport(
+                    transport, clients, warmups[transport], timed[transport], server, args.spans
+                )
+            finally:
+                for client in clients:
+                    client.close()
+            results.append(result)
+            expected_rows += (args.concurrency + args.requests) * args.spans * METERS_PER_SPAN
+            rows = count_usage_rows(database)
+            if rows != expected_rows:
+                raise SystemExit(
+                    f"{transport}: {rows} usage rows in the database, expected {expected_rows}"
+                    f" (spans x {METERS_PER_SPAN} meters)"
+                )
+    finally:
+        server.stop()
+    usage_rows = count_usage_rows(database)
+    journal = sqlite3.connect(database).execute("PRAGMA journal_mode").fetchone()[0]
+
+    # The limit, on every timed request, with the clients and the server gone.
+    limit = run_limit([b for t in transports for b in timed[t]], limit_db, args.synchronous)
+
+    print()
+    print(
+        f"SQLite: server journal_mode={str(journal).upper()} synchronous={args.synchronous};"
+        f" limit journal_mode={limit.journal_mode} synchronous={limit.synchronous}"
+        f" (one transaction per request)"
+    )
+    print(
+        f"{args.concurrency} concurrent clients, {args.requests} timed requests per transport"
+        f" (+{args.concurrency} warm-up), {args.spans} spans/request,"
+        f" {args.spans_per_trace} spans/trace, {os.cpu_count()} CPUs;"
+        f" idle server CPU {idle_cpu * 100:.1f} %"
+    )
+    print()
+    header = [
+        "transport", "requests", "spans", "wall s", "spans/s", "server CPU s",
+        "spans/CPU-s", "÷ limit spans/CPU-s", "÷ limit spans/s", "client CPU s",
+    ]  # fmt: skip
+    rows_out = [header]
+    for r in results:
+        rows_out.append(
+            [
+                r.transport,
+                str(r.requests),
+                str(r.spans),
+                f"{r.wall_s:.2f}",
+                f"{r.spans_per_s:,.0f}",
+                f"{r.server_cpu_s:.2f}",
+                f"{r.spans_per_cpu_s:,.0f}",
+                f"{r.spans_per_cpu_s / limit.spans_per_cpu_s:.3f}",
+                f"{r.spans_per_s / limit.spans_per_s:.3f}",
+                f"{r.client_cpu_s:.2f}",
+            ]
+        )
+    rows_out.append(
+        [
+            "limit",
+            str(limit.requests),
+            str(limit.spans),
+            f"{limit.wall_s:.2f}",
+            f"{limit.spans_per_s:,.0f}",
+            f"{limit.cpu_s:.2f}",
+            f"{limit.spans_per_cpu_s:,.0f}",
+            "1.000",
+            "1.000",
+            "-",
+        ]
+    )
+    print(_table(rows_out))
+    print()
+    print(
+        "limit: opentelemetry-proto parse + one executemany INSERT of one row per span"
+        " (trace id, span id, name, end time), in process, single thread;"
+        " its CPU-s is time.process_time()"
+    )
+    for r in results:
+        ratio = r.spans_per_cpu_s / limit.spans_per_cpu_s
+        verdict = "met" if ratio >= GOAL else "NOT met"
+        print(
+            f"goal ≥ {GOAL:.2f} of the limit's spans/CPU-s: {r.transport} {ratio:.3f} — {verdict}"
+        )
+    if usage_rows != expected_rows:
+        raise SystemExit(f"usage rows: {usage_rows}, expected {expected_rows}")
+    print(
+        f"usage rows in the database: {usage_rows} = {usage_rows // METERS_PER_SPAN} spans"
+        f" x {METERS_PER_SPAN} meters (expected {expected_rows}) — ok"
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "synchronous": args.synchronous,
+                    "concurrency": args.concurrency,
+                    "spans_per_request": args.spans,
+                    "results": [
+                        {
+                            **asdict(r),
+                            "spans_per_s": r.spans_per_s,
+                            "spans_per_cpu_s": r.spans_per_cpu_s,
+                            "ratio_cpu": r.spans_per_cpu_s / limit.spans_per_cpu_s,
+                            "ratio_wall": r.spans_per_s / limit.spans_per_s,
+                        }
+                        for r in results
+                    ],
+                    "limit": {
+                        **asdict(limit),
+                        "spans_per_s": limit.spans_per_s,
+                        "spans_per_cpu_s": limit.spans_per_cpu_s,
+                    },
+                    "usage_rows": usage_rows,
+                }
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
