@@ -19,6 +19,7 @@ from agentmeter.settings import Settings
 from agentmeter.tenants import TenantKeys
 from billing_api.app import create_app
 from exporter.sql_sink import SqlUsageSink
+from exporter.usage_service import usage_service_handler
 from otel_processor.receiver.grpc import make_server, trace_service_handler
 from otel_processor.receiver.http import OtlpHttpApp
 from otel_processor.receiver.observe import ExportLog, IngestMetrics
@@ -67,7 +68,8 @@ async def serve(settings: Settings, engine: Engine) -> None:
         observers=[IngestMetrics(registry), ExportLog()],
     )
     grpc_server = make_server(
-        [trace_service_handler(ingest)], max_request_bytes=settings.max_request_bytes
+        [trace_service_handler(ingest), usage_service_handler(ingest)],
+        max_request_bytes=settings.max_request_bytes,
     )
     grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     await grpc_server.start()

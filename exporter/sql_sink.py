@@ -69,6 +69,8 @@ class SqlUsageSink:
         )
 
     def write(self, tenant_id: str, batch: UsageBatch) -> WriteResult:
+        if not tenant_id:
+            raise ValueError("SqlUsageSink.write needs the tenant id")
         try:
             with self._lock:
                 result, unattributed = self._write(tenant_id, batch)

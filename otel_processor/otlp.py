@@ -16,12 +16,14 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
     ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from otel_processor.conventions import DEFAULT_CUSTOMER_KEYS
-from otel_processor.spans import SpanRejectedError, span_usage
+from otel_processor.spans import Attributes, SpanRejectedError, span_usage
 from otel_processor.usage import UsageBatch, UsageRecord
 
 MAX_REJECTION_MESSAGES = 5
@@ -68,6 +70,16 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
         raise InvalidRequestError(f"body is not an OTLP/JSON trace export: {error}") from None
 
 
+def export_response(rejected: int, error_message: str) -> ExportTraceServiceResponse:
+    """The OTLP answer to an accepted export; `partial_success` names refused spans."""
+    response = ExportTraceServiceResponse()
+    if rejected:
+        response.partial_success.CopyFrom(
+            ExportTracePartialSuccess(rejected_spans=rejected, error_message=error_message)
+        )
+    return response
+
+
 def encode_response(response: Message, *, as_json: bool) -> bytes:
     """Encode an export response (or error status) in the request's content type."""
     if as_json:
@@ -95,11 +107,42 @@ def _hex_ids_to_base64(obj: dict[str, Any]) -> None:
 class Extraction:
     """Usage extracted from one request, and what was refused."""
 
-    batch: UsageBatch
+    records: list[UsageRecord] = field(default_factory=list)
+    trace_customers: dict[str, str] = field(default_factory=dict)
     spans: int = 0
     rejected: int = 0
     messages: list[str] = field(default_factory=list)
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
+
+    def add_span(
+        self,
+        *,
+        trace_id: bytes,
+        span_id: bytes,
+        name: str,
+        end_time_unix_nano: int,
+        attributes: Attributes,
+        resource_attributes: Attributes,
+        customer_keys: Sequence[str],
+    ) -> None:
+        """Extract one span's usage into the batch, or count it as rejected."""
+        self.spans += 1
+        try:
+            usage = span_usage(
+                trace_id=trace_id,
+                span_id=span_id,
+                name=name,
+                end_time_unix_nano=end_time_unix_nano,
+                attributes=attributes,
+                resource_attributes=resource_attributes,
+                customer_keys=customer_keys,
+            )
+        except SpanRejectedError as error:
+            self.reject(f"span {span_id.hex()}", error)
+            return
+        self.records.extend(usage.records)
+        if usage.customer_id:
+            self.trace_customers.setdefault(trace_id.hex(), usage.customer_id)
 
     def reject(self, what: str, error: SpanRejectedError) -> None:
         """Count one refused span (or record) and keep the first reasons."""
@@ -107,6 +150,11 @@ class Extraction:
         self.rejected_by_reason[error.reason] += 1
         if len(self.messages) < MAX_REJECTION_MESSAGES:
             self.messages.append(f"{what}: {error}")
+
+    @property
+    def batch(self) -> UsageBatch:
+        """What goes to the sink."""
+        return UsageBatch(records=self.records, trace_customers=self.trace_customers)
 
     def error_message(self) -> str:
         """The first rejection reasons, for OTLP `partial_success.error_message`."""
@@ -129,28 +177,18 @@ def extract_usage(
     customer_keys: Sequence[str] = DEFAULT_CUSTOMER_KEYS,
 ) -> Extraction:
     """Turn every span of `request` into usage; bad spans are counted, not fatal."""
-    records: list[UsageRecord] = []
-    trace_customers: dict[str, str] = {}
-    extraction = Extraction(batch=UsageBatch(records=records, trace_customers=trace_customers))
+    extraction = Extraction()
     for resource_spans in request.resource_spans:
         resource_attributes = _attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                extraction.spans += 1
-                try:
-                    usage = span_usage(
-                        trace_id=span.trace_id,
-                        span_id=span.span_id,
-                        name=span.name,
-                        end_time_unix_nano=span.end_time_unix_nano,
-                        attributes=_attributes(span.attributes),
-                        resource_attributes=resource_attributes,
-                        customer_keys=customer_keys,
-                    )
-                except SpanRejectedError as error:
-                    extraction.reject(f"span {span.span_id.hex()}", error)
-                    continue
-                records.extend(usage.records)
-                if usage.customer_id:
-                    trace_customers.setdefault(span.trace_id.hex(), usage.customer_id)
+                extraction.add_span(
+                    trace_id=span.trace_id,
+                    span_id=span.span_id,
+                    name=span.name,
+                    end_time_unix_nano=span.end_time_unix_nano,
+                    attributes=_attributes(span.attributes),
+                    resource_attributes=resource_attributes,
+                    customer_keys=customer_keys,
+                )
     return extraction

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
@@ -137,7 +137,7 @@ def span_usage(
     for key, value in attributes.items():
         if key.startswith(conv.CUSTOM_METER_PREFIX):
             meter = key.removeprefix(conv.CUSTOM_METER_PREFIX)
-            quantity = _quantity(key, value)
+            quantity = parse_quantity(key, value)
             records.append(record(_custom_meter_name(key, meter), quantity, SOURCE_CUSTOM))
     return SpanUsage(records=records, customer_id=customer_id)
 
@@ -192,7 +192,7 @@ def _token_counts(attributes: Attributes) -> dict[str, int]:
 
 
 def _token_count(key: str, value: object) -> int:
-    quantity = _quantity(key, value)
+    quantity = parse_quantity(key, value)
     if not isinstance(quantity, int):
         raise SpanRejectedError(
             f"{key} must be a whole number of tokens, got {value!r}", RejectReason.INVALID_QUANTITY
@@ -212,7 +212,7 @@ def _custom_meter_name(key: str, meter: str) -> str:
     return meter
 
 
-def _quantity(key: str, value: object) -> Quantity:
+def parse_quantity(key: str, value: object) -> Quantity:
     """An exact, bounded, non-negative quantity: int when whole, else a Decimal."""
     if isinstance(value, bool):
         raise SpanRejectedError(
@@ -294,3 +294,52 @@ def _bounded(key: str, text: str) -> str:
             RejectReason.INVALID_DIMENSION,
         )
     return text
+
+
+_TRACE_HEX = re.compile(r"^[0-9a-f]{32}$")
+_SPAN_HEX = re.compile(r"^[0-9a-f]{16}$")
+_SOURCES = frozenset({SOURCE_LLM, SOURCE_TOOL, SOURCE_CUSTOM})
+_DIMENSIONS = (
+    "customer_id",
+    "provider",
+    "model",
+    "operation",
+    "agent_name",
+    "step",
+    "tool",
+    "service_name",
+)
+
+
+def checked_record(record: UsageRecord) -> UsageRecord:
+    """Validate a usage record that arrived ready-made (AgentMeter's own UsageService).
+
+    The same rules as for spans: hex ids, a known or well-formed meter, an exact bounded
+    quantity, bounded dimensions. Returns the record with its quantity normalized.
+    """
+    _check_trace_id(record.trace_id)
+    if not _SPAN_HEX.match(record.span_id) or not int(record.span_id, 16):
+        raise SpanRejectedError("span_id must be 16 lowercase hex digits", RejectReason.INVALID_ID)
+    if record.time_unix_nano <= 0:
+        raise SpanRejectedError("record has no time", RejectReason.MISSING_TIME)
+    if record.meter not in CANONICAL_METERS:
+        _custom_meter_name("meter", record.meter)
+    if record.source not in _SOURCES:
+        raise SpanRejectedError(
+            f"source must be one of {sorted(_SOURCES)}", RejectReason.INVALID_DIMENSION
+        )
+    for name in _DIMENSIONS:
+        _bounded(name, getattr(record, name))
+    quantity = parse_quantity("quantity", str(record.quantity))
+    return record if quantity == record.quantity else replace(record, quantity=quantity)
+
+
+def checked_trace_customer(trace_id: str, customer_id: str) -> None:
+    """Validate a (trace id, customer id) pair that arrived ready-made."""
+    _check_trace_id(trace_id)
+    _bounded("customer_id", customer_id)
+
+
+def _check_trace_id(trace_id: str) -> None:
+    if not _TRACE_HEX.match(trace_id) or not int(trace_id, 16):
+        raise SpanRejectedError("trace_id must be 32 lowercase hex digits", RejectReason.INVALID_ID)

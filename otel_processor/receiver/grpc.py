@@ -1,31 +1,38 @@
-"""OTLP/gRPC `TraceService/Export` on grpc.aio.
+"""gRPC ingest on grpc.aio: OTLP `TraceService/Export`, and the plumbing other services
+(AgentMeter's own `UsageService`) share.
 
-The request arrives as raw bytes and is decoded in `UsageIngest`'s worker thread, so an undecodable
-message is answered INVALID_ARGUMENT (not INTERNAL) and decoding runs off the event loop.
-Other services (AgentMeter's own `UsageService`) can be added to the same server.
+Requests arrive as raw bytes and are decoded in `UsageIngest`'s worker thread, so an
+undecodable message is answered INVALID_ARGUMENT (not INTERNAL) and decoding runs off the
+event loop.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
 import grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceResponse,
-)
 
-from otel_processor.otlp import InvalidRequestError, decode_protobuf, extract_usage
-from otel_processor.receiver.service import UnauthenticatedError, UsageIngest
+from otel_processor.otlp import (
+    Extraction,
+    InvalidRequestError,
+    decode_protobuf,
+    export_response,
+    extract_usage,
+)
+from otel_processor.receiver.service import ExportOutcome, UnauthenticatedError, UsageIngest
 from otel_processor.usage import StoreUnavailableError
 
 logger = logging.getLogger("agentmeter.ingest")
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+# grpc's classes are generic only to the type checker, so these aliases are strings.
+Context: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes]"
+Handler: TypeAlias = "grpc.GenericRpcHandler[bytes, bytes]"
 
 
-def metadata_value(context: grpc.aio.ServicerContext[bytes, bytes], key: str) -> str | None:
+def metadata_value(context: Context, key: str) -> str | None:
     """One invocation metadata value (keys are lowercase in gRPC)."""
     for item_key, value in context.invocation_metadata() or ():
         if item_key == key:
@@ -33,14 +40,23 @@ def metadata_value(context: grpc.aio.ServicerContext[bytes, bytes], key: str) ->
     return None
 
 
-def trace_service_handler(ingest: UsageIngest) -> grpc.GenericRpcHandler[bytes, bytes]:
-    """The generic handler that serves OTLP `TraceService/Export` through `ingest`."""
+def export_handler(
+    ingest: UsageIngest,
+    service: str,
+    transport: str,
+    extract: Callable[[bytes, Sequence[str]], Extraction],
+    respond: Callable[[ExportOutcome], bytes],
+) -> Handler:
+    """A unary `Export` method of `service`: bytes in, `extract`, commit, `respond` out.
 
-    async def export(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    Refusals map to UNAUTHENTICATED, INVALID_ARGUMENT and UNAVAILABLE (retry).
+    """
+
+    async def export(request: bytes, context: Context) -> bytes:
         authorization = metadata_value(context, "authorization")
         try:
             outcome = await ingest.export(
-                "grpc", authorization, lambda keys: extract_usage(decode_protobuf(request), keys)
+                transport, authorization, lambda keys: extract(request, keys)
             )
         except UnauthenticatedError as error:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
@@ -49,17 +65,10 @@ def trace_service_handler(ingest: UsageIngest) -> grpc.GenericRpcHandler[bytes, 
         except StoreUnavailableError as error:
             logger.warning("export refused, store unavailable: %s", error)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "usage store unavailable; retry")
-        response = ExportTraceServiceResponse()
-        if outcome.rejected:
-            response.partial_success.CopyFrom(
-                ExportTracePartialSuccess(
-                    rejected_spans=outcome.rejected, error_message=outcome.error_message
-                )
-            )
-        return response.SerializeToString()
+        return respond(outcome)
 
     return grpc.method_handlers_generic_handler(
-        TRACE_SERVICE,
+        service,
         {
             "Export": grpc.unary_unary_rpc_method_handler(
                 export, request_deserializer=None, response_serializer=None
@@ -68,9 +77,23 @@ def trace_service_handler(ingest: UsageIngest) -> grpc.GenericRpcHandler[bytes, 
     )
 
 
-def make_server(
-    handlers: Sequence[grpc.GenericRpcHandler[bytes, bytes]], *, max_request_bytes: int
-) -> grpc.aio.Server:
+def _otlp_response(outcome: ExportOutcome) -> bytes:
+    encoded: bytes = export_response(outcome.rejected, outcome.error_message).SerializeToString()
+    return encoded
+
+
+def trace_service_handler(ingest: UsageIngest) -> Handler:
+    """The generic handler that serves OTLP `TraceService/Export` through `ingest`."""
+    return export_handler(
+        ingest,
+        TRACE_SERVICE,
+        "grpc",
+        lambda body, keys: extract_usage(decode_protobuf(body), keys),
+        _otlp_response,
+    )
+
+
+def make_server(handlers: Sequence[Handler], *, max_request_bytes: int) -> grpc.aio.Server:
     """A grpc.aio server with `handlers`, refusing messages over `max_request_bytes`."""
     server = grpc.aio.server(
         options=[

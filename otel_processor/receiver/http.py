@@ -14,16 +14,14 @@ from typing import Any
 
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from otel_processor.otlp import (
     InvalidRequestError,
     decode_json,
     decode_protobuf,
     encode_response,
+    export_response,
     extract_usage,
 )
 from otel_processor.receiver.service import UnauthenticatedError, UsageIngest
@@ -117,14 +115,7 @@ class OtlpHttpApp:
                 "usage store unavailable; retry",
                 {"retry-after": str(self._retry_after)},
             ) from None
-        response = ExportTraceServiceResponse()
-        if outcome.rejected:
-            response.partial_success.CopyFrom(
-                ExportTracePartialSuccess(
-                    rejected_spans=outcome.rejected, error_message=outcome.error_message
-                )
-            )
-        return response
+        return export_response(outcome.rejected, outcome.error_message)
 
     def _too_large(self) -> _Refusal:
         self._ingest.refused("http", "too_large")
