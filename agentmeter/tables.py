@@ -8,6 +8,7 @@ as OTLP carries them. An empty `customer_id` means the usage is not attributed y
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -59,6 +60,26 @@ class UTCDateTime(TypeDecorator[datetime]):
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+class DecimalText(TypeDecorator[Decimal]):
+    """An exact Decimal stored as text (SQLite has no exact decimal type).
+
+    For prices and rates that are read, never summed in SQL; sums use integer columns.
+    """
+
+    impl = String(64)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal) or not value.is_finite():
+            raise ValueError(f"expected a finite Decimal, got {value!r}")
+        return format(value, "f")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
 def utcnow() -> datetime:
     """The current time, aware, in UTC."""
     return datetime.now(UTC)
@@ -89,6 +110,9 @@ class Tenant(Base):
     # Span/resource attribute keys that name the customer, first match wins.
     customer_attribute_keys: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Where budget alerts and other events are POSTed, signed with the secret.
+    webhook_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    webhook_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class ApiKey(Base):
@@ -114,6 +138,10 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # None: the tenant's default price book.
+    price_book_id: Mapped[str | None] = mapped_column(ForeignKey("price_books.id"), nullable=True)
+    # Monthly periods start on this day of the month (1-28), 00:00 UTC.
+    billing_day: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class UsageRow(Base):
@@ -143,6 +171,8 @@ class UsageRow(Base):
     tool: Mapped[str] = mapped_column(String(256))
     service_name: Mapped[str] = mapped_column(String(256))
     source: Mapped[str] = mapped_column(String(16))
+    # Provider cost of this record in 10^-12 USD; NULL when unknown (model not priced).
+    provider_cost_pico: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class TraceCustomer(Base):
@@ -153,3 +183,191 @@ class TraceCustomer(Base):
     tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     trace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(256))
+
+
+class PriceBook(Base):
+    """A tenant's prices in one currency. Customers use the default book unless assigned."""
+
+    __tablename__ = "price_books"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3))
+    is_default: Mapped[bool] = mapped_column(default=False)
+    # Units of this book's currency per USD, to turn provider cost into this currency.
+    usd_rate: Mapped[Decimal] = mapped_column(DecimalText, default=Decimal(1))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PriceVersion(Base):
+    """The prices of a book from `effective_from` until the next version's start.
+
+    Locked (immutable) once it has priced a finalized invoice: edits make a new version.
+    """
+
+    __tablename__ = "price_versions"
+    __table_args__ = (
+        UniqueConstraint("book_id", "number"),
+        UniqueConstraint("book_id", "effective_from"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    book_id: Mapped[str] = mapped_column(ForeignKey("price_books.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CustomerOverride(Base):
+    """Contract terms of one customer: components layered over the book's for a time range.
+
+    An override component with the name of a book component replaces it; a new name adds one.
+    """
+
+    __tablename__ = "customer_overrides"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    customer_id: Mapped[str] = mapped_column(String(256))
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    effective_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    note: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index(None, "tenant_id", "customer_id"),)
+
+
+class PriceComponent(Base):
+    """One priced thing: which usage it matches, and how it is charged.
+
+    Belongs to a price version or to a customer override. `charge` is one of per_unit,
+    graduated, volume, package, flat_fee, allowance, minimum, cost_plus; the fields a
+    charge model needs are validated by the API (billing_api.pricing.schemas).
+    """
+
+    __tablename__ = "price_components"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version_id: Mapped[str | None] = mapped_column(
+        ForeignKey("price_versions.id"), nullable=True, index=True
+    )
+    override_id: Mapped[str | None] = mapped_column(
+        ForeignKey("customer_overrides.id"), nullable=True, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    meter: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # Dimension → exact value or glob (fnmatch) pattern, e.g. {"model": "gpt-4o*"}.
+    filters: Mapped[dict[str, str]] = mapped_column(JSON)
+    charge: Mapped[str] = mapped_column(String(32))
+    unit_price: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
+    per_units: Mapped[int] = mapped_column(BigInteger, default=1)
+    # [{"up_to": int | null, "unit_price": "decimal", "flat_fee": "decimal"}]
+    tiers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    package_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    included_quantity: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
+    amount: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
+    markup: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ProviderCostOverride(Base):
+    """A builder's negotiated provider rate, from a date on, replacing genai-prices' rate."""
+
+    __tablename__ = "provider_cost_overrides"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(128))  # exact or glob
+    model: Mapped[str] = mapped_column(String(256))  # exact or glob
+    meter: Mapped[str] = mapped_column(String(128))
+    unit_cost_usd: Mapped[Decimal] = mapped_column(DecimalText)
+    per_units: Mapped[int] = mapped_column(BigInteger, default=1_000_000)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CreditGrant(Base):
+    """Prepaid credit (a credit pack) in the customer's billing currency."""
+
+    __tablename__ = "credit_grants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    customer_id: Mapped[str] = mapped_column(String(256))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (Index(None, "tenant_id", "customer_id"),)
+
+
+class CreditLedgerEntry(Base):
+    """Append-only movements of credit: grant (+), draw (-), expire (-), reversal (+)."""
+
+    __tablename__ = "credit_ledger"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[str] = mapped_column(String(256))
+    grant_id: Mapped[str] = mapped_column(ForeignKey("credit_grants.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    invoice_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    note: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index(None, "tenant_id", "customer_id"),)
+
+
+class Budget(Base):
+    """A customer's spend limit per billing period, with alert thresholds in percent."""
+
+    __tablename__ = "budgets"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    limit_minor: Mapped[int] = mapped_column(BigInteger)
+    thresholds: Mapped[list[int]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BudgetAlert(Base):
+    """A threshold crossed in a period: recorded once, then delivered by webhook."""
+
+    __tablename__ = "budget_alerts"
+    __table_args__ = (UniqueConstraint("tenant_id", "customer_id", "period_start", "threshold"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[str] = mapped_column(String(256))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    threshold: Mapped[int] = mapped_column(Integer)
+    spend_minor: Mapped[int] = mapped_column(BigInteger)
+    limit_minor: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """Outbox of signed events to the tenant's webhook URL, retried until delivered."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(32), index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
