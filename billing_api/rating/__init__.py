@@ -1,0 +1,1 @@
+"""Rating: usage aggregates × price components → priced lines."""

@@ -1,0 +1,18 @@
+"""HTTP surface of rating: the running estimate of a customer's current period."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from agentmeter.tables import utcnow
+from billing_api.deps import DbSession, TenantId
+from billing_api.rating import service
+from billing_api.rating.schemas import EstimateOut
+
+router = APIRouter(prefix="/api/v1/customers", tags=["rating"])
+
+
+@router.get("/{customer_id}/estimate")
+def get_estimate(customer_id: str, session: DbSession, tenant_id: TenantId) -> EstimateOut:
+    """The running total of the customer's current billing period, line by line."""
+    return EstimateOut.of(service.estimate(session, tenant_id, customer_id, utcnow()))

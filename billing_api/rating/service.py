@@ -1,0 +1,68 @@
+"""Rating a period for one customer or all: terms and aggregates from the repository,
+prices from the engine."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from itertools import pairwise
+
+from sqlalchemy.orm import Session
+
+from billing_api.errors import NotFoundError
+from billing_api.periods import Period, period_containing
+from billing_api.rating.engine import RatedPeriod, rate_customer
+from billing_api.rating.repository import aggregate_usage, load_pricing
+from billing_api.rating.terms import TenantPricing, UsageGroup
+
+
+def rate_period(
+    session: Session,
+    tenant_id: str,
+    period: Period,
+    customer_ids: Sequence[str] | None = None,
+    *,
+    pricing: TenantPricing | None = None,
+) -> dict[str, RatedPeriod]:
+    """Rate `period` for the given customers (default: every registered customer and every
+    customer id with usage in the period). Usage is summed by the database once per slice
+    of the period where terms change; customers with nothing to bill are left out."""
+    pricing = pricing or load_pricing(session, tenant_id)
+    edges = [period.start, *pricing.boundaries(period.start, period.end), period.end]
+    slices = list(pairwise(edges))
+    usage: dict[str, list[list[UsageGroup]]] = defaultdict(lambda: [[] for _ in slices])
+    for index, (start, end) in enumerate(slices):
+        for customer_id, group in aggregate_usage(session, tenant_id, start, end, customer_ids):
+            if customer_id:  # unattributed usage is reported by invoicing, not rated
+                usage[customer_id][index].append(group)
+    wanted = set(customer_ids) if customer_ids is not None else pricing.registered | set(usage)
+    rated = {}
+    for customer_id in sorted(wanted):
+        groups = usage.get(customer_id) or [[] for _ in slices]
+        result = rate_customer(
+            customer_id,
+            pricing,
+            period,
+            [(start, end, g) for (start, end), g in zip(slices, groups, strict=True)],
+        )
+        if not result.is_empty:
+            rated[customer_id] = result
+    return rated
+
+
+def current_period(pricing: TenantPricing, customer_id: str, now: datetime) -> Period:
+    """The customer's billing period that contains `now`."""
+    return period_containing(now, pricing.billing_days.get(customer_id, 1))
+
+
+def estimate(session: Session, tenant_id: str, customer_id: str, now: datetime) -> RatedPeriod:
+    """The running total of the customer's current period (nothing is recorded)."""
+    pricing = load_pricing(session, tenant_id)
+    period = current_period(pricing, customer_id, now)
+    rated = rate_period(session, tenant_id, period, [customer_id], pricing=pricing)
+    if customer_id in rated:
+        return rated[customer_id]
+    if customer_id not in pricing.registered:
+        raise NotFoundError(f"no customer {customer_id!r} and no usage under that id")
+    return rate_customer(customer_id, pricing, period, [])
