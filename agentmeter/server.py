@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from agentmeter.settings import Settings
 from agentmeter.tenants import TenantKeys
 from billing_api.app import create_app
+from exporter.provider_costs import ProviderCostCatalog
 from exporter.sql_sink import SqlUsageSink
 from exporter.usage_service import usage_service_handler
 from otel_processor.receiver.grpc import make_server, trace_service_handler
@@ -61,7 +62,7 @@ async def serve(settings: Settings, engine: Engine) -> None:
     executor = ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="store")
     registry = CollectorRegistry()
     ingest = UsageIngest(
-        SqlUsageSink(engine),
+        SqlUsageSink(engine, ProviderCostCatalog()),
         TenantKeys(engine),
         max_pending=settings.max_pending_exports,
         executor=executor,

@@ -113,6 +113,21 @@ class Tenant(Base):
     # Where budget alerts and other events are POSTed, signed with the secret.
     webhook_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     webhook_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # Billing settings (see billing_api.invoicing): numbering, review rules, brand.
+    invoice_prefix: Mapped[str] = mapped_column(String(16), default="INV", server_default="INV")
+    late_usage_policy: Mapped[str] = mapped_column(
+        String(32), default="adjust_next", server_default="adjust_next"
+    )
+    spike_factor: Mapped[Decimal] = mapped_column(
+        DecimalText, default=Decimal(3), server_default="3"
+    )
+    margin_floor_percent: Mapped[Decimal] = mapped_column(
+        DecimalText, default=Decimal(0), server_default="0"
+    )
+    review_threshold_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    brand_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    brand_color: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    brand_logo_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
 
 
 class ApiKey(Base):
@@ -371,3 +386,150 @@ class WebhookDelivery(Base):
     last_error: Mapped[str] = mapped_column(String(2000), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class BillingRun(Base):
+    """One pass of drafting invoices for a month, with progress."""
+
+    __tablename__ = "billing_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    period: Mapped[str] = mapped_column(String(7))  # "2026-11"
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    total_customers: Mapped[int] = mapped_column(Integer, default=0)
+    processed_customers: Mapped[int] = mapped_column(Integer, default=0)
+    drafted: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Invoice(Base):
+    """A customer's invoice for one period: draft (re-rated in place), finalized
+    (immutable, numbered) or void."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "customer_id", "period_start"),
+        UniqueConstraint("tenant_id", "number"),
+        Index(None, "tenant_id", "period", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    customer_id: Mapped[str] = mapped_column(String(256))
+    period: Mapped[str] = mapped_column(String(7))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    price_book_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    versions: Mapped[list[int]] = mapped_column(JSON, default=list)
+    subtotal_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    credits_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Internal: never shown to the customer.
+    provider_cost_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    margin_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    rated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    void_reason: Mapped[str] = mapped_column(String(2000), default="")
+
+
+class InvoiceLine(Base):
+    """A line of an invoice: rated usage, a fee, a manual line or discount, an adjustment."""
+
+    __tablename__ = "invoice_lines"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    # rated | manual | discount | prior_period
+    kind: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(String(500))
+    component_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    charge: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    meter: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    version_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    override_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    quantity: Mapped[Decimal] = mapped_column(DecimalText)
+    unit_price: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    # Set when a reviewer adjusted the rated amount: what rating said, and why it changed.
+    rated_amount_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    adjustment_reason: Mapped[str] = mapped_column(String(2000), default="")
+    provider_cost_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    margin_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    details: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class BillingException(Base):
+    """Something a reviewer must see before (blocking) or after (warning) finalizing."""
+
+    __tablename__ = "billing_exceptions"
+    __table_args__ = (UniqueConstraint("tenant_id", "scope", "type", "fingerprint"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    # "invoice:<id>" or "run:<period>": where the exception belongs, for dedup on re-runs.
+    scope: Mapped[str] = mapped_column(String(64))
+    invoice_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    period: Mapped[str] = mapped_column(String(7))
+    customer_id: Mapped[str] = mapped_column(String(256), default="")
+    type: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))  # blocking | warning
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open|resolved|waived
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(String(2000))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    resolved_by: Mapped[str] = mapped_column(String(200), default="")
+    note: Mapped[str] = mapped_column(String(2000), default="")
+
+
+class AuditEntry(Base):
+    """Append-only record of every review change: who, when, before, after, why."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(32), index=True)
+    entity: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(200))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InvoiceSequence(Base):
+    """The last invoice number used per tenant and year (gapless: taken under a row lock
+    in the finalizing transaction)."""
+
+    __tablename__ = "invoice_sequences"
+
+    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_number: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CreditNote(Base):
+    """A full or partial credit against a finalized invoice."""
+
+    __tablename__ = "credit_notes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    number: Mapped[str] = mapped_column(String(64))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -27,6 +27,8 @@ INPUT_TOKENS = (
     "llm.token_count.prompt",
     "ai.usage.inputTokens",
     "ai.usage.promptTokens",
+    # Vercel AI SDK embedding spans (`ai.embed.doEmbed`) report only this count.
+    "ai.usage.tokens",
 )
 OUTPUT_TOKENS = (
     "gen_ai.usage.output_tokens",
@@ -56,7 +58,7 @@ REASONING_TOKENS = (
 
 OPERATION = ("gen_ai.operation.name", "llm.request.type", "ai.operationId")
 AGENT_NAME = ("gen_ai.agent.name", "agent.name")
-TOOL_NAME = ("gen_ai.tool.name", "tool.name")
+TOOL_NAME = ("gen_ai.tool.name", "tool.name", "ai.toolCall.name")
 STEP = "agentmeter.step"
 CUSTOM_METER_PREFIX = "agentmeter.usage."
 SERVICE_NAME = "service.name"
@@ -67,6 +69,7 @@ DEFAULT_CUSTOMER_KEYS = ("agentmeter.customer.id", "customer.id")
 OPENINFERENCE_KIND = "openinference.span.kind"
 OPENLLMETRY_KIND = "traceloop.span.kind"
 VERCEL_OPERATION = "ai.operationId"
+VERCEL_TOOL_CALL = "toolCall"
 AGGREGATE_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow", "create_agent"})
 AGGREGATE_OPENINFERENCE_KINDS = frozenset({"AGENT", "CHAIN"})
 AGGREGATE_OPENLLMETRY_KINDS = frozenset({"workflow", "agent", "task"})

@@ -54,6 +54,8 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidRequestError(f"body is not JSON: {error}") from None
+    except RecursionError:
+        raise InvalidRequestError("body is not an OTLP/JSON export: nested too deeply") from None
     if not isinstance(document, dict):
         raise InvalidRequestError("body must be a JSON object with resourceSpans")
     for resource_spans in _objects(document.get("resourceSpans")):

@@ -36,7 +36,7 @@ from otel_processor.usage import (
 Attributes = Mapping[str, object]
 
 MAX_DIMENSION_LENGTH = 256
-_METER_NAME = re.compile(r"^[a-z][a-z0-9_.]{0,127}$")
+_METER_NAME = re.compile(r"[a-z][a-z0-9_.]{0,127}")
 _QUANTUM = Decimal(1).scaleb(-QUANTITY_PLACES)
 _TOKEN_FIELDS = (
     (INPUT_TOKENS, conv.INPUT_TOKENS),
@@ -105,7 +105,8 @@ def span_usage(
     operation = _first_text(attributes, conv.OPERATION)
     agent_name = _first_text(attributes, conv.AGENT_NAME)
     tool = _first_text(attributes, conv.TOOL_NAME)
-    step = _bounded(conv.STEP, _text(conv.STEP, attributes.get(conv.STEP)) or agent_name or name)
+    # A step from the span name is a label, not data: cut it rather than refuse the span.
+    step = _text(conv.STEP, attributes.get(conv.STEP)) or agent_name or name[:MAX_DIMENSION_LENGTH]
     provider = _first_text(attributes, conv.PROVIDER)
     model = _first_text(attributes, conv.MODEL)
     service_name = _text(conv.SERVICE_NAME, resource_attributes.get(conv.SERVICE_NAME))
@@ -129,7 +130,7 @@ def span_usage(
         )
 
     records: list[UsageRecord] = []
-    if not _is_aggregate(name, operation, attributes):
+    if not _is_aggregate(operation, attributes):
         tokens = _token_counts(attributes)
         records.extend(record(meter, count, SOURCE_LLM) for meter, count in tokens.items())
     if _is_tool_call(operation, attributes):
@@ -142,27 +143,39 @@ def span_usage(
     return SpanUsage(records=records, customer_id=customer_id)
 
 
-def _is_aggregate(name: str, operation: str, attributes: Attributes) -> bool:
+def _kind(attributes: Attributes, key: str) -> str:
+    """A span-kind attribute as text. Any other type is refused: guessing whether the span
+    is an aggregate could bill its totals twice."""
+    value = attributes.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SpanRejectedError(
+            f"{key} must be a string, got {type(value).__name__}", RejectReason.INVALID_DIMENSION
+        )
+    return value
+
+
+def _is_aggregate(operation: str, attributes: Attributes) -> bool:
     if operation in conv.AGGREGATE_OPERATIONS:
         return True
-    if attributes.get(conv.OPENINFERENCE_KIND) in conv.AGGREGATE_OPENINFERENCE_KINDS:
+    if _kind(attributes, conv.OPENINFERENCE_KIND) in conv.AGGREGATE_OPENINFERENCE_KINDS:
         return True
-    if attributes.get(conv.OPENLLMETRY_KIND) in conv.AGGREGATE_OPENLLMETRY_KINDS:
+    if _kind(attributes, conv.OPENLLMETRY_KIND) in conv.AGGREGATE_OPENLLMETRY_KINDS:
         return True
     # Vercel AI SDK: `ai.generateText` wraps `ai.generateText.doGenerate` (the real call).
-    vercel = attributes.get(conv.VERCEL_OPERATION)
-    vercel_operation = vercel if isinstance(vercel, str) else name
+    vercel_operation = _kind(attributes, conv.VERCEL_OPERATION)
     if vercel_operation.startswith("ai."):
         parts = vercel_operation.split(".")
-        return len(parts) == 2 and parts[1] != "toolCall"
+        return len(parts) == 2 and parts[1] != conv.VERCEL_TOOL_CALL
     return False
 
 
 def _is_tool_call(operation: str, attributes: Attributes) -> bool:
     return (
-        operation == conv.TOOL_OPERATION
-        or attributes.get(conv.OPENINFERENCE_KIND) == conv.TOOL_OPENINFERENCE_KIND
-        or attributes.get(conv.OPENLLMETRY_KIND) == conv.TOOL_OPENLLMETRY_KIND
+        operation in (conv.TOOL_OPERATION, f"ai.{conv.VERCEL_TOOL_CALL}")
+        or _kind(attributes, conv.OPENINFERENCE_KIND) == conv.TOOL_OPENINFERENCE_KIND
+        or _kind(attributes, conv.OPENLLMETRY_KIND) == conv.TOOL_OPENLLMETRY_KIND
     )
 
 
@@ -201,7 +214,7 @@ def _token_count(key: str, value: object) -> int:
 
 
 def _custom_meter_name(key: str, meter: str) -> str:
-    if not _METER_NAME.match(meter):
+    if not _METER_NAME.fullmatch(meter):
         raise SpanRejectedError(
             f"{key}: meter name must match {_METER_NAME.pattern}", RejectReason.INVALID_METER
         )
@@ -268,10 +281,11 @@ def _customer(attributes: Attributes, resource_attributes: Attributes, keys: Seq
 
 
 def _first_text(attributes: Attributes, keys: Sequence[str]) -> str:
+    """The first non-empty value among `keys` (OTLP reads an unset value as "")."""
     for key in keys:
         value = attributes.get(key)
-        if value is not None:
-            return _text(key, value)
+        if value is not None and (text := _text(key, value)):
+            return text
     return ""
 
 
@@ -296,8 +310,8 @@ def _bounded(key: str, text: str) -> str:
     return text
 
 
-_TRACE_HEX = re.compile(r"^[0-9a-f]{32}$")
-_SPAN_HEX = re.compile(r"^[0-9a-f]{16}$")
+_TRACE_HEX = re.compile(r"[0-9a-f]{32}")
+_SPAN_HEX = re.compile(r"[0-9a-f]{16}")
 _SOURCES = frozenset({SOURCE_LLM, SOURCE_TOOL, SOURCE_CUSTOM})
 _DIMENSIONS = (
     "customer_id",
@@ -318,7 +332,7 @@ def checked_record(record: UsageRecord) -> UsageRecord:
     quantity, bounded dimensions. Returns the record with its quantity normalized.
     """
     _check_trace_id(record.trace_id)
-    if not _SPAN_HEX.match(record.span_id) or not int(record.span_id, 16):
+    if not _SPAN_HEX.fullmatch(record.span_id) or not int(record.span_id, 16):
         raise SpanRejectedError("span_id must be 16 lowercase hex digits", RejectReason.INVALID_ID)
     if record.time_unix_nano <= 0:
         raise SpanRejectedError("record has no time", RejectReason.MISSING_TIME)
@@ -341,5 +355,5 @@ def checked_trace_customer(trace_id: str, customer_id: str) -> None:
 
 
 def _check_trace_id(trace_id: str) -> None:
-    if not _TRACE_HEX.match(trace_id) or not int(trace_id, 16):
+    if not _TRACE_HEX.fullmatch(trace_id) or not int(trace_id, 16):
         raise SpanRejectedError("trace_id must be 32 lowercase hex digits", RejectReason.INVALID_ID)
