@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import sys
-from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import Engine, func, select
@@ -67,12 +66,11 @@ def _demo_usage() -> UsageBatch:
         assert isinstance(call.quantity, int)
         records += [
             call,
-            replace(call, meter="cache_read_tokens", quantity=call.quantity // 3),
-            replace(call, meter="output_tokens", quantity=rng.randrange(50, 2_000)),
+            call._replace(meter="cache_read_tokens", quantity=call.quantity // 3),
+            call._replace(meter="output_tokens", quantity=rng.randrange(50, 2_000)),
         ]
         if step == "research":
-            tool = replace(
-                call,
+            tool = call._replace(
                 span_id=f"{n:015x}f",
                 meter="tool_calls",
                 quantity=1,
@@ -82,5 +80,5 @@ def _demo_usage() -> UsageBatch:
                 tool="web_search",
                 source=SOURCE_TOOL,
             )
-            records += [tool, replace(tool, meter="web_searches", source=SOURCE_CUSTOM)]
+            records += [tool, tool._replace(meter="web_searches", source=SOURCE_CUSTOM)]
     return UsageBatch(records=records)

@@ -511,12 +511,16 @@ class AuditEntry(Base):
 
 
 class InvoiceSequence(Base):
-    """The last invoice number used per tenant and year (gapless: taken under a row lock
-    in the finalizing transaction)."""
+    """The last number used per tenant, document kind ("invoice", "credit_note") and year.
+
+    Gapless: a number is taken under a row lock inside the transaction that finalizes the
+    document, so a rollback gives the number back and two finalizations never share one.
+    """
 
     __tablename__ = "invoice_sequences"
 
     tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     year: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_number: Mapped[int] = mapped_column(Integer, default=0)
 

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,12 +72,20 @@ AGENTS = ("researcher", "writer", "reviewer", "planner")
 
 
 class IdSource:
-    """Trace and span ids unique within the run (and, by a random prefix, across runs)."""
+    """Trace and span ids unique within the run (and, by a random prefix, across runs),
+    and span end times: like a batching exporter, each request carries the spans that
+    ended during the next second, starting a day ago."""
 
     def __init__(self) -> None:
         self._prefix = random.getrandbits(63) | 1
         self._trace = 0
         self._span = 0
+        self._window = time.time_ns() - 86_400 * 10**9
+
+    def next_window(self) -> int:
+        """Start of the next one-second window of span end times (Unix ns)."""
+        self._window += 10**9
+        return self._window
 
     def trace_id(self) -> bytes:
         self._trace += 1
@@ -96,7 +104,7 @@ def _kv(key: str, value: str | int) -> KeyValue:
 
 def make_request(ids: IdSource, spans: int, spans_per_trace: int, rng: random.Random) -> bytes:
     """One encoded export of `spans` GenAI chat spans (ten attributes each)."""
-    now = time.time_ns()
+    window = ids.next_window()
     out: list[Span] = []
     trace_id = b""
     customer = ""
@@ -107,7 +115,7 @@ def make_request(ids: IdSource, spans: int, spans_per_trace: int, rng: random.Ra
         provider, request_model, response_model = MODELS[rng.randrange(len(MODELS))]
         agent = AGENTS[index % len(AGENTS)]
         input_tokens = rng.randrange(200, 20_000)
-        end = now - rng.randrange(10**9, 60 * 10**9)
+        end = window + rng.randrange(10**9)
         out.append(
             Span(
                 trace_id=trace_id,
@@ -210,8 +218,6 @@ class Server:
 
 
 # --------------------------------------------------------------------------- clients
-
-Send = Callable[[bytes], None]
 
 
 class HttpClient:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import fields
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -31,7 +30,7 @@ logger = logging.getLogger("agentmeter.exporter")
 
 USAGE_SERVICE = "agentmeter.v1.UsageService"
 _EXPORT_METHOD = f"/{USAGE_SERVICE}/Export"
-_TEXT_FIELDS = tuple(f.name for f in fields(UsageRecord) if f.name not in ("quantity",))
+_TEXT_FIELDS = tuple(name for name in UsageRecord._fields if name != "quantity")
 # Failures worth retrying: the server or the network, not the request.
 _RETRYABLE = frozenset(
     {

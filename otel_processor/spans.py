@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
@@ -111,35 +111,47 @@ def span_usage(
     model = _first_text(attributes, conv.MODEL)
     service_name = _text(conv.SERVICE_NAME, resource_attributes.get(conv.SERVICE_NAME))
 
-    def record(meter: str, quantity: Quantity, source: str) -> UsageRecord:
-        return UsageRecord(
-            trace_id=trace_id.hex(),
-            span_id=span_id.hex(),
-            meter=meter,
-            quantity=quantity,
-            customer_id=customer_id,
-            time_unix_nano=end_time_unix_nano,
-            provider=provider,
-            model=model,
-            operation=operation,
-            agent_name=agent_name,
-            step=step,
-            tool=tool,
-            service_name=service_name,
-            source=source,
-        )
-
+    trace_hex = trace_id.hex()
+    span_hex = span_id.hex()
+    dims = (provider, model, operation, agent_name, step, tool, service_name)
+    # Positional construction of the named tuple: this loop runs for every span ingested.
     records: list[UsageRecord] = []
     if not _is_aggregate(operation, attributes):
-        tokens = _token_counts(attributes)
-        records.extend(record(meter, count, SOURCE_LLM) for meter, count in tokens.items())
+        for meter, count in _token_counts(attributes).items():
+            records.append(
+                UsageRecord(
+                    trace_hex, span_hex, meter, count, customer_id, end_time_unix_nano, *dims
+                )
+            )
     if _is_tool_call(operation, attributes):
-        records.append(record(TOOL_CALLS, 1, SOURCE_TOOL))
+        records.append(
+            UsageRecord(
+                trace_hex,
+                span_hex,
+                TOOL_CALLS,
+                1,
+                customer_id,
+                end_time_unix_nano,
+                *dims,
+                SOURCE_TOOL,
+            )
+        )
     for key, value in attributes.items():
         if key.startswith(conv.CUSTOM_METER_PREFIX):
-            meter = key.removeprefix(conv.CUSTOM_METER_PREFIX)
+            meter = _custom_meter_name(key, key.removeprefix(conv.CUSTOM_METER_PREFIX))
             quantity = parse_quantity(key, value)
-            records.append(record(_custom_meter_name(key, meter), quantity, SOURCE_CUSTOM))
+            records.append(
+                UsageRecord(
+                    trace_hex,
+                    span_hex,
+                    meter,
+                    quantity,
+                    customer_id,
+                    end_time_unix_nano,
+                    *dims,
+                    SOURCE_CUSTOM,
+                )
+            )
     return SpanUsage(records=records, customer_id=customer_id)
 
 
@@ -345,7 +357,7 @@ def checked_record(record: UsageRecord) -> UsageRecord:
     for name in _DIMENSIONS:
         _bounded(name, getattr(record, name))
     quantity = parse_quantity("quantity", str(record.quantity))
-    return record if quantity == record.quantity else replace(record, quantity=quantity)
+    return record if quantity == record.quantity else record._replace(quantity=quantity)
 
 
 def checked_trace_customer(trace_id: str, customer_id: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import replace
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -242,7 +241,7 @@ class TestTraceAttribution:
         orphan = record("0000000000000002")
         sink.write(TENANT, batch(mine, orphan))
         sink.write(TENANT, batch(**{f"t_{TRACE}": "acme"}))
-        assert sink.records(TENANT) == [mine, replace(orphan, customer_id="acme")]
+        assert sink.records(TENANT) == [mine, orphan._replace(customer_id="acme")]
 
 
 def _otlp_span(number: int, attributes: dict[str, str | int]) -> ExportTraceServiceRequest:

@@ -41,9 +41,10 @@ def upgrade() -> None:
     op.create_table(
         "invoice_sequences",
         sa.Column("tenant_id", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("year", sa.Integer(), nullable=False),
         sa.Column("last_number", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("tenant_id", "year", name=op.f("pk_invoice_sequences")),
+        sa.PrimaryKeyConstraint("tenant_id", "kind", "year", name=op.f("pk_invoice_sequences")),
     )
     op.create_table(
         "billing_exceptions",
