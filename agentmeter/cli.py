@@ -59,6 +59,47 @@ def _tenant_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // total if total else width
+    bar = "#" * filled + "." * (width - filled)
+    end = "\n" if done >= total else ""
+    print(f"\r[{bar}] {done}/{total} customers", end=end, file=sys.stderr, flush=True)
+
+
+def _bill(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
+    from agentmeter.tenants import only_tenant
+    from billing_api.invoicing.service import execute_run, start_run
+
+    engine = make_engine(Settings())
+    migrate(engine)
+    tenant_id = args.tenant or only_tenant(engine)
+    if tenant_id is None:
+        print("several tenants: name one with --tenant", file=sys.stderr)
+        return 2
+    try:
+        with Session(engine) as session, session.begin():
+            run_id = start_run(session, tenant_id, args.period).id
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    run = execute_run(engine, tenant_id, run_id, progress=_progress_bar)
+    print(
+        json.dumps(
+            {
+                "run_id": run.id,
+                "period": run.period,
+                "status": run.status,
+                "customers": run.total_customers,
+                "drafted": run.drafted,
+            }
+        )
+    )
+    return 0
+
+
 def _key_revoke(args: argparse.Namespace) -> int:
     engine = make_engine(Settings())
     migrate(engine)
@@ -89,6 +130,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--json", action="store_true", help="print keys as JSON")
     create.set_defaults(run=_tenant_create)
+
+    bill = commands.add_parser("bill", help="draft every customer's invoice for a month")
+    bill.add_argument("--period", required=True, help="the month, e.g. 2026-11")
+    bill.add_argument("--tenant", help="tenant id (default: the only tenant)")
+    bill.set_defaults(run=_bill)
 
     key = commands.add_parser("key", help="manage API keys").add_subparsers(
         dest="key_command", required=True

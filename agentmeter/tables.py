@@ -465,6 +465,8 @@ class InvoiceLine(Base):
     adjustment_reason: Mapped[str] = mapped_column(String(2000), default="")
     provider_cost_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     margin_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # On a prior-period line: the period ("2026-10") whose late usage it bills.
+    adjusts_period: Mapped[str | None] = mapped_column(String(7), nullable=True)
     details: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 

@@ -114,3 +114,10 @@ class TenantKeys:
 
     def tenant_for_ingest_key(self, key: str) -> IngestTenant | None:
         return self.tenant_for_key(key, KeyKind.INGEST)
+
+
+def only_tenant(engine: Engine) -> str | None:
+    """The tenant id when there is exactly one tenant, else None."""
+    with Session(engine) as session:
+        ids = session.scalars(select(Tenant.id).limit(2)).all()
+    return ids[0] if len(ids) == 1 else None

@@ -11,6 +11,8 @@ from agentmeter.db import UNAVAILABLE_ERRORS
 from agentmeter.tenants import TenantKeys
 from billing_api.customers.endpoints import router as customers_router
 from billing_api.errors import error_response, install_error_handlers
+from billing_api.invoicing.endpoints import router as invoicing_router
+from billing_api.pricing.endpoints import router as pricing_router
 from billing_api.rating.endpoints import router as rating_router
 from billing_api.usage.endpoints import router as usage_router
 
@@ -22,8 +24,10 @@ def create_app(engine: Engine, registry: CollectorRegistry) -> FastAPI:
     app.state.keys = TenantKeys(engine)
     install_error_handlers(app)
     app.include_router(customers_router)
+    app.include_router(pricing_router)
     app.include_router(usage_router)
     app.include_router(rating_router)
+    app.include_router(invoicing_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

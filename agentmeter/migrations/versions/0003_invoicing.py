@@ -185,6 +185,7 @@ def upgrade() -> None:
         sa.Column("adjustment_reason", sa.String(length=2000), nullable=False),
         sa.Column("provider_cost_minor", sa.BigInteger(), nullable=True),
         sa.Column("margin_minor", sa.BigInteger(), nullable=True),
+        sa.Column("adjusts_period", sa.String(length=7), nullable=True),
         sa.Column("details", sa.JSON(), nullable=False),
         sa.ForeignKeyConstraint(
             ["invoice_id"], ["invoices.id"], name=op.f("fk_invoice_lines_invoice_id_invoices")

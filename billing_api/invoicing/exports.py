@@ -1,0 +1,71 @@
+"""Invoice exports in the customer's view: JSON, CSV of lines, printable HTML under the
+builder's brand. Provider cost and margin never appear in any of them."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from agentmeter.tables import Customer, Invoice, InvoiceLine, Tenant
+from billing_api.invoicing.schemas import CustomerInvoiceOut
+
+_TEMPLATES = Environment(
+    loader=PackageLoader("billing_api.invoicing", "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+CSV_COLUMNS = (
+    "invoice",
+    "period",
+    "line",
+    "kind",
+    "description",
+    "meter",
+    "quantity",
+    "unit_price",
+    "amount",
+    "currency",
+)
+
+
+def as_json(invoice: Invoice, lines: list[InvoiceLine]) -> CustomerInvoiceOut:
+    return CustomerInvoiceOut.of(invoice, lines)
+
+
+def as_csv(invoice: Invoice, lines: list[InvoiceLine]) -> str:
+    view = CustomerInvoiceOut.of(invoice, lines)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for position, line in enumerate(view.lines, start=1):
+        writer.writerow(
+            (
+                view.number or view.id,
+                view.period,
+                position,
+                line.kind,
+                line.description,
+                line.meter or "",
+                line.quantity,
+                line.unit_price or "",
+                line.amount,
+                view.currency,
+            )
+        )
+    return out.getvalue()
+
+
+def as_html(
+    invoice: Invoice, lines: list[InvoiceLine], tenant: Tenant, customer: Customer | None
+) -> str:
+    view = CustomerInvoiceOut.of(invoice, lines)
+    brand = tenant.brand_name or tenant.name
+    return _TEMPLATES.get_template("invoice.html").render(
+        title=f"{brand} invoice {view.number or '(draft)'}",
+        invoice=view,
+        brand_name=brand,
+        brand_color=tenant.brand_color or "#3b5bdb",
+        logo_url=tenant.brand_logo_url,
+        customer_name=customer.name if customer else invoice.customer_id,
+    )

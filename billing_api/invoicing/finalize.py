@@ -1,0 +1,160 @@
+"""Finalize, void, credit notes: the steps after which an invoice no longer changes.
+
+Finalizing locks the invoice row, refuses while blocking exceptions are open, draws
+prepaid credits, takes the next number of the tenant's gapless sequence
+(`{prefix}-{year}-{000123}`), and locks the price versions it used — all in one
+transaction, so a failure leaves neither a number gap nor a half-finalized invoice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from agentmeter.tables import CreditNote, Invoice
+from billing_api.credits.service import apply_credits, reverse_credits
+from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
+from billing_api.invoicing import repository
+from billing_api.invoicing.service import credit_date, new_id
+
+INVOICE = "invoice"
+CREDIT_NOTE = "credit_note"
+
+
+def _invoice(session: Session, tenant_id: str, invoice_id: str) -> Invoice:
+    invoice = repository.lock_invoice(session, tenant_id, invoice_id)
+    if invoice is None:
+        raise NotFoundError(f"no invoice {invoice_id!r}")
+    return invoice
+
+
+def finalize_invoice(
+    session: Session, tenant_id: str, invoice_id: str, *, actor: str, now: datetime
+) -> Invoice:
+    invoice = _invoice(session, tenant_id, invoice_id)
+    if invoice.status != "draft":
+        raise ConflictError(f"invoice {invoice_id} is {invoice.status}, only drafts finalize")
+    blocking = repository.open_blocking(session, tenant_id, invoice.id)
+    if blocking:
+        listed = "; ".join(f"{e.type}: {e.message}" for e in blocking)
+        raise ConflictError(f"resolve or waive the blocking exceptions first: {listed}")
+    if invoice.subtotal_minor < 0:
+        raise ConflictError("a negative invoice cannot be finalized; issue a credit note instead")
+    applied = apply_credits(
+        session,
+        tenant_id,
+        invoice.customer_id,
+        invoice.currency,
+        invoice.subtotal_minor,
+        credit_date(invoice),
+        invoice.id,
+    )
+    invoice.credits_minor = sum(amount for _, amount in applied)
+    invoice.total_minor = invoice.subtotal_minor - invoice.credits_minor
+    tenant = repository.tenant(session, tenant_id)
+    number = repository.next_number(session, tenant_id, INVOICE, now.year)
+    invoice.number = f"{tenant.invoice_prefix}-{now.year}-{number:06d}"
+    invoice.status = "finalized"
+    invoice.finalized_at = now
+    lines = repository.lines(session, invoice.id)
+    repository.lock_versions_of_components(
+        session, [line.component_id for line in lines if line.component_id]
+    )
+    repository.add_audit(
+        session,
+        tenant_id,
+        entity="invoice",
+        entity_id=invoice.id,
+        action="finalize",
+        actor=actor,
+        after={
+            "number": invoice.number,
+            "subtotal_minor": invoice.subtotal_minor,
+            "credits_minor": invoice.credits_minor,
+            "total_minor": invoice.total_minor,
+        },
+    )
+    session.flush()
+    return invoice
+
+
+def void_invoice(
+    session: Session, tenant_id: str, invoice_id: str, *, reason: str, actor: str, now: datetime
+) -> Invoice:
+    """Void a finalized invoice: it keeps its number, its credit draws are given back."""
+    if not reason.strip():
+        raise UnprocessableError("a reason is required to void an invoice")
+    invoice = _invoice(session, tenant_id, invoice_id)
+    if invoice.status != "finalized":
+        raise ConflictError(f"invoice {invoice_id} is {invoice.status}; only finalized ones void")
+    reverse_credits(session, tenant_id, invoice.id)
+    invoice.status = "void"
+    invoice.voided_at = now
+    invoice.void_reason = reason
+    repository.add_audit(
+        session,
+        tenant_id,
+        entity="invoice",
+        entity_id=invoice.id,
+        action="void",
+        actor=actor,
+        before={"status": "finalized"},
+        after={"status": "void"},
+        reason=reason,
+    )
+    session.flush()
+    return invoice
+
+
+def credited_minor(session: Session, invoice_id: str) -> int:
+    return sum(note.amount_minor for note in repository.credit_notes(session, invoice_id))
+
+
+def create_credit_note(
+    session: Session,
+    tenant_id: str,
+    invoice_id: str,
+    *,
+    amount_minor: int | None,
+    reason: str,
+    actor: str,
+    now: datetime,
+) -> CreditNote:
+    """A full (amount None) or partial credit against a finalized invoice's total; the
+    credited sum never exceeds the total."""
+    if not reason.strip():
+        raise UnprocessableError("a reason is required for a credit note")
+    invoice = _invoice(session, tenant_id, invoice_id)
+    if invoice.status != "finalized":
+        raise ConflictError(f"invoice {invoice_id} is {invoice.status}; credit finalized ones")
+    creditable = invoice.total_minor - credited_minor(session, invoice.id)
+    amount = creditable if amount_minor is None else amount_minor
+    if amount <= 0 or amount > creditable:
+        raise UnprocessableError(
+            f"credit must be between 1 and {creditable} minor units (what is left to credit)"
+        )
+    tenant = repository.tenant(session, tenant_id)
+    number = repository.next_number(session, tenant_id, CREDIT_NOTE, now.year)
+    note = CreditNote(
+        id=new_id(),
+        tenant_id=tenant_id,
+        invoice_id=invoice.id,
+        number=f"{tenant.invoice_prefix}-CN-{now.year}-{number:06d}",
+        amount_minor=amount,
+        reason=reason,
+        created_at=now,
+    )
+    session.add(note)
+    repository.add_audit(
+        session,
+        tenant_id,
+        entity="invoice",
+        entity_id=invoice.id,
+        action="credit_note",
+        actor=actor,
+        after={"credit_note": note.number, "amount_minor": amount},
+        reason=reason,
+    )
+    session.flush()
+    return note

@@ -1,0 +1,414 @@
+"""All SQL of invoicing: invoices and lines, exceptions, runs, numbering, audit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from agentmeter.tables import (
+    AuditEntry,
+    BillingException,
+    BillingRun,
+    Budget,
+    CreditNote,
+    Invoice,
+    InvoiceLine,
+    InvoiceSequence,
+    PriceComponent,
+    PriceVersion,
+    Tenant,
+    UsageRow,
+    to_unix_nano,
+    utcnow,
+)
+
+
+def _insert(session: Session) -> Any:
+    return sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
+
+
+def _locked(session: Session, statement: Select[Invoice]) -> Invoice | None:
+    # Row lock on PostgreSQL; SQLite has one writer at a time already.
+    return session.scalars(statement.with_for_update()).first()
+
+
+def lock_tenant(session: Session, tenant_id: str) -> None:
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+
+
+def tenant(session: Session, tenant_id: str) -> Tenant:
+    found = session.get(Tenant, tenant_id)
+    assert found is not None, f"no tenant {tenant_id}"
+    return found
+
+
+def lock_invoice_for_period(
+    session: Session,
+    tenant_id: str,
+    customer_id: str,
+    period_start: datetime,
+    values: dict[str, Any],
+) -> Invoice:
+    """The customer's invoice for the period, created if missing, locked for update.
+
+    INSERT … ON CONFLICT DO NOTHING on (tenant, customer, period start) makes concurrent
+    billing runs converge on one invoice instead of drafting two.
+    """
+    session.execute(
+        _insert(session)(Invoice)
+        .values(tenant_id=tenant_id, customer_id=customer_id, period_start=period_start, **values)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "customer_id", "period_start"])
+    )
+    invoice = _locked(
+        session,
+        select(Invoice).where(
+            Invoice.tenant_id == tenant_id,
+            Invoice.customer_id == customer_id,
+            Invoice.period_start == period_start,
+        ),
+    )
+    assert invoice is not None
+    return invoice
+
+
+def lock_invoice(session: Session, tenant_id: str, invoice_id: str) -> Invoice | None:
+    return _locked(
+        session, select(Invoice).where(Invoice.tenant_id == tenant_id, Invoice.id == invoice_id)
+    )
+
+
+def get_invoice(session: Session, tenant_id: str, invoice_id: str) -> Invoice | None:
+    return session.scalars(
+        select(Invoice).where(Invoice.tenant_id == tenant_id, Invoice.id == invoice_id)
+    ).first()
+
+
+def list_invoices(
+    session: Session,
+    tenant_id: str,
+    *,
+    period: str | None = None,
+    status: str | None = None,
+    customer_id: str | None = None,
+) -> Sequence[Invoice]:
+    query = select(Invoice).where(Invoice.tenant_id == tenant_id)
+    if period:
+        query = query.where(Invoice.period == period)
+    if status:
+        query = query.where(Invoice.status == status)
+    if customer_id:
+        query = query.where(Invoice.customer_id == customer_id)
+    return session.scalars(query.order_by(Invoice.period_start, Invoice.customer_id)).all()
+
+
+def lines(session: Session, invoice_id: str) -> list[InvoiceLine]:
+    return list(
+        session.scalars(
+            select(InvoiceLine)
+            .where(InvoiceLine.invoice_id == invoice_id)
+            .order_by(InvoiceLine.position)
+        )
+    )
+
+
+def delete_drafts_of(session: Session, tenant_id: str, customer_id: str) -> None:
+    """Delete a customer id's drafts (their usage moved elsewhere) and their exceptions."""
+    drafts = select(Invoice.id).where(
+        Invoice.tenant_id == tenant_id,
+        Invoice.customer_id == customer_id,
+        Invoice.status == "draft",
+    )
+    ids = list(session.scalars(drafts))
+    if not ids:
+        return
+    session.execute(delete(InvoiceLine).where(InvoiceLine.invoice_id.in_(ids)))
+    session.execute(delete(BillingException).where(BillingException.invoice_id.in_(ids)))
+    session.execute(delete(Invoice).where(Invoice.id.in_(ids)))
+
+
+def delete_lines(session: Session, line_ids: Sequence[str]) -> None:
+    if line_ids:
+        session.execute(delete(InvoiceLine).where(InvoiceLine.id.in_(line_ids)))
+
+
+def finalized_invoices_before(
+    session: Session, tenant_id: str, customer_ids: Sequence[str], before: datetime
+) -> Sequence[Invoice]:
+    return session.scalars(
+        select(Invoice).where(
+            Invoice.tenant_id == tenant_id,
+            Invoice.customer_id.in_(customer_ids),
+            Invoice.status == "finalized",
+            Invoice.period_start < before,
+        )
+    ).all()
+
+
+def customers_with_usage_received_since(
+    session: Session, tenant_id: str, since: datetime, before: datetime
+) -> set[str]:
+    """Customers with usage received after `since` for times before `before`."""
+    rows = session.scalars(
+        select(UsageRow.customer_id)
+        .where(
+            UsageRow.tenant_id == tenant_id,
+            UsageRow.received_unix_nano > to_unix_nano(since),
+            UsageRow.time_unix_nano < to_unix_nano(before),
+            UsageRow.customer_id != "",
+        )
+        .distinct()
+    )
+    return set(rows)
+
+
+def late_candidates(
+    session: Session, tenant_id: str, customer_ids: Sequence[str], before: datetime
+) -> dict[str, list[Invoice]]:
+    """Finalized invoices (of periods before `before`) of customers that received usage
+    after the earliest of those finalizations: the ones to check for late usage."""
+    if not customer_ids:
+        return {}
+    finalized = finalized_invoices_before(session, tenant_id, customer_ids, before)
+    stamps = [i.finalized_at for i in finalized if i.finalized_at is not None]
+    if not stamps:
+        return {}
+    suspects = customers_with_usage_received_since(session, tenant_id, min(stamps), before)
+    found: dict[str, list[Invoice]] = {}
+    for invoice in finalized:
+        if invoice.customer_id in suspects:
+            found.setdefault(invoice.customer_id, []).append(invoice)
+    return found
+
+
+def customers_with_usage(
+    session: Session, tenant_id: str, start: datetime, end: datetime
+) -> set[str]:
+    """Customer ids (not empty) with usage in [start, end)."""
+    return set(
+        session.scalars(
+            select(UsageRow.customer_id)
+            .where(
+                UsageRow.tenant_id == tenant_id,
+                UsageRow.customer_id != "",
+                UsageRow.time_unix_nano >= to_unix_nano(start),
+                UsageRow.time_unix_nano < to_unix_nano(end),
+            )
+            .distinct()
+        )
+    )
+
+
+def budget_limits(session: Session, tenant_id: str, customer_ids: Sequence[str]) -> dict[str, int]:
+    return dict(
+        session.execute(
+            select(Budget.customer_id, Budget.limit_minor).where(
+                Budget.tenant_id == tenant_id, Budget.customer_id.in_(customer_ids)
+            )
+        )
+        .tuples()
+        .all()
+    )
+
+
+def late_usage(session: Session, invoice: Invoice) -> tuple[int, int]:
+    """(records, distinct spans) of usage in a finalized invoice's period that arrived
+    after it was finalized."""
+    assert invoice.finalized_at is not None
+    row = session.execute(
+        select(func.count(), func.count(func.distinct(UsageRow.span_id))).where(
+            UsageRow.tenant_id == invoice.tenant_id,
+            UsageRow.customer_id == invoice.customer_id,
+            UsageRow.time_unix_nano >= to_unix_nano(invoice.period_start),
+            UsageRow.time_unix_nano < to_unix_nano(invoice.period_end),
+            UsageRow.received_unix_nano > to_unix_nano(invoice.finalized_at),
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def billed_prior_period_adjustments(
+    session: Session, tenant_id: str, customer_id: str, period: str, exclude_invoice_id: str
+) -> int:
+    """What finalized invoices already billed as late-usage adjustments for `period`."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(InvoiceLine.amount_minor), 0))
+        .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
+        .where(
+            Invoice.tenant_id == tenant_id,
+            Invoice.customer_id == customer_id,
+            Invoice.status == "finalized",
+            Invoice.id != exclude_invoice_id,
+            InvoiceLine.kind == "prior_period",
+            InvoiceLine.adjusts_period == period,
+        )
+    )
+    return int(total or 0)
+
+
+def usage_by_meter(
+    session: Session, tenant_id: str, start: datetime, end: datetime, customer_ids: Sequence[str]
+) -> dict[tuple[str, str], int]:
+    """(customer, meter) → quantity in micro-units over [start, end), summed in SQL."""
+    rows = session.execute(
+        select(UsageRow.customer_id, UsageRow.meter, func.sum(UsageRow.quantity_micros))
+        .where(
+            UsageRow.tenant_id == tenant_id,
+            UsageRow.customer_id.in_(customer_ids),
+            UsageRow.time_unix_nano >= to_unix_nano(start),
+            UsageRow.time_unix_nano < to_unix_nano(end),
+        )
+        .group_by(UsageRow.customer_id, UsageRow.meter)
+    )
+    return {(c, m): int(q) for c, m, q in rows}
+
+
+def unattributed_usage(
+    session: Session, tenant_id: str, start: datetime, end: datetime
+) -> tuple[int, int, list[str]]:
+    """(records, quantity micros, up to 20 trace ids) of customer-less usage in the period."""
+    where = (
+        UsageRow.tenant_id == tenant_id,
+        UsageRow.customer_id == "",
+        UsageRow.time_unix_nano >= to_unix_nano(start),
+        UsageRow.time_unix_nano < to_unix_nano(end),
+    )
+    count, quantity = session.execute(
+        select(func.count(), func.coalesce(func.sum(UsageRow.quantity_micros), 0)).where(*where)
+    ).one()
+    traces = session.scalars(select(UsageRow.trace_id).where(*where).distinct().limit(20)).all()
+    return int(count), int(quantity), list(traces)
+
+
+def next_number(session: Session, tenant_id: str, kind: str, year: int) -> int:
+    """The next number of a gapless per-tenant, per-kind, per-year sequence.
+
+    The upsert takes the sequence row's lock until the caller's transaction ends, so
+    concurrent finalizations queue here and a rolled-back one gives its number back.
+    """
+    statement = (
+        _insert(session)(InvoiceSequence)
+        .values(tenant_id=tenant_id, kind=kind, year=year, last_number=1)
+        .on_conflict_do_update(
+            index_elements=["tenant_id", "kind", "year"],
+            set_={"last_number": InvoiceSequence.last_number + 1},
+        )
+        .returning(InvoiceSequence.last_number)
+    )
+    number = session.execute(statement).scalar_one()
+    return int(number)
+
+
+def lock_versions_of_components(session: Session, component_ids: Sequence[str]) -> None:
+    """Make the price versions these components belong to immutable (idempotent)."""
+    if not component_ids:
+        return
+    version_ids = select(PriceComponent.version_id).where(
+        PriceComponent.id.in_(component_ids), PriceComponent.version_id.is_not(None)
+    )
+    session.execute(
+        update(PriceVersion)
+        .where(PriceVersion.id.in_(version_ids), PriceVersion.locked_at.is_(None))
+        .values(locked_at=utcnow())
+    )
+
+
+def exceptions_in_scope(session: Session, tenant_id: str, scope: str) -> list[BillingException]:
+    return list(
+        session.scalars(
+            select(BillingException).where(
+                BillingException.tenant_id == tenant_id, BillingException.scope == scope
+            )
+        )
+    )
+
+
+def open_blocking(session: Session, tenant_id: str, invoice_id: str) -> list[BillingException]:
+    return list(
+        session.scalars(
+            select(BillingException).where(
+                BillingException.tenant_id == tenant_id,
+                BillingException.invoice_id == invoice_id,
+                BillingException.severity == "blocking",
+                BillingException.status == "open",
+            )
+        )
+    )
+
+
+def list_exceptions(
+    session: Session,
+    tenant_id: str,
+    *,
+    period: str | None = None,
+    invoice_id: str | None = None,
+    status: str | None = None,
+) -> Sequence[BillingException]:
+    query = select(BillingException).where(BillingException.tenant_id == tenant_id)
+    if period:
+        query = query.where(BillingException.period == period)
+    if invoice_id:
+        query = query.where(BillingException.invoice_id == invoice_id)
+    if status:
+        query = query.where(BillingException.status == status)
+    return session.scalars(query.order_by(BillingException.created_at)).all()
+
+
+def get_exception(session: Session, tenant_id: str, exception_id: str) -> BillingException | None:
+    return session.scalars(
+        select(BillingException).where(
+            BillingException.tenant_id == tenant_id, BillingException.id == exception_id
+        )
+    ).first()
+
+
+def add_audit(
+    session: Session,
+    tenant_id: str,
+    *,
+    entity: str,
+    entity_id: str,
+    action: str,
+    actor: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    reason: str = "",
+) -> None:
+    session.add(
+        AuditEntry(
+            tenant_id=tenant_id,
+            entity=entity,
+            entity_id=entity_id,
+            action=action,
+            actor=actor,
+            before=before,
+            after=after,
+            reason=reason,
+        )
+    )
+
+
+def audit_trail(session: Session, tenant_id: str, entity_id: str) -> Sequence[AuditEntry]:
+    return session.scalars(
+        select(AuditEntry)
+        .where(AuditEntry.tenant_id == tenant_id, AuditEntry.entity_id == entity_id)
+        .order_by(AuditEntry.id)
+    ).all()
+
+
+def credit_notes(session: Session, invoice_id: str) -> Sequence[CreditNote]:
+    return session.scalars(
+        select(CreditNote)
+        .where(CreditNote.invoice_id == invoice_id)
+        .order_by(CreditNote.created_at)
+    ).all()
+
+
+def get_run(session: Session, tenant_id: str, run_id: str) -> BillingRun | None:
+    return session.scalars(
+        select(BillingRun).where(BillingRun.tenant_id == tenant_id, BillingRun.id == run_id)
+    ).first()

@@ -1,0 +1,262 @@
+"""Invoicing request and response bodies.
+
+`InvoiceOut` is the builder's view (provider cost and margin included); the customer's
+view (`CustomerInvoiceOut`, used by exports and the portal) never carries them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentmeter.money import format_minor
+from agentmeter.tables import BillingException, BillingRun, Invoice, InvoiceLine
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    period: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])
+
+
+class RunOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    period: str
+    status: str
+    total_customers: int
+    processed_customers: int
+    drafted: int
+    error: str
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, run: BillingRun) -> RunOut:
+        return cls.model_validate(run)
+
+
+class CustomerLineOut(BaseModel):
+    id: str
+    kind: str
+    description: str
+    meter: str | None
+    quantity: str
+    unit_price: str | None
+    amount: str
+    amount_minor: int
+
+
+class LineOut(CustomerLineOut):
+    component_id: str | None
+    charge: str | None
+    version: int | None
+    override_id: str | None
+    rated_amount_minor: int | None
+    adjustment_reason: str
+    provider_cost_minor: int | None
+    margin_minor: int | None
+    adjusts_period: str | None
+    details: list[dict[str, Any]]
+
+
+def _customer_line(line: InvoiceLine, currency: str) -> dict[str, Any]:
+    return {
+        "id": line.id,
+        "kind": line.kind,
+        "description": line.description,
+        "meter": line.meter,
+        "quantity": str(line.quantity.normalize() if line.quantity else 0),
+        "unit_price": None if line.unit_price is None else str(line.unit_price),
+        "amount": format_minor(line.amount_minor, currency),
+        "amount_minor": line.amount_minor,
+    }
+
+
+class CustomerInvoiceOut(BaseModel):
+    """What the customer sees: no provider cost, no margin, no internal ids of prices."""
+
+    id: str
+    number: str | None
+    status: str
+    customer_id: str
+    period: str
+    period_start: datetime
+    period_end: datetime
+    currency: str
+    lines: list[CustomerLineOut]
+    subtotal: str
+    credits: str
+    total: str
+    subtotal_minor: int
+    credits_minor: int
+    total_minor: int
+    finalized_at: datetime | None
+
+    @classmethod
+    def of(cls, invoice: Invoice, lines: list[InvoiceLine]) -> CustomerInvoiceOut:
+        return cls(
+            **_invoice_fields(invoice),
+            lines=[CustomerLineOut(**_customer_line(line, invoice.currency)) for line in lines],
+        )
+
+
+def _invoice_fields(invoice: Invoice) -> dict[str, Any]:
+    currency = invoice.currency
+    return {
+        "id": invoice.id,
+        "number": invoice.number,
+        "status": invoice.status,
+        "customer_id": invoice.customer_id,
+        "period": invoice.period,
+        "period_start": invoice.period_start,
+        "period_end": invoice.period_end,
+        "currency": currency,
+        "subtotal": format_minor(invoice.subtotal_minor, currency),
+        "credits": format_minor(invoice.credits_minor, currency),
+        "total": format_minor(invoice.total_minor, currency),
+        "subtotal_minor": invoice.subtotal_minor,
+        "credits_minor": invoice.credits_minor,
+        "total_minor": invoice.total_minor,
+        "finalized_at": invoice.finalized_at,
+    }
+
+
+class ExceptionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    invoice_id: str | None
+    period: str
+    customer_id: str
+    type: str
+    severity: str
+    status: str
+    message: str
+    evidence: dict[str, Any]
+    created_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str
+    note: str
+
+    @classmethod
+    def of(cls, exception: BillingException) -> ExceptionOut:
+        return cls.model_validate(exception)
+
+
+class InvoiceOut(CustomerInvoiceOut):
+    """The builder's view of an invoice."""
+
+    lines: list[LineOut]  # type: ignore[assignment]
+    price_book_id: str | None
+    versions: list[int]
+    provider_cost_minor: int | None
+    margin_minor: int | None
+    voided_at: datetime | None
+    void_reason: str
+    exceptions: list[ExceptionOut]
+
+    @classmethod
+    def full(
+        cls, invoice: Invoice, lines: list[InvoiceLine], exceptions: list[BillingException]
+    ) -> InvoiceOut:
+        return cls(
+            **_invoice_fields(invoice),
+            lines=[
+                LineOut(
+                    **_customer_line(line, invoice.currency),
+                    component_id=line.component_id,
+                    charge=line.charge,
+                    version=line.version_number,
+                    override_id=line.override_id,
+                    rated_amount_minor=line.rated_amount_minor,
+                    adjustment_reason=line.adjustment_reason,
+                    provider_cost_minor=line.provider_cost_minor,
+                    margin_minor=line.margin_minor,
+                    adjusts_period=line.adjusts_period,
+                    details=line.details,
+                )
+                for line in lines
+            ],
+            price_book_id=invoice.price_book_id,
+            versions=invoice.versions,
+            provider_cost_minor=invoice.provider_cost_minor,
+            margin_minor=invoice.margin_minor,
+            voided_at=invoice.voided_at,
+            void_reason=invoice.void_reason,
+            exceptions=[ExceptionOut.of(e) for e in exceptions],
+        )
+
+
+class LineAdjust(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: Decimal = Field(description="the line's new amount in major units")
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class LineCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = Field(min_length=1, max_length=500)
+    quantity: Decimal = Decimal(1)
+    unit_price: Decimal = Field(description="major units; a discount is entered positive")
+    discount: bool = False
+    reason: str = Field(default="", max_length=2000)
+
+
+class VoidRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class CreditNoteCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: Decimal | None = Field(default=None, description="major units; omit for in full")
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class CreditNoteOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    invoice_id: str
+    number: str
+    amount_minor: int
+    reason: str
+    created_at: datetime
+
+
+class ExceptionUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: str = Field(pattern="^(open|resolved|waived)$")
+    note: str = Field(default="", max_length=2000)
+
+
+class RegisterCustomer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_id: str = Field(min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=200)
+    email: str | None = None
+
+
+class MapCustomer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    from_customer_id: str = Field(min_length=1, max_length=256)
+    to_customer_id: str = Field(min_length=1, max_length=256)
+
+
+class AssignUnattributed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    trace_ids: list[str] = Field(min_length=1)
+    customer_id: str = Field(min_length=1, max_length=256)
+
+
+class AuditOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    entity: str
+    entity_id: str
+    action: str
+    actor: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    reason: str
+    created_at: datetime

@@ -1,0 +1,562 @@
+"""Billing runs and drafts: rate every customer's period, write drafts in place, raise
+exceptions. Finalized invoices are never touched here.
+
+Drafts are re-rated in place: rated lines are replaced, reviewers' manual lines and
+discounts stay, and a reviewer's adjustment of a rated line is re-applied to the line of
+the same component and version. Re-running a period converges on the same drafts.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from agentmeter.tables import BillingException, BillingRun, Invoice, InvoiceLine, utcnow
+from billing_api.credits.service import preview_credits
+from billing_api.invoicing import checks, repository
+from billing_api.invoicing.checks import Finding, ReviewRules
+from billing_api.periods import Period, month_period, previous_periods
+from billing_api.rating.engine import PricedLine, RatedPeriod
+from billing_api.rating.repository import load_pricing
+from billing_api.rating.service import rate_period
+from billing_api.rating.terms import TenantPricing
+
+logger = logging.getLogger("agentmeter.billing")
+
+RATED = "rated"
+MANUAL = "manual"
+DISCOUNT = "discount"
+PRIOR_PERIOD = "prior_period"
+SYSTEM = "system"
+CHUNK = 500
+ADJUST_NEXT = "adjust_next"
+EXCEPTION_ONLY = "exception_only"
+
+Progress = Callable[[int, int], None]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _line_key(line: InvoiceLine) -> tuple[str | None, int | None, str | None]:
+    return (line.component_id, line.version_number, line.override_id)
+
+
+def _description(line: PricedLine) -> str:
+    version = f" (v{line.version_number})" if line.version_number else ""
+    meter = f" · {line.meter}" if line.meter else ""
+    return f"{line.component_name}{meter}{version}"
+
+
+def credit_date(invoice: Invoice) -> datetime:
+    """The instant prepaid credit is judged at: the period's end, or now if earlier. A
+    grant that expired before then cannot pay for the period."""
+    return min(invoice.period_end, utcnow())
+
+
+def recompute_totals(
+    session: Session, invoice: Invoice, invoice_lines: Sequence[InvoiceLine]
+) -> None:
+    """Subtotal is the sum of rounded lines; a draft shows the prepaid credit finalizing
+    would draw now (drawn for real only at finalization); total = subtotal - credits."""
+    invoice.subtotal_minor = sum(line.amount_minor for line in invoice_lines)
+    draws = preview_credits(
+        session,
+        invoice.tenant_id,
+        invoice.customer_id,
+        invoice.currency,
+        max(invoice.subtotal_minor, 0),
+        credit_date(invoice),
+    )
+    invoice.credits_minor = sum(draw.amount_minor for draw in draws)
+    invoice.total_minor = invoice.subtotal_minor - invoice.credits_minor
+
+
+def write_draft(
+    session: Session,
+    tenant_id: str,
+    rated: RatedPeriod,
+    *,
+    run_id: str | None,
+    prior_lines: Sequence[InvoiceLine] = (),
+) -> Invoice:
+    """Create or re-rate the customer's draft for the period; finalized ones are returned
+    untouched."""
+    invoice = repository.lock_invoice_for_period(
+        session,
+        tenant_id,
+        rated.customer_id,
+        rated.period.start,
+        {
+            "id": new_id(),
+            "period": rated.period.label,
+            "period_end": rated.period.end,
+            "currency": rated.currency,
+            "status": "draft",
+            "versions": [],
+        },
+    )
+    if invoice.status != "draft":
+        return invoice
+    existing = repository.lines(session, invoice.id)
+    adjustments = {
+        _line_key(line): line
+        for line in existing
+        if line.kind == RATED and line.rated_amount_minor is not None
+    }
+    kept = [line for line in existing if line.kind in (MANUAL, DISCOUNT)]
+    repository.delete_lines(
+        session, [line.id for line in existing if line.kind in (RATED, PRIOR_PERIOD)]
+    )
+    new_lines: list[InvoiceLine] = []
+    for priced in rated.lines:
+        line = InvoiceLine(
+            id=new_id(),
+            invoice_id=invoice.id,
+            position=len(new_lines),
+            kind=RATED,
+            description=_description(priced),
+            component_id=priced.component_id,
+            charge=priced.charge,
+            meter=priced.meter,
+            version_number=priced.version_number,
+            override_id=priced.override_id,
+            quantity=priced.quantity,
+            unit_price=priced.unit_price,
+            amount_minor=priced.amount_minor,
+            provider_cost_minor=priced.provider_cost_minor,
+            margin_minor=priced.margin_minor,
+            details=priced.details,
+        )
+        adjusted = adjustments.get(_line_key(line))
+        if adjusted is not None:
+            line.rated_amount_minor = line.amount_minor
+            line.amount_minor = adjusted.amount_minor
+            line.adjustment_reason = adjusted.adjustment_reason
+            if line.provider_cost_minor is not None:
+                line.margin_minor = line.amount_minor - line.provider_cost_minor
+        new_lines.append(line)
+    for prior in prior_lines:
+        prior.invoice_id = invoice.id
+        prior.position = len(new_lines)
+        new_lines.append(prior)
+    for manual in kept:
+        manual.position = len(new_lines)
+        new_lines.append(manual)
+    session.add_all(new_lines)
+    invoice.currency = rated.currency
+    invoice.price_book_id = rated.book_id
+    invoice.versions = rated.versions
+    invoice.period_end = rated.period.end
+    invoice.provider_cost_minor = rated.provider_cost_minor
+    invoice.margin_minor = rated.margin_minor
+    invoice.rated_at = utcnow()
+    invoice.run_id = run_id or invoice.run_id
+    recompute_totals(session, invoice, new_lines)
+    session.flush()
+    return invoice
+
+
+def sync_exceptions(
+    session: Session,
+    tenant_id: str,
+    *,
+    scope: str,
+    period: str,
+    customer_id: str,
+    invoice_id: str | None,
+    findings: Iterable[Finding],
+) -> None:
+    """Make the scope's exceptions match `findings`: new ones open, known ones keep their
+    status (a waiver survives a re-run) with fresh evidence, gone ones are resolved by the
+    system."""
+    known = {
+        (e.type, e.fingerprint): e
+        for e in repository.exceptions_in_scope(session, tenant_id, scope)
+    }
+    seen = set()
+    for finding in findings:
+        key = (finding.type, finding.fingerprint)
+        seen.add(key)
+        exception = known.get(key)
+        if exception is None:
+            session.add(
+                BillingException(
+                    id=new_id(),
+                    tenant_id=tenant_id,
+                    scope=scope,
+                    invoice_id=invoice_id,
+                    period=period,
+                    customer_id=customer_id,
+                    type=finding.type,
+                    severity=finding.severity,
+                    fingerprint=finding.fingerprint,
+                    message=finding.message,
+                    evidence=finding.evidence,
+                )
+            )
+            continue
+        exception.message = finding.message
+        exception.evidence = finding.evidence
+        if exception.status == "resolved" and exception.resolved_by == SYSTEM:
+            exception.status = "open"  # it came back
+            exception.resolved_at = None
+            exception.resolved_by = ""
+    for key, exception in known.items():
+        if key not in seen and exception.status == "open":
+            exception.status = "resolved"
+            exception.resolved_at = utcnow()
+            exception.resolved_by = SYSTEM
+            exception.note = "no longer applies after re-rating"
+    session.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What checking a chunk of drafts needs, loaded once per chunk."""
+
+    rules: ReviewRules
+    policy: str
+    trailing: dict[str, dict[str, list[int]]]
+    current: dict[str, dict[str, int]]
+    budgets: dict[str, int]
+
+
+def _rules(session: Session, tenant_id: str) -> tuple[ReviewRules, str]:
+    tenant = repository.tenant(session, tenant_id)
+    return (
+        ReviewRules(
+            spike_factor=tenant.spike_factor,
+            margin_floor_percent=tenant.margin_floor_percent,
+            review_threshold_minor=tenant.review_threshold_minor,
+        ),
+        tenant.late_usage_policy,
+    )
+
+
+def _context(
+    session: Session, tenant_id: str, period: Period, billing_day: int, customer_ids: Sequence[str]
+) -> _Context:
+    rules, policy = _rules(session, tenant_id)
+    trailing: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for previous in previous_periods(period, 3, billing_day):
+        usage = repository.usage_by_meter(
+            session, tenant_id, previous.start, previous.end, customer_ids
+        )
+        for (customer_id, meter), quantity in usage.items():
+            trailing[customer_id][meter].append(quantity)
+    current: dict[str, dict[str, int]] = defaultdict(dict)
+    for (customer_id, meter), quantity in repository.usage_by_meter(
+        session, tenant_id, period.start, period.end, customer_ids
+    ).items():
+        current[customer_id][meter] = quantity
+    budgets = repository.budget_limits(session, tenant_id, customer_ids)
+    return _Context(rules, policy, trailing, current, budgets)
+
+
+def _late_usage_lines(
+    session: Session,
+    tenant_id: str,
+    customer_id: str,
+    period: Period,
+    pricing: TenantPricing,
+    late: Sequence[Invoice],
+) -> tuple[list[InvoiceLine], list[Finding]]:
+    """Prior-period lines that bill late usage of finalized periods (policy adjust_next)."""
+    lines: list[InvoiceLine] = []
+    findings: list[Finding] = []
+    for finalized in late:
+        records, spans = repository.late_usage(session, finalized)
+        if not records:
+            continue
+        earlier = Period(finalized.period_start, finalized.period_end)
+        rerated = rate_period(session, tenant_id, earlier, [customer_id], pricing=pricing)
+        now_owed = rerated[customer_id].subtotal_minor if customer_id in rerated else 0
+        billed = finalized.subtotal_minor + repository.billed_prior_period_adjustments(
+            session, tenant_id, customer_id, finalized.period, exclude_invoice_id=""
+        )
+        delta = now_owed - billed
+        evidence = {
+            "invoice": finalized.number,
+            "period": finalized.period,
+            "late_records": records,
+            "late_spans": spans,
+            "invoiced_minor": billed,
+            "rerated_minor": now_owed,
+            "adjustment_minor": delta,
+        }
+        findings.append(
+            Finding(
+                checks.LATE_USAGE,
+                checks.WARNING,
+                finalized.id,
+                f"{spans} spans of usage for {finalized.period} (invoice {finalized.number}) "
+                f"arrived after it was finalized; adjustment {delta} minor units",
+                evidence,
+            )
+        )
+        if delta:
+            lines.append(
+                InvoiceLine(
+                    id=new_id(),
+                    invoice_id="",
+                    position=0,
+                    kind=PRIOR_PERIOD,
+                    description=f"Adjustment for {finalized.period} (usage received late)",
+                    quantity=Decimal(1),
+                    unit_price=None,
+                    amount_minor=delta,
+                    adjusts_period=finalized.period,
+                    details=[evidence],
+                )
+            )
+    return lines, findings
+
+
+def draft_customers(
+    session: Session,
+    tenant_id: str,
+    period: Period,
+    billing_day: int,
+    customer_ids: Sequence[str] | None,
+    *,
+    run_id: str | None,
+    pricing: TenantPricing,
+) -> list[Invoice]:
+    """Rate and draft the given customers (or every one with something to bill) for one
+    billing-day group of a period; raise their exceptions."""
+    rated = rate_period(session, tenant_id, period, customer_ids, pricing=pricing)
+    late_candidates = repository.late_candidates(session, tenant_id, list(rated), period.start)
+    context = _context(session, tenant_id, period, billing_day, list(rated))
+    drafts = []
+    for customer_id, result in rated.items():
+        prior_lines: list[InvoiceLine] = []
+        late_findings: list[Finding] = []
+        late = late_candidates.get(customer_id, [])
+        if late and context.policy == ADJUST_NEXT:
+            prior_lines, late_findings = _late_usage_lines(
+                session, tenant_id, customer_id, period, pricing, late
+            )
+        invoice = write_draft(session, tenant_id, result, run_id=run_id, prior_lines=prior_lines)
+        if invoice.status != "draft":
+            continue
+        findings = checks.invoice_findings(
+            result,
+            rules=context.rules,
+            trailing_usage=context.trailing.get(customer_id, {}),
+            period_usage=context.current.get(customer_id, {}),
+            total_minor=invoice.total_minor,
+            budget_limit_minor=context.budgets.get(customer_id),
+        )
+        sync_exceptions(
+            session,
+            tenant_id,
+            scope=f"invoice:{invoice.id}",
+            period=period.label,
+            customer_id=customer_id,
+            invoice_id=invoice.id,
+            findings=[*findings, *late_findings],
+        )
+        drafts.append(invoice)
+    if context.policy == EXCEPTION_ONLY:
+        _late_usage_exceptions(session, tenant_id, late_candidates)
+    return drafts
+
+
+def _late_usage_exceptions(
+    session: Session, tenant_id: str, late_candidates: dict[str, list[Invoice]]
+) -> None:
+    """Policy exception_only: late usage is reported on the finalized invoice it belongs
+    to, for a reviewer to settle (credit note or manual line); nothing is billed."""
+    for invoices in late_candidates.values():
+        for finalized in invoices:
+            records, spans = repository.late_usage(session, finalized)
+            if records:
+                sync_exceptions(
+                    session,
+                    tenant_id,
+                    scope=f"late:{finalized.id}",
+                    period=finalized.period,
+                    customer_id=finalized.customer_id,
+                    invoice_id=finalized.id,
+                    findings=[
+                        Finding(
+                            checks.LATE_USAGE,
+                            checks.WARNING,
+                            finalized.id,
+                            f"{spans} spans of usage for {finalized.period} arrived after "
+                            f"invoice {finalized.number} was finalized",
+                            {"late_records": records, "late_spans": spans},
+                        )
+                    ],
+                )
+
+
+def run_findings(
+    session: Session, tenant_id: str, period: Period, pricing: TenantPricing, drafted: Iterable[str]
+) -> list[Finding]:
+    """Findings about the period as a whole: usage nobody can be billed for yet."""
+    findings = []
+    records, quantity, traces = repository.unattributed_usage(
+        session, tenant_id, period.start, period.end
+    )
+    if records:
+        findings.append(
+            Finding(
+                checks.UNATTRIBUTED_USAGE,
+                checks.WARNING,
+                "unattributed",
+                f"{records} usage records in {period.label} have no customer",
+                {"records": records, "quantity_micros": quantity, "trace_ids": traces},
+            )
+        )
+    for customer_id in sorted(set(drafted) - pricing.registered):
+        findings.append(
+            Finding(
+                checks.UNREGISTERED_CUSTOMER,
+                checks.WARNING,
+                customer_id,
+                f"usage for customer id {customer_id!r}, which is not a registered customer: "
+                "register it or map the usage to an existing customer",
+                {"customer_id": customer_id},
+            )
+        )
+    return findings
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def start_run(session: Session, tenant_id: str, period_label: str) -> BillingRun:
+    month_period(period_label)  # validates the label
+    run = BillingRun(id=new_id(), tenant_id=tenant_id, period=period_label, status="running")
+    session.add(run)
+    session.flush()
+    return run
+
+
+def execute_run(
+    engine: Engine, tenant_id: str, run_id: str, progress: Progress | None = None
+) -> BillingRun:
+    """Draft every customer's invoice for the run's month, in chunks that each commit, so
+    progress is visible and a crash loses at most one chunk (which a re-run redoes)."""
+    try:
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            run = repository.get_run(session, tenant_id, run_id)
+            assert run is not None
+            label = run.period
+            pricing = load_pricing(session, tenant_id)
+            groups = _billing_day_groups(session, tenant_id, label, pricing)
+            total = sum(len(ids) for _, ids in groups)
+            run.total_customers = total
+        done = drafted = 0
+        all_drafted: list[str] = []
+        for period, customer_ids in groups:
+            billing_day = period.start.day
+            for chunk in _chunks(customer_ids, CHUNK):
+                with Session(engine, expire_on_commit=False) as session, session.begin():
+                    drafts = draft_customers(
+                        session,
+                        tenant_id,
+                        period,
+                        billing_day,
+                        chunk,
+                        run_id=run_id,
+                        pricing=pricing,
+                    )
+                    drafted += len(drafts)
+                    all_drafted.extend(d.customer_id for d in drafts)
+                    done += len(chunk)
+                    run = repository.get_run(session, tenant_id, run_id)
+                    assert run is not None
+                    run.processed_customers = done
+                    run.drafted = drafted
+                if progress is not None:
+                    progress(done, total)
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            # Concurrent runs of one tenant meet here one at a time.
+            repository.lock_tenant(session, tenant_id)
+            first = groups[0][0] if groups else month_period(label)
+            sync_exceptions(
+                session,
+                tenant_id,
+                scope=f"run:{label}",
+                period=label,
+                customer_id="",
+                invoice_id=None,
+                findings=run_findings(session, tenant_id, first, pricing, all_drafted),
+            )
+            run = repository.get_run(session, tenant_id, run_id)
+            assert run is not None
+            run.status = "completed"
+            run.finished_at = utcnow()
+        return run
+    except Exception as error:
+        logger.exception("billing run failed", extra={"tenant_id": tenant_id, "run_id": run_id})
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            failed = repository.get_run(session, tenant_id, run_id)
+            if failed is not None:
+                failed.status = "failed"
+                failed.error = str(error)[:2000]
+                failed.finished_at = utcnow()
+        raise
+
+
+def _billing_day_groups(
+    session: Session, tenant_id: str, label: str, pricing: TenantPricing
+) -> list[tuple[Period, list[str]]]:
+    """Customers to draft, grouped by the period their billing day gives in month `label`.
+
+    Registered customers, plus ids with usage in the month that are not registered yet
+    (they bill on day 1 until registered)."""
+    by_day: dict[int, set[str]] = defaultdict(set)
+    for customer_id in pricing.registered:
+        by_day[pricing.billing_days.get(customer_id, 1)].add(customer_id)
+    calendar = month_period(label)
+    for customer_id in repository.customers_with_usage(
+        session, tenant_id, calendar.start, calendar.end
+    ):
+        if customer_id not in pricing.registered:
+            by_day[1].add(customer_id)
+    return [(month_period(label, day), sorted(ids)) for day, ids in sorted(by_day.items())]
+
+
+def redraft_customer(
+    session: Session, tenant_id: str, customer_id: str, period_label: str, *, run_id: str | None
+) -> Invoice | None:
+    """Re-rate one customer's draft for a month (after a review action or mapping)."""
+    pricing = load_pricing(session, tenant_id)
+    day = pricing.billing_days.get(customer_id, 1)
+    period = month_period(period_label, day)
+    drafts = draft_customers(
+        session, tenant_id, period, day, [customer_id], run_id=run_id, pricing=pricing
+    )
+    return drafts[0] if drafts else None
+
+
+def snapshot(line: InvoiceLine) -> dict[str, Any]:
+    """A line as the audit log records it."""
+    return {
+        "id": line.id,
+        "kind": line.kind,
+        "description": line.description,
+        "quantity": str(line.quantity),
+        "unit_price": None if line.unit_price is None else str(line.unit_price),
+        "amount_minor": line.amount_minor,
+        "rated_amount_minor": line.rated_amount_minor,
+        "adjustment_reason": line.adjustment_reason,
+    }
