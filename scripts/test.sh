@@ -2,6 +2,7 @@
 # Run the whole test suite on a fresh machine, from the repo root:
 #
 #   scripts/test.sh [pytest args...]
+#   scripts/test.sh --exec COMMAND...   (e.g. python bench/rating.py, beside the same server)
 #
 # Installs what is missing (the venv from constraints.txt, Debian's postgresql and
 # chromium), starts a throwaway PostgreSQL on a unix socket, exports
@@ -110,7 +111,12 @@ log "PostgreSQL ready in ${elapsed_ms} ms on $pg_sock"
 
 export AGENTMETER_TEST_POSTGRES_URL="postgresql+psycopg://postgres@/agentmeter_test?host=$pg_sock"
 
-# --- Tests ------------------------------------------------------------------------------
+# --- Tests (or, with --exec, any command beside the same PostgreSQL: benchmarks) ---------
 status=0
-python -m pytest "$@" || status=$?
+if [[ ${1:-} == --exec ]]; then
+    shift
+    "$@" || status=$?
+else
+    python -m pytest "$@" || status=$?
+fi
 exit "$status"

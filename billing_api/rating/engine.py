@@ -24,7 +24,6 @@ from agentmeter.money import from_minor, to_minor
 from billing_api.periods import Period
 from billing_api.pricing.components import Component
 from billing_api.rating import charges
-from billing_api.rating.matching import best_component
 from billing_api.rating.terms import BookTerms, SliceTerms, TenantPricing, UsageGroup
 from otel_processor.usage import (
     CACHE_READ_TOKENS,
@@ -141,11 +140,10 @@ def _split(
     parts: list[_Part] = []
     unpriced: list[UnpricedUsage] = []
     for dims, meters in by_dims.items():
-        dim_map = dict(dims)
         quantity = {m: Decimal(g.quantity_micros) / MICRO for m, g in meters.items()}
         cost = {m: Decimal(g.cost_pico) / PICO for m, g in meters.items()}
         unknown = {m: g.unknown_cost_records for m, g in meters.items()}
-        own = {m: best_component(terms.components, m, dim_map) for m in meters}
+        own = {m: terms.component_for(m, dims) for m in meters}
         for subset, parent in SUBSETS:
             if subset not in meters or parent not in meters:
                 continue

@@ -117,10 +117,12 @@ def aggregate_usage(
     start: datetime,
     end: datetime,
     customer_ids: Sequence[str] | None,
+    dimensions: Sequence[str] = DIMENSIONS,
 ) -> list[tuple[str, UsageGroup]]:
-    """(customer id, usage group) per customer, meter and dimensions in [start, end):
-    quantities and known provider costs summed by the database."""
-    dims = [getattr(UsageRow, d) for d in DIMENSIONS]
+    """(customer id, usage group) per customer, meter and `dimensions` in [start, end):
+    quantities and known provider costs summed by the database. Grouping only by the
+    dimensions some price component filters on keeps the result small."""
+    dims = [getattr(UsageRow, d) for d in dimensions]
     statement = (
         select(
             UsageRow.customer_id,
@@ -142,14 +144,14 @@ def aggregate_usage(
     groups = []
     for row in session.execute(statement):
         customer_id, meter, *values = row
-        dim_values = dict(zip(DIMENSIONS, values[: len(DIMENSIONS)], strict=True))
-        quantity_micros, cost_pico, unknown = values[len(DIMENSIONS) :]
+        dim_values = tuple(zip(dimensions, values[: len(dimensions)], strict=True))
+        quantity_micros, cost_pico, unknown = values[len(dimensions) :]
         groups.append(
             (
                 customer_id,
                 UsageGroup(
                     meter=meter,
-                    dims=tuple(sorted(dim_values.items())),
+                    dims=dim_values,
                     quantity_micros=int(quantity_micros),
                     cost_pico=int(cost_pico),
                     unknown_cost_records=int(unknown),

@@ -33,7 +33,10 @@ def rate_period(
     slices = list(pairwise(edges))
     usage: dict[str, list[list[UsageGroup]]] = defaultdict(lambda: [[] for _ in slices])
     for index, (start, end) in enumerate(slices):
-        for customer_id, group in aggregate_usage(session, tenant_id, start, end, customer_ids):
+        aggregated = aggregate_usage(
+            session, tenant_id, start, end, customer_ids, pricing.filter_dimensions
+        )
+        for customer_id, group in aggregated:
             if customer_id:  # unattributed usage is reported by invoicing, not rated
                 usage[customer_id][index].append(group)
     wanted = set(customer_ids) if customer_ids is not None else pricing.registered | set(usage)

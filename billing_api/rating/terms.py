@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
 from billing_api.pricing.components import Component
+from billing_api.rating.matching import best_component
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,16 @@ class SliceTerms:
     version: VersionTerms | None
     components: tuple[Component, ...]
     override_of: Mapping[str, str]  # component id → override id, for components from overrides
+    # best_component answers, memoized: many customers share the same terms and dimensions.
+    matches: dict[tuple[str, tuple[tuple[str, str], ...]], Component | None] = field(
+        default_factory=dict, compare=False
+    )
+
+    def component_for(self, meter: str, dims: tuple[tuple[str, str], ...]) -> Component | None:
+        key = (meter, dims)
+        if key not in self.matches:
+            self.matches[key] = best_component(self.components, meter, dict(dims))
+        return self.matches[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,17 @@ class TenantPricing:
     overrides: Mapping[str, tuple[OverrideTerms, ...]]
     registered: frozenset[str]
     billing_days: Mapping[str, int]
+    # terms_at answers shared by customers on the same book without overrides.
+    _shared_terms: dict[tuple[str | None, str | None], SliceTerms] = field(
+        default_factory=dict, compare=False
+    )
+
+    @property
+    def filter_dimensions(self) -> tuple[str, ...]:
+        """The dimensions any component of any book or override filters on, sorted."""
+        components = [c for b in self.books.values() for v in b.versions for c in v.components]
+        components += [c for os in self.overrides.values() for o in os for c in o.components]
+        return tuple(sorted({dim for c in components for dim in c.filters}))
 
     def book_for(self, customer_id: str) -> BookTerms | None:
         book_id = self.assigned_books.get(customer_id, self.default_book_id)
@@ -96,13 +118,21 @@ class TenantPricing:
     def terms_at(self, customer_id: str, moment: datetime) -> SliceTerms:
         book = self.book_for(customer_id)
         version = book.version_at(moment) if book else None
+        active = [o for o in self.overrides.get(customer_id, ()) if o.active_at(moment)]
+        if not active:
+            key = (book.id if book else None, version.id if version else None)
+            shared = self._shared_terms.get(key)
+            if shared is None:
+                components = version.components if version else ()
+                shared = SliceTerms(version=version, components=components, override_of={})
+                self._shared_terms[key] = shared
+            return shared
         by_name = {c.name: c for c in version.components} if version else {}
         override_of: dict[str, str] = {}
-        for override in self.overrides.get(customer_id, ()):
-            if override.active_at(moment):
-                for component in override.components:
-                    by_name[component.name] = component
-                    override_of[component.id] = override.id
+        for override in active:
+            for component in override.components:
+                by_name[component.name] = component
+                override_of[component.id] = override.id
         return SliceTerms(
             version=version, components=tuple(by_name.values()), override_of=override_of
         )

@@ -1,0 +1,152 @@
+"""A synthetic month for the billing benchmarks: one tenant, N customers, M usage records.
+
+Loaded the fastest way each backend offers (COPY on PostgreSQL, executemany on SQLite),
+since loading is not what is measured. November 2026; each span has input, cache-read and
+output tokens over four models and three steps; provider cost is set per record.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
+from agentmeter.db import make_engine, migrate
+from agentmeter.settings import Settings
+from agentmeter.tables import (
+    Customer,
+    PriceBook,
+    PriceComponent,
+    PriceVersion,
+    to_unix_nano,
+)
+from agentmeter.tenants import create_tenant
+
+PERIOD = "2026-11"
+START = datetime(2026, 11, 1, tzinfo=UTC)
+END = datetime(2026, 12, 1, tzinfo=UTC)
+MODELS = (
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-mini"),
+    ("anthropic", "claude-sonnet-4"),
+    ("openai", "o3"),
+)
+STEPS = ("plan", "research", "answer")
+COLUMNS = (
+    "tenant_id", "trace_id", "span_id", "meter", "quantity_micros", "customer_id",
+    "time_unix_nano", "received_unix_nano", "provider", "model", "operation", "agent_name",
+    "step", "tool", "service_name", "source", "provider_cost_pico",
+)  # fmt: skip
+
+
+def fresh_postgres(base_url: str) -> str:
+    """A new empty database on the server of `base_url`."""
+    name = f"agentmeter_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
+
+
+def price_book(session: Session, tenant_id: str) -> None:
+    """Per-model token prices, a tool fee, and a flat platform fee."""
+    session.add(
+        PriceBook(id="book", tenant_id=tenant_id, name="standard", currency="USD", is_default=True)
+    )
+    session.add(
+        PriceVersion(
+            id="v1", book_id="book", number=1, effective_from=datetime(2026, 1, 1, tzinfo=UTC)
+        )
+    )
+    session.flush()
+    components = [
+        ("input-default", "input_tokens", {}, "3"),
+        ("input-mini", "input_tokens", {"model": "gpt-4o-mini*"}, "0.30"),
+        ("cache", "cache_read_tokens", {}, "0.30"),
+        ("output-default", "output_tokens", {}, "15"),
+        ("output-mini", "output_tokens", {"model": "gpt-4o-mini*"}, "1.20"),
+    ]
+    for position, (name, meter, filters, price) in enumerate(components):
+        session.add(
+            PriceComponent(
+                id=f"c{position}", version_id="v1", position=position, name=name, meter=meter,
+                filters=filters, charge="per_unit", unit_price=Decimal(price), per_units=1_000_000,
+            )
+        )  # fmt: skip
+    session.add(
+        PriceComponent(
+            id="fee", version_id="v1", position=9, name="platform", meter=None, filters={},
+            charge="flat_fee", amount=Decimal("49"),
+        )
+    )  # fmt: skip
+
+
+def _rows(tenant_id: str, customers: int, records: int, seed: int) -> Iterator[tuple[object, ...]]:
+    rng = random.Random(seed)
+    spans = records // 3
+    start_ns, end_ns = to_unix_nano(START), to_unix_nano(END)
+    received = time.time_ns()
+    for n in range(spans):
+        customer = f"cust-{n % customers:05d}"
+        provider, model = MODELS[rng.randrange(len(MODELS))]
+        step = STEPS[rng.randrange(len(STEPS))]
+        when = rng.randrange(start_ns, end_ns)
+        trace, span = f"{n // 4 + 1:032x}", f"{n + 1:016x}"
+        tokens = rng.randrange(500, 20_000)
+        for meter, quantity in (
+            ("input_tokens", tokens),
+            ("cache_read_tokens", tokens // 4),
+            ("output_tokens", rng.randrange(50, 2_000)),
+        ):
+            yield (
+                tenant_id, trace, span, meter, quantity * 1_000_000, customer, when, received,
+                provider, model, "chat", "support", step, "", "agent", "llm", quantity * 2_500_000,
+            )  # fmt: skip
+
+
+def build(database_url: str, customers: int, records: int) -> tuple[Engine, str, float]:
+    """Migrate, create the tenant, customers, price book and usage; (engine, tenant, secs)."""
+    engine = make_engine(Settings(database_url=database_url))
+    migrate(engine)
+    tenant_id = create_tenant(engine, "bench").tenant_id
+    with Session(engine) as session, session.begin():
+        price_book(session, tenant_id)
+        session.add_all(
+            Customer(tenant_id=tenant_id, id=f"cust-{i:05d}", name=f"Customer {i}")
+            for i in range(customers)
+        )
+    started = time.perf_counter()
+    rows = _rows(tenant_id, customers, records, seed=1)
+    if engine.dialect.name == "sqlite":
+        path = make_url(database_url).database
+        assert path
+        connection = sqlite3.connect(path)
+        placeholders = ",".join("?" * len(COLUMNS))
+        with connection:
+            connection.executemany(
+                f"INSERT INTO usage_records ({','.join(COLUMNS)}) VALUES ({placeholders})", rows
+            )
+        connection.close()
+    else:
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            with cursor.copy(f"COPY usage_records ({','.join(COLUMNS)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            raw.commit()
+            cursor.execute("ANALYZE usage_records")
+            raw.commit()
+        finally:
+            raw.close()
+    return engine, tenant_id, time.perf_counter() - started
