@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ from agentmeter.tables import (
     BillingException,
     BillingRun,
     Budget,
+    CreditGrant,
     CreditNote,
     Invoice,
     InvoiceLine,
@@ -26,6 +27,7 @@ from agentmeter.tables import (
     to_unix_nano,
     utcnow,
 )
+from billing_api.periods import Period
 
 
 def _insert(session: Session) -> Any:
@@ -47,33 +49,101 @@ def tenant(session: Session, tenant_id: str) -> Tenant:
     return found
 
 
-def lock_invoice_for_period(
+def lock_invoices_for_period(
     session: Session,
     tenant_id: str,
-    customer_id: str,
-    period_start: datetime,
-    values: dict[str, Any],
-) -> Invoice:
-    """The customer's invoice for the period, created if missing, locked for update.
+    period: Period,
+    currencies: dict[str, str],
+    *,
+    new_id: Callable[[], str],
+) -> dict[str, Invoice]:
+    """Each customer's invoice for the period (customer → currency given), created as an
+    empty draft where missing, all locked for update.
 
     INSERT … ON CONFLICT DO NOTHING on (tenant, customer, period start) makes concurrent
-    billing runs converge on one invoice instead of drafting two.
+    billing runs converge on one invoice per customer instead of drafting two; customers
+    are locked in id order, so two runs never deadlock.
     """
+    if not currencies:
+        return {}
     session.execute(
         _insert(session)(Invoice)
-        .values(tenant_id=tenant_id, customer_id=customer_id, period_start=period_start, **values)
+        .values(
+            [
+                {
+                    "id": new_id(),
+                    "tenant_id": tenant_id,
+                    "customer_id": customer_id,
+                    "period": period.label,
+                    "period_start": period.start,
+                    "period_end": period.end,
+                    "currency": currency,
+                    "status": "draft",
+                    "versions": [],
+                    "subtotal_minor": 0,
+                    "credits_minor": 0,
+                    "total_minor": 0,
+                    "void_reason": "",
+                    "created_at": utcnow(),
+                }
+                for customer_id, currency in sorted(currencies.items())
+            ]
+        )
         .on_conflict_do_nothing(index_elements=["tenant_id", "customer_id", "period_start"])
     )
-    invoice = _locked(
-        session,
-        select(Invoice).where(
+    found = session.scalars(
+        select(Invoice)
+        .where(
             Invoice.tenant_id == tenant_id,
-            Invoice.customer_id == customer_id,
-            Invoice.period_start == period_start,
-        ),
+            Invoice.period_start == period.start,
+            Invoice.customer_id.in_(list(currencies)),
+        )
+        .order_by(Invoice.customer_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    return {invoice.customer_id: invoice for invoice in found}
+
+
+def lines_of(session: Session, invoice_ids: Sequence[str]) -> dict[str, list[InvoiceLine]]:
+    found: dict[str, list[InvoiceLine]] = {}
+    if invoice_ids:
+        query = (
+            select(InvoiceLine)
+            .where(InvoiceLine.invoice_id.in_(invoice_ids))
+            .order_by(InvoiceLine.invoice_id, InvoiceLine.position)
+        )
+        for line in session.scalars(query):
+            found.setdefault(line.invoice_id, []).append(line)
+    return found
+
+
+def customers_with_credit(
+    session: Session, tenant_id: str, customer_ids: Sequence[str]
+) -> set[str]:
+    """Customers that hold any credit grant (only they need a credit preview)."""
+    if not customer_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(CreditGrant.customer_id)
+            .where(CreditGrant.tenant_id == tenant_id, CreditGrant.customer_id.in_(customer_ids))
+            .distinct()
+        )
     )
-    assert invoice is not None
-    return invoice
+
+
+def exceptions_in_scopes(
+    session: Session, tenant_id: str, scopes: Sequence[str]
+) -> dict[str, list[BillingException]]:
+    found: dict[str, list[BillingException]] = {}
+    if scopes:
+        query = select(BillingException).where(
+            BillingException.tenant_id == tenant_id, BillingException.scope.in_(scopes)
+        )
+        for exception in session.scalars(query):
+            found.setdefault(exception.scope, []).append(exception)
+    return found
 
 
 def lock_invoice(session: Session, tenant_id: str, invoice_id: str) -> Invoice | None:

@@ -66,65 +66,46 @@ def credit_date(invoice: Invoice) -> datetime:
 
 
 def recompute_totals(
-    session: Session, invoice: Invoice, invoice_lines: Sequence[InvoiceLine]
+    session: Session,
+    invoice: Invoice,
+    invoice_lines: Sequence[InvoiceLine],
+    *,
+    may_have_credit: bool = True,
 ) -> None:
     """Subtotal is the sum of rounded lines; a draft shows the prepaid credit finalizing
     would draw now (drawn for real only at finalization); total = subtotal - credits."""
     invoice.subtotal_minor = sum(line.amount_minor for line in invoice_lines)
-    draws = preview_credits(
-        session,
-        invoice.tenant_id,
-        invoice.customer_id,
-        invoice.currency,
-        max(invoice.subtotal_minor, 0),
-        credit_date(invoice),
+    draws = (
+        preview_credits(
+            session,
+            invoice.tenant_id,
+            invoice.customer_id,
+            invoice.currency,
+            max(invoice.subtotal_minor, 0),
+            credit_date(invoice),
+        )
+        if may_have_credit
+        else []
     )
     invoice.credits_minor = sum(draw.amount_minor for draw in draws)
     invoice.total_minor = invoice.subtotal_minor - invoice.credits_minor
 
 
-def write_draft(
-    session: Session,
-    tenant_id: str,
-    rated: RatedPeriod,
-    *,
-    run_id: str | None,
-    prior_lines: Sequence[InvoiceLine] = (),
-) -> Invoice:
-    """Create or re-rate the customer's draft for the period; finalized ones are returned
-    untouched."""
-    invoice = repository.lock_invoice_for_period(
-        session,
-        tenant_id,
-        rated.customer_id,
-        rated.period.start,
-        {
-            "id": new_id(),
-            "period": rated.period.label,
-            "period_end": rated.period.end,
-            "currency": rated.currency,
-            "status": "draft",
-            "versions": [],
-        },
-    )
-    if invoice.status != "draft":
-        return invoice
-    existing = repository.lines(session, invoice.id)
+def _rated_lines(
+    invoice: Invoice, rated: RatedPeriod, existing: Sequence[InvoiceLine]
+) -> list[InvoiceLine]:
+    """The rated lines of a re-rated draft, with reviewers' adjustments re-applied."""
     adjustments = {
         _line_key(line): line
         for line in existing
         if line.kind == RATED and line.rated_amount_minor is not None
     }
-    kept = [line for line in existing if line.kind in (MANUAL, DISCOUNT)]
-    repository.delete_lines(
-        session, [line.id for line in existing if line.kind in (RATED, PRIOR_PERIOD)]
-    )
-    new_lines: list[InvoiceLine] = []
+    lines: list[InvoiceLine] = []
     for priced in rated.lines:
         line = InvoiceLine(
             id=new_id(),
             invoice_id=invoice.id,
-            position=len(new_lines),
+            position=len(lines),
             kind=RATED,
             description=_description(priced),
             component_id=priced.component_id,
@@ -146,26 +127,60 @@ def write_draft(
             line.adjustment_reason = adjusted.adjustment_reason
             if line.provider_cost_minor is not None:
                 line.margin_minor = line.amount_minor - line.provider_cost_minor
-        new_lines.append(line)
-    for prior in prior_lines:
-        prior.invoice_id = invoice.id
-        prior.position = len(new_lines)
-        new_lines.append(prior)
-    for manual in kept:
-        manual.position = len(new_lines)
-        new_lines.append(manual)
-    session.add_all(new_lines)
-    invoice.currency = rated.currency
-    invoice.price_book_id = rated.book_id
-    invoice.versions = rated.versions
-    invoice.period_end = rated.period.end
-    invoice.provider_cost_minor = rated.provider_cost_minor
-    invoice.margin_minor = rated.margin_minor
-    invoice.rated_at = utcnow()
-    invoice.run_id = run_id or invoice.run_id
-    recompute_totals(session, invoice, new_lines)
+        lines.append(line)
+    return lines
+
+
+def write_drafts(
+    session: Session,
+    tenant_id: str,
+    period: Period,
+    rated: Sequence[RatedPeriod],
+    *,
+    run_id: str | None,
+    prior_lines: dict[str, list[InvoiceLine]],
+) -> dict[str, Invoice]:
+    """Create or re-rate the drafts of these customers for `period`, a handful of
+    statements for the whole batch; finalized invoices are returned untouched."""
+    invoices = repository.lock_invoices_for_period(
+        session,
+        tenant_id,
+        period,
+        {r.customer_id: r.currency for r in rated},
+        new_id=new_id,
+    )
+    drafts = {c: i for c, i in invoices.items() if i.status == "draft"}
+    existing = repository.lines_of(session, [i.id for i in drafts.values()])
+    with_credit = repository.customers_with_credit(session, tenant_id, list(drafts))
+    stale: list[str] = []
+    fresh: list[InvoiceLine] = []
+    for result in rated:
+        invoice = drafts.get(result.customer_id)
+        if invoice is None:
+            continue
+        old = existing.get(invoice.id, [])
+        stale += [line.id for line in old if line.kind in (RATED, PRIOR_PERIOD)]
+        lines = _rated_lines(invoice, result, old)
+        for extra in [
+            *prior_lines.get(result.customer_id, []),
+            *(line for line in old if line.kind in (MANUAL, DISCOUNT)),
+        ]:
+            extra.invoice_id = invoice.id
+            extra.position = len(lines)
+            lines.append(extra)
+        fresh += [line for line in lines if line not in old]
+        invoice.currency = result.currency
+        invoice.price_book_id = result.book_id
+        invoice.versions = result.versions
+        invoice.provider_cost_minor = result.provider_cost_minor
+        invoice.margin_minor = result.margin_minor
+        invoice.rated_at = utcnow()
+        invoice.run_id = run_id or invoice.run_id
+        recompute_totals(session, invoice, lines, may_have_credit=result.customer_id in with_credit)
+    repository.delete_lines(session, stale)
+    session.add_all(fresh)
     session.flush()
-    return invoice
+    return invoices
 
 
 def sync_exceptions(
@@ -177,14 +192,14 @@ def sync_exceptions(
     customer_id: str,
     invoice_id: str | None,
     findings: Iterable[Finding],
+    known_in_scope: Sequence[BillingException] | None = None,
 ) -> None:
     """Make the scope's exceptions match `findings`: new ones open, known ones keep their
     status (a waiver survives a re-run) with fresh evidence, gone ones are resolved by the
-    system."""
-    known = {
-        (e.type, e.fingerprint): e
-        for e in repository.exceptions_in_scope(session, tenant_id, scope)
-    }
+    system. `known_in_scope` saves the query when the caller loaded them in bulk."""
+    if known_in_scope is None:
+        known_in_scope = repository.exceptions_in_scope(session, tenant_id, scope)
+    known = {(e.type, e.fingerprint): e for e in known_in_scope}
     seen = set()
     for finding in findings:
         key = (finding.type, finding.fingerprint)
@@ -339,36 +354,43 @@ def draft_customers(
     rated = rate_period(session, tenant_id, period, customer_ids, pricing=pricing)
     late_candidates = repository.late_candidates(session, tenant_id, list(rated), period.start)
     context = _context(session, tenant_id, period, billing_day, list(rated))
-    drafts = []
-    for customer_id, result in rated.items():
-        prior_lines: list[InvoiceLine] = []
-        late_findings: list[Finding] = []
-        late = late_candidates.get(customer_id, [])
-        if late and context.policy == ADJUST_NEXT:
-            prior_lines, late_findings = _late_usage_lines(
+    prior_lines: dict[str, list[InvoiceLine]] = {}
+    late_findings: dict[str, list[Finding]] = {}
+    if context.policy == ADJUST_NEXT:
+        for customer_id, late in late_candidates.items():
+            prior_lines[customer_id], late_findings[customer_id] = _late_usage_lines(
                 session, tenant_id, customer_id, period, pricing, late
             )
-        invoice = write_draft(session, tenant_id, result, run_id=run_id, prior_lines=prior_lines)
-        if invoice.status != "draft":
-            continue
-        findings = checks.invoice_findings(
-            result,
-            rules=context.rules,
-            trailing_usage=context.trailing.get(customer_id, {}),
-            period_usage=context.current.get(customer_id, {}),
-            total_minor=invoice.total_minor,
-            budget_limit_minor=context.budgets.get(customer_id),
+    with session.no_autoflush:
+        invoices = write_drafts(
+            session, tenant_id, period, list(rated.values()), run_id=run_id, prior_lines=prior_lines
         )
-        sync_exceptions(
-            session,
-            tenant_id,
-            scope=f"invoice:{invoice.id}",
-            period=period.label,
-            customer_id=customer_id,
-            invoice_id=invoice.id,
-            findings=[*findings, *late_findings],
+        drafts = [i for i in invoices.values() if i.status == "draft"]
+        known = repository.exceptions_in_scopes(
+            session, tenant_id, [f"invoice:{i.id}" for i in drafts]
         )
-        drafts.append(invoice)
+        for invoice in drafts:
+            customer_id = invoice.customer_id
+            findings = checks.invoice_findings(
+                rated[customer_id],
+                rules=context.rules,
+                trailing_usage=context.trailing.get(customer_id, {}),
+                period_usage=context.current.get(customer_id, {}),
+                total_minor=invoice.total_minor,
+                budget_limit_minor=context.budgets.get(customer_id),
+            )
+            scope = f"invoice:{invoice.id}"
+            sync_exceptions(
+                session,
+                tenant_id,
+                scope=scope,
+                period=period.label,
+                customer_id=customer_id,
+                invoice_id=invoice.id,
+                findings=[*findings, *late_findings.get(customer_id, [])],
+                known_in_scope=known.get(scope, []),
+            )
+    session.flush()
     if context.policy == EXCEPTION_ONLY:
         _late_usage_exceptions(session, tenant_id, late_candidates)
     return drafts

@@ -1,0 +1,74 @@
+"""Billing-run throughput: drafts for every customer of a month, on SQLite and PostgreSQL.
+
+    scripts/test.sh --exec python bench/invoicing.py [--customers 10000] [--records 10000000]
+
+The same synthetic month as bench/rating.py. Times `execute_run` (rating, drafts with their
+lines, exception checks, progress commits) and a second, idempotent re-run. Goal: ≤ 60 s on
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from agentmeter.tables import Invoice, InvoiceLine  # noqa: E402
+from bench.dataset import PERIOD, build, fresh_postgres  # noqa: E402
+from billing_api.invoicing.service import execute_run, start_run  # noqa: E402
+
+
+def run(label: str, url: str, customers: int, records: int) -> None:
+    engine, tenant_id, load_s = build(url, customers, records)
+    for attempt in ("first run", "re-run"):
+        with Session(engine) as session, session.begin():
+            run_id = start_run(session, tenant_id, PERIOD).id
+        started = time.perf_counter()
+        result = execute_run(engine, tenant_id, run_id)
+        seconds = time.perf_counter() - started
+        with Session(engine) as session:
+            invoices = session.scalar(select(func.count()).select_from(Invoice))
+            lines = session.scalar(select(func.count()).select_from(InvoiceLine))
+            total = session.scalar(select(func.sum(Invoice.total_minor)))
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"{label:10} {attempt:9} status={result.status} customers={result.total_customers} "
+            f"drafts={invoices} lines={lines} total_minor={total} load={load_s:.1f}s "
+            f"run={seconds:.2f}s peak_rss={rss:.0f}MiB"
+        )
+    engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--records", type=int, default=10_000_000)
+    parser.add_argument("--backend", choices=("both", "sqlite", "postgresql"), default="both")
+    args = parser.parse_args()
+    print("goal: a billing run for all customers in <= 60 s on PostgreSQL")
+    if args.backend in ("both", "postgresql"):
+        base = os.environ.get("AGENTMETER_TEST_POSTGRES_URL")
+        if base:
+            run("postgresql", fresh_postgres(base), args.customers, args.records)
+        else:
+            print(
+                "postgresql: skipped (set AGENTMETER_TEST_POSTGRES_URL; see scripts/test.sh --exec)"
+            )
+    if args.backend in ("both", "sqlite"):
+        with tempfile.TemporaryDirectory() as directory:
+            run("sqlite", f"sqlite:///{directory}/bench.db", args.customers, args.records)
+
+
+if __name__ == "__main__":
+    main()
