@@ -39,5 +39,5 @@ def get_tenant_id(request: Request) -> str:
     return tenant.tenant_id
 
 
-DbSession = Annotated[Session, Depends(get_session)]
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
 TenantId = Annotated[str, Depends(get_tenant_id)]

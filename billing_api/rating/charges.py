@@ -14,16 +14,19 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from billing_api.pricing.components import Component, Tier
+from billing_api.pricing.components import (
+    ALLOWANCE,
+    COST_PLUS,
+    FLAT_FEE,
+    GRADUATED,
+    MINIMUM,
+    PACKAGE,
+    PER_UNIT,
+    VOLUME,
+    Component,
+    Tier,
+)
 
-PER_UNIT = "per_unit"
-GRADUATED = "graduated"
-VOLUME = "volume"
-PACKAGE = "package"
-FLAT_FEE = "flat_fee"
-ALLOWANCE = "allowance"
-MINIMUM = "minimum"
-COST_PLUS = "cost_plus"
 USAGE_CHARGES = frozenset({PER_UNIT, GRADUATED, VOLUME, PACKAGE, ALLOWANCE, COST_PLUS})
 PERIOD_CHARGES = frozenset({FLAT_FEE, MINIMUM})
 

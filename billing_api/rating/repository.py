@@ -18,25 +18,13 @@ from agentmeter.tables import (
     UsageRow,
     to_unix_nano,
 )
-from billing_api.pricing.components import component_from_row
+from billing_api.pricing.components import FILTER_DIMENSIONS, component_from_row
 from billing_api.rating.terms import (
     BookTerms,
     OverrideTerms,
     TenantPricing,
     UsageGroup,
     VersionTerms,
-)
-
-# Dimensions components can filter on; usage is aggregated by each of them.
-DIMENSIONS = (
-    "provider",
-    "model",
-    "tool",
-    "operation",
-    "step",
-    "agent_name",
-    "service_name",
-    "source",
 )
 
 
@@ -117,7 +105,7 @@ def aggregate_usage(
     start: datetime,
     end: datetime,
     customer_ids: Sequence[str] | None,
-    dimensions: Sequence[str] = DIMENSIONS,
+    dimensions: Sequence[str] = FILTER_DIMENSIONS,
 ) -> list[tuple[str, UsageGroup]]:
     """(customer id, usage group) per customer, meter and `dimensions` in [start, end):
     quantities and known provider costs summed by the database. Grouping only by the
