@@ -66,3 +66,9 @@ def format_minor(minor: int, currency: str) -> str:
     """`12345, "USD"` → `"123.45"`; `500, "JPY"` → `"500"` (no symbol, for APIs and CSV)."""
     exponent = minor_exponent(currency)
     return f"{from_minor(minor, currency):.{exponent}f}"
+
+
+def plain_decimal(value: Decimal) -> str:
+    """An exact decimal as text without exponent or trailing zeros: 8E+5 → "800000"."""
+    text = format(value.normalize(), "f")
+    return text if text != "-0" else "0"

@@ -9,12 +9,15 @@ from sqlalchemy import Engine, text
 
 from agentmeter.db import UNAVAILABLE_ERRORS
 from agentmeter.tenants import TenantKeys
+from billing_api.budgets.endpoints import router as budgets_router
+from billing_api.credits.endpoints import router as credits_router
 from billing_api.customers.endpoints import router as customers_router
 from billing_api.errors import error_response, install_error_handlers
 from billing_api.invoicing.endpoints import router as invoicing_router
 from billing_api.pricing.endpoints import router as pricing_router
 from billing_api.rating.endpoints import router as rating_router
 from billing_api.usage.endpoints import router as usage_router
+from billing_api.webhooks.endpoints import router as webhooks_router
 
 
 def create_app(engine: Engine, registry: CollectorRegistry) -> FastAPI:
@@ -27,6 +30,9 @@ def create_app(engine: Engine, registry: CollectorRegistry) -> FastAPI:
     app.include_router(pricing_router)
     app.include_router(usage_router)
     app.include_router(rating_router)
+    app.include_router(credits_router)
+    app.include_router(budgets_router)
+    app.include_router(webhooks_router)
     app.include_router(invoicing_router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from billing_api.pricing.components import COST_PLUS
 from billing_api.rating.engine import RatedPeriod
 
 BLOCKING = "blocking"
@@ -79,13 +80,16 @@ def invoice_findings(
         )
     for line in rated.lines:
         if line.unknown_cost_records:
+            # Cost-plus bills the cost itself: unknown cost there means a wrong amount.
+            cost_plus = line.charge == COST_PLUS
             findings.append(
                 Finding(
                     UNKNOWN_COST,
-                    WARNING,
+                    BLOCKING if cost_plus else WARNING,
                     line.component_id,
                     f"provider cost unknown for {line.unknown_cost_records} usage records "
-                    f"priced by {line.component_name!r}: margin cannot be computed",
+                    f"priced by {line.component_name!r}: "
+                    + ("the cost-plus amount is incomplete" if cost_plus else "margin unknown"),
                     {"component": line.component_name, "records": line.unknown_cost_records},
                 )
             )

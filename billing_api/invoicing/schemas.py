@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentmeter.money import format_minor
+from agentmeter.money import format_minor, plain_decimal
 from agentmeter.tables import BillingException, BillingRun, Invoice, InvoiceLine
 
 
@@ -68,7 +68,7 @@ def _customer_line(line: InvoiceLine, currency: str) -> dict[str, Any]:
         "kind": line.kind,
         "description": line.description,
         "meter": line.meter,
-        "quantity": str(line.quantity.normalize() if line.quantity else 0),
+        "quantity": plain_decimal(line.quantity),
         "unit_price": None if line.unit_price is None else str(line.unit_price),
         "amount": format_minor(line.amount_minor, currency),
         "amount_minor": line.amount_minor,

@@ -11,7 +11,7 @@ the period total, so each slice is priced at the rate of the tier the total fall
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from billing_api.pricing.components import (
@@ -47,8 +47,8 @@ def _rate(unit_price: Decimal | None, per_units: int) -> Decimal:
 
 
 def _ceil_div(quantity: Decimal, size: int) -> int:
-    blocks = -(-quantity // size)
-    return int(blocks)
+    """Whole packages needed for `quantity` (Decimal `//` truncates, so not -(-q // s))."""
+    return int((quantity / size).to_integral_value(rounding=ROUND_CEILING))
 
 
 def _tier_ranges(tiers: tuple[Tier, ...]) -> list[tuple[Decimal, Decimal | None, Tier]]:
@@ -132,8 +132,9 @@ def usage_charge(
     if charge == VOLUME:
         tier = volume_tier(component, period_quantity)
         amount = quantity * _rate(tier.unit_price, component.per_units)
-        # The tier's flat fee is owed once per period: on the period's last slice.
-        flat = tier.flat_fee if last_slice else ZERO
+        # The tier's flat fee is owed once per period, on its last slice, and only when
+        # some usage reached the tier.
+        flat = tier.flat_fee if last_slice and period_quantity > 0 else ZERO
         return Charge(
             amount + flat,
             tier.unit_price,

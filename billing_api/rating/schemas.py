@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agentmeter.money import format_minor
+from agentmeter.money import format_minor, plain_decimal
 from billing_api.rating.engine import PricedLine, RatedPeriod
 
 
@@ -35,7 +35,7 @@ class PricedLineOut(BaseModel):
             meter=line.meter,
             version=line.version_number,
             override_id=line.override_id,
-            quantity=str(line.quantity.normalize() if line.quantity else 0),
+            quantity=plain_decimal(line.quantity),
             unit_price=None if line.unit_price is None else str(line.unit_price),
             amount=format_minor(line.amount_minor, line.currency),
             amount_minor=line.amount_minor,
@@ -76,7 +76,9 @@ class EstimateOut(BaseModel):
             versions=rated.versions,
             lines=[PricedLineOut.of(line) for line in rated.lines],
             unpriced=[
-                UnpricedOut(meter=u.meter, dimensions=dict(u.dims), quantity=str(u.quantity))
+                UnpricedOut(
+                    meter=u.meter, dimensions=dict(u.dims), quantity=plain_decimal(u.quantity)
+                )
                 for u in rated.unpriced
             ],
             subtotal=format_minor(rated.subtotal_minor, rated.currency),

@@ -64,8 +64,8 @@ def estimate(session: Session, tenant_id: str, customer_id: str, now: datetime) 
     pricing = load_pricing(session, tenant_id)
     period = current_period(pricing, customer_id, now)
     rated = rate_period(session, tenant_id, period, [customer_id], pricing=pricing)
-    if customer_id in rated:
-        return rated[customer_id]
-    if customer_id not in pricing.registered:
+    result = rated.get(customer_id) or rate_customer(customer_id, pricing, period, [])
+    has_usage = result.unpriced or any(line.meter for line in result.lines)
+    if customer_id not in pricing.registered and not has_usage:
         raise NotFoundError(f"no customer {customer_id!r} and no usage under that id")
-    return rate_customer(customer_id, pricing, period, [])
+    return result

@@ -1,0 +1,120 @@
+"""All SQL of budgets: the budgets and the thresholds already alerted per period."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from agentmeter.tables import Budget, BudgetAlert
+
+
+def _insert(session: Session) -> Any:
+    return sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
+
+
+def get(session: Session, tenant_id: str, customer_id: str) -> Budget | None:
+    return session.get(Budget, (tenant_id, customer_id), populate_existing=True)
+
+
+def upsert(
+    session: Session,
+    tenant_id: str,
+    customer_id: str,
+    *,
+    currency: str,
+    limit_minor: int,
+    thresholds: list[int],
+    now: datetime,
+) -> Budget:
+    """Create or replace the customer's budget (one statement, safe under concurrent PUTs)."""
+    insert = _insert(session)(Budget).values(
+        tenant_id=tenant_id,
+        customer_id=customer_id,
+        currency=currency,
+        limit_minor=limit_minor,
+        thresholds=thresholds,
+        created_at=now,
+    )
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["tenant_id", "customer_id"],
+            set_={
+                "currency": insert.excluded.currency,
+                "limit_minor": insert.excluded.limit_minor,
+                "thresholds": insert.excluded.thresholds,
+            },
+        )
+    )
+    budget = get(session, tenant_id, customer_id)
+    assert budget is not None
+    return budget
+
+
+def delete_budget(session: Session, tenant_id: str, customer_id: str) -> bool:
+    result = session.execute(
+        delete(Budget)
+        .where(Budget.tenant_id == tenant_id, Budget.customer_id == customer_id)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def record_alert(
+    session: Session,
+    budget: Budget,
+    period_start: datetime,
+    threshold: int,
+    spend_minor: int,
+    now: datetime,
+) -> bool:
+    """Record that `threshold` was crossed in the period; False if it already was.
+
+    INSERT … ON CONFLICT DO NOTHING on (tenant, customer, period start, threshold): of two
+    concurrent evaluations exactly one records (and so alerts) each threshold.
+    """
+    inserted = session.execute(
+        _insert(session)(BudgetAlert)
+        .values(
+            tenant_id=budget.tenant_id,
+            customer_id=budget.customer_id,
+            period_start=period_start,
+            threshold=threshold,
+            spend_minor=spend_minor,
+            limit_minor=budget.limit_minor,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(
+            index_elements=["tenant_id", "customer_id", "period_start", "threshold"]
+        )
+        .returning(BudgetAlert.id)
+    ).first()
+    return inserted is not None
+
+
+def alerted_thresholds(
+    session: Session, tenant_id: str, customer_id: str, period_start: datetime
+) -> list[int]:
+    return list(
+        session.scalars(
+            select(BudgetAlert.threshold)
+            .where(
+                BudgetAlert.tenant_id == tenant_id,
+                BudgetAlert.customer_id == customer_id,
+                BudgetAlert.period_start == period_start,
+            )
+            .order_by(BudgetAlert.threshold)
+        )
+    )
+
+
+def all_budgets(session: Session) -> Sequence[tuple[str, str]]:
+    """(tenant id, customer id) of every budget, for the background sweep."""
+    rows = session.execute(
+        select(Budget.tenant_id, Budget.customer_id).order_by(Budget.tenant_id, Budget.customer_id)
+    )
+    return [(t, c) for t, c in rows]

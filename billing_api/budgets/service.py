@@ -1,0 +1,207 @@
+"""Budgets: a customer's spend limit per billing period, and alerts as it fills up.
+
+Spend is the current period's charges before credits: the rating estimate's subtotal. An
+agent can read its budget before starting expensive work (`within_limit`, `remaining`).
+
+A threshold (a percent of the limit, 1 to 1000) is crossed when spend × 100 ≥ threshold ×
+limit, computed exactly in minor units. Each crossed threshold is recorded once per
+customer and period in `budget_alerts`, and each newly recorded one enqueues a
+`budget.threshold_crossed` webhook in the same transaction. Evaluations run on every GET
+(and PUT) of a budget and in the background sweep; recording is idempotent and safe under
+concurrent evaluations. Alerts stay recorded when a budget is changed or deleted, so a
+threshold alerts at most once per period.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_DOWN, Decimal
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from agentmeter.money import format_minor
+from agentmeter.tables import Budget, utcnow
+from billing_api.budgets import repository
+from billing_api.budgets.schemas import BudgetSet
+from billing_api.customers.service import get_customer
+from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
+from billing_api.periods import Period
+from billing_api.rating.engine import RatedPeriod
+from billing_api.rating.service import estimate
+from billing_api.webhooks.service import enqueue_event
+
+logger = logging.getLogger("agentmeter.budgets")
+
+THRESHOLD_CROSSED = "budget.threshold_crossed"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """A budget against a period's spend."""
+
+    customer_id: str
+    currency: str
+    limit_minor: int
+    spent_minor: int
+    period: Period
+    thresholds: list[int]
+    crossed: list[int]
+    newly_alerted: list[int] = field(default_factory=list)
+
+    @property
+    def remaining_minor(self) -> int:
+        return max(0, self.limit_minor - self.spent_minor)
+
+    @property
+    def within_limit(self) -> bool:
+        return self.spent_minor <= self.limit_minor
+
+    @property
+    def percent_used(self) -> Decimal:
+        """Spend as a percent of the limit, truncated to 2 places (never rounds up to a
+        threshold that was not reached)."""
+        percent = Decimal(self.spent_minor * 100) / Decimal(self.limit_minor)
+        return percent.quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+
+    def event_data(self, threshold: int) -> dict[str, object]:
+        return {
+            "customer_id": self.customer_id,
+            "threshold": threshold,
+            "currency": self.currency,
+            "limit": format_minor(self.limit_minor, self.currency),
+            "limit_minor": self.limit_minor,
+            "spent": format_minor(self.spent_minor, self.currency),
+            "spent_minor": self.spent_minor,
+            "percent_used": str(self.percent_used),
+            "period_start": self.period.start.isoformat(),
+            "period_end": self.period.end.isoformat(),
+        }
+
+
+def crossed_thresholds(spent_minor: int, limit_minor: int, thresholds: list[int]) -> list[int]:
+    """The thresholds (percent of `limit_minor`) that `spent_minor` has reached."""
+    return [t for t in thresholds if spent_minor * 100 >= t * limit_minor]
+
+
+def put_budget(
+    session: Session, tenant_id: str, customer_id: str, body: BudgetSet, now: datetime
+) -> BudgetStatus:
+    """Set (or replace) the customer's budget, then evaluate it."""
+    get_customer(session, tenant_id, customer_id)
+    rated = estimate(session, tenant_id, customer_id, now)
+    if rated.book_id is not None and rated.currency != body.currency:
+        raise UnprocessableError(
+            f"customer {customer_id!r} is billed in {rated.currency}; "
+            f"set the budget in {rated.currency}, not {body.currency}"
+        )
+    budget = repository.upsert(
+        session,
+        tenant_id,
+        customer_id,
+        currency=body.currency,
+        limit_minor=body.limit_minor,
+        thresholds=list(body.thresholds),
+        now=now,
+    )
+    return _evaluate(session, budget, _spent(rated, budget), rated.period, now)
+
+
+def delete_budget(session: Session, tenant_id: str, customer_id: str) -> None:
+    get_customer(session, tenant_id, customer_id)
+    if not repository.delete_budget(session, tenant_id, customer_id):
+        raise NotFoundError(f"customer {customer_id!r} has no budget")
+
+
+def evaluate_budget(
+    session: Session, tenant_id: str, customer_id: str, now: datetime
+) -> BudgetStatus:
+    """The budget against the current period's spend so far; records and alerts the
+    thresholds crossed for the first time this period."""
+    get_customer(session, tenant_id, customer_id)
+    budget = repository.get(session, tenant_id, customer_id)
+    if budget is None:
+        raise NotFoundError(f"customer {customer_id!r} has no budget")
+    rated = estimate(session, tenant_id, customer_id, now)
+    return _evaluate(session, budget, _spent(rated, budget), rated.period, now)
+
+
+def budget_exceeded(
+    session: Session,
+    tenant_id: str,
+    customer_id: str,
+    period: Period,
+    spent_minor: int,
+    *,
+    currency: str | None = None,
+    now: datetime | None = None,
+) -> bool | None:
+    """For invoicing: whether `spent_minor` (charges before credits) is over the
+    customer's budget; None without a budget, or when `currency` is given and differs from
+    the budget's. Thresholds crossed in `period` are recorded and alerted like any
+    evaluation (once each), so usage that arrived late still alerts."""
+    budget = repository.get(session, tenant_id, customer_id)
+    if budget is None or (currency is not None and currency != budget.currency):
+        return None
+    _evaluate(session, budget, spent_minor, period, now or utcnow())
+    return spent_minor > budget.limit_minor
+
+
+def sweep_budgets(engine: Engine, now: datetime | None = None) -> int:
+    """Job boundary for the background loop: evaluate every budget, one transaction per
+    customer (a failing one is logged and skipped). Returns the number of new alerts."""
+    now = now or utcnow()
+    with Session(engine) as session:
+        keys = repository.all_budgets(session)
+    alerts = 0
+    for tenant_id, customer_id in keys:
+        try:
+            with Session(engine) as session, session.begin():
+                alerts += len(evaluate_budget(session, tenant_id, customer_id, now).newly_alerted)
+        except (NotFoundError, ConflictError) as error:
+            logger.warning(
+                "budget not evaluated: %s",
+                error.message,
+                extra={"tenant_id": tenant_id, "customer_id": customer_id},
+            )
+        except Exception:
+            logger.exception(
+                "budget evaluation failed",
+                extra={"tenant_id": tenant_id, "customer_id": customer_id},
+            )
+    return alerts
+
+
+def _spent(rated: RatedPeriod, budget: Budget) -> int:
+    if rated.currency == budget.currency:
+        return rated.subtotal_minor
+    if rated.book_id is None:
+        return 0  # no price book yet: nothing is charged, in any currency
+    raise ConflictError(
+        f"the budget is in {budget.currency} but customer {budget.customer_id!r} is now "
+        f"billed in {rated.currency}; set the budget again in {rated.currency}"
+    )
+
+
+def _evaluate(
+    session: Session, budget: Budget, spent_minor: int, period: Period, now: datetime
+) -> BudgetStatus:
+    crossed = crossed_thresholds(spent_minor, budget.limit_minor, budget.thresholds)
+    status = BudgetStatus(
+        customer_id=budget.customer_id,
+        currency=budget.currency,
+        limit_minor=budget.limit_minor,
+        spent_minor=spent_minor,
+        period=period,
+        thresholds=list(budget.thresholds),
+        crossed=crossed,
+    )
+    for threshold in crossed:
+        if repository.record_alert(session, budget, period.start, threshold, spent_minor, now):
+            status.newly_alerted.append(threshold)
+            enqueue_event(
+                session, budget.tenant_id, THRESHOLD_CROSSED, status.event_data(threshold), now=now
+            )
+    return status
