@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from agentmeter.db import UNAVAILABLE_ERRORS, is_sqlite
 from agentmeter.tables import TraceCustomer, UsageRow
+from exporter.provider_costs import ProviderCostCatalog, load_cost_overrides
 from otel_processor.usage import (
     QUANTITY_PLACES,
     StoreUnavailableError,
@@ -52,14 +53,24 @@ class SqlUsageSink:
     NOTHING on (tenant, trace id, span id, meter), earlier customer-less records of newly
     attributed traces are updated, then the transaction commits. `write` returns only after
     the commit. SQLite has one writer: writes from this process are serialized here.
+
+    With `costs`, each record is stored with its provider cost (`provider_cost_pico`),
+    computed before the write from the catalog and the tenant's cost overrides.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, costs: ProviderCostCatalog | None = None) -> None:
         self._engine = engine
+        self._costs = costs
         self._sqlite = is_sqlite(engine)
         dialect_insert = sqlite.insert if self._sqlite else postgresql.insert
-        self._insert_usage: Insert = dialect_insert(_USAGE).on_conflict_do_nothing(
-            index_elements=["tenant_id", "trace_id", "span_id", "meter"]
+        # The hot path goes straight to the driver's executemany with tuples: SQLAlchemy's
+        # per-row parameter handling cost more than the insert itself, and the driver's
+        # rowcount (sum over the batch) is what counts inserted records on both backends.
+        placeholder = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._insert_usage_sql = (
+            f"INSERT INTO {_USAGE.name} ({', '.join(_ROW_COLUMNS)}) "
+            f"VALUES ({', '.join([placeholder] * len(_ROW_COLUMNS))}) "
+            "ON CONFLICT (tenant_id, trace_id, span_id, meter) DO NOTHING"
         )
         self._insert_traces: Insert = dialect_insert(_TRACES).on_conflict_do_nothing(
             index_elements=["tenant_id", "trace_id"]
@@ -72,8 +83,9 @@ class SqlUsageSink:
         if not tenant_id:
             raise ValueError("SqlUsageSink.write needs the tenant id")
         try:
+            costs = self._provider_costs(tenant_id, batch)
             with self._lock:
-                result, unattributed = self._write(tenant_id, batch)
+                result, unattributed = self._write(tenant_id, batch, costs)
             if not self._sqlite and (unattributed or batch.trace_customers):
                 # A concurrent writer may have committed the other half of a trace (its
                 # customer, or its customer-less spans) after our reads: settle both now
@@ -85,48 +97,96 @@ class SqlUsageSink:
             raise StoreUnavailableError(f"usage store unavailable: {error}") from None
         return result
 
-    def _write(self, tenant_id: str, batch: UsageBatch) -> tuple[WriteResult, set[str]]:
+    def _provider_costs(self, tenant_id: str, batch: UsageBatch) -> list[int | None]:
+        # Outside the SQLite writer lock: reading overrides and costing need no writer.
+        if self._costs is None or not batch.records:
+            return [None] * len(batch.records)
+        with self._engine.connect() as connection:
+            overrides = load_cost_overrides(connection, tenant_id)
+        return self._costs.costs(batch.records, overrides)
+
+    def _write(
+        self, tenant_id: str, batch: UsageBatch, costs: list[int | None]
+    ) -> tuple[WriteResult, set[str]]:
         received = time.time_ns()
         with self._engine.begin() as connection:
+            # Rows go in key order: two batches holding the same traces in other orders
+            # would otherwise deadlock on PostgreSQL.
             if batch.trace_customers:
                 connection.execute(
                     self._insert_traces,
                     [
                         {"tenant_id": tenant_id, "trace_id": trace, "customer_id": customer}
-                        for trace, customer in batch.trace_customers.items()
+                        for trace, customer in sorted(batch.trace_customers.items())
                     ],
                 )
             orphan_traces = {r.trace_id for r in batch.records if not r.customer_id}
             inherited = _trace_customers(connection, tenant_id, orphan_traces)
-            rows = [_row(tenant_id, record, received, inherited) for record in batch.records]
-            inserted = connection.execute(self._insert_usage, rows).rowcount if rows else 0
-            if batch.trace_customers:
-                _attribute_traces(connection, tenant_id, batch.trace_customers)
+            rows = sorted(
+                (
+                    _row(tenant_id, record, received, inherited, cost)
+                    for record, cost in zip(batch.records, costs, strict=True)
+                ),
+                key=_row_key,
+            )
+            inserted = 0
+            if rows:
+                inserted = connection.exec_driver_sql(self._insert_usage_sql, rows).rowcount
+            # Customer-less rows stored earlier (say, by an attempt whose reply was lost)
+            # of traces whose customer is now known get it too.
+            attributed = set(batch.trace_customers) | inherited.keys()
+            if attributed:
+                _attribute_traces(connection, tenant_id, attributed)
         unattributed = orphan_traces - inherited.keys()
         return WriteResult(inserted=inserted, duplicates=len(rows) - inserted), unattributed
 
 
+_ROW_COLUMNS = (
+    "tenant_id",
+    "trace_id",
+    "span_id",
+    "meter",
+    "quantity_micros",
+    "customer_id",
+    "time_unix_nano",
+    "received_unix_nano",
+    "provider",
+    "model",
+    "operation",
+    "agent_name",
+    "step",
+    "tool",
+    "service_name",
+    "source",
+    "provider_cost_pico",
+)
+Row = tuple[Any, ...]
+
+
+def _row_key(row: Row) -> tuple[str, str, str]:
+    return row[1], row[2], row[3]
+
+
 def _row(
-    tenant_id: str, record: UsageRecord, received: int, inherited: dict[str, str]
-) -> dict[str, Any]:
-    return {
-        "tenant_id": tenant_id,
-        "trace_id": record.trace_id,
-        "span_id": record.span_id,
-        "meter": record.meter,
-        "quantity_micros": to_micros(record.quantity),
-        "customer_id": record.customer_id or inherited.get(record.trace_id, ""),
-        "time_unix_nano": record.time_unix_nano,
-        "received_unix_nano": received,
-        "provider": record.provider,
-        "model": record.model,
-        "operation": record.operation,
-        "agent_name": record.agent_name,
-        "step": record.step,
-        "tool": record.tool,
-        "service_name": record.service_name,
-        "source": record.source,
-    }
+    tenant_id: str,
+    record: UsageRecord,
+    received: int,
+    inherited: dict[str, str],
+    provider_cost_pico: int | None,
+) -> Row:
+    """A usage row in `_ROW_COLUMNS` order."""
+    return (
+        tenant_id,
+        record.trace_id,
+        record.span_id,
+        record.meter,
+        to_micros(record.quantity),
+        record.customer_id or inherited.get(record.trace_id, ""),
+        record.time_unix_nano,
+        received,
+        *record[6:],  # provider … source, in UsageRecord's field order
+        provider_cost_pico,
+    )
 
 
 def _chunks(values: Iterable[str]) -> Iterator[list[str]]:

@@ -9,6 +9,7 @@ thread so the event loop keeps accepting connections.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,8 @@ from typing import Protocol
 from otel_processor.conventions import DEFAULT_CUSTOMER_KEYS
 from otel_processor.otlp import Extraction, InvalidRequestError
 from otel_processor.usage import StoreUnavailableError, UsageSink
+
+logger = logging.getLogger("agentmeter.ingest")
 
 # Given the tenant's customer attribute keys, decode the request and extract its usage.
 Extract = Callable[[Sequence[str]], Extraction]
@@ -111,7 +114,10 @@ class UsageIngest:
     def refused(self, transport: str, reason: str) -> None:
         """Record a refusal decided by a transport before `export` (e.g. too large)."""
         for observer in self._observers:
-            observer.refused(transport, reason)
+            try:
+                observer.refused(transport, reason)
+            except Exception:
+                logger.exception("export observer failed")
 
     async def export(
         self, transport: str, authorization: str | None, extract: Extract
@@ -163,5 +169,8 @@ class UsageIngest:
         )
         elapsed = time.perf_counter() - started
         for observer in self._observers:
-            observer.exported(outcome, elapsed)
+            try:
+                observer.exported(outcome, elapsed)
+            except Exception:  # the usage is committed: a metrics bug must not fail the reply
+                logger.exception("export observer failed")
         return outcome

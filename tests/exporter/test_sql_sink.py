@@ -114,10 +114,14 @@ class TestWriteCounts:
 
         assert result == WriteResult(inserted=2, duplicates=1)
 
-    def test_empty_batch_writes_nothing(self, sink: SqlUsageSink, engine: Engine) -> None:
+
+class TestEmptyBatch:
+    def test_writes_nothing(self, sink: SqlUsageSink, engine: Engine) -> None:
         assert sink.write(TENANT, UsageBatch(records=[])) == WriteResult(inserted=0, duplicates=0)
         assert stored(engine) == {}
 
+
+class TestRecordIdentity:
     def test_first_copy_of_a_duplicate_is_kept(self, sink: SqlUsageSink, engine: Engine) -> None:
         sink.write(TENANT, UsageBatch(records=[usage(1, 1, quantity=7)]))
 
@@ -125,63 +129,71 @@ class TestWriteCounts:
 
         assert stored(engine)[(trace_id(1), span_id(1), "input_tokens")][0] == to_micros(7)
 
-
-class TestRecordIdentity:
     def test_same_span_in_another_tenant_is_new(self, sink: SqlUsageSink, engine: Engine) -> None:
         sink.write(TENANT, UsageBatch(records=[usage(1, 1)]))
 
-        result = sink.write(OTHER_TENANT, UsageBatch(records=[usage(1, 1)]))
+        sink.write(OTHER_TENANT, UsageBatch(records=[usage(1, 1)]))
 
-        assert result == WriteResult(inserted=1, duplicates=0)
         assert len(stored(engine, TENANT)) == 1
         assert len(stored(engine, OTHER_TENANT)) == 1
 
     def test_same_span_with_another_meter_is_new(self, sink: SqlUsageSink, engine: Engine) -> None:
         sink.write(TENANT, UsageBatch(records=[usage(1, 1, "input_tokens")]))
 
-        result = sink.write(TENANT, UsageBatch(records=[usage(1, 1, "output_tokens")]))
+        sink.write(TENANT, UsageBatch(records=[usage(1, 1, "output_tokens")]))
 
-        assert result == WriteResult(inserted=1, duplicates=0)
         assert set(stored(engine)) == {
             (trace_id(1), span_id(1), "input_tokens"),
             (trace_id(1), span_id(1), "output_tokens"),
         }
 
-    def test_same_span_id_in_another_trace_is_new(self, sink: SqlUsageSink) -> None:
+    def test_same_span_id_in_another_trace_is_new(self, sink: SqlUsageSink, engine: Engine) -> None:
         sink.write(TENANT, UsageBatch(records=[usage(1, 1)]))
 
-        assert sink.write(TENANT, UsageBatch(records=[usage(2, 1)])).inserted == 1
+        sink.write(TENANT, UsageBatch(records=[usage(2, 1)]))
 
-    def test_customer_is_not_part_of_identity(self, sink: SqlUsageSink) -> None:
+        assert set(stored(engine)) == {
+            (trace_id(1), span_id(1), "input_tokens"),
+            (trace_id(2), span_id(1), "input_tokens"),
+        }
+
+    def test_customer_is_not_part_of_identity(self, sink: SqlUsageSink, engine: Engine) -> None:
         sink.write(TENANT, UsageBatch(records=[usage(1, 1, customer="acme")]))
 
-        result = sink.write(TENANT, UsageBatch(records=[usage(1, 1, customer="globex")]))
+        sink.write(TENANT, UsageBatch(records=[usage(1, 1, customer="globex")]))
 
-        assert result == WriteResult(inserted=0, duplicates=1)
+        assert customers(engine) == {(trace_id(1), span_id(1), "input_tokens"): "acme"}
+
+
+# quantity → its exact micro-units
+QUANTITIES: list[tuple[Quantity, int]] = [
+    (1, 1_000_000),
+    (123_456, 123_456_000_000),
+    (10**9, 10**15),
+    (Decimal("12.5"), 12_500_000),
+    (Decimal("0.000001"), 1),
+    (Decimal("999999999.999999"), 999_999_999_999_999),
+    (0, 0),
+]
 
 
 class TestQuantities:
-    @pytest.mark.parametrize(
-        ("quantity", "micros"),
-        [
-            pytest.param(1, 1_000_000, id="one"),
-            pytest.param(123_456, 123_456_000_000, id="int"),
-            pytest.param(10**9, 10**15, id="max-quantity"),
-            pytest.param(Decimal("12.5"), 12_500_000, id="decimal"),
-            pytest.param(Decimal("0.000001"), 1, id="one-micro"),
-            pytest.param(Decimal("999999999.999999"), 999_999_999_999_999, id="all-places"),
-            pytest.param(0, 0, id="zero"),
-        ],
-    )
     def test_round_trip_exactly_through_quantity_micros(
-        self, sink: SqlUsageSink, engine: Engine, quantity: Quantity, micros: int
+        self, sink: SqlUsageSink, engine: Engine
     ) -> None:
-        sink.write(TENANT, UsageBatch(records=[usage(1, 1, "sandbox_seconds", quantity)]))
+        records = [
+            usage(1, n, "sandbox_seconds", quantity)
+            for n, (quantity, _) in enumerate(QUANTITIES, start=1)
+        ]
 
-        (stored_micros, _), *_ = stored(engine).values()
+        sink.write(TENANT, UsageBatch(records=records))
 
-        assert stored_micros == micros
-        assert from_micros(stored_micros) == quantity
+        rows = stored(engine)
+        micros = [
+            rows[(trace_id(1), span_id(n), "sandbox_seconds")][0] for n in range(1, len(rows) + 1)
+        ]
+        assert micros == [expected for _, expected in QUANTITIES]
+        assert [from_micros(m) for m in micros] == [quantity for quantity, _ in QUANTITIES]
 
     def test_from_micros_prints_without_exponent(self) -> None:
         assert str(from_micros(12_500_000)) == "12.5"
@@ -226,9 +238,7 @@ class TestTraceInheritance:
         assert set(customers(engine).values()) == {"acme"}
 
     def test_first_customer_wins(self, sink: SqlUsageSink, engine: Engine) -> None:
-        sink.write(
-            TENANT, UsageBatch(records=[usage(1, 1)], trace_customers={trace_id(1): "acme"})
-        )
+        sink.write(TENANT, UsageBatch(records=[usage(1, 1)], trace_customers={trace_id(1): "acme"}))
 
         sink.write(
             TENANT, UsageBatch(records=[usage(1, 2)], trace_customers={trace_id(1): "globex"})
@@ -348,10 +358,10 @@ def _write_halves_at_once(
 
 
 class TestConcurrentHalvesOfATrace:
+    # Two replicas on one database is the PostgreSQL deployment only.
     @pytest.mark.postgres
+    @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
     def test_two_replicas_attribute_every_record(self, database_url: str, engine: Engine) -> None:
-        if engine.dialect.name != "postgresql":
-            pytest.skip("two replicas on one database is the PostgreSQL deployment")
         # Two engines, as two `agentmeter serve` replicas on one PostgreSQL would have.
         other = make_engine(Settings(database_url=database_url))
         try:
@@ -376,6 +386,50 @@ class TestConcurrentHalvesOfATrace:
         attributed = customers(engine)
         assert len(attributed) == TRACES * 4
         assert {key: c for key, c in attributed.items() if c != f"c{int(key[0], 16)}"} == {}
+
+
+class TestConcurrentOverlappingBatches:
+    @pytest.mark.postgres
+    @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+    def test_same_traces_in_opposite_orders_do_not_deadlock(
+        self, database_url: str, engine: Engine
+    ) -> None:
+        # Two replicas each get a batch of the same five traces (one a retry of records the
+        # other holds too), listed in opposite orders. Stops at the first failure.
+        other = make_engine(Settings(database_url=database_url))
+        sinks = (SqlUsageSink(engine), SqlUsageSink(other))
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def replica(index: int) -> None:
+            for round_ in range(300):
+                traces = [round_ * 10 + k for k in range(1, 6)]
+                if index:
+                    traces.reverse()
+                batch = UsageBatch(
+                    records=[usage(t, 1) for t in traces],
+                    trace_customers={trace_id(t): "acme" for t in traces},
+                )
+                try:
+                    barrier.wait(timeout=30)
+                    sinks[index].write(TENANT, batch)
+                except threading.BrokenBarrierError:
+                    return
+                except BaseException as error:
+                    errors.append(error)
+                    barrier.abort()
+                    return
+
+        threads = [threading.Thread(target=replica, args=(i,)) for i in range(2)]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=120)
+        finally:
+            other.dispose()
+
+        assert [str(error)[:120] for error in errors] == []
 
 
 @pytest.fixture
