@@ -165,8 +165,9 @@ class UsageRow(Base):
     __tablename__ = "usage_records"
     __table_args__ = (
         UniqueConstraint("tenant_id", "trace_id", "span_id", "meter"),
+        # One index besides the identity: every index costs each ingested row. Queries
+        # over a whole tenant's period scan; per-customer ones (rating, estimates) seek.
         Index(None, "tenant_id", "customer_id", "time_unix_nano"),
-        Index(None, "tenant_id", "time_unix_nano"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

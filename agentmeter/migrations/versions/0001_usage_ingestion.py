@@ -70,11 +70,6 @@ def upgrade() -> None:
             ["tenant_id", "customer_id", "time_unix_nano"],
             unique=False,
         )
-        batch_op.create_index(
-            batch_op.f("ix_usage_records_tenant_id_time_unix_nano"),
-            ["tenant_id", "time_unix_nano"],
-            unique=False,
-        )
 
     op.create_table(
         "api_keys",
@@ -115,7 +110,6 @@ def downgrade() -> None:
 
     op.drop_table("api_keys")
     with op.batch_alter_table("usage_records", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_usage_records_tenant_id_time_unix_nano"))
         batch_op.drop_index(batch_op.f("ix_usage_records_tenant_id_customer_id_time_unix_nano"))
 
     op.drop_table("usage_records")
