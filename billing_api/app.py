@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DatabaseError
 
 from agentmeter.db import UNAVAILABLE_ERRORS
 from agentmeter.tenants import TenantKeys
@@ -43,8 +44,9 @@ def create_app(engine: Engine, registry: CollectorRegistry) -> FastAPI:
     def readyz() -> dict[str, str] | JSONResponse:
         try:
             with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-        except UNAVAILABLE_ERRORS:
+                # A real table, so a missing or replaced database file shows.
+                connection.execute(text("SELECT count(*) FROM alembic_version"))
+        except (*UNAVAILABLE_ERRORS, DatabaseError):
             return error_response(503, "unavailable", "store unreachable")
         return {"status": "ready"}
 

@@ -19,6 +19,8 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -77,6 +79,9 @@ class UsageSpanExporter(SpanExporter):
         self._customer_keys = tuple(customer_keys)
         self._timeout = timeout
         self._shutdown = threading.Event()
+        # Attempts run here so that a sink that hangs cannot hold the SDK's worker past
+        # the timeout; an abandoned attempt that lands later is harmless (writes dedup).
+        self._attempts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-export")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown.is_set():
@@ -99,9 +104,13 @@ class UsageSpanExporter(SpanExporter):
         deadline = time.monotonic() + self._timeout
         backoff = _FIRST_BACKOFF
         while True:
+            attempt = self._attempts.submit(self._sink.write, self._tenant_id, extraction.batch)
             try:
-                self._sink.write(self._tenant_id, extraction.batch)
+                attempt.result(timeout=max(deadline - time.monotonic(), 0))
                 return SpanExportResult.SUCCESS
+            except FutureTimeout:
+                logger.warning("usage export timed out after %.1f s", self._timeout)
+                return SpanExportResult.FAILURE
             except StoreUnavailableError as error:
                 pause = backoff * random.uniform(0.5, 1.0)
                 if time.monotonic() + pause >= deadline:
@@ -119,6 +128,7 @@ class UsageSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         self._shutdown.set()
+        self._attempts.shutdown(wait=False, cancel_futures=True)
         close = getattr(self._sink, "close", None)
         if callable(close):
             close()

@@ -9,6 +9,7 @@ The client is a `UsageSink` that sends a batch to a remote AgentMeter.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 
 import grpc
@@ -18,6 +19,7 @@ from otel_processor.otlp import Extraction, InvalidRequestError
 from otel_processor.receiver.grpc import Handler, export_handler
 from otel_processor.receiver.service import ExportOutcome, UsageIngest
 from otel_processor.spans import (
+    RejectReason,
     SpanRejectedError,
     checked_record,
     checked_trace_customer,
@@ -29,6 +31,8 @@ from proto.agentmeter.v1 import usage_pb2
 logger = logging.getLogger("agentmeter.exporter")
 
 USAGE_SERVICE = "agentmeter.v1.UsageService"
+# usage.proto: an exact decimal, no sign, exponent or separators.
+_WIRE_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?")
 _EXPORT_METHOD = f"/{USAGE_SERVICE}/Export"
 _TEXT_FIELDS = tuple(name for name in UsageRecord._fields if name != "quantity")
 # Failures worth retrying: the server or the network, not the request.
@@ -57,6 +61,11 @@ def record_to_proto(record: UsageRecord) -> usage_pb2.UsageRecord:
 def record_from_proto(message: usage_pb2.UsageRecord) -> UsageRecord:
     """A validated usage record from the wire; raises `SpanRejectedError`."""
     values = {name: getattr(message, name) for name in _TEXT_FIELDS}
+    if not _WIRE_QUANTITY.fullmatch(message.quantity):
+        raise SpanRejectedError(
+            f"quantity must be digits with an optional fraction, got {message.quantity!r}",
+            RejectReason.INVALID_QUANTITY,
+        )
     quantity = parse_quantity("quantity", message.quantity)
     return checked_record(UsageRecord(quantity=quantity, **values))
 

@@ -17,15 +17,18 @@ put an opaque customer id in it, never a secret or personal data.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import inspect
 from collections.abc import Callable
-from contextvars import Token
+from contextvars import ContextVar, Token
 from typing import Any, TypeVar, cast
 
 from opentelemetry import baggage, context
 from opentelemetry.context import Context
 from opentelemetry.processor.baggage import BaggageSpanProcessor
+from opentelemetry.trace import Span
 
 from otel_processor.conventions import STEP
 
@@ -39,17 +42,29 @@ class CustomerSpanProcessor(BaggageSpanProcessor):
     """Copies `agentmeter.customer.id` and `agentmeter.step` from baggage onto every span
     when it starts, including spans that instrumentation libraries create.
 
-    Other baggage entries are left alone (they may be private). `on_start` does not block.
+    An attribute given explicitly when the span is created wins over baggage. Other
+    baggage entries are left alone (they may be private). `on_start` does not block.
     """
 
     def __init__(self) -> None:
         super().__init__(lambda key: key in _KEYS)
 
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        # The API's Span has no attributes; the SDK's (what an SDK processor gets) does.
+        given = getattr(span, "attributes", None) or {}
+        explicit = {key: given[key] for key in _KEYS if key in given}
+        super().on_start(span, parent_context)
+        for key, value in explicit.items():
+            span.set_attribute(key, value)
+
 
 class _BaggageScope:
     """A context manager and decorator that sets one baggage entry for its extent.
 
-    Re-entrant: each `with` attaches its own context and detaches it on exit.
+    As a context manager it is re-entrant and may be shared: each thread and asyncio task
+    keeps its own stack of attached contexts. As a decorator it covers every call of a
+    function, coroutine, generator or async generator, including the generator's steps,
+    without leaking the entry into the caller between them.
     """
 
     def __init__(self, key: str, value: str) -> None:
@@ -57,31 +72,75 @@ class _BaggageScope:
             raise ValueError(f"{key} must be a non-empty string")
         self._key = key
         self._value = value
-        self._tokens: list[Token[Context]] = []
+        self._tokens: ContextVar[tuple[Token[Context], ...]] = ContextVar(
+            f"agentmeter_scope_{id(self)}", default=()
+        )
 
     def __enter__(self) -> None:
-        self._tokens.append(context.attach(baggage.set_baggage(self._key, self._value)))
+        token = context.attach(baggage.set_baggage(self._key, self._value))
+        self._tokens.set((*self._tokens.get(), token))
 
     def __exit__(self, *exc_info: object) -> None:
-        context.detach(self._tokens.pop())
+        *rest, token = self._tokens.get()
+        self._tokens.set(tuple(rest))
+        context.detach(token)
+
+    def _context(self) -> contextvars.Context:
+        """A copy of the caller's context with the entry set, for running generator steps."""
+        scoped = contextvars.copy_context()
+        scoped.run(context.attach, baggage.set_baggage(self._key, self._value))
+        return scoped
 
     def __call__(self, function: F) -> F:
-        # Each call gets its own scope, so concurrent calls never share a token stack.
-        def scope() -> _BaggageScope:
-            return _BaggageScope(self._key, self._value)
+        if inspect.isasyncgenfunction(function):
+
+            @functools.wraps(function)
+            async def run_async_generator(*args: Any, **kwargs: Any) -> Any:
+                scoped = self._context()
+                steps = function(*args, **kwargs)
+                try:
+                    while True:
+                        try:
+                            # Each step runs as a task in the scoped context.
+                            item = await asyncio.create_task(steps.__anext__(), context=scoped)
+                        except StopAsyncIteration:
+                            return
+                        yield item
+                finally:
+                    await asyncio.create_task(steps.aclose(), context=scoped)
+
+            return cast(F, run_async_generator)
+
+        if inspect.isgeneratorfunction(function):
+
+            @functools.wraps(function)
+            def run_generator(*args: Any, **kwargs: Any) -> Any:
+                scoped = self._context()
+                steps = scoped.run(function, *args, **kwargs)
+                try:
+                    while True:
+                        try:
+                            item = scoped.run(next, steps)
+                        except StopIteration as stop:
+                            return stop.value
+                        yield item
+                finally:
+                    scoped.run(steps.close)
+
+            return cast(F, run_generator)
 
         if inspect.iscoroutinefunction(function):
 
             @functools.wraps(function)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                with scope():
+                with self:
                     return await function(*args, **kwargs)
 
             return cast(F, run_async)
 
         @functools.wraps(function)
         def run(*args: Any, **kwargs: Any) -> Any:
-            with scope():
+            with self:
                 return function(*args, **kwargs)
 
         return cast(F, run)
