@@ -18,6 +18,9 @@ from sqlalchemy import Engine
 from agentmeter.settings import Settings
 from agentmeter.tenants import TenantKeys
 from billing_api.app import create_app
+from billing_api.budgets.service import sweep_budgets
+from billing_api.credits.service import expire_all_credits
+from billing_api.webhooks.delivery import deliver_due
 from exporter.provider_costs import ProviderCostCatalog
 from exporter.sql_sink import SqlUsageSink
 from exporter.usage_service import usage_service_handler
@@ -57,6 +60,33 @@ async def _start_http(app: object, host: str, port: int) -> tuple[_Server, async
     return server, task, bound
 
 
+def run_background_jobs(engine: Engine) -> None:
+    """One pass of the periodic jobs; each logs its own failure and the others still run."""
+    jobs = (
+        ("budget sweep", sweep_budgets),
+        ("credit expiry", expire_all_credits),
+        ("webhook delivery", deliver_due),
+    )
+    for name, job in jobs:
+        try:
+            job(engine)
+        except Exception:
+            logger.exception("background job failed: %s", name)
+
+
+async def _background(engine: Engine, interval: float, stop: asyncio.Event) -> None:
+    """Every `interval` seconds until `stop`, run the jobs in a worker thread (they block)."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        if stop.is_set():
+            return
+        try:
+            await asyncio.to_thread(run_background_jobs, engine)
+        except Exception:
+            logger.exception("background jobs failed")
+
+
 async def serve(settings: Settings, engine: Engine) -> None:
     """Run every listener until SIGINT/SIGTERM; print one JSON ready line with the ports."""
     executor = ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="store")
@@ -91,9 +121,13 @@ async def serve(settings: Settings, engine: Engine) -> None:
     sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()
     logger.info("listening", extra=ready)
+    background = asyncio.create_task(
+        _background(engine, settings.background_interval_seconds, stop)
+    )
     await stop.wait()
     # Stop taking new exports; let the ones in flight commit and answer.
     http.should_exit = api.should_exit = True
     await grpc_server.stop(grace=10)
     await asyncio.gather(http_task, api_task)
+    await background  # a pass in progress finishes; no new one starts
     executor.shutdown(wait=True)

@@ -45,3 +45,8 @@ class Settings(BaseSettings):
         default=30.0, description="How long a SQLite write waits for another writer's lock"
     )
     db_pool_size: int = 8
+    background_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often `serve` sweeps budgets, expires credit and sends webhooks",
+    )
