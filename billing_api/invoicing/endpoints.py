@@ -6,13 +6,13 @@ from __future__ import annotations
 import threading
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from agentmeter.money import to_minor
-from agentmeter.tables import Customer, utcnow
+from agentmeter.tables import Customer, Invoice, utcnow
 from billing_api.deps import DbSession, TenantId
 from billing_api.errors import NotFoundError
 from billing_api.invoicing import exports, finalize, repository, review, service
@@ -37,17 +37,24 @@ from billing_api.invoicing.settings import BillingSettings, BillingSettingsUpdat
 
 router = APIRouter(prefix="/api/v1", tags=["invoicing"])
 
-Actor = Annotated[str, Header(alias="X-AgentMeter-Actor", max_length=200)]
 
-
-def _actor(actor: str | None) -> str:
+def _actor(
+    actor: Annotated[str | None, Header(alias="X-AgentMeter-Actor", max_length=200)] = None,
+) -> str:
+    """Who acts, for the audit log: the `X-AgentMeter-Actor` header, else "admin"."""
     return actor or "admin"
 
 
+Actor = Annotated[str, Depends(_actor)]
+
+
+def _invoice(session: Session, tenant_id: str, invoice_id: str) -> Invoice:
+    invoice = _invoice(session, tenant_id, invoice_id)
+    return invoice
+
+
 def _full(session: Session, tenant_id: str, invoice_id: str) -> InvoiceOut:
-    invoice = repository.get_invoice(session, tenant_id, invoice_id)
-    if invoice is None:
-        raise NotFoundError(f"no invoice {invoice_id!r}")
+    invoice = _invoice(session, tenant_id, invoice_id)
     return InvoiceOut.full(
         invoice,
         repository.lines(session, invoice.id),
@@ -57,16 +64,24 @@ def _full(session: Session, tenant_id: str, invoice_id: str) -> InvoiceOut:
 
 @router.post("/billing-runs", status_code=202)
 def create_run(
-    body: RunCreate, request: Request, session: DbSession, tenant_id: TenantId
+    body: RunCreate,
+    request: Request,
+    background: BackgroundTasks,
+    session: DbSession,
+    tenant_id: TenantId,
 ) -> RunOut:
     """Draft every customer's invoice for a month, in the background; poll the run."""
     run = service.start_run(session, tenant_id, body.period)
-    session.commit()
     engine: Engine = request.app.state.engine
-    threading.Thread(
-        target=_run_quietly, args=(engine, tenant_id, run.id), name=f"run-{run.id}", daemon=True
-    ).start()
+    # Runs once the request's transaction, which created the run, has committed.
+    background.add_task(_start_run_thread, engine, tenant_id, run.id)
     return RunOut.of(run)
+
+
+def _start_run_thread(engine: Engine, tenant_id: str, run_id: str) -> None:
+    threading.Thread(
+        target=_run_quietly, args=(engine, tenant_id, run_id), name=f"run-{run_id}", daemon=True
+    ).start()
 
 
 def _run_quietly(engine: Engine, tenant_id: str, run_id: str) -> None:
@@ -97,7 +112,7 @@ def register_customer(
     body: RegisterCustomer,
     session: DbSession,
     tenant_id: TenantId,
-    actor: Actor = "",
+    actor: Actor,
 ) -> InvoiceOut | None:
     """Register an unregistered customer id found by the run and re-draft its invoice."""
     period = _run_period(session, tenant_id, run_id)
@@ -108,14 +123,14 @@ def register_customer(
         customer_id=body.customer_id,
         name=body.name,
         email=body.email,
-        actor=_actor(actor),
+        actor=actor,
     )
     return None if invoice is None else _full(session, tenant_id, invoice.id)
 
 
 @router.post("/billing-runs/{run_id}/map-customer")
 def map_customer(
-    run_id: str, body: MapCustomer, session: DbSession, tenant_id: TenantId, actor: Actor = ""
+    run_id: str, body: MapCustomer, session: DbSession, tenant_id: TenantId, actor: Actor
 ) -> InvoiceOut | None:
     """Move usage recorded under a wrong customer id to a registered customer; re-draft."""
     period = _run_period(session, tenant_id, run_id)
@@ -125,7 +140,7 @@ def map_customer(
         period,
         from_id=body.from_customer_id,
         to_id=body.to_customer_id,
-        actor=_actor(actor),
+        actor=actor,
     )
     return None if invoice is None else _full(session, tenant_id, invoice.id)
 
@@ -136,7 +151,7 @@ def assign_unattributed(
     body: AssignUnattributed,
     session: DbSession,
     tenant_id: TenantId,
-    actor: Actor = "",
+    actor: Actor,
 ) -> InvoiceOut | None:
     """Attribute customer-less usage of the given traces to a customer; re-draft."""
     period = _run_period(session, tenant_id, run_id)
@@ -146,7 +161,7 @@ def assign_unattributed(
         period,
         trace_ids=body.trace_ids,
         customer_id=body.customer_id,
-        actor=_actor(actor),
+        actor=actor,
     )
     return None if invoice is None else _full(session, tenant_id, invoice.id)
 
@@ -172,7 +187,7 @@ def get_invoice(invoice_id: str, session: DbSession, tenant_id: TenantId) -> Inv
 
 @router.post("/invoices/{invoice_id}/lines", status_code=201)
 def add_line(
-    invoice_id: str, body: LineCreate, session: DbSession, tenant_id: TenantId, actor: Actor = ""
+    invoice_id: str, body: LineCreate, session: DbSession, tenant_id: TenantId, actor: Actor
 ) -> InvoiceOut:
     review.add_line(
         session,
@@ -183,7 +198,7 @@ def add_line(
         unit_price=body.unit_price,
         discount=body.discount,
         reason=body.reason,
-        actor=_actor(actor),
+        actor=actor,
     )
     return _full(session, tenant_id, invoice_id)
 
@@ -195,11 +210,9 @@ def adjust_line(
     body: LineAdjust,
     session: DbSession,
     tenant_id: TenantId,
-    actor: Actor = "",
+    actor: Actor,
 ) -> InvoiceOut:
-    invoice = repository.get_invoice(session, tenant_id, invoice_id)
-    if invoice is None:
-        raise NotFoundError(f"no invoice {invoice_id!r}")
+    invoice = _invoice(session, tenant_id, invoice_id)
     review.adjust_line(
         session,
         tenant_id,
@@ -207,7 +220,7 @@ def adjust_line(
         line_id,
         amount_minor=to_minor(body.amount, invoice.currency),
         reason=body.reason,
-        actor=_actor(actor),
+        actor=actor,
     )
     return _full(session, tenant_id, invoice_id)
 
@@ -218,35 +231,33 @@ def remove_line(
     line_id: str,
     session: DbSession,
     tenant_id: TenantId,
+    actor: Actor,
     reason: str = "",
-    actor: Actor = "",
 ) -> InvoiceOut:
-    review.remove_line(session, tenant_id, invoice_id, line_id, reason=reason, actor=_actor(actor))
+    review.remove_line(session, tenant_id, invoice_id, line_id, reason=reason, actor=actor)
     return _full(session, tenant_id, invoice_id)
 
 
 @router.post("/invoices/{invoice_id}/rerate")
-def rerate(
-    invoice_id: str, session: DbSession, tenant_id: TenantId, actor: Actor = ""
-) -> InvoiceOut:
-    review.rerate(session, tenant_id, invoice_id, actor=_actor(actor))
+def rerate(invoice_id: str, session: DbSession, tenant_id: TenantId, actor: Actor) -> InvoiceOut:
+    review.rerate(session, tenant_id, invoice_id, actor=actor)
     return _full(session, tenant_id, invoice_id)
 
 
 @router.post("/invoices/{invoice_id}/finalize")
 def finalize_invoice(
-    invoice_id: str, session: DbSession, tenant_id: TenantId, actor: Actor = ""
+    invoice_id: str, session: DbSession, tenant_id: TenantId, actor: Actor
 ) -> InvoiceOut:
-    finalize.finalize_invoice(session, tenant_id, invoice_id, actor=_actor(actor), now=utcnow())
+    finalize.finalize_invoice(session, tenant_id, invoice_id, actor=actor, now=utcnow())
     return _full(session, tenant_id, invoice_id)
 
 
 @router.post("/invoices/{invoice_id}/void")
 def void_invoice(
-    invoice_id: str, body: VoidRequest, session: DbSession, tenant_id: TenantId, actor: Actor = ""
+    invoice_id: str, body: VoidRequest, session: DbSession, tenant_id: TenantId, actor: Actor
 ) -> InvoiceOut:
     finalize.void_invoice(
-        session, tenant_id, invoice_id, reason=body.reason, actor=_actor(actor), now=utcnow()
+        session, tenant_id, invoice_id, reason=body.reason, actor=actor, now=utcnow()
     )
     return _full(session, tenant_id, invoice_id)
 
@@ -257,18 +268,16 @@ def create_credit_note(
     body: CreditNoteCreate,
     session: DbSession,
     tenant_id: TenantId,
-    actor: Actor = "",
+    actor: Actor,
 ) -> CreditNoteOut:
-    invoice = repository.get_invoice(session, tenant_id, invoice_id)
-    if invoice is None:
-        raise NotFoundError(f"no invoice {invoice_id!r}")
+    invoice = _invoice(session, tenant_id, invoice_id)
     note = finalize.create_credit_note(
         session,
         tenant_id,
         invoice_id,
         amount_minor=None if body.amount is None else to_minor(body.amount, invoice.currency),
         reason=body.reason,
-        actor=_actor(actor),
+        actor=actor,
         now=utcnow(),
     )
     return CreditNoteOut.model_validate(note)
@@ -278,9 +287,7 @@ def create_credit_note(
 def list_credit_notes(
     invoice_id: str, session: DbSession, tenant_id: TenantId
 ) -> list[CreditNoteOut]:
-    invoice = repository.get_invoice(session, tenant_id, invoice_id)
-    if invoice is None:
-        raise NotFoundError(f"no invoice {invoice_id!r}")
+    invoice = _invoice(session, tenant_id, invoice_id)
     return [CreditNoteOut.model_validate(n) for n in repository.credit_notes(session, invoice.id)]
 
 
@@ -293,17 +300,13 @@ def audit(invoice_id: str, session: DbSession, tenant_id: TenantId) -> list[Audi
 
 @router.get("/invoices/{invoice_id}/export.json")
 def export_json(invoice_id: str, session: DbSession, tenant_id: TenantId) -> CustomerInvoiceOut:
-    invoice = repository.get_invoice(session, tenant_id, invoice_id)
-    if invoice is None:
-        raise NotFoundError(f"no invoice {invoice_id!r}")
+    invoice = _invoice(session, tenant_id, invoice_id)
     return exports.as_json(invoice, repository.lines(session, invoice.id))
 
 
 @router.get("/invoices/{invoice_id}/export.csv", response_class=Response)
 def export_csv(invoice_id: str, session: DbSession, tenant_id: TenantId) -> Response:
-    invoice = repository.get_invoice(session, tenant_id, invoice_id)
-    if invoice is None:
-        raise NotFoundError(f"no invoice {invoice_id!r}")
+    invoice = _invoice(session, tenant_id, invoice_id)
     body = exports.as_csv(invoice, repository.lines(session, invoice.id))
     name = invoice.number or invoice.id
     return Response(
@@ -315,9 +318,7 @@ def export_csv(invoice_id: str, session: DbSession, tenant_id: TenantId) -> Resp
 
 @router.get("/invoices/{invoice_id}/invoice.html", response_class=HTMLResponse)
 def export_html(invoice_id: str, session: DbSession, tenant_id: TenantId) -> HTMLResponse:
-    invoice = repository.get_invoice(session, tenant_id, invoice_id)
-    if invoice is None:
-        raise NotFoundError(f"no invoice {invoice_id!r}")
+    invoice = _invoice(session, tenant_id, invoice_id)
     tenant = repository.tenant(session, tenant_id)
     customer = session.get(Customer, (tenant_id, invoice.customer_id))
     return HTMLResponse(
@@ -345,7 +346,7 @@ def update_exception(
     body: ExceptionUpdate,
     session: DbSession,
     tenant_id: TenantId,
-    actor: Actor = "",
+    actor: Actor,
 ) -> ExceptionOut:
     exception = review.set_exception_status(
         session,
@@ -353,7 +354,7 @@ def update_exception(
         exception_id,
         status=body.status,
         note=body.note,
-        actor=_actor(actor),
+        actor=actor,
         now=utcnow(),
     )
     return ExceptionOut.of(exception)
@@ -366,6 +367,6 @@ def get_billing_settings(session: DbSession, tenant_id: TenantId) -> BillingSett
 
 @router.patch("/billing-settings")
 def patch_billing_settings(
-    body: BillingSettingsUpdate, session: DbSession, tenant_id: TenantId, actor: Actor = ""
+    body: BillingSettingsUpdate, session: DbSession, tenant_id: TenantId, actor: Actor
 ) -> BillingSettings:
-    return BillingSettings.of(update_settings(session, tenant_id, body, actor=_actor(actor)))
+    return BillingSettings.of(update_settings(session, tenant_id, body, actor=actor))
