@@ -7,11 +7,14 @@ output tokens over four models and three steps; provider cost is set per record.
 
 from __future__ import annotations
 
+import argparse
+import os
 import random
 import sqlite3
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -150,3 +153,23 @@ def build(database_url: str, customers: int, records: int) -> tuple[Engine, str,
         finally:
             raw.close()
     return engine, tenant_id, time.perf_counter() - started
+
+
+def run_on_backends(doc: str, goal: str, run: Callable[[str, str, int, int], None]) -> None:
+    """The command line both billing benchmarks share: sizes and backends, then `run`
+    (label, database URL, customers, records) on each backend asked for."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--records", type=int, default=10_000_000)
+    parser.add_argument("--backend", choices=("both", "sqlite", "postgresql"), default="both")
+    args = parser.parse_args()
+    print(goal)
+    if args.backend in ("both", "postgresql"):
+        base = os.environ.get("AGENTMETER_TEST_POSTGRES_URL")
+        if base:
+            run("postgresql", fresh_postgres(base), args.customers, args.records)
+        else:
+            print("postgresql: skipped (set AGENTMETER_TEST_POSTGRES_URL; see scripts/test.sh)")
+    if args.backend in ("both", "sqlite"):
+        with tempfile.TemporaryDirectory() as directory:
+            run("sqlite", f"sqlite:///{directory}/bench.db", args.customers, args.records)

@@ -9,11 +9,8 @@ PostgreSQL.
 
 from __future__ import annotations
 
-import argparse
-import os
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +22,7 @@ from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from agentmeter.tables import Invoice, InvoiceLine  # noqa: E402
-from bench.dataset import PERIOD, build, fresh_postgres  # noqa: E402
+from bench.dataset import PERIOD, build, run_on_backends  # noqa: E402
 from billing_api.invoicing.service import execute_run, start_run  # noqa: E402
 
 
@@ -51,23 +48,9 @@ def run(label: str, url: str, customers: int, records: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--records", type=int, default=10_000_000)
-    parser.add_argument("--backend", choices=("both", "sqlite", "postgresql"), default="both")
-    args = parser.parse_args()
-    print("goal: a billing run for all customers in <= 60 s on PostgreSQL")
-    if args.backend in ("both", "postgresql"):
-        base = os.environ.get("AGENTMETER_TEST_POSTGRES_URL")
-        if base:
-            run("postgresql", fresh_postgres(base), args.customers, args.records)
-        else:
-            print(
-                "postgresql: skipped (set AGENTMETER_TEST_POSTGRES_URL; see scripts/test.sh --exec)"
-            )
-    if args.backend in ("both", "sqlite"):
-        with tempfile.TemporaryDirectory() as directory:
-            run("sqlite", f"sqlite:///{directory}/bench.db", args.customers, args.records)
+    run_on_backends(
+        __doc__ or "", "goal: a billing run for all customers in <= 60 s on PostgreSQL", run
+    )
 
 
 if __name__ == "__main__":

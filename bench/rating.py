@@ -9,11 +9,8 @@ and peak memory (the process's maximum RSS). Goal: ≤ 30 s on PostgreSQL, ≤ 1
 
 from __future__ import annotations
 
-import argparse
-import os
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +20,7 @@ if str(ROOT) not in sys.path:
 
 from sqlalchemy.orm import Session  # noqa: E402
 
-from bench.dataset import PERIOD, build, fresh_postgres  # noqa: E402
+from bench.dataset import PERIOD, build, run_on_backends  # noqa: E402
 from billing_api.periods import month_period  # noqa: E402
 from billing_api.rating.service import rate_period  # noqa: E402
 
@@ -49,23 +46,11 @@ def run(label: str, url: str, customers: int, records: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--records", type=int, default=10_000_000)
-    parser.add_argument("--backend", choices=("both", "sqlite", "postgresql"), default="both")
-    args = parser.parse_args()
-    print("goal: rate all customers in <= 30 s on PostgreSQL, peak memory <= 1024 MiB")
-    if args.backend in ("both", "postgresql"):
-        base = os.environ.get("AGENTMETER_TEST_POSTGRES_URL")
-        if base:
-            run("postgresql", fresh_postgres(base), args.customers, args.records)
-        else:
-            print(
-                "postgresql: skipped (set AGENTMETER_TEST_POSTGRES_URL; see scripts/test.sh --exec)"
-            )
-    if args.backend in ("both", "sqlite"):
-        with tempfile.TemporaryDirectory() as directory:
-            run("sqlite", f"sqlite:///{directory}/bench.db", args.customers, args.records)
+    run_on_backends(
+        __doc__ or "",
+        "goal: rate all customers in <= 30 s on PostgreSQL, peak memory <= 1024 MiB",
+        run,
+    )
 
 
 if __name__ == "__main__":
