@@ -428,6 +428,8 @@ class Invoice(Base):
     currency: Mapped[str] = mapped_column(String(3))
     price_book_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     versions: Mapped[list[int]] = mapped_column(JSON, default=list)
+    # Quantity per meter in the period (micro-units): the history spike checks compare to.
+    usage_micros: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     subtotal_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     credits_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     total_minor: Mapped[int] = mapped_column(BigInteger, default=0)

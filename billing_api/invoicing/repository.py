@@ -320,21 +320,21 @@ def billed_prior_period_adjustments(
     return int(total or 0)
 
 
-def usage_by_meter(
-    session: Session, tenant_id: str, start: datetime, end: datetime, customer_ids: Sequence[str]
-) -> dict[tuple[str, str], int]:
-    """(customer, meter) → quantity in micro-units over [start, end), summed in SQL."""
+def usage_history(
+    session: Session, tenant_id: str, customer_ids: Sequence[str], starts: Sequence[datetime]
+) -> list[tuple[str, dict[str, int]]]:
+    """(customer, usage per meter) from the customers' invoices of the periods starting
+    at `starts` (void ones included: the usage happened)."""
+    if not customer_ids:
+        return []
     rows = session.execute(
-        select(UsageRow.customer_id, UsageRow.meter, func.sum(UsageRow.quantity_micros))
-        .where(
-            UsageRow.tenant_id == tenant_id,
-            UsageRow.customer_id.in_(customer_ids),
-            UsageRow.time_unix_nano >= to_unix_nano(start),
-            UsageRow.time_unix_nano < to_unix_nano(end),
+        select(Invoice.customer_id, Invoice.usage_micros).where(
+            Invoice.tenant_id == tenant_id,
+            Invoice.customer_id.in_(customer_ids),
+            Invoice.period_start.in_(starts),
         )
-        .group_by(UsageRow.customer_id, UsageRow.meter)
     )
-    return {(c, m): int(q) for c, m, q in rows}
+    return [(customer_id, dict(usage or {})) for customer_id, usage in rows]
 
 
 def unattributed_usage(

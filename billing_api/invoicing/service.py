@@ -172,6 +172,7 @@ def write_drafts(
         invoice.currency = result.currency
         invoice.price_book_id = result.book_id
         invoice.versions = result.versions
+        invoice.usage_micros = result.usage_micros
         invoice.provider_cost_minor = result.provider_cost_minor
         invoice.margin_minor = result.margin_minor
         invoice.rated_at = utcnow()
@@ -244,7 +245,6 @@ class _Context:
     rules: ReviewRules
     policy: str
     trailing: dict[str, dict[str, list[int]]]
-    current: dict[str, dict[str, int]]
     budgets: dict[str, int]
 
 
@@ -263,21 +263,16 @@ def _rules(session: Session, tenant_id: str) -> tuple[ReviewRules, str]:
 def _context(
     session: Session, tenant_id: str, period: Period, billing_day: int, customer_ids: Sequence[str]
 ) -> _Context:
+    """Review rules, budgets, and each customer's usage per meter in the three previous
+    periods, read from those periods' invoices (no rescan of old usage)."""
     rules, policy = _rules(session, tenant_id)
     trailing: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for previous in previous_periods(period, 3, billing_day):
-        usage = repository.usage_by_meter(
-            session, tenant_id, previous.start, previous.end, customer_ids
-        )
-        for (customer_id, meter), quantity in usage.items():
+    starts = [p.start for p in previous_periods(period, 3, billing_day)]
+    for customer_id, usage in repository.usage_history(session, tenant_id, customer_ids, starts):
+        for meter, quantity in usage.items():
             trailing[customer_id][meter].append(quantity)
-    current: dict[str, dict[str, int]] = defaultdict(dict)
-    for (customer_id, meter), quantity in repository.usage_by_meter(
-        session, tenant_id, period.start, period.end, customer_ids
-    ).items():
-        current[customer_id][meter] = quantity
     budgets = repository.budget_limits(session, tenant_id, customer_ids)
-    return _Context(rules, policy, trailing, current, budgets)
+    return _Context(rules, policy, trailing, budgets)
 
 
 def _late_usage_lines(
@@ -343,15 +338,14 @@ def draft_customers(
     session: Session,
     tenant_id: str,
     period: Period,
-    billing_day: int,
-    customer_ids: Sequence[str] | None,
+    rated: dict[str, RatedPeriod],
     *,
     run_id: str | None,
     pricing: TenantPricing,
 ) -> list[Invoice]:
-    """Rate and draft the given customers (or every one with something to bill) for one
-    billing-day group of a period; raise their exceptions."""
-    rated = rate_period(session, tenant_id, period, customer_ids, pricing=pricing)
+    """Draft the rated customers of one billing-day group of a period and raise their
+    exceptions."""
+    billing_day = period.start.day
     late_candidates = repository.late_candidates(session, tenant_id, list(rated), period.start)
     context = _context(session, tenant_id, period, billing_day, list(rated))
     prior_lines: dict[str, list[InvoiceLine]] = {}
@@ -375,7 +369,7 @@ def draft_customers(
                 rated[customer_id],
                 rules=context.rules,
                 trailing_usage=context.trailing.get(customer_id, {}),
-                period_usage=context.current.get(customer_id, {}),
+                period_usage=rated[customer_id].usage_micros,
                 total_minor=invoice.total_minor,
                 budget_limit_minor=context.budgets.get(customer_id),
             )
@@ -488,15 +482,17 @@ def execute_run(
         done = drafted = 0
         all_drafted: list[str] = []
         for period, customer_ids in groups:
-            billing_day = period.start.day
+            # Rated once per group: the database sums the whole period in one pass.
+            with Session(engine) as session:
+                wanted = None if len(groups) == 1 else customer_ids
+                rated = rate_period(session, tenant_id, period, wanted, pricing=pricing)
             for chunk in _chunks(customer_ids, CHUNK):
                 with Session(engine, expire_on_commit=False) as session, session.begin():
                     drafts = draft_customers(
                         session,
                         tenant_id,
                         period,
-                        billing_day,
-                        chunk,
+                        {c: rated[c] for c in chunk if c in rated},
                         run_id=run_id,
                         pricing=pricing,
                     )
@@ -562,11 +558,9 @@ def redraft_customer(
 ) -> Invoice | None:
     """Re-rate one customer's draft for a month (after a review action or mapping)."""
     pricing = load_pricing(session, tenant_id)
-    day = pricing.billing_days.get(customer_id, 1)
-    period = month_period(period_label, day)
-    drafts = draft_customers(
-        session, tenant_id, period, day, [customer_id], run_id=run_id, pricing=pricing
-    )
+    period = month_period(period_label, pricing.billing_days.get(customer_id, 1))
+    rated = rate_period(session, tenant_id, period, [customer_id], pricing=pricing)
+    drafts = draft_customers(session, tenant_id, period, rated, run_id=run_id, pricing=pricing)
     return drafts[0] if drafts else None
 
 

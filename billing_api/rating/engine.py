@@ -102,6 +102,8 @@ class RatedPeriod:
     lines: list[PricedLine]
     unpriced: list[UnpricedUsage]
     versions: list[int]
+    # Raw quantity per meter in the period (micro-units), priced or not: for spike checks.
+    usage_micros: dict[str, int] = field(default_factory=dict)
 
     @property
     def subtotal_minor(self) -> int:
@@ -178,7 +180,10 @@ def rate_customer(
     sliced: list[tuple[SliceTerms, list[_Part]]] = []
     totals: dict[str, Decimal] = defaultdict(Decimal)
     last_slice: dict[str, int] = {}
+    usage_micros: dict[str, int] = defaultdict(int)
     for index, (start, end, groups) in enumerate(slices):
+        for group in groups:
+            usage_micros[group.meter] += group.quantity_micros
         terms = pricing.terms_at(customer_id, start)
         parts, missing = _split(groups, terms, start, end)
         unpriced.extend(missing)
@@ -235,6 +240,7 @@ def rate_customer(
         lines=list(lines.values()),
         unpriced=unpriced,
         versions=sorted({t.version.number for t, _ in sliced if t.version} | _version(opening)),
+        usage_micros=dict(usage_micros),
     )
     for component in opening.components:
         if component.charge == MINIMUM:

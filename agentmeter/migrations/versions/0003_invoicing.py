@@ -114,6 +114,7 @@ def upgrade() -> None:
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("price_book_id", sa.String(length=32), nullable=True),
         sa.Column("versions", sa.JSON(), nullable=False),
+        sa.Column("usage_micros", sa.JSON(), nullable=False),
         sa.Column("subtotal_minor", sa.BigInteger(), nullable=False),
         sa.Column("credits_minor", sa.BigInteger(), nullable=False),
         sa.Column("total_minor", sa.BigInteger(), nullable=False),
