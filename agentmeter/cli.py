@@ -70,14 +70,21 @@ def _progress_bar(done: int, total: int) -> None:
 def _bill(args: argparse.Namespace) -> int:
     from sqlalchemy.orm import Session
 
-    from agentmeter.tenants import only_tenant
+    from agentmeter.tenants import tenant_exists, tenant_ids
     from billing_api.invoicing.service import execute_run, start_run
 
     engine = make_engine(Settings())
     migrate(engine)
-    tenant_id = args.tenant or only_tenant(engine)
+    tenant_id = args.tenant
     if tenant_id is None:
-        print("several tenants: name one with --tenant", file=sys.stderr)
+        tenants = tenant_ids(engine)
+        if len(tenants) != 1:
+            problem = "no tenant yet" if not tenants else "several tenants"
+            print(f"{problem}: name one with --tenant", file=sys.stderr)
+            return 2
+        tenant_id = tenants[0]
+    elif not tenant_exists(engine, tenant_id):
+        print(f"no tenant {tenant_id!r}", file=sys.stderr)
         return 2
     try:
         with Session(engine) as session, session.begin():

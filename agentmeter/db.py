@@ -51,6 +51,14 @@ def make_engine(settings: Settings) -> Engine:
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            # Transactions are begun below, not by the driver (which would begin lazily).
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(connection: Any) -> None:
+            # Take the write lock when a transaction starts, so a read-then-write (check a
+            # status, then finalize) is serialized like SELECT … FOR UPDATE on PostgreSQL.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=settings.db_pool_size, max_overflow=4, pool_pre_ping=True)

@@ -116,8 +116,12 @@ class TenantKeys:
         return self.tenant_for_key(key, KeyKind.INGEST)
 
 
-def only_tenant(engine: Engine) -> str | None:
-    """The tenant id when there is exactly one tenant, else None."""
+def tenant_ids(engine: Engine) -> list[str]:
+    """Every tenant's id, oldest first."""
     with Session(engine) as session:
-        ids = session.scalars(select(Tenant.id).limit(2)).all()
-    return ids[0] if len(ids) == 1 else None
+        return list(session.scalars(select(Tenant.id).order_by(Tenant.created_at)))
+
+
+def tenant_exists(engine: Engine, tenant_id: str) -> bool:
+    with Session(engine) as session:
+        return session.get(Tenant, tenant_id) is not None

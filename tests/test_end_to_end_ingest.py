@@ -10,33 +10,21 @@ are read back through `GET /api/v1/usage`. The only fake is the LLM provider tha
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any
 
-import httpx
 import openai
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-    OTLPSpanExporter as GrpcSpanExporter,
-)
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-    OTLPSpanExporter as HttpSpanExporter,
-)
-from opentelemetry.instrumentation._semconv import (
-    _OpenTelemetrySemanticConventionStability,
-)
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
@@ -49,83 +37,38 @@ from opentelemetry.util.types import AttributeValue
 from sqlalchemy import Engine, select
 
 from agentmeter.tables import UsageRow, to_unix_nano
-from agentmeter.tenants import NewTenant, create_tenant
-
-CUSTOMER = "agentmeter.customer.id"
-OPERATION = "gen_ai.operation.name"
-PROVIDER = "gen_ai.provider.name"
-REQUEST_MODEL = "gen_ai.request.model"
-RESPONSE_MODEL = "gen_ai.response.model"
-INPUT = "gen_ai.usage.input_tokens"
-OUTPUT = "gen_ai.usage.output_tokens"
-CACHE_READ = "gen_ai.usage.cache_read.input_tokens"
-CACHE_WRITE = "gen_ai.usage.cache_creation.input_tokens"
-REASONING = "gen_ai.usage.reasoning.output_tokens"
-SERVICE = "support-agent"
+from agentmeter.tenants import create_tenant
+from tests.conftest import RunningServer
+from tests.fake_openai import FakeOpenAI, ProviderUsage, fake_openai_serving
+from tests.genai_spans import (
+    CACHE_READ,
+    CLAUDE_CALL,
+    CUSTOMER,
+    GPT4O_CALL,
+    GPT4O_MINI_CALL,
+    INPUT,
+    OPERATION,
+    OUTPUT,
+    PROVIDER,
+    REASONING,
+    REQUEST_MODEL,
+    RESPONSE_MODEL,
+    SERVICE,
+    WEB_SEARCH_CALL,
+    chat_attributes,
+    code_run_call,
+)
+from tests.polling import wait_until
+from tests.sdk_exporters import RecordingExporter, make_exporter, use_genai_semconv
+from tests.usage_queries import UsageTable, usage_response, usage_rows, usage_table
 
 TRANSPORTS = [pytest.param("grpc", id="grpc"), pytest.param("http", id="http")]
-
-# Rows of the usage API keyed by their dimensions, valued by the quantity string.
-UsageTable = dict[tuple[str, ...], str]
-
-
-class OtlpEndpoint(Protocol):
-    """Where and as whom an agent exports spans."""
-
-    @property
-    def grpc_target(self) -> str: ...
-    @property
-    def traces_url(self) -> str: ...
-    @property
-    def ingest_headers(self) -> dict[str, str]: ...
-
-
-class Server(OtlpEndpoint, Protocol):
-    """What these tests use of tests/conftest.py's `Server` (the `server` fixture)."""
-
-    @property
-    def api_url(self) -> str: ...
-    @property
-    def admin_headers(self) -> dict[str, str]: ...
-    @property
-    def tenant(self) -> NewTenant: ...
-    def start(self) -> None: ...
-    def kill(self) -> None: ...
 
 
 # --- Known bugs in the code under test ----------------------------------------------------
 
 
 # --- The agent side: a real SDK pipeline ------------------------------------------------
-
-
-class RecordingExporter(SpanExporter):
-    """A real exporter that also remembers what each export returned.
-
-    `BatchSpanProcessor.force_flush()` returns True even when the exporter gave up on a
-    batch, so without this a dropped batch would only show up as a wrong total.
-    """
-
-    def __init__(self, exporter: SpanExporter) -> None:
-        self._exporter = exporter
-        self._lock = threading.Lock()
-        self.exported: list[tuple[int, SpanExportResult]] = []
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        result = self._exporter.export(spans)
-        with self._lock:
-            self.exported.append((len(spans), result))
-        return result
-
-    def shutdown(self) -> None:
-        self._exporter.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self._exporter.force_flush(timeout_millis)
-
-    def failed_spans(self) -> int:
-        with self._lock:
-            return sum(n for n, result in self.exported if result is not SpanExportResult.SUCCESS)
 
 
 @dataclass
@@ -145,23 +88,7 @@ class Pipeline:
     def flush(self) -> None:
         """Export everything queued; fail if any batch was not accepted."""
         assert self.batch.force_flush()
-        assert self.exporter.failed_spans() == 0, f"exports failed: {self.exporter.exported}"
-
-
-def make_exporter(
-    transport: str, server: OtlpEndpoint, *, timeout: float | None = None
-) -> SpanExporter:
-    """The SDK's own OTLP exporter for `transport`, authenticated with the ingest key."""
-    if transport == "grpc":
-        return GrpcSpanExporter(
-            endpoint=server.grpc_target,
-            insecure=True,
-            headers=server.ingest_headers,
-            timeout=timeout,
-        )
-    return HttpSpanExporter(
-        endpoint=server.traces_url, headers=server.ingest_headers, timeout=timeout
-    )
+        assert self.exporter.failed_spans() == 0, f"exports failed: {self.exporter.results}"
 
 
 @contextmanager
@@ -206,39 +133,6 @@ def emit(
 # --- The billing side: the usage API -----------------------------------------------------
 
 
-def usage_response(
-    server: Server,
-    params: Mapping[str, str | Sequence[str]] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> httpx.Response:
-    return httpx.get(
-        f"{server.api_url}/api/v1/usage",
-        params=params,
-        headers=server.admin_headers if headers is None else headers,
-        timeout=30,
-    )
-
-
-def usage_rows(server: Server, **params: str) -> list[dict[str, str]]:
-    response = usage_response(server, params)
-    assert response.status_code == 200, response.text
-    rows: list[dict[str, str]] = response.json()["rows"]
-    return rows
-
-
-def usage_table(server: Server, *dims: str, **params: str) -> UsageTable:
-    """`{(customer_id, meter, *dims): quantity}`, asking the API to group by `dims`."""
-    if dims:
-        params["group_by"] = ",".join(dims)
-    table: UsageTable = {}
-    for row in usage_rows(server, **params):
-        assert set(row) == {"customer_id", "meter", *dims, "quantity"}, row
-        key = (row["customer_id"], row["meter"], *(row[d] for d in dims))
-        assert key not in table, f"two rows for {key}"
-        table[key] = row["quantity"]
-    return table
-
-
 def sum_table(entries: Sequence[tuple[tuple[str, ...], Decimal | int]]) -> UsageTable:
     """Expected rows from `(key, quantity)` pairs, summed per key like the API does."""
     sums: dict[tuple[str, ...], Decimal] = {}
@@ -264,84 +158,34 @@ def emit_support_conversation(tracer: Tracer) -> None:
         CACHE_READ: 200,
     }
     with tracer.start_as_current_span("invoke_agent support", attributes=agent):
-        with tracer.start_as_current_span(
-            "chat gpt-4o",
-            attributes={
-                OPERATION: "chat",
-                PROVIDER: "openai",
-                REQUEST_MODEL: "gpt-4o",
-                RESPONSE_MODEL: "gpt-4o-2024-08-06",
-                INPUT: 1200,
-                OUTPUT: 300,
-                CACHE_READ: 200,
-                REASONING: 50,
-            },
+        for name, attributes in (
+            ("chat gpt-4o", GPT4O_CALL),
+            ("execute_tool web_search", WEB_SEARCH_CALL),
+            ("chat claude-sonnet-4", CLAUDE_CALL),
+            (
+                "chat gpt-4o",
+                chat_attributes("openai", "gpt-4o", 500, 120, response_model="gpt-4o-2024-08-06"),
+            ),
         ):
-            pass
-        with tracer.start_as_current_span(
-            "execute_tool web_search",
-            attributes={
-                OPERATION: "execute_tool",
-                "gen_ai.tool.name": "web_search",
-                "agentmeter.usage.web_searches": 3,
-            },
-        ):
-            pass
-        with tracer.start_as_current_span(
-            "chat claude-sonnet-4",
-            attributes={
-                OPERATION: "chat",
-                PROVIDER: "anthropic",
-                REQUEST_MODEL: "claude-sonnet-4",
-                INPUT: 800,
-                OUTPUT: 150,
-                CACHE_WRITE: 100,
-            },
-        ):
-            pass
-        with tracer.start_as_current_span(
-            "chat gpt-4o",
-            attributes={
-                OPERATION: "chat",
-                PROVIDER: "openai",
-                REQUEST_MODEL: "gpt-4o",
-                RESPONSE_MODEL: "gpt-4o-2024-08-06",
-                INPUT: 500,
-                OUTPUT: 120,
-            },
-        ):
-            pass
+            with tracer.start_as_current_span(name, attributes=attributes):
+                pass
 
 
 def emit_code_run(tracer: Tracer) -> None:
     """A trace for `globex`, named with the fallback key `customer.id` on a leaf span only,
     with a fractional custom meter."""
     with tracer.start_as_current_span(
-        "chat gpt-4o-mini",
-        attributes={
-            OPERATION: "chat",
-            PROVIDER: "openai",
-            REQUEST_MODEL: "gpt-4o-mini",
-            INPUT: 64,
-            OUTPUT: 16,
-            "customer.id": "globex",
-        },
+        "chat gpt-4o-mini", attributes={**GPT4O_MINI_CALL, "customer.id": "globex"}
     ):
         for seconds in (12.5, 0.25):
-            emit(
-                tracer,
-                "execute_tool run_code",
-                {
-                    OPERATION: "execute_tool",
-                    "gen_ai.tool.name": "run_code",
-                    "agentmeter.usage.sandbox_seconds": seconds,
-                },
-            )
+            emit(tracer, "execute_tool run_code", code_run_call(seconds))
 
 
 class TestSdkExporters:
     @pytest.mark.parametrize("transport", TRANSPORTS)
-    def test_stored_usage_equals_emitted_leaf_usage(self, server: Server, transport: str) -> None:
+    def test_stored_usage_equals_emitted_leaf_usage(
+        self, server: RunningServer, transport: str
+    ) -> None:
         with pipeline(make_exporter(transport, server)) as agent:
             emit_support_conversation(agent.tracer)
             emit_code_run(agent.tracer)
@@ -389,7 +233,7 @@ class TestSdkExporters:
         }
 
     @pytest.mark.parametrize("transport", TRANSPORTS)
-    def test_export_again_is_not_counted_twice(self, server: Server, transport: str) -> None:
+    def test_export_again_is_not_counted_twice(self, server: RunningServer, transport: str) -> None:
         """An exporter that retries a batch the server already committed (its answer was
         lost) sends the same spans again: they must be ignored."""
         with pipeline(make_exporter(transport, server)) as agent:
@@ -402,140 +246,31 @@ class TestSdkExporters:
         assert usage_table(server, "model") == before
 
     @pytest.mark.parametrize("transport", TRANSPORTS)
-    def test_admin_key_cannot_ingest(self, server: Server, transport: str) -> None:
-        server_with_admin_key = _WithIngestHeaders(server, server.admin_headers)
-        with pipeline(make_exporter(transport, server_with_admin_key)) as agent:
+    def test_admin_key_cannot_ingest(self, server: RunningServer, transport: str) -> None:
+        with pipeline(make_exporter(transport, server, headers=server.admin_headers)) as agent:
             emit_support_conversation(agent.tracer)
             agent.batch.force_flush()
             assert agent.exporter.failed_spans() == 5
         assert usage_rows(server) == []
 
 
-@dataclass(frozen=True)
-class _WithIngestHeaders:
-    """`server`'s OTLP receivers, with other credentials."""
-
-    server: Server
-    ingest_headers: dict[str, str]
-
-    @property
-    def grpc_target(self) -> str:
-        return self.server.grpc_target
-
-    @property
-    def traces_url(self) -> str:
-        return self.server.traces_url
-
-
 # --- 2. A real instrumentation library: opentelemetry-instrumentation-openai-v2 -----------
 
 
-@dataclass(frozen=True)
-class ProviderUsage:
-    """What the fake provider reports for one call, as the OpenAI API shapes it."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    reasoning_tokens: int
-
-
-@dataclass(frozen=True)
-class ProviderCall:
-    response_id: str
-    request_model: str
-    response_model: str
-    usage: ProviderUsage
-
-
-class _ChatCompletionsHandler(BaseHTTPRequestHandler):
-    server: FakeOpenAI
-
-    def do_POST(self) -> None:
-        if self.path != "/v1/chat/completions":
-            self._answer(404, {"error": {"message": f"no route {self.path}"}})
-            return
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        call = self.server.next_call(body["model"])
-        usage = call.usage
-        self._answer(
-            200,
-            {
-                "id": call.response_id,
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": call.response_model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "Done."},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": usage.prompt_tokens,
-                    "completion_tokens": usage.completion_tokens,
-                    "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-                    "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-                    "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-                },
-            },
-        )
-
-    def _answer(self, status: int, document: object) -> None:
-        payload = json.dumps(document).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class FakeOpenAI(ThreadingHTTPServer):
-    """An OpenAI-compatible `POST /v1/chat/completions` on port 0 that reports different
-    usage on every call, and remembers what it reported."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _ChatCompletionsHandler)
-        self._lock = threading.Lock()
-        self.calls: list[ProviderCall] = []
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-    def next_call(self, request_model: str) -> ProviderCall:
-        with self._lock:
-            n = len(self.calls) + 1
-            usage = ProviderUsage(
-                prompt_tokens=1000 * n + 37 * n * n,
-                completion_tokens=100 * n + 7,
-                cached_tokens=(256 * n) % 900,
-                reasoning_tokens=13 * n,
-            )
-            call = ProviderCall(
-                f"chatcmpl-{n}", request_model, f"{request_model}-2024-07-18", usage
-            )
-            self.calls.append(call)
-            return call
+def provider_usage(n: int, request: dict[str, Any]) -> ProviderUsage:
+    """Different usage on every call: of the `n`th call, whatever it asked."""
+    return ProviderUsage(
+        prompt_tokens=1000 * n + 37 * n * n,
+        completion_tokens=100 * n + 7,
+        cached_tokens=(256 * n) % 900,
+        reasoning_tokens=13 * n,
+    )
 
 
 @pytest.fixture
 def fake_openai() -> Iterator[FakeOpenAI]:
-    provider = FakeOpenAI()
-    thread = threading.Thread(target=provider.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with fake_openai_serving(provider_usage) as provider:
         yield provider
-    finally:
-        provider.shutdown()
-        provider.server_close()
-        thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -559,21 +294,13 @@ class TestOpenAIInstrumentation:
     @pytest.mark.parametrize("opt_in", SEMCONV_MODES)
     def test_usage_reported_by_the_provider_is_billed_to_the_customer(
         self,
-        server: Server,
+        server: RunningServer,
         fake_openai: FakeOpenAI,
         openai_instrumentor: OpenAIInstrumentor,
         monkeypatch: pytest.MonkeyPatch,
         opt_in: str | None,
     ) -> None:
-        if opt_in is None:
-            monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
-        else:
-            monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", opt_in)
-        # The opt-in is read once per process, at the first instrument(): forget what an
-        # earlier test read so that this test's setting applies (restored at teardown).
-        stability = _OpenTelemetrySemanticConventionStability
-        monkeypatch.setattr(stability, "_initialized", False)
-        monkeypatch.setattr(stability, "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", {})
+        use_genai_semconv(monkeypatch, opt_in)
 
         with pipeline(make_exporter("http", server)) as agent:
             openai_instrumentor.instrument(tracer_provider=agent.provider)
@@ -628,9 +355,11 @@ class TestOpenAIInstrumentation:
                 ((key[0], "output_tokens", *key[1:]), usage.completion_tokens),
             ]
             if CACHE_READ in a:
+                assert usage.cached_tokens is not None
                 assert a[CACHE_READ] == usage.cached_tokens
                 expected.append(((key[0], "cache_read_tokens", *key[1:]), usage.cached_tokens))
             if REASONING in a:
+                assert usage.reasoning_tokens is not None
                 assert a[REASONING] == usage.reasoning_tokens
                 expected.append(
                     ((key[0], "output_reasoning_tokens", *key[1:]), usage.reasoning_tokens)
@@ -693,17 +422,10 @@ def stored_spans(engine: Engine, tenant_id: str) -> list[tuple[str, str, int]]:
         return [(row.meter, row.span_id, row.quantity_micros) for row in connection.execute(query)]
 
 
-def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 class TestCrashSafety:
     @pytest.mark.parametrize("transport", TRANSPORTS)
     def test_sigkill_mid_stream_loses_and_duplicates_nothing(
-        self, server: Server, engine: Engine, transport: str
+        self, server: RunningServer, engine: Engine, transport: str
     ) -> None:
         # Both SDK exporters retry what a dead server causes: HTTP retries connection errors
         # (refused, reset mid-request) and 503, gRPC retries UNAVAILABLE, each with backoff
@@ -781,7 +503,7 @@ def chat(
 
 
 class TestUsageApi:
-    def test_half_open_time_range(self, server: Server) -> None:
+    def test_half_open_time_range(self, server: RunningServer) -> None:
         with pipeline(make_exporter("http", server)) as agent:
             ends: list[tuple[datetime | int, int]] = [
                 (to_unix_nano(START) - 1, 1),  # a nanosecond before start
@@ -813,7 +535,7 @@ class TestUsageApi:
         assert input_tokens(end=START.isoformat()) == "1"
         assert input_tokens() == "111111"
 
-    def test_group_by_dimensions_and_customer_filter(self, server: Server) -> None:
+    def test_group_by_dimensions_and_customer_filter(self, server: RunningServer) -> None:
         with pipeline(make_exporter("http", server)) as agent:
             emit(agent.tracer, "chat", chat("acme", "gpt-4o", 1000, **{"agentmeter.step": "plan"}))
             emit(
@@ -875,7 +597,9 @@ class TestUsageApi:
             },
         ]
 
-    def test_unattributed_lists_traces_that_never_named_a_customer(self, server: Server) -> None:
+    def test_unattributed_lists_traces_that_never_named_a_customer(
+        self, server: RunningServer
+    ) -> None:
         with pipeline(make_exporter("http", server)) as agent:
             tracer = agent.tracer
             # Named on the agent span only: its child inherits the customer.
@@ -930,7 +654,7 @@ class TestUsageApi:
         ],
     )
     def test_bad_query_is_422_with_error_body(
-        self, server: Server, params: dict[str, str], mentions: str
+        self, server: RunningServer, params: dict[str, str], mentions: str
     ) -> None:
         response = usage_response(server, params)
         assert response.status_code == 422, response.text
@@ -940,7 +664,7 @@ class TestUsageApi:
         assert body["error"]["code"] == "validation_error"
         assert mentions in body["error"]["message"]
 
-    def test_admin_key_required(self, server: Server, engine: Engine) -> None:
+    def test_admin_key_required(self, server: RunningServer, engine: Engine) -> None:
         with pipeline(make_exporter("http", server)) as agent:
             emit(agent.tracer, "chat", chat("acme", "gpt-4o", 10))
             agent.flush()

@@ -14,63 +14,27 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-    OTLPSpanExporter as GrpcSpanExporter,
-)
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-    OTLPSpanExporter as HttpSpanExporter,
-)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util.types import AttributeValue
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, make_url, text
-from sqlalchemy.pool import NullPool
 
-from agentmeter.tenants import NewTenant
 from exporter.usage_service import UsageRefusedError, UsageServiceClient
 from otel_processor.usage import UsageBatch, UsageRecord, WriteResult
-
-CUSTOMER = "agentmeter.customer.id"
-OPERATION = "gen_ai.operation.name"
-MODEL = "gen_ai.request.model"
-INPUT = "gen_ai.usage.input_tokens"
-OUTPUT = "gen_ai.usage.output_tokens"
-CACHE_READ = "gen_ai.usage.cache_read.input_tokens"
-POSTGRES_URL_ENV = "AGENTMETER_TEST_POSTGRES_URL"
-
-
-class Server(Protocol):
-    """What these tests use of tests/conftest.py's `RunningServer`."""
-
-    @property
-    def grpc_target(self) -> str: ...
-    @property
-    def traces_url(self) -> str: ...
-    @property
-    def api_url(self) -> str: ...
-    @property
-    def ingest_headers(self) -> dict[str, str]: ...
-    @property
-    def admin_headers(self) -> dict[str, str]: ...
-    @property
-    def tenant(self) -> NewTenant: ...
-    @property
-    def log_path(self) -> Path | None: ...
-    @property
-    def database_url(self) -> str: ...
+from tests.conftest import RunningServer
+from tests.genai_spans import CACHE_READ, CUSTOMER, INPUT, OPERATION, OUTPUT, REQUEST_MODEL
+from tests.polling import wait_until
+from tests.sdk_exporters import export_once, make_exporter
+from tests.store_outages import postgresql_refusing_connections
 
 
 @pytest.fixture
@@ -80,22 +44,17 @@ def postgresql_only(database_url: str) -> None:
         pytest.skip("no reliable way to make SQLite unreachable (see the module docstring)")
 
 
-def get(server: Server, path: str, headers: Mapping[str, str] | None = None) -> httpx.Response:
+def get(
+    server: RunningServer, path: str, headers: Mapping[str, str] | None = None
+) -> httpx.Response:
     return httpx.get(f"{server.api_url}{path}", headers=headers, timeout=30)
-
-
-def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 # --- Health ------------------------------------------------------------------------------------
 
 
 class TestHealth:
-    def test_healthz_and_readyz_answer_without_credentials(self, server: Server) -> None:
+    def test_healthz_and_readyz_answer_without_credentials(self, server: RunningServer) -> None:
         alive = get(server, "/healthz")
         ready = get(server, "/readyz")
 
@@ -103,30 +62,11 @@ class TestHealth:
         assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
 
     def test_readyz_is_503_while_postgresql_refuses_connections(
-        self, postgresql_only: None, server: Server, database_url: str
+        self, postgresql_only: None, server: RunningServer, database_url: str
     ) -> None:
-        name = make_url(database_url).database
-        assert name is not None
-        admin = create_engine(
-            os.environ[POSTGRES_URL_ENV], isolation_level="AUTOCOMMIT", poolclass=NullPool
-        )
-        quoted = admin.dialect.identifier_preparer.quote(name)
-        try:
-            with admin.connect() as connection:
-                connection.execute(text(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS false"))
-                connection.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-                    ),
-                    {"n": name},
-                )
-
+        with postgresql_refusing_connections(database_url):
             unready = get(server, "/readyz")
             alive = get(server, "/healthz")
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS true"))
-            admin.dispose()
 
         assert unready.status_code == 503, unready.text
         assert unready.json() == {"error": {"code": "unavailable", "message": "store unreachable"}}
@@ -156,7 +96,7 @@ def chat(
 ) -> dict[str, AttributeValue]:
     return {
         OPERATION: "chat",
-        MODEL: "gpt-4o",
+        REQUEST_MODEL: "gpt-4o",
         INPUT: tokens_in,
         OUTPUT: tokens_out,
         **(extra or {}),
@@ -192,27 +132,19 @@ def usage_service_batch() -> UsageBatch:
     return UsageBatch(records=[record], trace_customers={record.trace_id: "acme"})
 
 
-def grpc_export(server: Server, spans: Sequence[ReadableSpan], key: str) -> SpanExportResult:
-    exporter = GrpcSpanExporter(
-        endpoint=server.grpc_target, insecure=True, headers={"authorization": f"Bearer {key}"}
-    )
-    try:
-        return exporter.export(spans)
-    finally:
-        exporter.shutdown()
+def grpc_export(server: RunningServer, spans: Sequence[ReadableSpan], key: str) -> SpanExportResult:
+    return export_once(make_exporter("grpc", server, headers=bearer(key)), spans)
 
 
-def http_export(server: Server, spans: Sequence[ReadableSpan], key: str) -> SpanExportResult:
-    exporter = HttpSpanExporter(
-        endpoint=server.traces_url, headers={"authorization": f"Bearer {key}"}
-    )
-    try:
-        return exporter.export(spans)
-    finally:
-        exporter.shutdown()  # type: ignore[no-untyped-call]
+def http_export(server: RunningServer, spans: Sequence[ReadableSpan], key: str) -> SpanExportResult:
+    return export_once(make_exporter("http", server, headers=bearer(key)), spans)
 
 
-def usage_service_export(server: Server, batch: UsageBatch, key: str) -> WriteResult:
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def usage_service_export(server: RunningServer, batch: UsageBatch, key: str) -> WriteResult:
     client = UsageServiceClient(server.grpc_target, key)
     try:
         return client.write("", batch)
@@ -232,7 +164,7 @@ class Exported:
     unattributed: int
 
 
-def export_everything(server: Server) -> list[Exported]:
+def export_everything(server: RunningServer) -> list[Exported]:
     """Accepted exports on every transport, a resend, and refused ones (bad keys)."""
     key = server.tenant.ingest_key
     spans = grpc_batch()
@@ -258,7 +190,7 @@ def export_everything(server: Server) -> list[Exported]:
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def scrape(server: Server) -> Samples:
+def scrape(server: RunningServer) -> Samples:
     response = get(server, "/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -284,7 +216,9 @@ def labels(**pairs: str) -> frozenset[tuple[str, str]]:
 
 
 class TestMetrics:
-    def test_prometheus_text_with_zero_counters_before_any_export(self, server: Server) -> None:
+    def test_prometheus_text_with_zero_counters_before_any_export(
+        self, server: RunningServer
+    ) -> None:
         samples = scrape(server)
 
         for name in (
@@ -295,7 +229,7 @@ class TestMetrics:
             assert value(samples, name) == 0
         assert series(samples, "agentmeter_spans_received_total") == {}
 
-    def test_counts_after_exports_on_every_transport(self, server: Server) -> None:
+    def test_counts_after_exports_on_every_transport(self, server: RunningServer) -> None:
         export_everything(server)
 
         samples = scrape(server)
@@ -334,19 +268,21 @@ class TestMetrics:
 # --- The export log ------------------------------------------------------------------------------
 
 
-def log_text(server: Server) -> str:
+def log_text(server: RunningServer) -> str:
     assert server.log_path is not None
     return server.log_path.read_text()
 
 
-def log_lines(server: Server) -> list[dict[str, Any]]:
+def log_lines(server: RunningServer) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in log_text(server).splitlines() if line.startswith("{")]
     assert all(isinstance(line, dict) for line in lines)
     return lines
 
 
 class TestExportLog:
-    def test_one_json_line_per_export_with_tenant_counts_and_latency(self, server: Server) -> None:
+    def test_one_json_line_per_export_with_tenant_counts_and_latency(
+        self, server: RunningServer
+    ) -> None:
         expected = export_everything(server)
 
         lines = log_lines(server)
@@ -374,7 +310,7 @@ class TestExportLog:
             ("usage_service", "unauthenticated"),
         ]
 
-    def test_no_key_ever_reaches_the_log(self, server: Server) -> None:
+    def test_no_key_ever_reaches_the_log(self, server: RunningServer) -> None:
         tenant = server.tenant
         wrong_ingest = f"am_ingest_{secrets.token_urlsafe(32)}"
         wrong_admin = f"am_admin_{secrets.token_urlsafe(32)}"

@@ -171,6 +171,5 @@ def invoice_findings(
 
 
 def _below_floor(margin: int, amount: int, floor_percent: Decimal) -> bool:
-    if margin < 0:
-        return True
-    return bool(amount) and Decimal(margin) * 100 < floor_percent * amount
+    """margin / amount < floor %, without dividing (a zero amount with a loss is below)."""
+    return Decimal(margin) * 100 < floor_percent * amount

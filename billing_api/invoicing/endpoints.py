@@ -49,7 +49,9 @@ Actor = Annotated[str, Depends(_actor)]
 
 
 def _invoice(session: Session, tenant_id: str, invoice_id: str) -> Invoice:
-    invoice = _invoice(session, tenant_id, invoice_id)
+    invoice = repository.get_invoice(session, tenant_id, invoice_id)
+    if invoice is None:
+        raise NotFoundError(f"no invoice {invoice_id!r}")
     return invoice
 
 

@@ -274,15 +274,12 @@ def customers_with_usage(
 
 
 def budget_limits(session: Session, tenant_id: str, customer_ids: Sequence[str]) -> dict[str, int]:
-    return dict(
-        session.execute(
-            select(Budget.customer_id, Budget.limit_minor).where(
-                Budget.tenant_id == tenant_id, Budget.customer_id.in_(customer_ids)
-            )
+    rows = session.execute(
+        select(Budget.customer_id, Budget.limit_minor).where(
+            Budget.tenant_id == tenant_id, Budget.customer_id.in_(customer_ids)
         )
-        .tuples()
-        .all()
     )
+    return {customer_id: limit for customer_id, limit in rows}
 
 
 def late_usage(session: Session, invoice: Invoice) -> tuple[int, int]:

@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentmeter.money import format_minor, plain_decimal
 from agentmeter.tables import BillingException, BillingRun, Invoice, InvoiceLine
 
+# Amounts entered by hand stay far inside 64-bit minor units, whatever the currency.
+MAX_AMOUNT = Decimal(10) ** 12
+
 
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -191,15 +194,19 @@ class InvoiceOut(CustomerInvoiceOut):
 
 class LineAdjust(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount: Decimal = Field(description="the line's new amount in major units")
+    amount: Decimal = Field(
+        ge=-MAX_AMOUNT, le=MAX_AMOUNT, description="the line's new amount in major units"
+    )
     reason: str = Field(min_length=1, max_length=2000)
 
 
 class LineCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = Field(min_length=1, max_length=500)
-    quantity: Decimal = Decimal(1)
-    unit_price: Decimal = Field(description="major units; a discount is entered positive")
+    quantity: Decimal = Field(default=Decimal(1), gt=0, le=MAX_AMOUNT)
+    unit_price: Decimal = Field(
+        ge=0, le=MAX_AMOUNT, description="major units; a discount is entered positive"
+    )
     discount: bool = False
     reason: str = Field(default="", max_length=2000)
 
@@ -211,7 +218,9 @@ class VoidRequest(BaseModel):
 
 class CreditNoteCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount: Decimal | None = Field(default=None, description="major units; omit for in full")
+    amount: Decimal | None = Field(
+        default=None, gt=0, le=MAX_AMOUNT, description="major units; omit for in full"
+    )
     reason: str = Field(min_length=1, max_length=2000)
 
 

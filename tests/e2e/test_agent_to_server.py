@@ -13,45 +13,27 @@ attribution, so a call billed to the wrong customer shows up as a wrong total.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any
 
-import httpx
 import openai
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 
-from agentmeter.tenants import NewTenant
 from otel_processor import CustomerSpanProcessor, customer, step
+from tests.conftest import RunningServer
+from tests.fake_openai import FakeOpenAI, ProviderUsage, fake_openai_serving
+from tests.genai_spans import SERVICE
+from tests.sdk_exporters import RecordingExporter, make_exporter, use_genai_semconv
+from tests.usage_queries import usage_table
 
-SERVICE = "support-agent"
 MODELS = {"acme": "gpt-4o-mini", "globex": "gpt-4o"}
-
-
-class Server(Protocol):
-    """What these tests use of tests/conftest.py's `RunningServer`."""
-
-    @property
-    def grpc_target(self) -> str: ...
-    @property
-    def api_url(self) -> str: ...
-    @property
-    def ingest_headers(self) -> dict[str, str]: ...
-    @property
-    def admin_headers(self) -> dict[str, str]: ...
-    @property
-    def tenant(self) -> NewTenant: ...
 
 
 # --- The fake LLM provider -----------------------------------------------------------------
@@ -74,115 +56,21 @@ def prompt(customer_id: str, turn: int) -> Any:
     return [{"role": "user", "content": f"customer={customer_id} turn={turn}"}]
 
 
-class _ChatCompletionsHandler(BaseHTTPRequestHandler):
-    server: FakeProvider
-
-    def do_POST(self) -> None:
-        if self.path != "/v1/chat/completions":
-            self._answer(404, {"error": {"message": f"no route {self.path}"}})
-            return
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        match = _PROMPT.match(body["messages"][-1]["content"])
-        assert match is not None
-        prompt_tokens, completion_tokens = provider_usage(match["customer"], int(match["turn"]))
-        self.server.record(prompt_tokens, completion_tokens)
-        self._answer(
-            200,
-            {
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": f"{body['model']}-2024-07-18",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "Done."},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-            },
-        )
-
-    def _answer(self, status: int, document: object) -> None:
-        payload = json.dumps(document).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class FakeProvider(ThreadingHTTPServer):
-    """`POST /v1/chat/completions` on port 0; counts the tokens it reported."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _ChatCompletionsHandler)
-        self._lock = threading.Lock()
-        self.calls = 0
-        self.tokens = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-    def record(self, prompt_tokens: int, completion_tokens: int) -> None:
-        with self._lock:
-            self.calls += 1
-            self.tokens += prompt_tokens + completion_tokens
+def reported_usage(n: int, request: dict[str, Any]) -> ProviderUsage:
+    """What the provider reports for a request: `provider_usage` of the prompt's customer
+    and turn."""
+    match = _PROMPT.match(request["messages"][-1]["content"])
+    assert match is not None
+    return ProviderUsage(*provider_usage(match["customer"], int(match["turn"])))
 
 
 @pytest.fixture
-def fake_provider() -> Iterator[FakeProvider]:
-    provider = FakeProvider()
-    thread = threading.Thread(target=provider.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+def fake_provider() -> Iterator[FakeOpenAI]:
+    with fake_openai_serving(reported_usage) as provider:
         yield provider
-    finally:
-        provider.shutdown()
-        provider.server_close()
-        thread.join(timeout=10)
 
 
 # --- The agent ---------------------------------------------------------------------------
-
-
-class RecordingExporter(SpanExporter):
-    """The real OTLP exporter, remembering what each export returned:
-    `BatchSpanProcessor.force_flush()` is True even when a batch was given up."""
-
-    def __init__(self, exporter: SpanExporter) -> None:
-        self._exporter = exporter
-        self._lock = threading.Lock()
-        self._results: list[tuple[int, SpanExportResult]] = []
-
-    @property
-    def results(self) -> list[tuple[int, SpanExportResult]]:
-        """(spans, result) of every export so far."""
-        with self._lock:
-            return list(self._results)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        result = self._exporter.export(spans)
-        with self._lock:
-            self._results.append((len(spans), result))
-        return result
-
-    def shutdown(self) -> None:
-        self._exporter.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self._exporter.force_flush(timeout_millis)
 
 
 @dataclass
@@ -208,20 +96,15 @@ class Agent:
 
 @pytest.fixture
 def agent(
-    server: Server, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+    server: RunningServer, fake_provider: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Agent]:
     """An agent process: SDK + `CustomerSpanProcessor` + openai-v2 + OTLP/gRPC export."""
     # Default GenAI conventions, whatever an earlier test in this process opted into.
-    monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
-    stability = _OpenTelemetrySemanticConventionStability
-    monkeypatch.setattr(stability, "_initialized", False)
-    monkeypatch.setattr(stability, "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", {})
+    use_genai_semconv(monkeypatch, None)
 
     provider = TracerProvider(resource=Resource.create({"service.name": SERVICE}))
     provider.add_span_processor(CustomerSpanProcessor())
-    exporter = RecordingExporter(
-        OTLPSpanExporter(endpoint=server.grpc_target, insecure=True, headers=server.ingest_headers)
-    )
+    exporter = RecordingExporter(make_exporter("grpc", server))
     # Small, frequent batches: exports run while the agent is still calling the model.
     batch = BatchSpanProcessor(exporter, schedule_delay_millis=20, max_export_batch_size=8)
     provider.add_span_processor(batch)
@@ -237,20 +120,9 @@ def agent(
 # --- The usage API -------------------------------------------------------------------------
 
 
-def usage_table(server: Server, *dims: str, **params: str) -> dict[tuple[str, ...], int]:
-    """`{(customer_id, meter, *dims): quantity}` from `GET /api/v1/usage`."""
-    if dims:
-        params["group_by"] = ",".join(dims)
-    response = httpx.get(
-        f"{server.api_url}/api/v1/usage", params=params, headers=server.admin_headers, timeout=30
-    )
-    assert response.status_code == 200, response.text
-    table: dict[tuple[str, ...], int] = {}
-    for row in response.json()["rows"]:
-        key = (row["customer_id"], row["meter"], *(row[d] for d in dims))
-        assert key not in table
-        table[key] = int(row["quantity"])
-    return table
+def token_table(server: RunningServer, *dims: str, **params: str) -> dict[tuple[str, ...], int]:
+    """`usage_table`, with the quantities (all whole tokens here) as ints."""
+    return {key: int(quantity) for key, quantity in usage_table(server, *dims, **params).items()}
 
 
 def expected_totals(turns: dict[str, int]) -> dict[tuple[str, ...], int]:
@@ -269,7 +141,7 @@ def expected_totals(turns: dict[str, int]) -> dict[tuple[str, ...], int]:
 
 class TestAgentBillsItsCustomers:
     def test_calls_inside_the_block_are_billed_to_its_customer_by_step(
-        self, server: Server, agent: Agent, fake_provider: FakeProvider
+        self, server: RunningServer, agent: Agent, fake_provider: FakeOpenAI
     ) -> None:
         client = agent.client()
         with customer("acme"):
@@ -288,7 +160,7 @@ class TestAgentBillsItsCustomers:
         model = "gpt-4o-mini-2024-07-18"
         (p0, c0), (p1, c1), (p2, c2) = (provider_usage("acme", t) for t in range(3))
         p_nobody, c_nobody = provider_usage("nobody", 0)
-        assert usage_table(server, "step", "model") == {
+        assert token_table(server, "step", "model") == {
             ("acme", "input_tokens", "plan", model): p0 + p1,
             ("acme", "output_tokens", "plan", model): c0 + c1,
             ("acme", "input_tokens", "answer", model): p2,
@@ -296,14 +168,14 @@ class TestAgentBillsItsCustomers:
             ("", "input_tokens", "chat gpt-4o-mini", model): p_nobody,
             ("", "output_tokens", "chat gpt-4o-mini", model): c_nobody,
         }
-        assert usage_table(server, "provider", "service_name", unattributed="true") == {
+        assert token_table(server, "provider", "service_name", unattributed="true") == {
             ("", "input_tokens", "openai", SERVICE): p_nobody,
             ("", "output_tokens", "openai", SERVICE): c_nobody,
         }
-        assert sum(usage_table(server).values()) == fake_provider.tokens
+        assert sum(token_table(server).values()) == fake_provider.tokens
 
     def test_two_customers_in_two_threads_are_never_mixed(
-        self, server: Server, agent: Agent, fake_provider: FakeProvider
+        self, server: RunningServer, agent: Agent, fake_provider: FakeOpenAI
     ) -> None:
         turns = 25
         client = agent.client()  # one client shared by both threads, as agents do
@@ -331,12 +203,12 @@ class TestAgentBillsItsCustomers:
         assert errors == []
         assert agent.flush() == 2 * turns
 
-        assert usage_table(server, "model") == expected_totals({"acme": turns, "globex": turns})
-        assert usage_table(server, unattributed="true") == {}
-        assert fake_provider.calls == 2 * turns
+        assert token_table(server, "model") == expected_totals({"acme": turns, "globex": turns})
+        assert token_table(server, unattributed="true") == {}
+        assert len(fake_provider.calls) == 2 * turns
 
     def test_two_customers_in_concurrent_asyncio_tasks_are_never_mixed(
-        self, server: Server, agent: Agent, fake_provider: FakeProvider
+        self, server: RunningServer, agent: Agent, fake_provider: FakeOpenAI
     ) -> None:
         turns = {"acme": 12, "globex": 9}
 
@@ -355,5 +227,5 @@ class TestAgentBillsItsCustomers:
         asyncio.run(main())
         assert agent.flush() == sum(turns.values())
 
-        assert usage_table(server, "model") == expected_totals(turns)
-        assert usage_table(server, unattributed="true") == {}
+        assert token_table(server, "model") == expected_totals(turns)
+        assert token_table(server, unattributed="true") == {}

@@ -13,16 +13,15 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -30,7 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import Engine, select
 
 from agentmeter.tables import UsageRow
-from agentmeter.tenants import NewTenant, create_tenant
+from agentmeter.tenants import create_tenant
 from exporter import UsageSpanExporter
 from exporter.span_exporter import spans_to_usage
 from exporter.sql_sink import SqlUsageSink, to_micros
@@ -55,20 +54,23 @@ from otel_processor.usage import (
     WriteResult,
 )
 from proto.agentmeter.v1 import usage_pb2
+from tests.conftest import RunningServer
+from tests.genai_spans import (
+    AGENT_NAME,
+    CLAUDE_CALL,
+    GPT4O_CALL,
+    GPT4O_MINI_CALL,
+    INPUT,
+    OPERATION,
+    OUTPUT,
+    REQUEST_MODEL,
+    SERVICE,
+    WEB_SEARCH_CALL,
+    code_run_call,
+)
+from tests.polling import wait_until
+from tests.sdk_exporters import export_once, make_exporter
 
-CUSTOMER = "agentmeter.customer.id"
-OPERATION = "gen_ai.operation.name"
-PROVIDER = "gen_ai.provider.name"
-REQUEST_MODEL = "gen_ai.request.model"
-RESPONSE_MODEL = "gen_ai.response.model"
-AGENT_NAME = "gen_ai.agent.name"
-TOOL_NAME = "gen_ai.tool.name"
-INPUT = "gen_ai.usage.input_tokens"
-OUTPUT = "gen_ai.usage.output_tokens"
-CACHE_READ = "gen_ai.usage.cache_read.input_tokens"
-CACHE_WRITE = "gen_ai.usage.cache_creation.input_tokens"
-REASONING = "gen_ai.usage.reasoning.output_tokens"
-SERVICE = "support-agent"
 END_TIME = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 
 # Every column of a stored usage row but its key, tenant and arrival time.
@@ -89,19 +91,6 @@ ROW_COLUMNS = (
     "source",
 )
 Row = tuple[Any, ...]
-
-
-class Server(Protocol):
-    """What these tests use of tests/conftest.py's `RunningServer`."""
-
-    @property
-    def grpc_target(self) -> str: ...
-    @property
-    def ingest_headers(self) -> dict[str, str]: ...
-    @property
-    def tenant(self) -> NewTenant: ...
-    def start(self) -> None: ...
-    def kill(self) -> None: ...
 
 
 # --- Spans of a small agent run, and the rows they must become ----------------------------
@@ -127,62 +116,19 @@ def agent_spans() -> list[ReadableSpan]:
         ),
     ):
         with step("plan"):
-            tracer.start_span(
-                "chat gpt-4o",
-                attributes={
-                    OPERATION: "chat",
-                    PROVIDER: "openai",
-                    REQUEST_MODEL: "gpt-4o",
-                    RESPONSE_MODEL: "gpt-4o-2024-08-06",
-                    INPUT: 1200,
-                    OUTPUT: 300,
-                    CACHE_READ: 200,
-                    REASONING: 50,
-                },
-            ).end(END_TIME)
-        tracer.start_span(
-            "execute_tool web_search",
-            attributes={
-                OPERATION: "execute_tool",
-                TOOL_NAME: "web_search",
-                "agentmeter.usage.web_searches": 3,
-            },
-        ).end(END_TIME + 1)
+            tracer.start_span("chat gpt-4o", attributes=GPT4O_CALL).end(END_TIME)
+        tracer.start_span("execute_tool web_search", attributes=WEB_SEARCH_CALL).end(END_TIME + 1)
         with step("answer"):
-            tracer.start_span(
-                "chat claude-sonnet-4",
-                attributes={
-                    OPERATION: "chat",
-                    PROVIDER: "anthropic",
-                    REQUEST_MODEL: "claude-sonnet-4",
-                    INPUT: 800,
-                    OUTPUT: 150,
-                    CACHE_WRITE: 100,
-                },
-            ).end(END_TIME + 2)
+            tracer.start_span("chat claude-sonnet-4", attributes=CLAUDE_CALL).end(END_TIME + 2)
     with tracer.start_as_current_span(
         "invoke_agent coder",
         attributes={OPERATION: "invoke_agent", AGENT_NAME: "coder", "customer.id": "globex"},
     ):
-        tracer.start_span(
-            "chat gpt-4o-mini",
-            attributes={
-                OPERATION: "chat",
-                PROVIDER: "openai",
-                REQUEST_MODEL: "gpt-4o-mini",
-                INPUT: 64,
-                OUTPUT: 16,
-            },
-        ).end(END_TIME + 3)
+        tracer.start_span("chat gpt-4o-mini", attributes=GPT4O_MINI_CALL).end(END_TIME + 3)
         for seconds in (12.5, 0.25):
-            tracer.start_span(
-                "execute_tool run_code",
-                attributes={
-                    OPERATION: "execute_tool",
-                    TOOL_NAME: "run_code",
-                    "agentmeter.usage.sandbox_seconds": seconds,
-                },
-            ).end(END_TIME + 4)
+            tracer.start_span("execute_tool run_code", attributes=code_run_call(seconds)).end(
+                END_TIME + 4
+            )
     tracer.start_span(
         "chat gpt-4o-mini",
         attributes={OPERATION: "chat", REQUEST_MODEL: "gpt-4o-mini", INPUT: 7, OUTPUT: 3},
@@ -334,26 +280,13 @@ def nothing_listening() -> Iterator[str]:
         sock.close()
 
 
-def otlp_export(server: Server, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+def otlp_export(server: RunningServer, spans: Sequence[ReadableSpan]) -> SpanExportResult:
     """The OTLP path: the SDK's own OTLP/gRPC exporter with the tenant's ingest key."""
-    exporter = OTLPSpanExporter(
-        endpoint=server.grpc_target, insecure=True, headers=server.ingest_headers
-    )
-    try:
-        return exporter.export(spans)
-    finally:
-        exporter.shutdown()
+    return export_once(make_exporter("grpc", server), spans)
 
 
 def remote_exporter(target: str, ingest_key: str, **options: Any) -> UsageSpanExporter:
     return UsageSpanExporter(UsageServiceClient(target, ingest_key), **options)
-
-
-def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 class ExportInThread:
@@ -459,7 +392,7 @@ class TestDirectToTheDatabase:
 
 class TestSameRecordsOnEveryPath:
     def test_otlp_usage_service_and_direct_sql_store_identical_rows(
-        self, server: Server, engine: Engine
+        self, server: RunningServer, engine: Engine
     ) -> None:
         spans = agent_spans()
         remote = create_tenant(engine, "usage service")
@@ -478,7 +411,7 @@ class TestSameRecordsOnEveryPath:
         assert stored_rows(engine, direct.tenant_id) == over_otlp
 
     def test_usage_service_after_otlp_is_all_duplicates(
-        self, server: Server, engine: Engine
+        self, server: RunningServer, engine: Engine
     ) -> None:
         spans = agent_spans()
         assert otlp_export(server, spans) is SpanExportResult.SUCCESS
@@ -494,7 +427,7 @@ class TestSameRecordsOnEveryPath:
         assert stored_rows(engine, server.tenant.tenant_id) == before
 
     def test_otlp_and_direct_sql_after_usage_service_store_nothing_new(
-        self, server: Server, engine: Engine
+        self, server: RunningServer, engine: Engine
     ) -> None:
         spans = agent_spans()
         exporter = remote_exporter(server.grpc_target, server.tenant.ingest_key)
@@ -560,7 +493,7 @@ class TestRetries:
         assert exporter.export(agent_spans()) is SpanExportResult.FAILURE
 
     def test_server_back_within_the_timeout_is_success(
-        self, server: Server, engine: Engine
+        self, server: RunningServer, engine: Engine
     ) -> None:
         sink = CountingSink(UsageServiceClient(server.grpc_target, server.tenant.ingest_key))
         exporter = UsageSpanExporter(sink, timeout=90)
@@ -585,7 +518,7 @@ class TestRetries:
         ],
     )
     def test_invalid_ingest_key_is_failure_without_retrying(
-        self, server: Server, engine: Engine, key: str
+        self, server: RunningServer, engine: Engine, key: str
     ) -> None:
         ingest_key = server.tenant.admin_key if key == "admin" else key
         sink = CountingSink(UsageServiceClient(server.grpc_target, ingest_key))
@@ -758,7 +691,7 @@ class TestExtractUsageRequest:
 
 
 def raw_export(
-    server: Server, body: bytes, key: str | None = None
+    server: RunningServer, body: bytes, key: str | None = None
 ) -> usage_pb2.ExportUsageResponse:
     """One `UsageService/Export` call with raw bytes, answering the decoded response."""
     with grpc.insecure_channel(server.grpc_target) as channel:
@@ -776,7 +709,7 @@ def raw_export(
 
 class TestUsageServiceRefusals:
     def test_invalid_records_are_counted_and_the_valid_ones_stored(
-        self, server: Server, engine: Engine
+        self, server: RunningServer, engine: Engine
     ) -> None:
         valid = [
             wire_record(span_id="00000000000000a1"),
@@ -808,7 +741,7 @@ class TestUsageServiceRefusals:
             "00000000000000a3": (to_micros(1200), ""),
         }
 
-    def test_undecodable_request_is_invalid_argument(self, server: Server) -> None:
+    def test_undecodable_request_is_invalid_argument(self, server: RunningServer) -> None:
         with pytest.raises(grpc.RpcError) as raised:
             raw_export(server, b"\xff\xff\xff\xff")
 
