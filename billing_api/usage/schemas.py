@@ -7,18 +7,10 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from billing_api.pricing.components import FILTER_DIMENSIONS
+
 # Dimensions usage can be grouped by, besides customer_id and meter (always present).
-GROUP_DIMENSIONS = (
-    "provider",
-    "model",
-    "operation",
-    "agent_name",
-    "step",
-    "tool",
-    "service_name",
-    "source",
-    "trace_id",
-)
+GROUP_DIMENSIONS = (*FILTER_DIMENSIONS, "trace_id")
 
 
 def _aware(value: datetime | None) -> datetime | None:
