@@ -5,13 +5,25 @@ from __future__ import annotations
 import json
 import random
 import sys
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import Customer, UsageRow, to_unix_nano, utcnow
+from agentmeter.tables import (
+    Customer,
+    PriceBook,
+    PriceComponent,
+    PriceVersion,
+    ProviderCostOverride,
+    UsageRow,
+    to_unix_nano,
+    utcnow,
+)
 from agentmeter.tenants import create_tenant, find_tenant, issue_keys
+from exporter.provider_costs import ProviderCostCatalog
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import SOURCE_CUSTOM, SOURCE_LLM, SOURCE_TOOL, UsageBatch, UsageRecord
 
@@ -34,11 +46,63 @@ def seed_demo(engine: Engine) -> None:
         if not count:
             for customer_id, name in DEMO_CUSTOMERS.items():
                 session.add(Customer(tenant_id=keys.tenant_id, id=customer_id, name=name))
+            _demo_price_book(session, keys.tenant_id)
     if not count:
-        SqlUsageSink(engine).write(keys.tenant_id, _demo_usage())
+        SqlUsageSink(engine, ProviderCostCatalog()).write(keys.tenant_id, _demo_usage())
     demo = {"event": "demo", "tenant_id": keys.tenant_id, "ingest_key": keys.ingest_key}
     demo["admin_key"] = keys.admin_key
     sys.stdout.write(json.dumps(demo) + "\n")
+
+
+def _demo_price_book(session: Session, tenant_id: str) -> None:
+    """Pay-as-you-go tokens, a cheaper rate for mini models, searches with an allowance,
+    and a platform fee: enough to show estimates, invoices and margins."""
+    book_id = f"demo{tenant_id[:28]}"
+    session.add(
+        PriceBook(id=book_id, tenant_id=tenant_id, name="Standard", currency="USD", is_default=True)
+    )
+    version_id = f"{book_id[:30]}v1"
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    session.add(PriceVersion(id=version_id, book_id=book_id, number=1, effective_from=start))
+    session.flush()
+    components: list[tuple[str, str | None, dict[str, str], str, dict[str, str | int]]] = [
+        ("input", "input_tokens", {}, "per_unit", {"unit_price": "5", "per_units": 1_000_000}),
+        ("mini input", "input_tokens", {"model": "*mini*"}, "per_unit",
+         {"unit_price": "0.40", "per_units": 1_000_000}),
+        ("cached input", "cache_read_tokens", {}, "per_unit",
+         {"unit_price": "1", "per_units": 1_000_000}),
+        ("output", "output_tokens", {}, "per_unit", {"unit_price": "20", "per_units": 1_000_000}),
+        ("searches", "web_searches", {}, "allowance",
+         {"included_quantity": "50", "unit_price": "0.02"}),
+        ("platform", None, {}, "flat_fee", {"amount": "29"}),
+    ]  # fmt: skip
+    for position, (name, meter, filters, charge, fields) in enumerate(components):
+        session.add(
+            PriceComponent(
+                id=uuid.uuid4().hex,
+                version_id=version_id,
+                position=position,
+                name=name,
+                meter=meter,
+                filters=filters,
+                charge=charge,
+                per_units=int(fields.get("per_units", 1)),
+                **{k: Decimal(str(v)) for k, v in fields.items() if k != "per_units"},
+            )
+        )
+    # What the search API costs the builder, so margins show on searches too.
+    session.add(
+        ProviderCostOverride(
+            id=uuid.uuid4().hex,
+            tenant_id=tenant_id,
+            provider="*",
+            model="*",
+            meter="web_searches",
+            unit_cost_usd=Decimal("0.005"),
+            per_units=1,
+            effective_from=start,
+        )
+    )
 
 
 def _demo_usage() -> UsageBatch:
