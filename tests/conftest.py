@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,51 +33,105 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-    ]
-)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The URL of a fresh, empty database, once per backend.
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
 
-    PostgreSQL gets a new database per test on the server named by
-    `AGENTMETER_TEST_POSTGRES_URL` (scripts/test.sh starts one), dropped afterwards.
-    Without that server the PostgreSQL case is skipped, except in CI where it fails.
-    """
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'agentmeter.db'}"
-        return
 
+def _postgres_base_url() -> str:
     base_url = os.environ.get(POSTGRES_URL_ENV)
     if not base_url:
         message = f"{POSTGRES_URL_ENV} is not set; run the suite with scripts/test.sh"
         if _in_ci():
             pytest.fail(message)
         pytest.skip(message)
+    return base_url
 
+
+@contextmanager
+def _postgres_database(template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database (a copy of `template` if given), dropped afterwards."""
+    base_url = _postgres_base_url()
     name = f"agentmeter_test_{uuid.uuid4().hex[:16]}"
     admin = create_engine(base_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    quoted = admin.dialect.identifier_preparer.quote(name)
+    quote = admin.dialect.identifier_preparer.quote
+    copy = f" TEMPLATE {quote(template)}" if template else ""
     try:
         with admin.connect() as connection:
-            connection.execute(text(f"CREATE DATABASE {quoted}"))
+            connection.execute(text(f"CREATE DATABASE {quote(name)}{copy}"))
         try:
             yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
         finally:
             with admin.connect() as connection:
-                connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+                connection.execute(text(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)"))
     finally:
         admin.dispose()
 
 
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    """An engine on `database_url` with every migration applied."""
-    engine = make_engine(Settings(database_url=database_url))
+def _migrated(url: str) -> None:
+    engine = make_engine(Settings(database_url=url))
     try:
         migrate(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Databases migrated once per session, copied for each test: migrating every test's
+    database anew cost more than most tests. Keys: "sqlite" (a file), "postgresql" (a
+    database name), the latter only when a PostgreSQL server is configured."""
+    sqlite_file = tmp_path_factory.mktemp("template") / "agentmeter.db"
+    _migrated(f"sqlite:///{sqlite_file}")
+    templates = {"sqlite": str(sqlite_file)}
+    if not os.environ.get(POSTGRES_URL_ENV):
+        yield templates
+        return
+    with _postgres_database() as url:
+        _migrated(url)
+        database = make_url(url).database
+        assert database
+        templates["postgresql"] = database
+        yield templates
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh, empty database, once per backend (for migration tests).
+
+    PostgreSQL databases live on the server named by `AGENTMETER_TEST_POSTGRES_URL`
+    (scripts/test.sh starts one). Without it the PostgreSQL case is skipped, except in CI
+    where it fails.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'agentmeter.db'}"
+        return
+    with _postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_templates: dict[str, str]
+) -> Iterator[str]:
+    """The URL of a fresh database at the newest migration, once per backend; dropped (or
+    deleted with tmp_path) afterwards."""
+    if request.param == "sqlite":
+        path = tmp_path / "agentmeter.db"
+        shutil.copyfile(migrated_templates["sqlite"], path)
+        yield f"sqlite:///{path}"
+        return
+    _postgres_base_url()
+    with _postgres_database(template=migrated_templates["postgresql"]) as url:
+        yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on `database_url` (already migrated)."""
+    engine = make_engine(Settings(database_url=database_url))
+    try:
         yield engine
     finally:
         engine.dispose()

@@ -22,8 +22,8 @@ def _current_revision(engine: Engine) -> str | None:
 
 
 class TestMigrate:
-    def test_creates_every_model_table_in_an_empty_database(self, database_url: str) -> None:
-        engine = make_engine(Settings(database_url=database_url))
+    def test_creates_every_model_table_in_an_empty_database(self, empty_database_url: str) -> None:
+        engine = make_engine(Settings(database_url=empty_database_url))
         try:
             assert inspect(engine).get_table_names() == []
 
