@@ -462,6 +462,8 @@ class InvoiceLine(Base):
     override_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     quantity: Mapped[Decimal] = mapped_column(DecimalText)
     unit_price: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
+    # The unit price is per this many units (per 1,000,000 tokens, say).
+    per_units: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     # Set when a reviewer adjusted the rated amount: what rating said, and why it changed.
     rated_amount_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

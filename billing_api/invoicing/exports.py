@@ -24,6 +24,7 @@ CSV_COLUMNS = (
     "meter",
     "quantity",
     "unit_price",
+    "per_units",
     "amount",
     "currency",
 )
@@ -49,6 +50,7 @@ def as_csv(invoice: Invoice, lines: list[InvoiceLine]) -> str:
                 line.meter or "",
                 line.quantity,
                 line.unit_price or "",
+                line.per_units,
                 line.amount,
                 view.currency,
             )

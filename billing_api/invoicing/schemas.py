@@ -48,8 +48,16 @@ class CustomerLineOut(BaseModel):
     meter: str | None
     quantity: str
     unit_price: str | None
+    per_units: int
     amount: str
     amount_minor: int
+
+    @property
+    def price_label(self) -> str:
+        """ "3.00" or "3.00 / 1,000,000": what the unit price is for, said on the line."""
+        if self.unit_price is None:
+            return ""
+        return self.unit_price if self.per_units == 1 else f"{self.unit_price} / {self.per_units:,}"
 
 
 class LineOut(CustomerLineOut):
@@ -73,6 +81,7 @@ def _customer_line(line: InvoiceLine, currency: str) -> dict[str, Any]:
         "meter": line.meter,
         "quantity": plain_decimal(line.quantity),
         "unit_price": None if line.unit_price is None else str(line.unit_price),
+        "per_units": line.per_units,
         "amount": format_minor(line.amount_minor, currency),
         "amount_minor": line.amount_minor,
     }

@@ -26,7 +26,7 @@ from billing_api.credits.service import preview_credits
 from billing_api.invoicing import checks, repository
 from billing_api.invoicing.checks import Finding, ReviewRules
 from billing_api.periods import Period, month_period, previous_periods
-from billing_api.rating.engine import PricedLine, RatedPeriod
+from billing_api.rating.engine import RatedPeriod
 from billing_api.rating.repository import load_pricing
 from billing_api.rating.service import rate_period
 from billing_api.rating.terms import TenantPricing
@@ -51,12 +51,6 @@ def new_id() -> str:
 
 def _line_key(line: InvoiceLine) -> tuple[str | None, int | None, str | None]:
     return (line.component_id, line.version_number, line.override_id)
-
-
-def _description(line: PricedLine) -> str:
-    version = f" (v{line.version_number})" if line.version_number else ""
-    meter = f" · {line.meter}" if line.meter else ""
-    return f"{line.component_name}{meter}{version}"
 
 
 def credit_date(invoice: Invoice) -> datetime:
@@ -107,7 +101,7 @@ def _rated_lines(
             invoice_id=invoice.id,
             position=len(lines),
             kind=RATED,
-            description=_description(priced),
+            description=priced.component_name,
             component_id=priced.component_id,
             charge=priced.charge,
             meter=priced.meter,
@@ -115,6 +109,7 @@ def _rated_lines(
             override_id=priced.override_id,
             quantity=priced.quantity,
             unit_price=priced.unit_price,
+            per_units=priced.per_units,
             amount_minor=priced.amount_minor,
             provider_cost_minor=priced.provider_cost_minor,
             margin_minor=priced.margin_minor,

@@ -56,6 +56,7 @@ class PricedLine:
     version_id: str | None
     version_number: int | None
     override_id: str | None
+    per_units: int = 1  # the unit price is per this many units (e.g. per 1,000,000 tokens)
     quantity: Decimal = Decimal(0)
     unit_price: Decimal | None = None
     amount: Decimal = Decimal(0)  # unrounded
@@ -280,6 +281,7 @@ def _line(
             version_id=version.id if version else None,
             version_number=version.number if version else None,
             override_id=override_id,
+            per_units=component.per_units,
         )
         lines[key] = line
     return line

@@ -879,13 +879,14 @@ class TestExportsVoidAndCreditNotes:
             "meter",
             "quantity",
             "unit_price",
+            "per_units",
             "amount",
             "currency",
         ]
-        assert [(r[0], r[1], r[2], r[6], r[8], r[9]) for r in rows[1:]] == [
-            (month.number(1), PERIOD, "1", "1234567", "3.70", "USD"),
-            (month.number(1), PERIOD, "2", "345678", "4.15", "USD"),
-            (month.number(1), PERIOD, "3", "1", "49.00", "USD"),
+        assert [(r[0], r[1], r[2], r[6], r[7], r[8], r[9], r[10]) for r in rows[1:]] == [
+            (month.number(1), PERIOD, "1", "1234567", "3.00", "1000000", "3.70", "USD"),
+            (month.number(1), PERIOD, "2", "345678", "12.00", "1000000", "4.15", "USD"),
+            (month.number(1), PERIOD, "3", "1", "49.00", "1", "49.00", "USD"),
         ]
 
         page = api.get(f"/api/v1/invoices/{acme_id}/invoice.html")

@@ -194,7 +194,7 @@ class TestAdjustNext:
             assert amounts(lines(engine, november.id)) == [
                 ("rated", "input", 150),
                 ("rated", "output", 60),
-                ("rated", "platform (v1)", 4900),
+                ("rated", "platform", 4900),
                 ("prior_period", "Adjustment for 2026-10 (usage received late)", 76),
             ]
             prior = lines(engine, november.id)[-1]
@@ -228,7 +228,7 @@ class TestAdjustNext:
         for _ in range(2):
             december = bill(engine, tenant_id, "2026-12")
             assert amounts(lines(engine, december.id)) == [
-                ("rated", "platform (v1)", 4900),
+                ("rated", "platform", 4900),
                 ("prior_period", "Adjustment for 2026-10 (usage received late)", 30),
             ]
             assert december.subtotal_minor == 4930

@@ -181,6 +181,7 @@ def upgrade() -> None:
         sa.Column("override_id", sa.String(length=32), nullable=True),
         sa.Column("quantity", sa.String(length=64), nullable=False),
         sa.Column("unit_price", sa.String(length=64), nullable=True),
+        sa.Column("per_units", sa.BigInteger(), server_default="1", nullable=False),
         sa.Column("amount_minor", sa.BigInteger(), nullable=False),
         sa.Column("rated_amount_minor", sa.BigInteger(), nullable=True),
         sa.Column("adjustment_reason", sa.String(length=2000), nullable=False),
