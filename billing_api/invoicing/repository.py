@@ -273,13 +273,16 @@ def customers_with_usage(
     )
 
 
-def budget_limits(session: Session, tenant_id: str, customer_ids: Sequence[str]) -> dict[str, int]:
+def budget_limits(
+    session: Session, tenant_id: str, customer_ids: Sequence[str]
+) -> dict[tuple[str, str], int]:
+    """(customer, currency) → budget limit in minor units."""
     rows = session.execute(
-        select(Budget.customer_id, Budget.limit_minor).where(
+        select(Budget.customer_id, Budget.currency, Budget.limit_minor).where(
             Budget.tenant_id == tenant_id, Budget.customer_id.in_(customer_ids)
         )
     )
-    return {customer_id: limit for customer_id, limit in rows}
+    return {(customer_id, currency): limit for customer_id, currency, limit in rows}
 
 
 def late_usage(session: Session, invoice: Invoice) -> tuple[int, int]:

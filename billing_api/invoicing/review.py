@@ -17,9 +17,11 @@ from agentmeter.tables import (
     InvoiceLine,
     TraceCustomer,
     UsageRow,
+    utcnow,
 )
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
+from billing_api.invoicing.checks import UNREGISTERED_CUSTOMER
 from billing_api.invoicing.service import (
     DISCOUNT,
     MANUAL,
@@ -235,7 +237,29 @@ def register_customer(
         actor=actor,
         after={"name": name, "period": period},
     )
+    _settle_unregistered(session, tenant_id, period, customer_id, actor, "registered")
     return redraft_customer(session, tenant_id, customer_id, period, run_id=None)
+
+
+def _settle_unregistered(
+    session: Session, tenant_id: str, period: str, customer_id: str, actor: str, how: str
+) -> None:
+    """Resolve the run's `unregistered_customer` exception for this id, if open."""
+    for exception in repository.exceptions_in_scope(session, tenant_id, f"run:{period}"):
+        if (
+            exception.type == UNREGISTERED_CUSTOMER
+            and exception.fingerprint == customer_id
+            and exception.status == "open"
+        ):
+            set_exception_status(
+                session,
+                tenant_id,
+                exception.id,
+                status="resolved",
+                note=f"customer id {customer_id!r} {how}",
+                actor=actor,
+                now=utcnow(),
+            )
 
 
 def map_customer(
@@ -263,6 +287,7 @@ def map_customer(
         .values(customer_id=to_id)
     )
     repository.delete_drafts_of(session, tenant_id, from_id)
+    _settle_unregistered(session, tenant_id, period, from_id, actor, f"mapped to {to_id!r}")
     repository.add_audit(
         session,
         tenant_id,

@@ -40,6 +40,7 @@ PRIOR_PERIOD = "prior_period"
 SYSTEM = "system"
 CHUNK = 500
 ADJUST_NEXT = "adjust_next"
+OUTDATED_ADJUSTMENT = "adjustment_outdated"
 EXCEPTION_ONLY = "exception_only"
 
 Progress = Callable[[int, int], None]
@@ -117,6 +118,18 @@ def _rated_lines(
         )
         adjusted = adjustments.get(_line_key(line))
         if adjusted is not None:
+            if adjusted.rated_amount_minor != line.amount_minor:
+                # Usage changed under the adjustment: a reviewer must look again.
+                line.details = [
+                    *line.details,
+                    {
+                        OUTDATED_ADJUSTMENT: {
+                            "rated_when_adjusted_minor": adjusted.rated_amount_minor,
+                            "rated_now_minor": line.amount_minor,
+                            "adjusted_to_minor": adjusted.amount_minor,
+                        }
+                    },
+                ]
             line.rated_amount_minor = line.amount_minor
             line.amount_minor = adjusted.amount_minor
             line.adjustment_reason = adjusted.adjustment_reason
@@ -134,9 +147,10 @@ def write_drafts(
     *,
     run_id: str | None,
     prior_lines: dict[str, list[InvoiceLine]],
-) -> dict[str, Invoice]:
+) -> tuple[dict[str, Invoice], dict[str, list[InvoiceLine]]]:
     """Create or re-rate the drafts of these customers for `period`, a handful of
-    statements for the whole batch; finalized invoices are returned untouched."""
+    statements for the whole batch; finalized invoices are returned untouched. Returns
+    the invoices by customer and the drafts' lines by invoice id."""
     invoices = repository.lock_invoices_for_period(
         session,
         tenant_id,
@@ -149,6 +163,7 @@ def write_drafts(
     with_credit = repository.customers_with_credit(session, tenant_id, list(drafts))
     stale: list[str] = []
     fresh: list[InvoiceLine] = []
+    by_invoice: dict[str, list[InvoiceLine]] = {}
     for result in rated:
         invoice = drafts.get(result.customer_id)
         if invoice is None:
@@ -164,6 +179,7 @@ def write_drafts(
             extra.position = len(lines)
             lines.append(extra)
         fresh += [line for line in lines if line not in old]
+        by_invoice[invoice.id] = lines
         invoice.currency = result.currency
         invoice.price_book_id = result.book_id
         invoice.versions = result.versions
@@ -176,7 +192,7 @@ def write_drafts(
     repository.delete_lines(session, stale)
     session.add_all(fresh)
     session.flush()
-    return invoices
+    return invoices, by_invoice
 
 
 def sync_exceptions(
@@ -240,7 +256,7 @@ class _Context:
     rules: ReviewRules
     policy: str
     trailing: dict[str, dict[str, list[int]]]
-    budgets: dict[str, int]
+    budgets: dict[tuple[str, str], int]
 
 
 def _rules(session: Session, tenant_id: str) -> tuple[ReviewRules, str]:
@@ -268,6 +284,27 @@ def _context(
             trailing[customer_id][meter].append(quantity)
     budgets = repository.budget_limits(session, tenant_id, customer_ids)
     return _Context(rules, policy, trailing, budgets)
+
+
+def _outdated_adjustments(lines: Sequence[InvoiceLine]) -> list[Finding]:
+    """Adjusted lines whose rated amount changed since the adjustment (blocking)."""
+    findings = []
+    for line in lines:
+        for detail in line.details:
+            if OUTDATED_ADJUSTMENT in detail:
+                evidence = detail[OUTDATED_ADJUSTMENT]
+                findings.append(
+                    Finding(
+                        OUTDATED_ADJUSTMENT,
+                        checks.BLOCKING,
+                        f"{line.component_id}|{line.version_number}",
+                        f"{line.description!r} was adjusted to {evidence['adjusted_to_minor']} "
+                        f"when it rated {evidence['rated_when_adjusted_minor']}; it now rates "
+                        f"{evidence['rated_now_minor']}: confirm or change the adjustment",
+                        evidence,
+                    )
+                )
+    return findings
 
 
 def _late_usage_lines(
@@ -351,7 +388,7 @@ def draft_customers(
                 session, tenant_id, customer_id, period, pricing, late
             )
     with session.no_autoflush:
-        invoices = write_drafts(
+        invoices, fresh_lines = write_drafts(
             session, tenant_id, period, list(rated.values()), run_id=run_id, prior_lines=prior_lines
         )
         drafts = [i for i in invoices.values() if i.status == "draft"]
@@ -366,8 +403,9 @@ def draft_customers(
                 trailing_usage=context.trailing.get(customer_id, {}),
                 period_usage=rated[customer_id].usage_micros,
                 total_minor=invoice.total_minor,
-                budget_limit_minor=context.budgets.get(customer_id),
+                budget_limit_minor=context.budgets.get((customer_id, invoice.currency)),
             )
+            findings += _outdated_adjustments(fresh_lines.get(invoice.id, []))
             scope = f"invoice:{invoice.id}"
             sync_exceptions(
                 session,

@@ -770,9 +770,10 @@ class TestOneClickFixes:
         error(api.post(f"/api/v1/billing-runs/{run['id']}/register-customer", json=body), 409)
         error(api.post("/api/v1/billing-runs/nope/register-customer", json=body), 404)
 
-        run_billing(api)
+        # Registering settled the run's exception at once, by whoever registered.
         (unregistered,) = [e for e in exceptions(api) if e["type"] == "unregistered_customer"]
-        assert (unregistered["status"], unregistered["resolved_by"]) == ("resolved", "system")
+        assert (unregistered["status"], unregistered["resolved_by"]) == ("resolved", "admin")
+        run_billing(api)
         assert set(invoices(api)) == {"acme", "globex", "initech", "hooli"}
 
     def test_map_customer_and_assign_unattributed(self, month: Month) -> None:
@@ -830,8 +831,12 @@ class TestOneClickFixes:
         assert totals == {"acme": 5727, "globex": GLOBEX_SUBTOTAL, "initech": 5032}
         run_level = {e["type"]: e for e in exceptions(api) if e["invoice_id"] is None}
         assert set(run_level) == {"unattributed_usage", "unregistered_customer"}
+        # Mapping settled the unregistered id at once; the unattributed usage is gone
+        # once the run sees it is assigned.
+        assert run_level["unregistered_customer"]["resolved_by"] == "admin"
+        assert run_level["unattributed_usage"]["resolved_by"] == "system"
         for item in run_level.values():
-            assert (item["status"], item["resolved_by"]) == ("resolved", "system"), item
+            assert item["status"] == "resolved", item
 
 
 class TestExportsVoidAndCreditNotes:

@@ -120,7 +120,6 @@ def write_span(
                 trace, span, "output_tokens", output_tokens, "acme", to_unix_nano(at), **common
             )
         )
-    # (Its insert counts are wrong on PostgreSQL, a known sink bug: not checked here.)
     SqlUsageSink(engine).write(tenant_id, UsageBatch(records))
 
 
