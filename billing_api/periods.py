@@ -26,9 +26,6 @@ class Period:
     def label(self) -> str:
         return f"{self.start.year:04d}-{self.start.month:02d}"
 
-    def contains(self, moment: datetime) -> bool:
-        return self.start <= moment < self.end
-
 
 def _start(year: int, month: int, billing_day: int) -> datetime:
     return datetime(year, month, billing_day, tzinfo=UTC)

@@ -96,22 +96,6 @@ def record_alert(
     return inserted is not None
 
 
-def alerted_thresholds(
-    session: Session, tenant_id: str, customer_id: str, period_start: datetime
-) -> list[int]:
-    return list(
-        session.scalars(
-            select(BudgetAlert.threshold)
-            .where(
-                BudgetAlert.tenant_id == tenant_id,
-                BudgetAlert.customer_id == customer_id,
-                BudgetAlert.period_start == period_start,
-            )
-            .order_by(BudgetAlert.threshold)
-        )
-    )
-
-
 def all_budgets(session: Session) -> Sequence[tuple[str, str]]:
     """(tenant id, customer id) of every budget, for the background sweep."""
     rows = session.execute(

@@ -128,27 +128,6 @@ def evaluate_budget(
     return _evaluate(session, budget, _spent(rated, budget), rated.period, now)
 
 
-def budget_exceeded(
-    session: Session,
-    tenant_id: str,
-    customer_id: str,
-    period: Period,
-    spent_minor: int,
-    *,
-    currency: str | None = None,
-    now: datetime | None = None,
-) -> bool | None:
-    """For invoicing: whether `spent_minor` (charges before credits) is over the
-    customer's budget; None without a budget, or when `currency` is given and differs from
-    the budget's. Thresholds crossed in `period` are recorded and alerted like any
-    evaluation (once each), so usage that arrived late still alerts."""
-    budget = repository.get(session, tenant_id, customer_id)
-    if budget is None or (currency is not None and currency != budget.currency):
-        return None
-    _evaluate(session, budget, spent_minor, period, now or utcnow())
-    return spent_minor > budget.limit_minor
-
-
 def sweep_budgets(engine: Engine, now: datetime | None = None) -> int:
     """Job boundary for the background loop: evaluate every budget, one transaction per
     customer (a failing one is logged and skipped). Returns the number of new alerts."""

@@ -288,19 +288,6 @@ class TestEvaluate:
         assert [t for _, t in alerts(engine, tenant_id)] == [50, 80, 100]
         assert len(deliveries(engine, tenant_id)) == 3
 
-    def test_budget_exceeded(self, engine: Engine) -> None:
-        tenant_id = setup_tenant(engine)
-        with Session(engine) as session, session.begin():
-            assert budgets.budget_exceeded(session, tenant_id, "acme", NOVEMBER, 5000) is None
-        set_budget(engine, tenant_id, thresholds=[])
-        with Session(engine) as session, session.begin():
-            assert budgets.budget_exceeded(session, tenant_id, "acme", NOVEMBER, 10000) is False
-            assert budgets.budget_exceeded(session, tenant_id, "acme", NOVEMBER, 10001) is True
-            exceeded = budgets.budget_exceeded(
-                session, tenant_id, "acme", NOVEMBER, 10001, currency="EUR"
-            )
-            assert exceeded is None
-
     def test_thresholds_exact_in_minor_units(self) -> None:
         assert budgets.crossed_thresholds(4999, 10000, [50, 100]) == []
         assert budgets.crossed_thresholds(5000, 10000, [50, 100]) == [50]
