@@ -7,13 +7,15 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from agentmeter.settings import Settings
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+
+_READ_ONLY = "agentmeter_read_only"
 
 # Errors that mean "the database cannot serve us now", not "this request is wrong".
 UNAVAILABLE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
@@ -55,13 +57,23 @@ def make_engine(settings: Settings) -> Engine:
             dbapi_connection.isolation_level = None
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(connection: Any) -> None:
+        def _begin(connection: Connection) -> None:
             # Take the write lock when a transaction starts, so a read-then-write (check a
             # status, then finalize) is serialized like SELECT … FOR UPDATE on PostgreSQL.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # Connections from `read_only` do not: readers never wait for the writer.
+            if connection.get_execution_options().get(_READ_ONLY):
+                connection.exec_driver_sql("BEGIN")
+            else:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=settings.db_pool_size, max_overflow=4, pool_pre_ping=True)
+
+
+def read_only(engine: Engine) -> Connection:
+    """A connection for reads alone (key lookups, readiness): on SQLite its transactions
+    take no write lock. Use as a context manager, like `engine.connect()`."""
+    return engine.connect().execution_options(**{_READ_ONLY: True})
 
 
 def alembic_config(engine: Engine) -> Config:

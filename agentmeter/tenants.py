@@ -16,7 +16,7 @@ from enum import StrEnum
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from agentmeter.db import UNAVAILABLE_ERRORS
+from agentmeter.db import UNAVAILABLE_ERRORS, read_only
 from agentmeter.tables import ApiKey, Tenant, utcnow
 from otel_processor.conventions import DEFAULT_CUSTOMER_KEYS
 from otel_processor.receiver.service import IngestTenant
@@ -104,7 +104,7 @@ class TenantKeys:
             )
         )
         try:
-            with self._engine.connect() as connection:
+            with read_only(self._engine) as connection:
                 row = connection.execute(query).first()
         except UNAVAILABLE_ERRORS as error:
             raise StoreUnavailableError(f"key store unavailable: {error}") from None

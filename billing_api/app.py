@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DatabaseError
 
-from agentmeter.db import UNAVAILABLE_ERRORS
+from agentmeter.db import UNAVAILABLE_ERRORS, read_only
 from agentmeter.tenants import TenantKeys
 from billing_api.budgets.endpoints import router as budgets_router
 from billing_api.credits.endpoints import router as credits_router
@@ -43,7 +43,7 @@ def create_app(engine: Engine, registry: CollectorRegistry) -> FastAPI:
     @app.get("/readyz", include_in_schema=False, response_model=None)
     def readyz() -> dict[str, str] | JSONResponse:
         try:
-            with engine.connect() as connection:
+            with read_only(engine) as connection:
                 # A real table, so a missing or replaced database file shows.
                 connection.execute(text("SELECT count(*) FROM alembic_version"))
         except (*UNAVAILABLE_ERRORS, DatabaseError):

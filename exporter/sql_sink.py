@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from agentmeter.db import UNAVAILABLE_ERRORS, is_sqlite
+from agentmeter.db import UNAVAILABLE_ERRORS, is_sqlite, read_only
 from agentmeter.tables import TraceCustomer, UsageRow
 from exporter.provider_costs import ProviderCostCatalog, load_cost_overrides
 from otel_processor.usage import (
@@ -101,7 +101,7 @@ class SqlUsageSink:
         # Outside the SQLite writer lock: reading overrides and costing need no writer.
         if self._costs is None or not batch.records:
             return [None] * len(batch.records)
-        with self._engine.connect() as connection:
+        with read_only(self._engine) as connection:
             overrides = load_cost_overrides(connection, tenant_id)
         return self._costs.costs(batch.records, overrides)
 

@@ -22,7 +22,6 @@ FLAT_FEE = "flat_fee"
 ALLOWANCE = "allowance"
 MINIMUM = "minimum"
 COST_PLUS = "cost_plus"
-CHARGES = (PER_UNIT, GRADUATED, VOLUME, PACKAGE, FLAT_FEE, ALLOWANCE, MINIMUM, COST_PLUS)
 
 # Usage dimensions a component can filter on (fnmatch globs allowed in the patterns).
 FILTER_DIMENSIONS = (

@@ -17,9 +17,7 @@ from typing import Any
 from billing_api.pricing.components import (
     ALLOWANCE,
     COST_PLUS,
-    FLAT_FEE,
     GRADUATED,
-    MINIMUM,
     PACKAGE,
     PER_UNIT,
     VOLUME,
@@ -28,7 +26,6 @@ from billing_api.pricing.components import (
 )
 
 USAGE_CHARGES = frozenset({PER_UNIT, GRADUATED, VOLUME, PACKAGE, ALLOWANCE, COST_PLUS})
-PERIOD_CHARGES = frozenset({FLAT_FEE, MINIMUM})
 
 ZERO = Decimal(0)
 
