@@ -64,7 +64,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from fnmatch import fnmatchcase
 from typing import Any
 
 from genai_prices.data_snapshot import find_provider_by_id
@@ -78,6 +77,7 @@ from genai_prices.types import (
 )
 from sqlalchemy import Connection, Engine, Table, bindparam, select, tuple_, update
 
+from agentmeter.patterns import is_glob, pattern_matches
 from agentmeter.tables import ProviderCostOverride, UsageRow, from_unix_nano, to_unix_nano
 from otel_processor.usage import (
     CACHE_READ_TOKENS,
@@ -85,10 +85,10 @@ from otel_processor.usage import (
     INPUT_TOKENS,
     OUTPUT_REASONING_TOKENS,
     OUTPUT_TOKENS,
-    QUANTITY_PLACES,
     TOKEN_METERS,
     Quantity,
     UsageRecord,
+    from_micros,
 )
 
 __all__ = [
@@ -111,7 +111,6 @@ _PERIODS_CACHED = 4_096  # per model
 _TOKEN_METERS = frozenset(TOKEN_METERS)
 # Which of a span's records carries a per-request fee: the first of these it has.
 _FEE_METERS = (INPUT_TOKENS, OUTPUT_TOKENS, *TOKEN_METERS)
-_GLOB = frozenset("*?[")
 
 # OTel `gen_ai.provider.name` values (and older `gen_ai.system`, OpenInference and Vercel AI
 # SDK spellings) whose genai-prices provider genai-prices' own matching would miss or get
@@ -346,18 +345,10 @@ class CostOverride:
         )
 
 
-def _is_glob(pattern: str) -> bool:
-    return any(char in _GLOB for char in pattern)
-
-
-def _matches(pattern: str, value: str) -> bool:
-    return fnmatchcase(value, pattern) if _is_glob(pattern) else value == pattern
-
-
 def _specificity(override: CostOverride) -> tuple[bool, bool, int, int]:
     return (
-        not _is_glob(override.model),
-        not _is_glob(override.provider),
+        not is_glob(override.model),
+        not is_glob(override.provider),
         len(override.model),
         len(override.provider),
     )
@@ -386,7 +377,7 @@ class CostOverrides:
             matching = [
                 o
                 for o in self._by_meter[meter]
-                if _matches(o.provider, provider) and _matches(o.model, model)
+                if pattern_matches(o.provider, provider) and pattern_matches(o.model, model)
             ]
             matching.sort(
                 key=lambda o: (
@@ -684,7 +675,7 @@ def _recost_page(
             trace_id=row.trace_id,
             span_id=row.span_id,
             meter=row.meter,
-            quantity=Decimal(row.quantity_micros).scaleb(-QUANTITY_PLACES),
+            quantity=from_micros(row.quantity_micros),
             customer_id="",
             time_unix_nano=row.time_unix_nano,
             provider=row.provider,

@@ -6,7 +6,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
@@ -16,33 +15,17 @@ from agentmeter.db import UNAVAILABLE_ERRORS, is_sqlite, read_only
 from agentmeter.tables import TraceCustomer, UsageRow
 from exporter.provider_costs import ProviderCostCatalog, load_cost_overrides
 from otel_processor.usage import (
-    QUANTITY_PLACES,
     StoreUnavailableError,
     UsageBatch,
     UsageRecord,
     WriteResult,
+    to_micros,
 )
 
 _USAGE: Table = UsageRow.__table__  # type: ignore[assignment]
 _TRACES: Table = TraceCustomer.__table__  # type: ignore[assignment]
-_MICROS: int = 10**QUANTITY_PLACES
 # Bound on the number of values in one IN (…) list.
 _CHUNK = 500
-
-
-def to_micros(quantity: int | Decimal) -> int:
-    """A usage quantity as integer micro-units (exact: quantities carry ≤ 6 places)."""
-    if isinstance(quantity, int):
-        return quantity * _MICROS
-    return int(quantity.scaleb(QUANTITY_PLACES))
-
-
-def from_micros(micros: int) -> Decimal:
-    """Integer micro-units back to an exact Decimal quantity, without exponent notation."""
-    whole, fraction = divmod(micros, _MICROS)
-    if not fraction:
-        return Decimal(whole)
-    return Decimal(micros).scaleb(-QUANTITY_PLACES).normalize()
 
 
 class SqlUsageSink:

@@ -34,6 +34,22 @@ QUANTITY_PLACES = 6
 MAX_QUANTITY = 10**9
 
 Quantity = int | Decimal
+_MICROS: int = 10**QUANTITY_PLACES
+
+
+def to_micros(quantity: int | Decimal) -> int:
+    """A usage quantity as integer micro-units (exact: quantities carry ≤ 6 places)."""
+    if isinstance(quantity, int):
+        return quantity * _MICROS
+    return int(quantity.scaleb(QUANTITY_PLACES))
+
+
+def from_micros(micros: int) -> Decimal:
+    """Integer micro-units back to an exact Decimal quantity, without exponent notation."""
+    whole, fraction = divmod(micros, _MICROS)
+    if not fraction:
+        return Decimal(whole)
+    return Decimal(micros).scaleb(-QUANTITY_PLACES).normalize()
 
 
 class UsageRecord(NamedTuple):

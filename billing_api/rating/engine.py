@@ -31,11 +31,10 @@ from otel_processor.usage import (
     INPUT_TOKENS,
     OUTPUT_REASONING_TOKENS,
     OUTPUT_TOKENS,
-    QUANTITY_PLACES,
+    from_micros,
 )
 
 PICO = Decimal(10) ** 12
-MICRO = Decimal(10) ** QUANTITY_PLACES
 # (subset meter, the inclusive meter it is part of)
 SUBSETS = (
     (CACHE_READ_TOKENS, INPUT_TOKENS),
@@ -143,7 +142,7 @@ def _split(
     parts: list[_Part] = []
     unpriced: list[UnpricedUsage] = []
     for dims, meters in by_dims.items():
-        quantity = {m: Decimal(g.quantity_micros) / MICRO for m, g in meters.items()}
+        quantity = {m: from_micros(g.quantity_micros) for m, g in meters.items()}
         cost = {m: Decimal(g.cost_pico) / PICO for m, g in meters.items()}
         unknown = {m: g.unknown_cost_records for m, g in meters.items()}
         own = {m: terms.component_for(m, dims) for m in meters}

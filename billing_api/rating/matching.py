@@ -10,23 +10,16 @@ usage group always lands on exactly one component or on none (then it is unprice
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from fnmatch import fnmatchcase
 
+from agentmeter.patterns import is_glob, pattern_matches
 from billing_api.pricing.components import Component
-
-_GLOB = frozenset("*?[")
-
-
-def is_glob(pattern: str) -> bool:
-    return any(char in _GLOB for char in pattern)
 
 
 def matches(component: Component, meter: str, dims: Mapping[str, str]) -> bool:
     if component.meter != meter:
         return False
     for dim, pattern in component.filters.items():
-        value = dims.get(dim, "")
-        if not (fnmatchcase(value, pattern) if is_glob(pattern) else value == pattern):
+        if not pattern_matches(pattern, dims.get(dim, "")):
             return False
     return True
 

@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 
 from billing_api.usage.repository import aggregate_usage
 from billing_api.usage.schemas import UsageAnswer, UsageQuery
-from exporter.sql_sink import from_micros
+from otel_processor.usage import from_micros
 
 
 def query_usage(session: Session, tenant_id: str, query: UsageQuery) -> UsageAnswer:

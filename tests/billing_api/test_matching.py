@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agentmeter.patterns import is_glob
 from billing_api.pricing.components import Component, Filters
-from billing_api.rating.matching import best_component, is_glob, matches
+from billing_api.rating.matching import best_component, matches
 
 GPT_4O = {"provider": "openai", "model": "gpt-4o-2024-08-06", "operation": "chat"}
 

@@ -32,7 +32,7 @@ from agentmeter.tables import UsageRow
 from agentmeter.tenants import create_tenant
 from exporter import UsageSpanExporter
 from exporter.span_exporter import spans_to_usage
-from exporter.sql_sink import SqlUsageSink, to_micros
+from exporter.sql_sink import SqlUsageSink
 from exporter.usage_service import (
     USAGE_SERVICE,
     UsageServiceClient,
@@ -52,6 +52,7 @@ from otel_processor.usage import (
     UsageRecord,
     UsageSink,
     WriteResult,
+    to_micros,
 )
 from proto.agentmeter.v1 import usage_pb2
 from tests.conftest import RunningServer

@@ -15,13 +15,15 @@ from sqlalchemy import Engine, create_engine, select
 from agentmeter.db import make_engine, migrate
 from agentmeter.settings import Settings
 from agentmeter.tables import UsageRow
-from exporter.sql_sink import SqlUsageSink, from_micros, to_micros
+from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import (
     Quantity,
     StoreUnavailableError,
     UsageBatch,
     UsageRecord,
     WriteResult,
+    from_micros,
+    to_micros,
 )
 
 TENANT = "tenant-a"
