@@ -58,9 +58,11 @@ def invoice_findings(
 ) -> list[Finding]:
     """Findings about one customer's draft.
 
-    `trailing_usage` maps a meter to its quantities (micro-units) in the three previous
-    periods; `period_usage` to this period's. A spike needs some history: a meter with
-    no usage in the trailing periods is new, not spiking.
+    `trailing_usage` maps a meter to its quantities (micro-units) in each earlier period
+    the customer was billed in (0 where it was not used); `period_usage` to this
+    period's. A meter spikes above `spike_factor` × its average over those periods. A
+    spike needs some history: a meter with no usage in the earlier periods is new, not
+    spiking.
     """
     findings: list[Finding] = []
     for item in rated.unpriced:
@@ -130,15 +132,15 @@ def invoice_findings(
         )
     for meter, quantity in sorted(period_usage.items()):
         history = trailing_usage.get(meter, [])
-        average = Decimal(sum(history)) / 3 if history else Decimal(0)
+        average = Decimal(sum(history)) / len(history) if history else Decimal(0)
         if average > 0 and quantity > rules.spike_factor * average:
             findings.append(
                 Finding(
                     USAGE_SPIKE,
                     WARNING,
                     meter,
-                    f"{meter} is {Decimal(quantity) / average:.1f}× the trailing "
-                    f"three-period average",
+                    f"{meter} is {Decimal(quantity) / average:.1f}× its average over the "
+                    f"{len(history)} previous billed period{'s' if len(history) > 1 else ''}",
                     {
                         "meter": meter,
                         "quantity_micros": quantity,

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import BigInteger, Select, and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from agentmeter.tables import (
     AuditEntry,
@@ -206,52 +210,102 @@ def delete_lines(session: Session, line_ids: Sequence[str]) -> None:
         session.execute(delete(InvoiceLine).where(InvoiceLine.id.in_(line_ids)))
 
 
-def finalized_invoices_before(
-    session: Session, tenant_id: str, customer_ids: Sequence[str], before: datetime
-) -> Sequence[Invoice]:
-    return session.scalars(
-        select(Invoice).where(
+class _UnixNanos(FunctionElement[int]):
+    """A stored UTC timestamp as integer Unix nanoseconds (as usage times are kept), so
+    one query can compare invoice periods with usage rows on either database."""
+
+    type = BigInteger()
+    name = "unix_nanos"
+    inherit_cache = True
+
+
+@compiles(_UnixNanos, "postgresql")
+def _unix_nanos_postgresql(element: _UnixNanos, compiler: SQLCompiler, **kw: Any) -> str:
+    # EXTRACT gives the exact numeric seconds of a timestamp without time zone.
+    column = compiler.process(element.clauses, **kw)
+    return f"CAST(EXTRACT(EPOCH FROM {column}) * 1000000000 AS BIGINT)"
+
+
+@compiles(_UnixNanos, "sqlite")
+def _unix_nanos_sqlite(element: _UnixNanos, compiler: SQLCompiler, **kw: Any) -> str:
+    # Stored as text "YYYY-MM-DD HH:MM:SS.ffffff": whole seconds, then the microseconds.
+    column = compiler.process(element.clauses, **kw)
+    return (
+        f"(CAST(strftime('%s', {column}) AS INTEGER) * 1000000000"
+        f" + CAST(substr({column} || '.000000', 21, 6) AS INTEGER) * 1000)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LateUsage:
+    """A finalized invoice whose period received usage after it was finalized."""
+
+    invoice: Invoice
+    records: int
+    spans: int
+
+
+def late_usage(
+    session: Session, tenant_id: str, before: datetime, customer_ids: Sequence[str] | None = None
+) -> dict[str, list[LateUsage]]:
+    """Finalized invoices of periods starting before `before` (of all customers, or the
+    given ones) with usage received after they were finalized that is not yet settled, by
+    customer, in one query.
+
+    Late usage is settled once a finalized invoice carries a prior-period line for that
+    period computed after it arrived (compared with that invoice's `rated_at`); until then
+    it is found on every run. `records`/`spans` count all usage received after the
+    invoice was finalized.
+    """
+    adjusted = (
+        select(
+            Invoice.customer_id,
+            InvoiceLine.adjusts_period,
+            func.max(Invoice.rated_at).label("settled_at"),
+        )
+        .join(InvoiceLine, InvoiceLine.invoice_id == Invoice.id)
+        .where(
             Invoice.tenant_id == tenant_id,
-            Invoice.customer_id.in_(customer_ids),
+            Invoice.status == "finalized",
+            InvoiceLine.kind == "prior_period",
+        )
+        .group_by(Invoice.customer_id, InvoiceLine.adjusts_period)
+        .subquery()
+    )
+    settled_at = func.coalesce(adjusted.c.settled_at, Invoice.finalized_at)
+    query = (
+        select(Invoice, func.count(), func.count(func.distinct(UsageRow.span_id)))
+        .join(
+            UsageRow,
+            and_(
+                UsageRow.tenant_id == Invoice.tenant_id,
+                UsageRow.customer_id == Invoice.customer_id,
+                UsageRow.time_unix_nano >= _UnixNanos(Invoice.period_start),
+                UsageRow.time_unix_nano < _UnixNanos(Invoice.period_end),
+                UsageRow.received_unix_nano > _UnixNanos(Invoice.finalized_at),
+            ),
+        )
+        .outerjoin(
+            adjusted,
+            and_(
+                adjusted.c.customer_id == Invoice.customer_id,
+                adjusted.c.adjusts_period == Invoice.period,
+            ),
+        )
+        .where(
+            Invoice.tenant_id == tenant_id,
             Invoice.status == "finalized",
             Invoice.period_start < before,
         )
-    ).all()
-
-
-def customers_with_usage_received_since(
-    session: Session, tenant_id: str, since: datetime, before: datetime
-) -> set[str]:
-    """Customers with usage received after `since` for times before `before`."""
-    rows = session.scalars(
-        select(UsageRow.customer_id)
-        .where(
-            UsageRow.tenant_id == tenant_id,
-            UsageRow.received_unix_nano > to_unix_nano(since),
-            UsageRow.time_unix_nano < to_unix_nano(before),
-            UsageRow.customer_id != "",
-        )
-        .distinct()
+        .group_by(Invoice.id, adjusted.c.settled_at)
+        .having(func.max(UsageRow.received_unix_nano) > _UnixNanos(settled_at))
+        .order_by(Invoice.customer_id, Invoice.period_start)
     )
-    return set(rows)
-
-
-def late_candidates(
-    session: Session, tenant_id: str, customer_ids: Sequence[str], before: datetime
-) -> dict[str, list[Invoice]]:
-    """Finalized invoices (of periods before `before`) of customers that received usage
-    after the earliest of those finalizations: the ones to check for late usage."""
-    if not customer_ids:
-        return {}
-    finalized = finalized_invoices_before(session, tenant_id, customer_ids, before)
-    stamps = [i.finalized_at for i in finalized if i.finalized_at is not None]
-    if not stamps:
-        return {}
-    suspects = customers_with_usage_received_since(session, tenant_id, min(stamps), before)
-    found: dict[str, list[Invoice]] = {}
-    for invoice in finalized:
-        if invoice.customer_id in suspects:
-            found.setdefault(invoice.customer_id, []).append(invoice)
+    if customer_ids is not None:
+        query = query.where(Invoice.customer_id.in_(customer_ids))
+    found: dict[str, list[LateUsage]] = {}
+    for invoice, records, spans in session.execute(query):
+        found.setdefault(invoice.customer_id, []).append(LateUsage(invoice, records, spans))
     return found
 
 
@@ -283,22 +337,6 @@ def budget_limits(
         )
     )
     return {(customer_id, currency): limit for customer_id, currency, limit in rows}
-
-
-def late_usage(session: Session, invoice: Invoice) -> tuple[int, int]:
-    """(records, distinct spans) of usage in a finalized invoice's period that arrived
-    after it was finalized."""
-    assert invoice.finalized_at is not None
-    row = session.execute(
-        select(func.count(), func.count(func.distinct(UsageRow.span_id))).where(
-            UsageRow.tenant_id == invoice.tenant_id,
-            UsageRow.customer_id == invoice.customer_id,
-            UsageRow.time_unix_nano >= to_unix_nano(invoice.period_start),
-            UsageRow.time_unix_nano < to_unix_nano(invoice.period_end),
-            UsageRow.received_unix_nano > to_unix_nano(invoice.finalized_at),
-        )
-    ).one()
-    return int(row[0]), int(row[1])
 
 
 def billed_prior_period_adjustments(

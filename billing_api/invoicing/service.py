@@ -26,7 +26,7 @@ from billing_api.credits.service import preview_credits
 from billing_api.invoicing import checks, repository
 from billing_api.invoicing.checks import Finding, ReviewRules
 from billing_api.periods import Period, month_period, previous_periods
-from billing_api.rating.engine import RatedPeriod
+from billing_api.rating.engine import RatedPeriod, rate_customer
 from billing_api.rating.repository import load_pricing
 from billing_api.rating.service import rate_period
 from billing_api.rating.terms import TenantPricing
@@ -42,6 +42,8 @@ CHUNK = 500
 ADJUST_NEXT = "adjust_next"
 OUTDATED_ADJUSTMENT = "adjustment_outdated"
 EXCEPTION_ONLY = "exception_only"
+# Spikes compare with the average of the customer's billed periods among this many.
+SPIKE_WINDOW = 3
 
 Progress = Callable[[int, int], None]
 
@@ -274,14 +276,21 @@ def _rules(session: Session, tenant_id: str) -> tuple[ReviewRules, str]:
 def _context(
     session: Session, tenant_id: str, period: Period, billing_day: int, customer_ids: Sequence[str]
 ) -> _Context:
-    """Review rules, budgets, and each customer's usage per meter in the three previous
-    periods, read from those periods' invoices (no rescan of old usage)."""
+    """Review rules, budgets, and each customer's usage per meter in each of the (up to
+    three) previous periods it was billed in, read from those periods' invoices (no rescan
+    of old usage). A meter absent from a billed period used 0 in it."""
     rules, policy = _rules(session, tenant_id)
-    trailing: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    starts = [p.start for p in previous_periods(period, 3, billing_day)]
+    billed: dict[str, list[dict[str, int]]] = defaultdict(list)
+    starts = [p.start for p in previous_periods(period, SPIKE_WINDOW, billing_day)]
     for customer_id, usage in repository.usage_history(session, tenant_id, customer_ids, starts):
-        for meter, quantity in usage.items():
-            trailing[customer_id][meter].append(quantity)
+        billed[customer_id].append(usage)
+    trailing = {
+        customer_id: {
+            meter: [usage.get(meter, 0) for usage in periods]
+            for meter in {meter for usage in periods for meter in usage}
+        }
+        for customer_id, periods in billed.items()
+    }
     budgets = repository.budget_limits(session, tenant_id, customer_ids)
     return _Context(rules, policy, trailing, budgets)
 
@@ -311,17 +320,14 @@ def _late_usage_lines(
     session: Session,
     tenant_id: str,
     customer_id: str,
-    period: Period,
     pricing: TenantPricing,
-    late: Sequence[Invoice],
+    late: Sequence[repository.LateUsage],
 ) -> tuple[list[InvoiceLine], list[Finding]]:
     """Prior-period lines that bill late usage of finalized periods (policy adjust_next)."""
     lines: list[InvoiceLine] = []
     findings: list[Finding] = []
-    for finalized in late:
-        records, spans = repository.late_usage(session, finalized)
-        if not records:
-            continue
+    for found in late:
+        finalized = found.invoice
         earlier = Period(finalized.period_start, finalized.period_end)
         rerated = rate_period(session, tenant_id, earlier, [customer_id], pricing=pricing)
         now_owed = rerated[customer_id].subtotal_minor if customer_id in rerated else 0
@@ -332,8 +338,8 @@ def _late_usage_lines(
         evidence = {
             "invoice": finalized.number,
             "period": finalized.period,
-            "late_records": records,
-            "late_spans": spans,
+            "late_records": found.records,
+            "late_spans": found.spans,
             "invoiced_minor": billed,
             "rerated_minor": now_owed,
             "adjustment_minor": delta,
@@ -343,8 +349,9 @@ def _late_usage_lines(
                 checks.LATE_USAGE,
                 checks.WARNING,
                 finalized.id,
-                f"{spans} spans of usage for {finalized.period} (invoice {finalized.number}) "
-                f"arrived after it was finalized; adjustment {delta} minor units",
+                f"{found.spans} spans of usage for {finalized.period} (invoice "
+                f"{finalized.number}) arrived after it was finalized; adjustment {delta} "
+                "minor units",
                 evidence,
             )
         )
@@ -372,24 +379,41 @@ def draft_customers(
     period: Period,
     rated: dict[str, RatedPeriod],
     *,
+    late: dict[str, list[repository.LateUsage]],
     run_id: str | None,
     pricing: TenantPricing,
 ) -> list[Invoice]:
-    """Draft the rated customers of one billing-day group of a period and raise their
-    exceptions."""
-    billing_day = period.start.day
-    late_candidates = repository.late_candidates(session, tenant_id, list(rated), period.start)
-    context = _context(session, tenant_id, period, billing_day, list(rated))
+    """Draft the customers of one billing-day group of a period that have something to
+    bill, and raise their exceptions.
+
+    `rated` holds the customers with usage, fees or commitments in the period; `late`
+    the customers with unsettled late usage of earlier finalized periods. Under policy
+    adjust_next a customer with late usage that changes what is owed gets a draft with
+    the prior-period line even when nothing else is billed; late usage that changes
+    nothing for an otherwise idle customer, and all late usage under exception_only, is
+    reported on the finalized invoice it belongs to. Late usage is never dropped."""
+    context = _context(session, tenant_id, period, period.start.day, sorted({*rated, *late}))
+    to_draft = dict(rated)
     prior_lines: dict[str, list[InvoiceLine]] = {}
     late_findings: dict[str, list[Finding]] = {}
-    if context.policy == ADJUST_NEXT:
-        for customer_id, late in late_candidates.items():
-            prior_lines[customer_id], late_findings[customer_id] = _late_usage_lines(
-                session, tenant_id, customer_id, period, pricing, late
-            )
+    on_finalized: list[repository.LateUsage] = []
+    for customer_id, found in late.items():
+        if context.policy == ADJUST_NEXT:
+            lines, findings = _late_usage_lines(session, tenant_id, customer_id, pricing, found)
+            if customer_id in rated or lines:
+                prior_lines[customer_id], late_findings[customer_id] = lines, findings
+                if customer_id not in to_draft:  # idle this period: the draft is the line
+                    to_draft[customer_id] = rate_customer(customer_id, pricing, period, [])
+                continue
+        on_finalized += found
     with session.no_autoflush:
         invoices, fresh_lines = write_drafts(
-            session, tenant_id, period, list(rated.values()), run_id=run_id, prior_lines=prior_lines
+            session,
+            tenant_id,
+            period,
+            list(to_draft.values()),
+            run_id=run_id,
+            prior_lines=prior_lines,
         )
         drafts = [i for i in invoices.values() if i.status == "draft"]
         known = repository.exceptions_in_scopes(
@@ -398,10 +422,10 @@ def draft_customers(
         for invoice in drafts:
             customer_id = invoice.customer_id
             findings = checks.invoice_findings(
-                rated[customer_id],
+                to_draft[customer_id],
                 rules=context.rules,
                 trailing_usage=context.trailing.get(customer_id, {}),
-                period_usage=rated[customer_id].usage_micros,
+                period_usage=to_draft[customer_id].usage_micros,
                 total_minor=invoice.total_minor,
                 budget_limit_minor=context.budgets.get((customer_id, invoice.currency)),
             )
@@ -418,38 +442,35 @@ def draft_customers(
                 known_in_scope=known.get(scope, []),
             )
     session.flush()
-    if context.policy == EXCEPTION_ONLY:
-        _late_usage_exceptions(session, tenant_id, late_candidates)
+    _late_usage_exceptions(session, tenant_id, on_finalized)
     return drafts
 
 
 def _late_usage_exceptions(
-    session: Session, tenant_id: str, late_candidates: dict[str, list[Invoice]]
+    session: Session, tenant_id: str, late: Sequence[repository.LateUsage]
 ) -> None:
-    """Policy exception_only: late usage is reported on the finalized invoice it belongs
-    to, for a reviewer to settle (credit note or manual line); nothing is billed."""
-    for invoices in late_candidates.values():
-        for finalized in invoices:
-            records, spans = repository.late_usage(session, finalized)
-            if records:
-                sync_exceptions(
-                    session,
-                    tenant_id,
-                    scope=f"late:{finalized.id}",
-                    period=finalized.period,
-                    customer_id=finalized.customer_id,
-                    invoice_id=finalized.id,
-                    findings=[
-                        Finding(
-                            checks.LATE_USAGE,
-                            checks.WARNING,
-                            finalized.id,
-                            f"{spans} spans of usage for {finalized.period} arrived after "
-                            f"invoice {finalized.number} was finalized",
-                            {"late_records": records, "late_spans": spans},
-                        )
-                    ],
+    """Late usage reported on the finalized invoice it belongs to, for a reviewer to
+    settle (credit note or manual line); nothing is billed."""
+    for found in late:
+        finalized = found.invoice
+        sync_exceptions(
+            session,
+            tenant_id,
+            scope=f"late:{finalized.id}",
+            period=finalized.period,
+            customer_id=finalized.customer_id,
+            invoice_id=finalized.id,
+            findings=[
+                Finding(
+                    checks.LATE_USAGE,
+                    checks.WARNING,
+                    finalized.id,
+                    f"{found.spans} spans of usage for {finalized.period} arrived after "
+                    f"invoice {finalized.number} was finalized",
+                    {"late_records": found.records, "late_spans": found.spans},
                 )
+            ],
+        )
 
 
 def run_findings(
@@ -501,15 +522,19 @@ def start_run(session: Session, tenant_id: str, period_label: str) -> BillingRun
 def execute_run(
     engine: Engine, tenant_id: str, run_id: str, progress: Progress | None = None
 ) -> BillingRun:
-    """Draft every customer's invoice for the run's month, in chunks that each commit, so
-    progress is visible and a crash loses at most one chunk (which a re-run redoes)."""
+    """Draft the invoice of every customer with something to bill for the run's month
+    (usage, fees or commitments in it, or late usage of an earlier finalized period), in
+    chunks that each commit, so progress is visible and a crash loses at most one chunk
+    (which a re-run redoes). A registered customer with nothing to bill gets no invoice."""
     try:
         with Session(engine, expire_on_commit=False) as session, session.begin():
             run = repository.get_run(session, tenant_id, run_id)
             assert run is not None
             label = run.period
             pricing = load_pricing(session, tenant_id)
-            groups = _billing_day_groups(session, tenant_id, label, pricing)
+            # Late usage of all customers in one query, idle or not this month.
+            late = repository.late_usage(session, tenant_id, month_period(label).start)
+            groups = _billing_day_groups(session, tenant_id, label, pricing, late)
             total = sum(len(ids) for _, ids in groups)
             run.total_customers = total
         done = drafted = 0
@@ -526,6 +551,7 @@ def execute_run(
                         tenant_id,
                         period,
                         {c: rated[c] for c in chunk if c in rated},
+                        late={c: late[c] for c in chunk if c in late},
                         run_id=run_id,
                         pricing=pricing,
                     )
@@ -568,19 +594,21 @@ def execute_run(
 
 
 def _billing_day_groups(
-    session: Session, tenant_id: str, label: str, pricing: TenantPricing
+    session: Session, tenant_id: str, label: str, pricing: TenantPricing, late: Iterable[str]
 ) -> list[tuple[Period, list[str]]]:
-    """Customers to draft, grouped by the period their billing day gives in month `label`.
+    """Customers to consider, grouped by the period their billing day gives in month
+    `label`.
 
-    Registered customers, plus ids with usage in the month that are not registered yet
-    (they bill on day 1 until registered)."""
+    Registered customers, plus ids with usage in the month or late usage that are not
+    registered yet (they bill on day 1 until registered)."""
     by_day: dict[int, set[str]] = defaultdict(set)
     for customer_id in pricing.registered:
         by_day[pricing.billing_days.get(customer_id, 1)].add(customer_id)
     calendar = month_period(label)
-    for customer_id in repository.customers_with_usage(
-        session, tenant_id, calendar.start, calendar.end
-    ):
+    for customer_id in {
+        *repository.customers_with_usage(session, tenant_id, calendar.start, calendar.end),
+        *late,
+    }:
         if customer_id not in pricing.registered:
             by_day[1].add(customer_id)
     return [(month_period(label, day), sorted(ids)) for day, ids in sorted(by_day.items())]
@@ -593,7 +621,12 @@ def redraft_customer(
     pricing = load_pricing(session, tenant_id)
     period = month_period(period_label, pricing.billing_days.get(customer_id, 1))
     rated = rate_period(session, tenant_id, period, [customer_id], pricing=pricing)
-    drafts = draft_customers(session, tenant_id, period, rated, run_id=run_id, pricing=pricing)
+    late = repository.late_usage(
+        session, tenant_id, month_period(period_label).start, [customer_id]
+    )
+    drafts = draft_customers(
+        session, tenant_id, period, rated, late=late, run_id=run_id, pricing=pricing
+    )
     return drafts[0] if drafts else None
 
 

@@ -174,12 +174,19 @@ class TestUsageSpike:
             pytest.param([100, 100, 100], 300, False, id="exactly-3x-is-not-a-spike"),
             pytest.param([50, 100, 150], 301, True, id="average-of-uneven-history"),
             pytest.param([], 10**12, False, id="no-history-is-new-not-spiking"),
-            # Periods without usage count as zero in the three-period average: 300 / 3.
-            pytest.param([300], 301, True, id="one-period-of-history"),
-            pytest.param([300], 300, False, id="one-period-of-history-at-3x"),
+            # One billed period of history: its own usage is the average (300, not
+            # 300 / 3 = 100 as a fixed divisor gave): 3 × 300 = 900.
+            pytest.param([300], 901, True, id="one-period-of-history"),
+            pytest.param([300], 900, False, id="one-period-of-history-at-3x"),
+            pytest.param([300], 301, False, id="one-period-of-history-steady"),
+            # Two billed periods, the meter unused in one: (0 + 300) / 2 = 150; 3× = 450.
+            pytest.param([0, 300], 451, True, id="unused-billed-period-counts-zero"),
+            pytest.param([0, 300], 450, False, id="unused-billed-period-at-3x"),
+            # Billed but never used: a zero average, the meter is new, not spiking.
+            pytest.param([0, 0], 10**12, False, id="billed-without-usage-is-new"),
         ],
     )
-    def test_factor_times_trailing_three_period_average(
+    def test_factor_times_average_of_billed_periods(
         self, history: list[int], quantity: int, spikes: bool
     ) -> None:
         found = findings(
@@ -559,6 +566,44 @@ class TestThroughBillingRuns:
         )
         assert spike.evidence["quantity_micros"] == 300_001 * 10**6
         assert sorted(spike.evidence["trailing_micros"]) == [100_000 * 10**6] * 3
+
+    def test_spike_judged_against_the_periods_billed(self, engine: Engine) -> None:
+        """One billed period of history is the baseline itself, not a third of it.
+
+        October (acme's first invoice): 100 000 input tokens. November 250 000: the average
+        of the one billed period is 100 000, 3× is 300 000, so no spike (dividing by three
+        gave 33 333.3, 3× 100 000, and flagged this steady customer). 50 001 more
+        (300 001) is above 300 000: a spike.
+        """
+        tenant = setup_tenant(engine)
+        use(engine, tenant, datetime(2026, 10, 10, tzinfo=UTC), 100_000)
+        bill(engine, tenant, "2026-10")
+        use(engine, tenant, datetime(2026, 11, 10, tzinfo=UTC), 250_000)
+        invoice_id = bill(engine, tenant)
+        assert invoice_exceptions(engine, tenant, invoice_id, checks.USAGE_SPIKE) == []
+
+        use(engine, tenant, datetime(2026, 11, 11, tzinfo=UTC), 50_001)
+        bill(engine, tenant)
+        (spike,) = invoice_exceptions(engine, tenant, invoice_id, checks.USAGE_SPIKE)
+        assert spike.evidence["quantity_micros"] == 300_001 * 10**6
+        assert spike.evidence["trailing_micros"] == [100_000 * 10**6]
+        assert "previous billed period" in spike.message
+
+    def test_billed_period_without_the_meter_counts_zero(self, engine: Engine) -> None:
+        """September billed (the flat fee) with no input tokens, October 100 000, August
+        not billed at all: the average is (0 + 100 000) / 2 = 50 000, 3× is 150 000."""
+        tenant = setup_tenant(engine)
+        bill(engine, tenant, "2026-09")
+        use(engine, tenant, datetime(2026, 10, 10, tzinfo=UTC), 100_000)
+        bill(engine, tenant, "2026-10")
+        use(engine, tenant, datetime(2026, 11, 10, tzinfo=UTC), 150_000)
+        invoice_id = bill(engine, tenant)
+        assert invoice_exceptions(engine, tenant, invoice_id, checks.USAGE_SPIKE) == []
+
+        use(engine, tenant, datetime(2026, 11, 11, tzinfo=UTC), 1)
+        bill(engine, tenant)
+        (spike,) = invoice_exceptions(engine, tenant, invoice_id, checks.USAGE_SPIKE)
+        assert sorted(spike.evidence["trailing_micros"]) == [0, 100_000 * 10**6]
 
     def test_low_margin_from_stored_provider_costs(self, engine: Engine) -> None:
         tenant = setup_tenant(engine)
