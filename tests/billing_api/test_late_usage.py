@@ -74,8 +74,8 @@ COMPONENTS: list[dict[str, Any]] = [
 ]
 
 
-def setup_tenant(engine: Engine) -> str:
-    """A tenant with the price book above and one customer, acme."""
+def setup_tenant(engine: Engine, components: Sequence[dict[str, Any]] = COMPONENTS) -> str:
+    """A tenant with the price book above (or `components`) and one customer, acme."""
     tenant_id = create_tenant(engine, "late usage").tenant_id
     book_id, version_id = uuid.uuid4().hex, uuid.uuid4().hex
     with Session(engine) as session, session.begin():
@@ -99,43 +99,59 @@ def setup_tenant(engine: Engine) -> str:
             PriceComponent(
                 id=uuid.uuid4().hex, version_id=version_id, position=p, filters={}, **fields
             )
-            for p, fields in enumerate(COMPONENTS)
+            for p, fields in enumerate(components)
         )
     return tenant_id
 
 
 def write_span(
-    engine: Engine, tenant_id: str, at: datetime, input_tokens: int, output_tokens: int = 0
+    engine: Engine,
+    tenant_id: str,
+    at: datetime,
+    input_tokens: int,
+    output_tokens: int = 0,
+    customer: str = "acme",
 ) -> None:
-    """One chat span of acme's, through the SQL usage sink (which stamps received time)."""
+    """One chat span of a customer's (acme's unless told), through the SQL usage sink
+    (which stamps received time)."""
     n = next(_spans)
     trace, span = uuid.uuid4().hex, f"{n:016x}"
     common = {"provider": "openai", "model": "gpt-4o", "operation": "chat"}
     records = [
-        UsageRecord(trace, span, "input_tokens", input_tokens, "acme", to_unix_nano(at), **common)
+        UsageRecord(trace, span, "input_tokens", input_tokens, customer, to_unix_nano(at), **common)
     ]
     if output_tokens:
         records.append(
             UsageRecord(
-                trace, span, "output_tokens", output_tokens, "acme", to_unix_nano(at), **common
+                trace, span, "output_tokens", output_tokens, customer, to_unix_nano(at), **common
             )
         )
     SqlUsageSink(engine).write(tenant_id, UsageBatch(records))
 
 
-def bill(engine: Engine, tenant_id: str, period: str) -> Invoice:
-    """Run billing for `period` and return acme's invoice of it."""
+def run(engine: Engine, tenant_id: str, period: str) -> None:
+    """Run billing for `period`."""
     with Session(engine) as session, session.begin():
         run_id = start_run(session, tenant_id, period).id
-    run = execute_run(engine, tenant_id, run_id)
-    assert run.status == "completed"
+    assert execute_run(engine, tenant_id, run_id).status == "completed"
+
+
+def bill(engine: Engine, tenant_id: str, period: str) -> Invoice:
+    """Run billing for `period` and return acme's invoice of it."""
+    run(engine, tenant_id, period)
     return invoice_of(engine, tenant_id, period)
 
 
-def invoice_of(engine: Engine, tenant_id: str, period: str) -> Invoice:
+def invoices_of(
+    engine: Engine, tenant_id: str, period: str, customer: str = "acme"
+) -> Sequence[Invoice]:
     with Session(engine) as session:
-        (found,) = repository.list_invoices(session, tenant_id, period=period, customer_id="acme")
-        return found
+        return repository.list_invoices(session, tenant_id, period=period, customer_id=customer)
+
+
+def invoice_of(engine: Engine, tenant_id: str, period: str, customer: str = "acme") -> Invoice:
+    (found,) = invoices_of(engine, tenant_id, period, customer)
+    return found
 
 
 def finalize(engine: Engine, tenant_id: str, invoice_id: str) -> Invoice:
@@ -174,6 +190,13 @@ def billed_october(engine: Engine) -> tuple[str, Invoice]:
     final = finalize(engine, tenant_id, october.id)
     assert final.number is not None
     return tenant_id, final
+
+
+def set_policy(engine: Engine, tenant_id: str, policy: str) -> None:
+    with Session(engine) as session, session.begin():
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant is not None
+        tenant.late_usage_policy = policy
 
 
 def november_usage(engine: Engine, tenant_id: str) -> None:
@@ -250,10 +273,7 @@ class TestAdjustNext:
 class TestExceptionOnly:
     def test_late_usage_raised_on_the_finalized_invoice(self, engine: Engine) -> None:
         tenant_id, october = billed_october(engine)
-        with Session(engine) as session, session.begin():
-            tenant = session.get(Tenant, tenant_id)
-            assert tenant is not None
-            tenant.late_usage_policy = "exception_only"
+        set_policy(engine, tenant_id, "exception_only")
         november_usage(engine, tenant_id)
         write_span(engine, tenant_id, datetime(2026, 10, 20, tzinfo=UTC), 250_000, 400)
 
@@ -277,3 +297,115 @@ class TestExceptionOnly:
                 select(BillingException.scope).where(BillingException.type == "late_usage")
             ).all()
         assert scopes == [f"late:{october.id}"]
+
+
+# Usage only, no platform fee: a customer without usage has nothing to bill.
+USAGE_ONLY = [c for c in COMPONENTS if c["name"] != "platform"]
+
+
+def churned_in_october(engine: Engine, policy: str) -> tuple[str, Invoice]:
+    """acme, on a book without fees, uses October (420) and nothing after; a registered
+    customer, idle, never uses anything.
+
+    October as finalized: input 1 000 000 → 300; output 100 400 → 1.2048 → 120: 420.
+    """
+    tenant_id = setup_tenant(engine, USAGE_ONLY)
+    set_policy(engine, tenant_id, policy)
+    with Session(engine) as session, session.begin():
+        session.add(Customer(tenant_id=tenant_id, id="idle", name="Idle Ltd"))
+    write_span(engine, tenant_id, datetime(2026, 10, 5, tzinfo=UTC), 600_000, 60_000)
+    write_span(engine, tenant_id, datetime(2026, 10, 31, 23, 59, 59, tzinfo=UTC), 400_000, 40_400)
+    october = bill(engine, tenant_id, "2026-10")
+    assert october.subtotal_minor == 420
+    assert invoices_of(engine, tenant_id, "2026-10", "idle") == []  # nothing to bill
+    return tenant_id, finalize(engine, tenant_id, october.id)
+
+
+class TestChurnedCustomer:
+    """Late October usage of a customer with no usage, fees or commitments in November is
+    billed or reported all the same (it used to be billed nowhere, silently).
+
+    Late span: 250 000 input, 400 output. October re-rated: input 1 250 000 → 375;
+    output 100 800 → 1.2096 → 121: 496. Adjustment 496 − 420 = 76.
+    """
+
+    def test_adjust_next_drafts_the_adjustment_alone(self, engine: Engine) -> None:
+        tenant_id, october = churned_in_october(engine, "adjust_next")
+        write_span(engine, tenant_id, datetime(2026, 10, 20, tzinfo=UTC), 250_000, 400)
+        for _ in range(2):  # a re-run converges on the same draft
+            november = bill(engine, tenant_id, "2026-11")
+            assert amounts(lines(engine, november.id)) == [
+                ("prior_period", "Adjustment for 2026-10 (usage received late)", 76),
+            ]
+            assert (november.subtotal_minor, november.total_minor) == (76, 76)
+            (warning,) = exceptions(engine, tenant_id, november.id)
+            assert warning.evidence["adjustment_minor"] == 76
+            assert (warning.evidence["invoiced_minor"], warning.evidence["rerated_minor"]) == (
+                420,
+                496,
+            )
+        assert invoices_of(engine, tenant_id, "2026-11", "idle") == []
+        assert exceptions(engine, tenant_id, october.id) == []
+
+        # Once November is finalized the late usage is settled: December has nothing for
+        # acme (no draft, no exception), and November's adjustment is not billed again.
+        finalize(engine, tenant_id, november.id)
+        run(engine, tenant_id, "2026-12")
+        assert invoices_of(engine, tenant_id, "2026-12") == []
+        assert exceptions(engine, tenant_id, october.id) == []
+
+        # More October usage after that (100 000 input: 1 350 000 → 405; 405 + 121 = 526,
+        # billed 420 + 76 = 496): December drafts the 30 still owed.
+        write_span(engine, tenant_id, datetime(2026, 10, 21, tzinfo=UTC), 100_000)
+        december = bill(engine, tenant_id, "2026-12")
+        assert amounts(lines(engine, december.id)) == [
+            ("prior_period", "Adjustment for 2026-10 (usage received late)", 30),
+        ]
+
+    def test_adjust_next_without_a_difference_reports_on_the_finalized_invoice(
+        self, engine: Engine
+    ) -> None:
+        # One late output token: output 100 401 → 1.204812 → 120, October still 420. No
+        # adjustment to bill, so no empty draft; the exception goes on October's invoice.
+        tenant_id, october = churned_in_october(engine, "adjust_next")
+        write_span(engine, tenant_id, datetime(2026, 10, 20, tzinfo=UTC), 0, 1)
+        run(engine, tenant_id, "2026-11")
+        assert invoices_of(engine, tenant_id, "2026-11") == []
+        (raised,) = exceptions(engine, tenant_id, october.id)
+        assert raised.evidence == {"late_records": 2, "late_spans": 1}
+
+    def test_exception_only_reports_on_the_finalized_invoice(self, engine: Engine) -> None:
+        tenant_id, october = churned_in_october(engine, "exception_only")
+        write_span(engine, tenant_id, datetime(2026, 10, 20, tzinfo=UTC), 250_000, 400)
+        first_id = None
+        for _ in range(2):
+            run(engine, tenant_id, "2026-11")
+            assert invoices_of(engine, tenant_id, "2026-11") == []  # nothing billed
+            (raised,) = exceptions(engine, tenant_id, october.id)
+            first_id = first_id or raised.id
+            assert raised.id == first_id
+            assert (raised.status, raised.customer_id, raised.period) == ("open", "acme", "2026-10")
+            assert raised.evidence == {"late_records": 2, "late_spans": 1}
+        assert (invoice_of(engine, tenant_id, "2026-10").subtotal_minor) == 420
+
+    def test_unregistered_id_idle_next_month(self, engine: Engine) -> None:
+        """Usage under an id nobody registered, finalized in October, then late October
+        usage and nothing in November: drafted with the adjustment and flagged on the run.
+
+        ghost's October: input 100 000 → 0.30 → 30. Late: 100 000 more → 200 000 → 60:
+        adjustment 30."""
+        tenant_id = setup_tenant(engine, USAGE_ONLY)
+        write_span(engine, tenant_id, datetime(2026, 10, 5, tzinfo=UTC), 100_000, customer="ghost")
+        run(engine, tenant_id, "2026-10")
+        october = invoice_of(engine, tenant_id, "2026-10", "ghost")
+        assert october.subtotal_minor == 30
+        finalize(engine, tenant_id, october.id)
+        write_span(engine, tenant_id, datetime(2026, 10, 6, tzinfo=UTC), 100_000, customer="ghost")
+        run(engine, tenant_id, "2026-11")
+        november = invoice_of(engine, tenant_id, "2026-11", "ghost")
+        assert amounts(lines(engine, november.id)) == [
+            ("prior_period", "Adjustment for 2026-10 (usage received late)", 30),
+        ]
+        with Session(engine) as session:
+            flagged = repository.exceptions_in_scope(session, tenant_id, "run:2026-11")
+        assert [(e.type, e.fingerprint) for e in flagged] == [("unregistered_customer", "ghost")]
