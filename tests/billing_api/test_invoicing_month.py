@@ -1044,3 +1044,85 @@ class TestPrepaidCredits:
         # globex's EUR credit is not drawn by its USD invoice.
         globex = drafts["globex"]
         assert (globex["credits_minor"], globex["total_minor"]) == (0, GLOBEX_SUBTOTAL)
+
+
+class TestChurnedCustomer:
+    """umbrella, on a book without fees, used October and nothing since. Its October is
+    finalized; then late October usage arrives; November must bill it (adjust_next) or
+    report it (exception_only), never drop it. dormant, on the same book, never used
+    anything: a registered customer with nothing to bill gets no invoice.
+
+    Book "usage only" (USD): gpt-4o input 3.00 and output 12.00 per 1 000 000, no fee.
+    - October as finalized: 1 000 000 input → 3.00 → 300; 100 000 output → 1.20 → 120: 420.
+    - Late (Oct 25, sent after finalizing): 250 000 input, 400 output. October re-rated:
+      input 1 250 000 → 3.75 → 375; output 100 400 → 1.2048 → 120: 495. Adjustment
+      495 − 420 = 75.
+    """
+
+    @pytest.mark.parametrize("policy", ["adjust_next", "exception_only"])
+    def test_late_october_usage_of_a_customer_idle_in_november(
+        self, month: Month, policy: str
+    ) -> None:
+        api = month.api
+        ok(api.patch("/api/v1/billing-settings", json={"late_usage_policy": policy}))
+        book = ok(
+            api.post("/api/v1/price-books", json={"name": "usage only", "currency": "USD"}), 201
+        )
+        ok(
+            api.post(
+                f"/api/v1/price-books/{book['id']}/versions",
+                json={"effective_from": "2026-01-01T00:00:00Z", "components": COMPONENTS[:2]},
+            ),
+            201,
+        )
+        for customer_id in ("umbrella", "dormant"):
+            ok(api.post("/api/v1/customers", json={"id": customer_id, "name": customer_id}), 201)
+            ok(
+                api.put(
+                    f"/api/v1/customers/{customer_id}/price-book",
+                    json={"price_book_id": book["id"]},
+                )
+            )
+        october = datetime(2026, 10, 20, tzinfo=UTC)
+        send_spans(month.server, [Call(50, 50, october, GPT4O, 1_000_000, 100_000, "umbrella")])
+        run_billing(api, "2026-10")
+        in_october = ok(api.get("/api/v1/invoices", params={"period": "2026-10"}))
+        by_customer = {i["customer_id"]: i for i in in_october}
+        # acme, globex, initech: the platform fee; umbrella its usage; dormant nothing.
+        assert set(by_customer) == {"acme", "globex", "initech", "umbrella"}
+        assert by_customer["umbrella"]["subtotal_minor"] == 420
+        finalized = ok(finalize(api, by_customer["umbrella"]["id"]))
+        assert finalized["number"] == month.number(1)
+
+        late = datetime(2026, 10, 25, tzinfo=UTC)
+        send_spans(month.server, [Call(51, 51, late, GPT4O, 250_000, 400, "umbrella")])
+        for _ in range(2):  # a re-run converges
+            run = run_billing(api)
+            # Registered acme, globex, initech, umbrella, dormant, plus hooli's usage.
+            assert run["total_customers"] == 6
+            drafts = invoices(api)
+            assert "dormant" not in drafts
+            if policy == "adjust_next":
+                assert run["drafted"] == 5
+                umbrella = invoice(api, drafts["umbrella"]["id"])
+                assert amounts(umbrella) == {"Adjustment for 2026-10 (usage received late)": 75}
+                (line,) = umbrella["lines"]
+                assert (line["kind"], line["adjusts_period"]) == ("prior_period", "2026-10")
+                assert (umbrella["subtotal_minor"], umbrella["total_minor"]) == (75, 75)
+                (warning,) = [e for e in umbrella["exceptions"] if e["type"] == "late_usage"]
+                assert warning["evidence"]["invoice"] == month.number(1)
+                assert (
+                    warning["evidence"]["invoiced_minor"],
+                    warning["evidence"]["rerated_minor"],
+                    warning["evidence"]["adjustment_minor"],
+                ) == (420, 495, 75)
+            else:
+                assert run["drafted"] == 4
+                assert "umbrella" not in drafts  # nothing billed in November
+                (raised,) = exceptions(api, period="2026-10", invoice_id=finalized["id"])
+                assert (raised["type"], raised["status"]) == ("late_usage", "open")
+                assert raised["evidence"] == {"late_records": 2, "late_spans": 1}
+                assert month.number(1) in raised["message"]
+        # October itself never changes.
+        after = invoice(api, finalized["id"])
+        assert (after["status"], after["subtotal_minor"]) == ("finalized", 420)
