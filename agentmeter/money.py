@@ -57,6 +57,29 @@ def to_minor(amount: Decimal, currency: str) -> int:
     return int((amount.scaleb(exponent)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+class InexactAmountError(ValueError):
+    """Money entered with more precision than its currency's minor unit."""
+
+
+def exact_minor(amount: Decimal, currency: str, what: str = "amount") -> int:
+    """Money a person entered (major units) in integer minor units, exactly as written.
+
+    The one rule for entered amounts (credits, budgets, line adjustments, manual lines,
+    credit notes, fees and commitments of price books): one finer than the currency's
+    minor unit (USD 10.005, JPY 1.5) is refused with `InexactAmountError`, never rounded.
+    Amounts AgentMeter computes round once with `to_minor`; unit prices are not amounts.
+    """
+    minor = to_minor(amount, currency)
+    if from_minor(minor, currency) != amount:
+        places = minor_exponent(currency)
+        allowed = "whole units" if places == 0 else f"at most {places} decimal places"
+        raise InexactAmountError(
+            f"{what} {plain_decimal(amount)} is finer than the {currency} minor unit: "
+            f"{currency} amounts have {allowed}"
+        )
+    return minor
+
+
 def from_minor(minor: int, currency: str) -> Decimal:
     """Integer minor units back to a Decimal amount in major units (exact)."""
     return Decimal(minor).scaleb(-minor_exponent(currency))

@@ -7,6 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from agentmeter.money import InexactAmountError
 from otel_processor.usage import StoreUnavailableError
 
 
@@ -64,6 +65,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         return error_response(error.status_code, code, str(error.detail))
+
+    @app.exception_handler(InexactAmountError)
+    async def _inexact(_: Request, error: InexactAmountError) -> JSONResponse:
+        # Money entered finer than its currency's minor unit, found once the currency is.
+        return error_response(422, UnprocessableError.code, str(error))
 
     @app.exception_handler(StoreUnavailableError)
     async def _unavailable(_: Request, error: StoreUnavailableError) -> JSONResponse:

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agentmeter.money import format_minor, from_minor, minor_exponent, to_minor
+from agentmeter import money
+from agentmeter.money import format_minor, to_minor
 from agentmeter.tables import CreditGrant, CreditLedgerEntry
 from billing_api.pricing.schemas import Currency, Price, UtcDatetime
 
@@ -16,16 +17,13 @@ MAX_AMOUNT = Decimal(10) ** 13
 
 
 def exact_minor(amount: Decimal, currency: str, field: str) -> int:
-    """`amount` (> 0, major units) in minor units, refusing what would need rounding."""
+    """`amount` (> 0, major units) in minor units, refusing what would need rounding
+    (`agentmeter.money.exact_minor`)."""
     if amount <= 0:
         raise ValueError(f"{field} must be greater than zero")
     if amount >= MAX_AMOUNT:
         raise ValueError(f"{field} must be below {MAX_AMOUNT:,}")
-    minor = to_minor(amount, currency)
-    if from_minor(minor, currency) != amount:
-        places = minor_exponent(currency)
-        raise ValueError(f"{field} in {currency} has at most {places} decimal places")
-    return minor
+    return money.exact_minor(amount, currency, field)
 
 
 class CreditGrantCreate(BaseModel):

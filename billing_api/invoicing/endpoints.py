@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from agentmeter.money import to_minor
+from agentmeter.money import exact_minor
 from agentmeter.tables import Customer, Invoice, utcnow
 from billing_api.deps import DbSession, TenantId
 from billing_api.errors import NotFoundError
@@ -220,7 +220,7 @@ def adjust_line(
         tenant_id,
         invoice_id,
         line_id,
-        amount_minor=to_minor(body.amount, invoice.currency),
+        amount_minor=exact_minor(body.amount, invoice.currency),
         reason=body.reason,
         actor=actor,
     )
@@ -277,7 +277,7 @@ def create_credit_note(
         session,
         tenant_id,
         invoice_id,
-        amount_minor=None if body.amount is None else to_minor(body.amount, invoice.currency),
+        amount_minor=None if body.amount is None else exact_minor(body.amount, invoice.currency),
         reason=body.reason,
         actor=actor,
         now=utcnow(),

@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from agentmeter.money import exact_minor
 from agentmeter.tables import (
     CustomerOverride,
     PriceBook,
@@ -73,6 +74,16 @@ def _component_row(component: ComponentIn) -> PriceComponent:
         markup=component.markup,
         priority=component.priority,
     )
+
+
+def _exact_fees(components: Iterable[ComponentIn], currency: str) -> None:
+    """Fees and commitments are money entered by hand: exact in the currency they bill
+    in (`exact_minor`), unlike unit prices, which may be finer than its minor unit."""
+    for component in components:
+        if component.amount is not None:
+            exact_minor(component.amount, currency, f"{component.name!r} amount")
+        for index, tier in enumerate(component.tiers or [], start=1):
+            exact_minor(tier.flat_fee, currency, f"{component.name!r} tier {index} flat_fee")
 
 
 def _copied_row(row: PriceComponent) -> PriceComponent:
@@ -251,6 +262,7 @@ def create_version(
     come first and the given ones replace same-named ones or are added."""
     repository = PricingRepository(session)
     book = _book(repository, tenant_id, book_id)
+    _exact_fees(body.components, book.currency)
     if repository.version_starting_at(book.id, body.effective_from) is not None:
         raise ConflictError(
             f"price book {book.name!r} already has a version effective from "
@@ -302,6 +314,7 @@ def replace_components(
     book = _book(repository, tenant_id, book_id)
     version = _version(repository, book, number)
     _check_unlocked(book, version)
+    _exact_fees(components, book.currency)
     repository.delete_version_components(version.id)
     rows = _positioned([_component_row(c) for c in components], version_id=version.id)
     repository.add(*rows)
@@ -358,6 +371,13 @@ def create_override(
     same component, rating applies the later one."""
     customer = get_customer(session, tenant_id, customer_id)
     repository = PricingRepository(session)
+    book = (
+        repository.get_book(tenant_id, customer.price_book_id)
+        if customer.price_book_id
+        else repository.default_book(tenant_id)
+    )
+    # In the currency of the customer's book, as rating bills them (USD without a book).
+    _exact_fees(body.components, book.currency if book else "USD")
     override = CustomerOverride(
         id=_new_id(),
         tenant_id=tenant_id,

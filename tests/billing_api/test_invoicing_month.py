@@ -1126,3 +1126,84 @@ class TestChurnedCustomer:
         # October itself never changes.
         after = invoice(api, finalized["id"])
         assert (after["status"], after["subtotal_minor"]) == ("finalized", 420)
+
+
+class TestMoneyEnteredByHand:
+    """One rule for money a person enters: refused (422) when finer than the currency's
+    minor unit, never rounded; unit prices may be finer (up to 12 places)."""
+
+    def test_amounts_finer_than_the_minor_unit_are_refused(self, month: Month) -> None:
+        api = month.api
+        run_billing(api)
+        acme_id = invoices(api)["acme"]["id"]
+        output = line_of(invoice(api, acme_id), "gpt-4o output")
+        line_url = f"/api/v1/invoices/{acme_id}/lines/{output['id']}"
+
+        # A line adjustment of 4.005 USD would need rounding (it was rounded to 401 before).
+        message = error(api.patch(line_url, json={"amount": "4.005", "reason": "deal"}), 422)
+        assert "4.005" in message and "USD" in message and "2 decimal places" in message
+        assert invoice(api, acme_id)["subtotal_minor"] == ACME_SUBTOTAL  # unchanged
+        # 4.100 is exactly 4.10: trailing zeros are no extra precision.
+        adjusted = ok(api.patch(line_url, json={"amount": "4.100", "reason": "deal"}))
+        assert line_of(adjusted, "gpt-4o output")["amount_minor"] == 410
+
+        # Manual lines: the amount (quantity × unit price) must be exact; the unit price
+        # itself may be finer than a cent. 3 × 0.335 = 1.005: refused. 1000 × 0.00125 =
+        # 1.25: 125. A discount of 0.005: refused.
+        lines_url = f"/api/v1/invoices/{acme_id}/lines"
+        body = {"description": "setup", "quantity": "3", "unit_price": "0.335"}
+        assert "1.005" in error(api.post(lines_url, json=body), 422)
+        body = {"description": "support minutes", "quantity": "1000", "unit_price": "0.00125"}
+        added = ok(api.post(lines_url, json=body), 201)
+        (manual,) = [line for line in added["lines"] if line["kind"] == "manual"]
+        assert (manual["unit_price"], manual["amount_minor"]) == ("0.00125", 125)
+        body = {"description": "goodwill", "unit_price": "0.005", "discount": True}
+        error(api.post(lines_url, json=body), 422)
+        # 5685 − 415 + 410 + 125 = 5805
+        assert invoice(api, acme_id)["subtotal_minor"] == 5805
+
+        # Credit notes: 1.001 refused, 1.00 credited as 100.
+        ok(finalize(api, acme_id))
+        notes_url = f"/api/v1/invoices/{acme_id}/credit-notes"
+        error(api.post(notes_url, json={"amount": "1.001", "reason": "sla"}), 422)
+        note = ok(api.post(notes_url, json={"amount": "1.00", "reason": "sla"}), 201)
+        assert note["amount_minor"] == 100
+
+    def test_fees_and_commitments_are_exact_in_the_book_currency(self, month: Month) -> None:
+        api = month.api
+        versions_url = f"/api/v1/price-books/{month.book_id}/versions"
+        after = {"effective_from": "2027-01-01T00:00:00Z"}
+        fee = {"name": "platform", "charge": "flat_fee", "amount": "49.005"}
+        message = error(api.post(versions_url, json={**after, "components": [fee]}), 422)
+        assert "'platform' amount 49.005" in message
+        tiered: dict[str, Any] = {
+            "name": "input",
+            "meter": "input_tokens",
+            "charge": "graduated",
+            "per_units": 1_000_000,
+            "tiers": [
+                # A unit price finer than a cent is a price, not an amount: accepted.
+                {"up_to": 1_000_000, "unit_price": "2.123456789012"},
+                {"up_to": None, "unit_price": "1", "flat_fee": "5.001"},
+            ],
+        }
+        message = error(api.post(versions_url, json={**after, "components": [tiered]}), 422)
+        assert "tier 2 flat_fee 5.001" in message
+        tiered["tiers"][1]["flat_fee"] = "5.00"
+        ok(api.post(versions_url, json={**after, "components": [tiered]}), 201)
+        replace_url = f"{versions_url}/2/components"
+        error(api.put(replace_url, json=[fee]), 422)
+
+        # In yen a commitment has no decimals: 100.5 refused, 100 accepted.
+        yen = ok(api.post("/api/v1/price-books", json={"name": "yen", "currency": "JPY"}), 201)
+        minimum = {"name": "commitment", "charge": "minimum", "amount": "100.5"}
+        body = {"effective_from": "2026-01-01T00:00:00Z", "components": [minimum]}
+        yen_versions = f"/api/v1/price-books/{yen['id']}/versions"
+        assert "whole units" in error(api.post(yen_versions, json=body), 422)
+        minimum["amount"] = "100"
+        ok(api.post(yen_versions, json=body), 201)
+
+        # An override bills in the customer's book currency (acme: the USD default).
+        override = {"effective_from": "2026-11-01T00:00:00Z", "components": [fee]}
+        error(api.post("/api/v1/customers/acme/overrides", json=override), 422)
+        assert ok(api.get("/api/v1/customers/acme/overrides")) == []
