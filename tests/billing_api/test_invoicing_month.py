@@ -1151,7 +1151,7 @@ class TestMoneyEnteredByHand:
         # itself may be finer than a cent. 3 × 0.335 = 1.005: refused. 1000 × 0.00125 =
         # 1.25: 125. A discount of 0.005: refused.
         lines_url = f"/api/v1/invoices/{acme_id}/lines"
-        body = {"description": "setup", "quantity": "3", "unit_price": "0.335"}
+        body: dict[str, Any] = {"description": "setup", "quantity": "3", "unit_price": "0.335"}
         assert "1.005" in error(api.post(lines_url, json=body), 422)
         body = {"description": "support minutes", "quantity": "1000", "unit_price": "0.00125"}
         added = ok(api.post(lines_url, json=body), 201)
