@@ -316,61 +316,52 @@ def _outdated_adjustments(lines: Sequence[InvoiceLine]) -> list[Finding]:
     return findings
 
 
-def _late_usage_lines(
-    session: Session,
-    tenant_id: str,
-    customer_id: str,
-    pricing: TenantPricing,
-    late: Sequence[repository.LateUsage],
-) -> tuple[list[InvoiceLine], list[Finding]]:
-    """Prior-period lines that bill late usage of finalized periods (policy adjust_next)."""
-    lines: list[InvoiceLine] = []
-    findings: list[Finding] = []
-    for found in late:
-        finalized = found.invoice
-        earlier = Period(finalized.period_start, finalized.period_end)
-        rerated = rate_period(session, tenant_id, earlier, [customer_id], pricing=pricing)
-        now_owed = rerated[customer_id].subtotal_minor if customer_id in rerated else 0
-        billed = finalized.subtotal_minor + repository.billed_prior_period_adjustments(
-            session, tenant_id, customer_id, finalized.period, exclude_invoice_id=""
-        )
-        delta = now_owed - billed
-        evidence = {
-            "invoice": finalized.number,
-            "period": finalized.period,
-            "late_records": found.records,
-            "late_spans": found.spans,
-            "invoiced_minor": billed,
-            "rerated_minor": now_owed,
-            "adjustment_minor": delta,
-        }
-        findings.append(
-            Finding(
-                checks.LATE_USAGE,
-                checks.WARNING,
-                finalized.id,
-                f"{found.spans} spans of usage for {finalized.period} (invoice "
-                f"{finalized.number}) arrived after it was finalized; adjustment {delta} "
-                "minor units",
-                evidence,
-            )
-        )
-        if delta:
-            lines.append(
-                InvoiceLine(
-                    id=new_id(),
-                    invoice_id="",
-                    position=0,
-                    kind=PRIOR_PERIOD,
-                    description=f"Adjustment for {finalized.period} (usage received late)",
-                    quantity=Decimal(1),
-                    unit_price=None,
-                    amount_minor=delta,
-                    adjusts_period=finalized.period,
-                    details=[evidence],
-                )
-            )
-    return lines, findings
+def _late_usage_adjustment(
+    session: Session, tenant_id: str, pricing: TenantPricing, found: repository.LateUsage
+) -> tuple[InvoiceLine, Finding] | None:
+    """The prior-period line (and its warning) that bills the late usage of a finalized
+    period (policy adjust_next); None when re-rating the period changes nothing."""
+    finalized = found.invoice
+    customer_id = finalized.customer_id
+    earlier = Period(finalized.period_start, finalized.period_end)
+    rerated = rate_period(session, tenant_id, earlier, [customer_id], pricing=pricing)
+    now_owed = rerated[customer_id].subtotal_minor if customer_id in rerated else 0
+    billed = finalized.subtotal_minor + repository.billed_prior_period_adjustments(
+        session, tenant_id, customer_id, finalized.period, exclude_invoice_id=""
+    )
+    delta = now_owed - billed
+    if not delta:
+        return None
+    evidence = {
+        "invoice": finalized.number,
+        "period": finalized.period,
+        "late_records": found.records,
+        "late_spans": found.spans,
+        "invoiced_minor": billed,
+        "rerated_minor": now_owed,
+        "adjustment_minor": delta,
+    }
+    finding = Finding(
+        checks.LATE_USAGE,
+        checks.WARNING,
+        finalized.id,
+        f"{found.spans} spans of usage for {finalized.period} (invoice {finalized.number}) "
+        f"arrived after it was finalized; adjustment {delta} minor units",
+        evidence,
+    )
+    line = InvoiceLine(
+        id=new_id(),
+        invoice_id="",
+        position=0,
+        kind=PRIOR_PERIOD,
+        description=f"Adjustment for {finalized.period} (usage received late)",
+        quantity=Decimal(1),
+        unit_price=None,
+        amount_minor=delta,
+        adjusts_period=finalized.period,
+        details=[evidence],
+    )
+    return line, finding
 
 
 def draft_customers(
@@ -388,24 +379,27 @@ def draft_customers(
 
     `rated` holds the customers with usage, fees or commitments in the period; `late`
     the customers with unsettled late usage of earlier finalized periods. Under policy
-    adjust_next a customer with late usage that changes what is owed gets a draft with
-    the prior-period line even when nothing else is billed; late usage that changes
-    nothing for an otherwise idle customer, and all late usage under exception_only, is
+    adjust_next late usage that changes what a period owes is billed by a prior-period
+    line on the customer's draft, drafted for it alone if the customer has nothing else
+    to bill; late usage that changes nothing, and all late usage under exception_only, is
     reported on the finalized invoice it belongs to. Late usage is never dropped."""
     context = _context(session, tenant_id, period, period.start.day, sorted({*rated, *late}))
     to_draft = dict(rated)
-    prior_lines: dict[str, list[InvoiceLine]] = {}
-    late_findings: dict[str, list[Finding]] = {}
+    prior_lines: dict[str, list[InvoiceLine]] = defaultdict(list)
+    late_findings: dict[str, list[Finding]] = defaultdict(list)
     on_finalized: list[repository.LateUsage] = []
     for customer_id, found in late.items():
-        if context.policy == ADJUST_NEXT:
-            lines, findings = _late_usage_lines(session, tenant_id, customer_id, pricing, found)
-            if customer_id in rated or lines:
-                prior_lines[customer_id], late_findings[customer_id] = lines, findings
-                if customer_id not in to_draft:  # idle this period: the draft is the line
-                    to_draft[customer_id] = rate_customer(customer_id, pricing, period, [])
+        for item in found:
+            adjustment = None
+            if context.policy == ADJUST_NEXT:
+                adjustment = _late_usage_adjustment(session, tenant_id, pricing, item)
+            if adjustment is None:
+                on_finalized.append(item)
                 continue
-        on_finalized += found
+            prior_lines[customer_id].append(adjustment[0])
+            late_findings[customer_id].append(adjustment[1])
+            if customer_id not in to_draft:  # idle this period: the draft is the adjustment
+                to_draft[customer_id] = rate_customer(customer_id, pricing, period, [])
     with session.no_autoflush:
         invoices, fresh_lines = write_drafts(
             session,

@@ -260,6 +260,29 @@ class TestAdjustNext:
             assert warning.evidence["adjustment_minor"] == 30
             assert (warning.evidence["late_records"], warning.evidence["late_spans"]) == (3, 2)
 
+    def test_late_usage_owing_nothing_is_reported_on_the_finalized_invoice(
+        self, engine: Engine
+    ) -> None:
+        """One late October output token: output 100 401 → 1.204812 → 120, October still
+        5320. Nothing to bill: November (5110) has no adjustment and no warning; the
+        exception is on October's invoice, the same one on every run (not a new warning
+        on each later draft)."""
+        tenant_id, october = billed_october(engine)
+        november_usage(engine, tenant_id)
+        write_span(engine, tenant_id, datetime(2026, 10, 20, tzinfo=UTC), 0, 1)
+        raised_ids = set()
+        for period in ("2026-11", "2026-11", "2026-12"):
+            later = bill(engine, tenant_id, period)
+            assert [line.kind for line in lines(engine, later.id)] == ["rated"] * (
+                3 if period == "2026-11" else 1
+            )
+            assert exceptions(engine, tenant_id, later.id) == []
+            (raised,) = exceptions(engine, tenant_id, october.id)
+            assert raised.evidence == {"late_records": 2, "late_spans": 1}
+            raised_ids.add(raised.id)
+        assert len(raised_ids) == 1
+        assert invoice_of(engine, tenant_id, "2026-11").subtotal_minor == 5110
+
     def test_no_late_usage_no_line(self, engine: Engine) -> None:
         tenant_id, october = billed_october(engine)
         november_usage(engine, tenant_id)
