@@ -64,10 +64,11 @@ class InexactAmountError(ValueError):
 def exact_minor(amount: Decimal, currency: str, what: str = "amount") -> int:
     """Money a person entered (major units) in integer minor units, exactly as written.
 
-    The one rule for entered amounts (credits, budgets, line adjustments, manual lines,
-    credit notes, fees and commitments of price books): one finer than the currency's
-    minor unit (USD 10.005, JPY 1.5) is refused with `InexactAmountError`, never rounded.
-    Amounts AgentMeter computes round once with `to_minor`; unit prices are not amounts.
+    The one rule for entered amounts (credits, budgets, line adjustments, credit notes,
+    fees and commitments of price books): one finer than the currency's minor unit
+    (USD 10.005, JPY 1.5) is refused with `InexactAmountError`, never rounded. Amounts
+    AgentMeter computes round once with `to_minor`; unit prices (of price books and of
+    manual lines) are not amounts.
     """
     minor = to_minor(amount, currency)
     if from_minor(minor, currency) != amount:

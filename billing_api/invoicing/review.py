@@ -9,7 +9,7 @@ from decimal import Decimal
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from agentmeter.money import exact_minor
+from agentmeter.money import to_minor
 from agentmeter.tables import (
     BillingException,
     Customer,
@@ -95,14 +95,12 @@ def add_line(
     reason: str,
     actor: str,
 ) -> InvoiceLine:
-    """Add a manual charge, or a discount (entered positive, billed negative). The unit
-    price may be as fine as any price, but the line's amount (quantity × unit price) is
-    money entered by hand: refused if finer than the currency's minor unit."""
+    """Add a manual charge, or a discount (entered positive, billed negative)."""
     if quantity <= 0 or unit_price < 0:
         raise UnprocessableError("quantity must be positive and unit_price not negative")
     invoice = _draft(session, tenant_id, invoice_id)
     lines = repository.lines(session, invoice.id)
-    amount = exact_minor(quantity * unit_price, invoice.currency, "quantity × unit_price")
+    amount = to_minor(quantity * unit_price, invoice.currency)
     line = InvoiceLine(
         id=new_id(),
         invoice_id=invoice.id,
