@@ -11,8 +11,12 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_MONTH = re.compile(r"^([0-9]{4})-([0-9]{2})$")
 MAX_BILLING_DAY = 28
+# Usage times are int64 nanoseconds since 1970 (good to 2262); periods stay well inside, with
+# room for the trailing history that spike checks read before a period.
+FIRST_YEAR = 1971
+LAST_YEAR = 2200
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,19 @@ def _previous_month(year: int, month: int) -> tuple[int, int]:
     return (year - 1, 12) if month == 1 else (year, month - 1)
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC)
+
+
+def check_moment(moment: datetime) -> datetime:
+    """`moment` in UTC (naive read as UTC), if within the times AgentMeter stores: from
+    1970 to the end of `LAST_YEAR`. Outside, `ValueError`."""
+    aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if not EARLIEST <= aware < LATEST:
+        raise ValueError(f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)")
+    return aware
+
+
 def check_billing_day(billing_day: int) -> int:
     if not 1 <= billing_day <= MAX_BILLING_DAY:
         raise ValueError(f"billing day must be 1 to {MAX_BILLING_DAY}, got {billing_day}")
@@ -47,10 +64,12 @@ def check_billing_day(billing_day: int) -> int:
 
 def month_period(label: str, billing_day: int = 1) -> Period:
     """The period that starts in month `label` ("YYYY-MM") on `billing_day`."""
-    match = _MONTH.match(label)
+    match = _MONTH.fullmatch(label)
     if not match or not 1 <= int(match.group(2)) <= 12:
         raise ValueError(f"period must look like 2026-11, got {label!r}")
     year, month = int(match.group(1)), int(match.group(2))
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise ValueError(f"period year must be {FIRST_YEAR} to {LAST_YEAR}, got {label!r}")
     check_billing_day(billing_day)
     return Period(_start(year, month, billing_day), _start(*_next_month(year, month), billing_day))
 

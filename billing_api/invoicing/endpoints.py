@@ -34,6 +34,7 @@ from billing_api.invoicing.schemas import (
     VoidRequest,
 )
 from billing_api.invoicing.settings import BillingSettings, BillingSettingsUpdate, update_settings
+from billing_api.security_headers import page_headers
 
 router = APIRouter(prefix="/api/v1", tags=["invoicing"])
 
@@ -295,8 +296,9 @@ def list_credit_notes(
 
 @router.get("/invoices/{invoice_id}/audit")
 def audit(invoice_id: str, session: DbSession, tenant_id: TenantId) -> list[AuditOut]:
+    invoice = _invoice(session, tenant_id, invoice_id)
     return [
-        AuditOut.model_validate(a) for a in repository.audit_trail(session, tenant_id, invoice_id)
+        AuditOut.model_validate(a) for a in repository.audit_trail(session, tenant_id, invoice.id)
     ]
 
 
@@ -323,9 +325,8 @@ def export_html(invoice_id: str, session: DbSession, tenant_id: TenantId) -> HTM
     invoice = _invoice(session, tenant_id, invoice_id)
     tenant = repository.tenant(session, tenant_id)
     customer = session.get(Customer, (tenant_id, invoice.customer_id))
-    return HTMLResponse(
-        exports.as_html(invoice, repository.lines(session, invoice.id), tenant, customer)
-    )
+    html = exports.as_html(invoice, repository.lines(session, invoice.id), tenant, customer)
+    return HTMLResponse(html, headers=page_headers(html))
 
 
 @router.get("/exceptions")

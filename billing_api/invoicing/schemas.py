@@ -8,20 +8,34 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from agentmeter.money import format_minor, plain_decimal
 from agentmeter.tables import BillingException, BillingRun, Invoice, InvoiceLine
+from billing_api.periods import month_period
 
 # Amounts entered by hand stay far inside 64-bit minor units, whatever the currency.
 MAX_AMOUNT = Decimal(10) ** 12
 
 
+def _period_label(label: str) -> str:
+    month_period(label)  # the year range, beyond what the pattern says
+    return label
+
+
+# A month as "YYYY-MM" (ASCII digits), within the years periods support.
+PeriodLabel = Annotated[
+    str,
+    Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", examples=["2026-11"]),
+    AfterValidator(_period_label),
+]
+
+
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    period: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])
+    period: PeriodLabel
 
 
 class RunOut(BaseModel):
@@ -212,12 +226,22 @@ class LineAdjust(BaseModel):
 class LineCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = Field(min_length=1, max_length=500)
-    quantity: Decimal = Field(default=Decimal(1), gt=0, le=MAX_AMOUNT)
+    quantity: Decimal = Field(default=Decimal(1), gt=0, le=MAX_AMOUNT, decimal_places=12)
     unit_price: Decimal = Field(
-        ge=0, le=MAX_AMOUNT, description="major units; a discount is entered positive"
+        ge=0,
+        le=MAX_AMOUNT,
+        decimal_places=12,
+        description="major units; a discount is entered positive",
     )
     discount: bool = False
     reason: str = Field(default="", max_length=2000)
+
+    @model_validator(mode="after")
+    def _bounded_amount(self) -> Self:
+        """Each factor is bounded and so must their product be: it becomes a line amount."""
+        if self.quantity * self.unit_price > MAX_AMOUNT:
+            raise ValueError(f"quantity × unit_price must not exceed {MAX_AMOUNT:,}")
+        return self
 
 
 class VoidRequest(BaseModel):

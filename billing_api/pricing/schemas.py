@@ -7,8 +7,9 @@ uses, so a field meant for another model (or a typo) is refused rather than igno
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+import re
+from datetime import datetime
+from decimal import Decimal
 from itertools import pairwise
 from typing import Annotated, Literal
 
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from agentmeter.money import UnknownCurrencyError, normalize_currency
+from billing_api.periods import check_moment
 from billing_api.pricing.components import (
     ALLOWANCE,
     COST_PLUS,
@@ -43,6 +45,9 @@ PRICE_PLACES = 12
 # Prices are stored as text of at most 64 characters; no price comes near this bound.
 _MAX_DECIMAL = Decimal(10) ** 18
 _MAX_PER_UNITS = 10**15
+# The text form of a price, as documented in the OpenAPI schema and enforced.
+PRICE_PATTERN = r"^[0-9]+(\.[0-9]{1,12})?$"
+PRICE_TEXT = re.compile(PRICE_PATTERN.removeprefix("^").removesuffix("$"), re.ASCII)
 
 
 def _to_decimal(value: object) -> Decimal:
@@ -57,10 +62,14 @@ def _to_decimal(value: object) -> Decimal:
         # A JSON number arrives as a float; its shortest repr is the number the client wrote.
         number = Decimal(str(value))
     elif isinstance(value, str):
-        try:
-            number = Decimal(value.strip())
-        except InvalidOperation:
-            raise ValueError(f"{value!r} is not a decimal number") from None
+        # Exactly the documented pattern: Decimal() alone would also take "1_000", " 5 ",
+        # "1E+2" and non-ASCII digits such as "５".
+        if not PRICE_TEXT.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a plain decimal: ASCII digits, at most {PRICE_PLACES} "
+                'places, no sign, spaces or exponent, e.g. "2.50"'
+            )
+        number = Decimal(value)
     else:
         raise ValueError('expected a decimal number as a string, e.g. "2.50"')
     if not number.is_finite():
@@ -94,7 +103,7 @@ Price = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "string", "pattern": r"^\d+(\.\d{1,12})?$"},
+                {"type": "string", "pattern": PRICE_PATTERN},
                 {"type": "number", "minimum": 0},
             ],
             "examples": ["2.50"],
@@ -104,14 +113,8 @@ Price = Annotated[
 DecimalOut = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str)]
 
 
-def _aware(value: datetime) -> datetime:
-    """Times without an offset are read as UTC; all are answered in UTC."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_aware)]
+# Times without an offset are read as UTC; all are answered in UTC.
+UtcDatetime = Annotated[datetime, AfterValidator(check_moment)]
 
 
 def check_meter(meter: str) -> str:
