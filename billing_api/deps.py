@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from agentmeter.db import UNAVAILABLE_ERRORS
+from agentmeter.settings import Settings
 from agentmeter.tenants import KeyKind, TenantKeys
 from billing_api.errors import UnauthorizedError
 from otel_processor.receiver.service import bearer_token
@@ -39,5 +40,12 @@ def get_tenant_id(request: Request) -> str:
     return tenant.tenant_id
 
 
+def get_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
+AppSettings = Annotated[Settings, Depends(get_settings)]
 TenantId = Annotated[str, Depends(get_tenant_id)]

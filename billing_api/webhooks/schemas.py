@@ -27,6 +27,7 @@ class WebhookEndpointSet(BaseModel):
             raise ValueError("must be an absolute http:// or https:// URL")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials; verify the signature instead")
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
         return url
 
 
