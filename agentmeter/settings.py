@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         description="Let webhooks go to loopback/private addresses and plain http (local "
         "development and tests only: it opens SSRF into the operator's network)",
     )
+    run_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A billing run without a heartbeat for this long is reported interrupted",
+    )
     background_interval_seconds: float = Field(
         default=30.0,
         gt=0,

@@ -4,6 +4,7 @@ exceptions, exports, and the tenant's billing settings."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Request
@@ -12,10 +13,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from agentmeter.money import to_minor
+from agentmeter.settings import Settings
 from agentmeter.tables import Customer, Invoice, utcnow
-from billing_api.deps import DbSession, TenantId
+from billing_api.deps import AppSettings, DbSession, TenantId
 from billing_api.errors import NotFoundError
 from billing_api.invoicing import exports, finalize, repository, review, service
+from billing_api.invoicing.leases import lease_duration, observed_status
 from billing_api.invoicing.schemas import (
     AssignUnattributed,
     AuditOut,
@@ -72,34 +75,58 @@ def create_run(
     background: BackgroundTasks,
     session: DbSession,
     tenant_id: TenantId,
+    settings: AppSettings,
 ) -> RunOut:
-    """Draft every customer's invoice for a month, in the background; poll the run."""
-    run = service.start_run(session, tenant_id, body.period)
+    """Draft every customer's invoice for a month, in the background; poll the run.
+    Interrupted runs of the month (their worker died) are superseded by this one."""
+    run = service.start_run(session, tenant_id, body.period, lease=lease_duration(settings))
     engine: Engine = request.app.state.engine
     # Runs once the request's transaction, which created the run, has committed.
-    background.add_task(_start_run_thread, engine, tenant_id, run.id)
-    return RunOut.of(run)
+    background.add_task(_start_run_thread, engine, tenant_id, run.id, settings)
+    return RunOut.of(run, run.status)
 
 
-def _start_run_thread(engine: Engine, tenant_id: str, run_id: str) -> None:
+@router.post("/billing-runs/{run_id}/resume", status_code=202)
+def resume_run(
+    run_id: str,
+    request: Request,
+    background: BackgroundTasks,
+    session: DbSession,
+    tenant_id: TenantId,
+    settings: AppSettings,
+) -> RunOut:
+    """Run an interrupted run again from the start (drafting converges: nothing is billed
+    twice); 409 unless the run is interrupted."""
+    run = service.resume_run(
+        session, tenant_id, run_id, now=utcnow(), lease=lease_duration(settings)
+    )
+    background.add_task(_start_run_thread, request.app.state.engine, tenant_id, run.id, settings)
+    return RunOut.of(run, run.status)
+
+
+def _start_run_thread(engine: Engine, tenant_id: str, run_id: str, settings: Settings) -> None:
     threading.Thread(
-        target=_run_quietly, args=(engine, tenant_id, run_id), name=f"run-{run_id}", daemon=True
+        target=_run_quietly,
+        args=(engine, tenant_id, run_id, lease_duration(settings)),
+        name=f"run-{run_id}",
+        daemon=True,
     ).start()
 
 
-def _run_quietly(engine: Engine, tenant_id: str, run_id: str) -> None:
+def _run_quietly(engine: Engine, tenant_id: str, run_id: str, lease: timedelta) -> None:
     try:
-        service.execute_run(engine, tenant_id, run_id)
+        service.execute_run(engine, tenant_id, run_id, lease=lease)
     except Exception:  # recorded on the run (status failed) and logged by execute_run
         return
 
 
 @router.get("/billing-runs/{run_id}")
-def get_run(run_id: str, session: DbSession, tenant_id: TenantId) -> RunOut:
+def get_run(run_id: str, session: DbSession, tenant_id: TenantId, settings: AppSettings) -> RunOut:
+    """The run's progress; readable while it works (reads never wait for the writer)."""
     run = repository.get_run(session, tenant_id, run_id)
     if run is None:
         raise NotFoundError(f"no billing run {run_id!r}")
-    return RunOut.of(run)
+    return RunOut.of(run, observed_status(run, utcnow(), lease_duration(settings)))
 
 
 def _run_period(session: Session, tenant_id: str, run_id: str) -> str:

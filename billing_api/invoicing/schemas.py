@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -18,6 +18,9 @@ from billing_api.periods import month_period
 
 # Amounts entered by hand stay far inside 64-bit minor units, whatever the currency.
 MAX_AMOUNT = Decimal(10) ** 12
+
+
+RunStatus = Literal["running", "completed", "failed", "interrupted", "superseded"]
 
 
 def _period_label(label: str) -> str:
@@ -42,17 +45,22 @@ class RunOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: str
     period: str
-    status: str
+    status: RunStatus = Field(
+        description="interrupted: its worker stopped sending heartbeats (killed); resume it "
+        "or start a new run of the period, which supersedes it"
+    )
     total_customers: int
     processed_customers: int
     drafted: int
     error: str
     created_at: datetime
+    heartbeat_at: datetime | None
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, run: BillingRun) -> RunOut:
-        return cls.model_validate(run)
+    def of(cls, run: BillingRun, status: str) -> RunOut:
+        """`run` as clients see it, with its observed `status` (see `leases`)."""
+        return cls.model_validate(run).model_copy(update={"status": status})
 
 
 class CustomerLineOut(BaseModel):
