@@ -71,6 +71,7 @@ def _bill(args: argparse.Namespace) -> int:
     from sqlalchemy.orm import Session
 
     from agentmeter.tenants import tenant_exists, tenant_ids
+    from billing_api.errors import ApiError
     from billing_api.invoicing.service import execute_run, start_run
 
     engine = make_engine(Settings())
@@ -89,8 +90,8 @@ def _bill(args: argparse.Namespace) -> int:
     try:
         with Session(engine) as session, session.begin():
             run_id = start_run(session, tenant_id, args.period).id
-    except ValueError as error:
-        print(error, file=sys.stderr)
+    except ApiError as error:  # a bad or future period
+        print(error.message, file=sys.stderr)
         return 2
     run = execute_run(engine, tenant_id, run_id, progress=_progress_bar)
     print(

@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 _MONTH = re.compile(r"^([0-9]{4})-([0-9]{2})$")
 MAX_BILLING_DAY = 28
@@ -91,3 +94,16 @@ def previous_periods(period: Period, count: int, billing_day: int = 1) -> list[P
         current = period_containing(current.start - timedelta(seconds=1), billing_day)
         periods.append(current)
     return periods
+
+
+def _period_label(label: str) -> str:
+    month_period(label)  # the year range, beyond what the pattern says
+    return label
+
+
+# A month as "YYYY-MM" (ASCII digits) in API input, within the years periods support.
+PeriodLabel = Annotated[
+    str,
+    Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", examples=["2026-11"]),
+    AfterValidator(_period_label),
+]

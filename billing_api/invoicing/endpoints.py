@@ -27,6 +27,7 @@ from billing_api.invoicing.schemas import (
     CustomerInvoiceOut,
     ExceptionOut,
     ExceptionUpdate,
+    FinalizeRequest,
     InvoiceOut,
     LineAdjust,
     LineCreate,
@@ -204,10 +205,14 @@ def list_invoices(
     status: str | None = None,
     customer_id: str | None = None,
 ) -> list[InvoiceOut]:
+    """Invoices with their lines and exceptions (three queries, whatever their number)."""
     invoices = repository.list_invoices(
         session, tenant_id, period=period, status=status, customer_id=customer_id
     )
-    return [InvoiceOut.full(i, repository.lines(session, i.id), []) for i in invoices]
+    ids = [i.id for i in invoices]
+    lines = repository.lines_of(session, ids)
+    exceptions = repository.exceptions_of(session, tenant_id, ids)
+    return [InvoiceOut.full(i, lines.get(i.id, []), exceptions.get(i.id, [])) for i in invoices]
 
 
 @router.get("/invoices/{invoice_id}")
@@ -276,9 +281,23 @@ def rerate(invoice_id: str, session: DbSession, tenant_id: TenantId, actor: Acto
 
 @router.post("/invoices/{invoice_id}/finalize")
 def finalize_invoice(
-    invoice_id: str, session: DbSession, tenant_id: TenantId, actor: Actor
+    invoice_id: str,
+    session: DbSession,
+    tenant_id: TenantId,
+    actor: Actor,
+    body: FinalizeRequest | None = None,
 ) -> InvoiceOut:
-    finalize.finalize_invoice(session, tenant_id, invoice_id, actor=actor, now=utcnow())
+    """Number and freeze a draft. Before its period ends: 409, unless the body says
+    `{"before_period_end": true, "reason": …}` (kept in the audit log)."""
+    early = body is not None and body.before_period_end
+    finalize.finalize_invoice(
+        session,
+        tenant_id,
+        invoice_id,
+        actor=actor,
+        now=utcnow(),
+        early_reason=body.reason if body is not None and early else None,
+    )
     return _full(session, tenant_id, invoice_id)
 
 

@@ -431,6 +431,26 @@ def list_exceptions(
     return session.scalars(query.order_by(BillingException.created_at)).all()
 
 
+def exceptions_of(
+    session: Session, tenant_id: str, invoice_ids: Sequence[str]
+) -> dict[str, list[BillingException]]:
+    """The exceptions of each of these invoices, in one query."""
+    found: dict[str, list[BillingException]] = {}
+    if invoice_ids:
+        query = (
+            select(BillingException)
+            .where(
+                BillingException.tenant_id == tenant_id,
+                BillingException.invoice_id.in_(invoice_ids),
+            )
+            .order_by(BillingException.created_at)
+        )
+        for exception in session.scalars(query):
+            assert exception.invoice_id is not None
+            found.setdefault(exception.invoice_id, []).append(exception)
+    return found
+
+
 def get_exception(session: Session, tenant_id: str, exception_id: str) -> BillingException | None:
     return session.scalars(
         select(BillingException).where(

@@ -8,32 +8,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agentmeter.money import format_minor, plain_decimal
 from agentmeter.tables import BillingException, BillingRun, Invoice, InvoiceLine
-from billing_api.periods import month_period
+from billing_api.periods import PeriodLabel
 
 # Amounts entered by hand stay far inside 64-bit minor units, whatever the currency.
 MAX_AMOUNT = Decimal(10) ** 12
 
 
 RunStatus = Literal["running", "completed", "failed", "interrupted", "superseded"]
-
-
-def _period_label(label: str) -> str:
-    month_period(label)  # the year range, beyond what the pattern says
-    return label
-
-
-# A month as "YYYY-MM" (ASCII digits), within the years periods support.
-PeriodLabel = Annotated[
-    str,
-    Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", examples=["2026-11"]),
-    AfterValidator(_period_label),
-]
 
 
 class RunCreate(BaseModel):
@@ -249,6 +236,22 @@ class LineCreate(BaseModel):
         """Each factor is bounded and so must their product be: it becomes a line amount."""
         if self.quantity * self.unit_price > MAX_AMOUNT:
             raise ValueError(f"quantity × unit_price must not exceed {MAX_AMOUNT:,}")
+        return self
+
+
+class FinalizeRequest(BaseModel):
+    """Optional: finalizing before the invoice's period ends needs both fields."""
+
+    model_config = ConfigDict(extra="forbid")
+    before_period_end: bool = Field(
+        default=False, description="finalize although the period has not ended (audited)"
+    )
+    reason: str = Field(default="", max_length=2000, description="why, for the audit log")
+
+    @model_validator(mode="after")
+    def _reason_given(self) -> Self:
+        if self.before_period_end and not self.reason.strip():
+            raise ValueError("finalizing before the period ends needs a reason")
         return self
 
 

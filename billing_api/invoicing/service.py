@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from agentmeter.tables import BillingException, BillingRun, Invoice, InvoiceLine, utcnow
 from billing_api.credits.service import preview_credits
-from billing_api.errors import ConflictError, NotFoundError
+from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import checks, leases, repository
 from billing_api.invoicing.checks import Finding, ReviewRules
 from billing_api.periods import Period, month_period, previous_periods
@@ -499,14 +499,17 @@ def start_run(
     now: datetime | None = None,
     lease: timedelta | None = None,
 ) -> BillingRun:
-    """Record a new run of `period_label`; runs of the period whose worker died (see
-    `leases`) are marked superseded by it."""
-    month_period(period_label)  # validates the label
+    """Record a new run of `period_label` (a month that has begun by `now`); runs of the
+    period whose worker died (see `leases`) are marked superseded by it."""
     now = now or utcnow()
+    try:
+        begins = month_period(period_label).start
+    except ValueError as error:
+        raise UnprocessableError(str(error)) from None
+    if begins > now:
+        raise UnprocessableError(f"period {period_label} has not begun; nothing to bill yet")
     lease = lease or leases.lease_duration()
-    run = BillingRun(
-        id=new_id(), tenant_id=tenant_id, period=period_label, status=leases.RUNNING, created_at=now
-    )
+    run = BillingRun(id=new_id(), tenant_id=tenant_id, period=period_label, status=leases.RUNNING)
     for stale in repository.running_runs(session, tenant_id, period_label):
         if leases.observed_status(stale, now, lease) == leases.INTERRUPTED:
             stale.status = leases.SUPERSEDED

@@ -54,6 +54,8 @@ from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
 
 _spans = count(1)
+# When runs are started: December 2026 (billed here) must have begun.
+BILLED_AT = datetime(2026, 12, 15, tzinfo=UTC)
 
 COMPONENTS: list[dict[str, Any]] = [
     {
@@ -126,7 +128,7 @@ def write_span(
 def bill(engine: Engine, tenant_id: str, period: str) -> Invoice:
     """Run billing for `period` and return acme's invoice of it."""
     with Session(engine) as session, session.begin():
-        run_id = start_run(session, tenant_id, period).id
+        run_id = start_run(session, tenant_id, period, now=BILLED_AT).id
     run = execute_run(engine, tenant_id, run_id)
     assert run.status == "completed"
     return invoice_of(engine, tenant_id, period)
@@ -140,7 +142,14 @@ def invoice_of(engine: Engine, tenant_id: str, period: str) -> Invoice:
 
 def finalize(engine: Engine, tenant_id: str, invoice_id: str) -> Invoice:
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        return finalize_invoice(session, tenant_id, invoice_id, actor="test", now=datetime.now(UTC))
+        return finalize_invoice(
+            session,
+            tenant_id,
+            invoice_id,
+            actor="test",
+            now=datetime.now(UTC),
+            early_reason="test: finalized while the wall clock is still in the period",
+        )
 
 
 def lines(engine: Engine, invoice_id: str) -> list[InvoiceLine]:
