@@ -17,6 +17,7 @@ from billing_api.customers.endpoints import router as customers_router
 from billing_api.errors import error_response, install_error_handlers
 from billing_api.guards import require_encodable_json
 from billing_api.invoicing.endpoints import router as invoicing_router
+from billing_api.meters.endpoints import router as meters_router
 from billing_api.openapi import install_error_responses
 from billing_api.pricing.endpoints import router as pricing_router
 from billing_api.rating.endpoints import router as rating_router
@@ -47,6 +48,7 @@ def create_app(
     app.include_router(budgets_router)
     app.include_router(webhooks_router)
     app.include_router(invoicing_router)
+    app.include_router(meters_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

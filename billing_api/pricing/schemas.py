@@ -45,9 +45,14 @@ PRICE_PLACES = 12
 # Prices are stored as text of at most 64 characters; no price comes near this bound.
 _MAX_DECIMAL = Decimal(10) ** 18
 _MAX_PER_UNITS = 10**15
+# One rule for every price in AgentMeter (components and provider costs alike).
+PER_UNITS_RULE = (
+    "how many units the price is for; default 1 everywhere (a price per single unit). "
+    'Token prices are usually quoted per million: say "per_units": 1000000'
+)
 # The text form of a price, as documented in the OpenAPI schema and enforced.
 PRICE_PATTERN = r"^[0-9]+(\.[0-9]{1,12})?$"
-PRICE_TEXT = re.compile(PRICE_PATTERN.removeprefix("^").removesuffix("$"), re.ASCII)
+_SIGNED_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?", re.ASCII)
 
 
 def _to_decimal(value: object) -> Decimal:
@@ -62,14 +67,17 @@ def _to_decimal(value: object) -> Decimal:
         # A JSON number arrives as a float; its shortest repr is the number the client wrote.
         number = Decimal(str(value))
     elif isinstance(value, str):
-        # Exactly the documented pattern: Decimal() alone would also take "1_000", " 5 ",
-        # "1E+2" and non-ASCII digits such as "５".
-        if not PRICE_TEXT.fullmatch(value):
+        # Only the documented pattern: Decimal() alone would also take "1_000", " 5 ",
+        # "1E+2", "NaN" and non-ASCII digits such as "５". A sign is read only to say why
+        # it is refused.
+        if not _SIGNED_TEXT.fullmatch(value):
             raise ValueError(
-                f"{value!r} is not a plain decimal: ASCII digits, at most {PRICE_PLACES} "
-                'places, no sign, spaces or exponent, e.g. "2.50"'
+                f'{value!r} is not a decimal number: ASCII digits with an optional point, e.g. "2.50"'
+                " (no spaces, underscores or exponent)"
             )
         number = Decimal(value)
+        if number >= 0 and _places(number) > PRICE_PLACES:
+            raise ValueError(f"at most {PRICE_PLACES} decimal places")
     else:
         raise ValueError('expected a decimal number as a string, e.g. "2.50"')
     if not number.is_finite():
@@ -218,7 +226,7 @@ class ComponentIn(BaseModel):
     filters: dict[str, Pattern] = Field(default_factory=dict)
     charge: ChargeModel
     unit_price: Price | None = None
-    per_units: int = Field(default=1, ge=1, le=_MAX_PER_UNITS)
+    per_units: int = Field(default=1, ge=1, le=_MAX_PER_UNITS, description=PER_UNITS_RULE)
     tiers: list[TierIn] | None = Field(default=None, min_length=1, max_length=100)
     package_size: int | None = Field(default=None, ge=1, le=_MAX_PER_UNITS)
     included_quantity: Price | None = None
@@ -462,7 +470,7 @@ class ProviderCostCreate(BaseModel):
     model: str = Field(min_length=1, max_length=256)
     meter: Meter
     unit_cost_usd: Price
-    per_units: int = Field(default=1_000_000, ge=1, le=_MAX_PER_UNITS)
+    per_units: int = Field(default=1, ge=1, le=_MAX_PER_UNITS, description=PER_UNITS_RULE)
     effective_from: UtcDatetime
 
 
