@@ -72,8 +72,8 @@ def _to_decimal(value: object) -> Decimal:
         # it is refused.
         if not _SIGNED_TEXT.fullmatch(value):
             raise ValueError(
-                f'{value!r} is not a decimal number: ASCII digits with an optional point, e.g. "2.50"'
-                " (no spaces, underscores or exponent)"
+                f"{value!r} is not a decimal number: ASCII digits with an optional point, "
+                'e.g. "2.50" (no spaces, underscores or exponent)'
             )
         number = Decimal(value)
         if number >= 0 and _places(number) > PRICE_PLACES:
