@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 _MONTH = re.compile(r"^([0-9]{4})-([0-9]{2})$")
 MAX_BILLING_DAY = 28
 # Usage times are int64 nanoseconds since 1970 (good to 2262); periods stay well inside, with
 # room for the trailing history that spike checks read before a period.
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 FIRST_YEAR = 1971
 LAST_YEAR = 2200
 
@@ -57,6 +58,19 @@ def check_moment(moment: datetime) -> datetime:
     if not EARLIEST <= aware < LATEST:
         raise ValueError(f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)")
     return aware
+
+
+def _iso_text(value: object) -> object:
+    """Times arrive as ISO 8601 text, as documented; a number (which pydantic would read
+    as Unix seconds) is refused."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE.match(value)):
+        return value
+    raise ValueError('expected an ISO 8601 time such as "2026-11-01T00:00:00Z"')
+
+
+# A time in API input: ISO 8601 text, read as UTC when it has no offset, within the times
+# AgentMeter stores.
+UtcMoment = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(check_moment)]
 
 
 def check_billing_day(billing_day: int) -> int:

@@ -67,7 +67,9 @@ class Heartbeat:
     its own short transaction; on SQLite it waits for the run's own chunk to commit.
     """
 
-    def __init__(self, engine: Engine, tenant_id: str, run_id: str, holder: str, lease: timedelta):
+    def __init__(
+        self, engine: Engine, tenant_id: str, run_id: str, holder: str, lease: timedelta
+    ) -> None:
         self._engine = engine
         self._tenant_id = tenant_id
         self._run_id = run_id

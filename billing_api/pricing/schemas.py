@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from agentmeter.money import UnknownCurrencyError, normalize_currency
-from billing_api.periods import check_moment
+from billing_api.periods import UtcMoment
 from billing_api.pricing.components import (
     ALLOWANCE,
     COST_PLUS,
@@ -122,7 +122,7 @@ DecimalOut = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f")
 
 
 # Times without an offset are read as UTC; all are answered in UTC.
-UtcDatetime = Annotated[datetime, AfterValidator(check_moment)]
+UtcDatetime = UtcMoment
 
 
 def check_meter(meter: str) -> str:

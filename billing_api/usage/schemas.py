@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from billing_api.periods import check_moment
+from billing_api.periods import UtcMoment
 from billing_api.pricing.components import FILTER_DIMENSIONS
 
 # Dimensions usage can be grouped by, besides customer_id and meter (always present).
@@ -15,7 +14,7 @@ GROUP_DIMENSIONS = (*FILTER_DIMENSIONS, "trace_id")
 
 
 # Times without an offset are read as UTC.
-UtcDatetime = Annotated[datetime, AfterValidator(check_moment)]
+UtcDatetime = UtcMoment
 
 
 def _group_by(value: object) -> list[str]:

@@ -27,7 +27,8 @@ class WebhookEndpointSet(BaseModel):
             raise ValueError("must be an absolute http:// or https:// URL")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials; verify the signature instead")
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
+        if parts.port == 0:  # reading .port raises ValueError above 65535
+            raise ValueError("port must be 1 to 65535")
         return url
 
 
