@@ -71,6 +71,7 @@ def _bill(args: argparse.Namespace) -> int:
     from sqlalchemy.orm import Session
 
     from agentmeter.tenants import tenant_exists, tenant_ids
+    from billing_api.errors import ApiError
     from billing_api.invoicing.service import execute_run, start_run
 
     engine = make_engine(Settings())
@@ -89,8 +90,8 @@ def _bill(args: argparse.Namespace) -> int:
     try:
         with Session(engine) as session, session.begin():
             run_id = start_run(session, tenant_id, args.period).id
-    except ValueError as error:
-        print(error, file=sys.stderr)
+    except ApiError as error:  # a bad or future period
+        print(error.message, file=sys.stderr)
         return 2
     run = execute_run(engine, tenant_id, run_id, progress=_progress_bar)
     print(
@@ -104,6 +105,26 @@ def _bill(args: argparse.Namespace) -> int:
             }
         )
     )
+    return 0
+
+
+def _key_issue(args: argparse.Namespace) -> int:
+    """A new ingest key and admin key for a tenant, to rotate keys: deploy the new ones,
+    then revoke the old ones (`agentmeter key revoke`)."""
+    from agentmeter.tenants import issue_keys, tenant_exists
+
+    engine = make_engine(Settings())
+    migrate(engine)
+    if not tenant_exists(engine, args.tenant):
+        print(f"no tenant {args.tenant!r}", file=sys.stderr)
+        return 2
+    keys = issue_keys(engine, args.tenant)
+    issued = {
+        "tenant_id": keys.tenant_id,
+        "ingest_key": keys.ingest_key,
+        "admin_key": keys.admin_key,
+    }
+    print(json.dumps(issued))
     return 0
 
 
@@ -146,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     key = commands.add_parser("key", help="manage API keys").add_subparsers(
         dest="key_command", required=True
     )
+    issue = key.add_parser("issue", help="issue a new ingest and admin key (JSON)")
+    issue.add_argument("--tenant", required=True, help="tenant id")
+    issue.set_defaults(run=_key_issue)
     revoke = key.add_parser("revoke", help="revoke the key read from standard input")
     revoke.set_defaults(run=_key_revoke)
     return parser

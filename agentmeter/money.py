@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
+# The largest amount in minor units a 64-bit column holds.
+MAX_MINOR = 2**63 - 1
+
 
 def _codes(text: str) -> frozenset[str]:
     return frozenset(text.split())

@@ -45,6 +45,16 @@ class Settings(BaseSettings):
         default=30.0, description="How long a SQLite write waits for another writer's lock"
     )
     db_pool_size: int = 8
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhooks go to loopback/private addresses and plain http (local "
+        "development and tests only: it opens SSRF into the operator's network)",
+    )
+    run_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A billing run without a heartbeat for this long is reported interrupted",
+    )
     background_interval_seconds: float = Field(
         default=30.0,
         gt=0,

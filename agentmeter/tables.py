@@ -393,6 +393,7 @@ class BillingRun(Base):
     """One pass of drafting invoices for a month, with progress."""
 
     __tablename__ = "billing_runs"
+    __table_args__ = (Index(None, "tenant_id", "period"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
@@ -404,6 +405,9 @@ class BillingRun(Base):
     error: Mapped[str] = mapped_column(String(2000), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The lease: who works on the run, and when it last said so (see invoicing.leases).
+    holder: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Invoice(Base):
@@ -543,4 +547,17 @@ class CreditNote(Base):
     number: Mapped[str] = mapped_column(String(64))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Meter(Base):
+    """A meter a tenant bills by: declared through the API or first seen in usage. The
+    canonical meters need no row."""
+
+    __tablename__ = "meters"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    origin: Mapped[str] = mapped_column(String(16))  # declared | usage
+    description: Mapped[str] = mapped_column(String(500), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

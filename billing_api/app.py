@@ -2,31 +2,44 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DatabaseError
 
 from agentmeter.db import UNAVAILABLE_ERRORS, read_only
+from agentmeter.settings import Settings
 from agentmeter.tenants import TenantKeys
 from billing_api.budgets.endpoints import router as budgets_router
 from billing_api.credits.endpoints import router as credits_router
 from billing_api.customers.endpoints import router as customers_router
 from billing_api.errors import error_response, install_error_handlers
+from billing_api.guards import require_encodable_json
 from billing_api.invoicing.endpoints import router as invoicing_router
+from billing_api.meters.endpoints import router as meters_router
+from billing_api.openapi import install_error_responses
 from billing_api.pricing.endpoints import router as pricing_router
 from billing_api.rating.endpoints import router as rating_router
+from billing_api.security_headers import SecurityHeadersMiddleware
 from billing_api.usage.endpoints import router as usage_router
 from billing_api.webhooks.endpoints import router as webhooks_router
 
 
-def create_app(engine: Engine, registry: CollectorRegistry) -> FastAPI:
-    """The billing API over `engine` (already migrated); `/metrics` exposes `registry`."""
-    app = FastAPI(title="AgentMeter", version="0.1.0")
+def create_app(
+    engine: Engine, registry: CollectorRegistry, settings: Settings | None = None
+) -> FastAPI:
+    """The billing API over `engine` (already migrated); `/metrics` exposes `registry`;
+    `settings` default to the environment's."""
+    app = FastAPI(
+        title="AgentMeter", version="0.1.0", dependencies=[Depends(require_encodable_json)]
+    )
     app.state.engine = engine
     app.state.keys = TenantKeys(engine)
+    app.state.settings = settings or Settings()
     install_error_handlers(app)
+    install_error_responses(app)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(customers_router)
     app.include_router(pricing_router)
     app.include_router(usage_router)
@@ -35,6 +48,7 @@ def create_app(engine: Engine, registry: CollectorRegistry) -> FastAPI:
     app.include_router(budgets_router)
     app.include_router(webhooks_router)
     app.include_router(invoicing_router)
+    app.include_router(meters_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

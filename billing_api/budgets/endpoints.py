@@ -8,7 +8,7 @@ from agentmeter.money import format_minor
 from agentmeter.tables import utcnow
 from billing_api.budgets import service
 from billing_api.budgets.schemas import BudgetSet, BudgetStatusOut
-from billing_api.deps import DbSession, TenantId
+from billing_api.deps import DbSession, TenantId, WriteSession
 
 router = APIRouter(prefix="/api/v1/customers/{customer_id}/budget", tags=["budgets"])
 
@@ -23,7 +23,7 @@ def put_budget(
 
 
 @router.get("")
-def get_budget(customer_id: str, session: DbSession, tenant_id: TenantId) -> BudgetStatusOut:
+def get_budget(customer_id: str, session: WriteSession, tenant_id: TenantId) -> BudgetStatusOut:
     """Spend so far this period (charges before credits) against the limit; check
     `within_limit` / `remaining` before expensive work. Newly crossed thresholds alert."""
     return _out(service.evaluate_budget(session, tenant_id, customer_id, utcnow()))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -19,6 +18,7 @@ from billing_api.credits.schemas import (
     LedgerEntryOut,
 )
 from billing_api.deps import DbSession, TenantId
+from billing_api.pricing.schemas import UtcDatetime
 
 router = APIRouter(prefix="/api/v1/customers/{customer_id}/credits", tags=["credits"])
 
@@ -46,10 +46,10 @@ def list_grants(customer_id: str, session: DbSession, tenant_id: TenantId) -> li
 
 @router.get("/balance")
 def get_balance(
-    customer_id: str, session: DbSession, tenant_id: TenantId, at: datetime | None = None
+    customer_id: str, session: DbSession, tenant_id: TenantId, at: UtcDatetime | None = None
 ) -> CreditBalanceOut:
     """Credit usable at `at` (default now) per currency; credit expired by then is not."""
-    moment = utcnow() if at is None else _aware(at)
+    moment = utcnow() if at is None else at
     balances = service.balance(session, tenant_id, customer_id, moment)
     return CreditBalanceOut(
         customer_id=customer_id,
@@ -92,7 +92,3 @@ def void_grant(
         session, tenant_id, customer_id, grant_id, body.reason, now
     )
     return CreditGrantOut.of(grant, remaining, now)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

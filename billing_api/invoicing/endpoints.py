@@ -4,6 +4,7 @@ exceptions, exports, and the tenant's billing settings."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Request
@@ -11,11 +12,13 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from agentmeter.money import exact_minor
+from agentmeter.money import exact_minor, to_minor
+from agentmeter.settings import Settings
 from agentmeter.tables import Customer, Invoice, utcnow
-from billing_api.deps import DbSession, TenantId
+from billing_api.deps import AppSettings, DbSession, TenantId
 from billing_api.errors import NotFoundError
 from billing_api.invoicing import exports, finalize, repository, review, service
+from billing_api.invoicing.leases import lease_duration, observed_status
 from billing_api.invoicing.schemas import (
     AssignUnattributed,
     AuditOut,
@@ -24,6 +27,7 @@ from billing_api.invoicing.schemas import (
     CustomerInvoiceOut,
     ExceptionOut,
     ExceptionUpdate,
+    FinalizeRequest,
     InvoiceOut,
     LineAdjust,
     LineCreate,
@@ -34,6 +38,7 @@ from billing_api.invoicing.schemas import (
     VoidRequest,
 )
 from billing_api.invoicing.settings import BillingSettings, BillingSettingsUpdate, update_settings
+from billing_api.security_headers import page_headers
 
 router = APIRouter(prefix="/api/v1", tags=["invoicing"])
 
@@ -71,34 +76,58 @@ def create_run(
     background: BackgroundTasks,
     session: DbSession,
     tenant_id: TenantId,
+    settings: AppSettings,
 ) -> RunOut:
-    """Draft every customer's invoice for a month, in the background; poll the run."""
-    run = service.start_run(session, tenant_id, body.period)
+    """Draft every customer's invoice for a month, in the background; poll the run.
+    Interrupted runs of the month (their worker died) are superseded by this one."""
+    run = service.start_run(session, tenant_id, body.period, lease=lease_duration(settings))
     engine: Engine = request.app.state.engine
     # Runs once the request's transaction, which created the run, has committed.
-    background.add_task(_start_run_thread, engine, tenant_id, run.id)
-    return RunOut.of(run)
+    background.add_task(_start_run_thread, engine, tenant_id, run.id, settings)
+    return RunOut.of(run, run.status)
 
 
-def _start_run_thread(engine: Engine, tenant_id: str, run_id: str) -> None:
+@router.post("/billing-runs/{run_id}/resume", status_code=202)
+def resume_run(
+    run_id: str,
+    request: Request,
+    background: BackgroundTasks,
+    session: DbSession,
+    tenant_id: TenantId,
+    settings: AppSettings,
+) -> RunOut:
+    """Run an interrupted run again from the start (drafting converges: nothing is billed
+    twice); 409 unless the run is interrupted."""
+    run = service.resume_run(
+        session, tenant_id, run_id, now=utcnow(), lease=lease_duration(settings)
+    )
+    background.add_task(_start_run_thread, request.app.state.engine, tenant_id, run.id, settings)
+    return RunOut.of(run, run.status)
+
+
+def _start_run_thread(engine: Engine, tenant_id: str, run_id: str, settings: Settings) -> None:
     threading.Thread(
-        target=_run_quietly, args=(engine, tenant_id, run_id), name=f"run-{run_id}", daemon=True
+        target=_run_quietly,
+        args=(engine, tenant_id, run_id, lease_duration(settings)),
+        name=f"run-{run_id}",
+        daemon=True,
     ).start()
 
 
-def _run_quietly(engine: Engine, tenant_id: str, run_id: str) -> None:
+def _run_quietly(engine: Engine, tenant_id: str, run_id: str, lease: timedelta) -> None:
     try:
-        service.execute_run(engine, tenant_id, run_id)
+        service.execute_run(engine, tenant_id, run_id, lease=lease)
     except Exception:  # recorded on the run (status failed) and logged by execute_run
         return
 
 
 @router.get("/billing-runs/{run_id}")
-def get_run(run_id: str, session: DbSession, tenant_id: TenantId) -> RunOut:
+def get_run(run_id: str, session: DbSession, tenant_id: TenantId, settings: AppSettings) -> RunOut:
+    """The run's progress; readable while it works (reads never wait for the writer)."""
     run = repository.get_run(session, tenant_id, run_id)
     if run is None:
         raise NotFoundError(f"no billing run {run_id!r}")
-    return RunOut.of(run)
+    return RunOut.of(run, observed_status(run, utcnow(), lease_duration(settings)))
 
 
 def _run_period(session: Session, tenant_id: str, run_id: str) -> str:
@@ -176,10 +205,14 @@ def list_invoices(
     status: str | None = None,
     customer_id: str | None = None,
 ) -> list[InvoiceOut]:
+    """Invoices with their lines and exceptions (three queries, whatever their number)."""
     invoices = repository.list_invoices(
         session, tenant_id, period=period, status=status, customer_id=customer_id
     )
-    return [InvoiceOut.full(i, repository.lines(session, i.id), []) for i in invoices]
+    ids = [i.id for i in invoices]
+    lines = repository.lines_of(session, ids)
+    exceptions = repository.exceptions_of(session, tenant_id, ids)
+    return [InvoiceOut.full(i, lines.get(i.id, []), exceptions.get(i.id, [])) for i in invoices]
 
 
 @router.get("/invoices/{invoice_id}")
@@ -248,9 +281,23 @@ def rerate(invoice_id: str, session: DbSession, tenant_id: TenantId, actor: Acto
 
 @router.post("/invoices/{invoice_id}/finalize")
 def finalize_invoice(
-    invoice_id: str, session: DbSession, tenant_id: TenantId, actor: Actor
+    invoice_id: str,
+    session: DbSession,
+    tenant_id: TenantId,
+    actor: Actor,
+    body: FinalizeRequest | None = None,
 ) -> InvoiceOut:
-    finalize.finalize_invoice(session, tenant_id, invoice_id, actor=actor, now=utcnow())
+    """Number and freeze a draft. Before its period ends: 409, unless the body says
+    `{"before_period_end": true, "reason": …}` (kept in the audit log)."""
+    early = body is not None and body.before_period_end
+    finalize.finalize_invoice(
+        session,
+        tenant_id,
+        invoice_id,
+        actor=actor,
+        now=utcnow(),
+        early_reason=body.reason if body is not None and early else None,
+    )
     return _full(session, tenant_id, invoice_id)
 
 
@@ -295,8 +342,9 @@ def list_credit_notes(
 
 @router.get("/invoices/{invoice_id}/audit")
 def audit(invoice_id: str, session: DbSession, tenant_id: TenantId) -> list[AuditOut]:
+    invoice = _invoice(session, tenant_id, invoice_id)
     return [
-        AuditOut.model_validate(a) for a in repository.audit_trail(session, tenant_id, invoice_id)
+        AuditOut.model_validate(a) for a in repository.audit_trail(session, tenant_id, invoice.id)
     ]
 
 
@@ -323,9 +371,8 @@ def export_html(invoice_id: str, session: DbSession, tenant_id: TenantId) -> HTM
     invoice = _invoice(session, tenant_id, invoice_id)
     tenant = repository.tenant(session, tenant_id)
     customer = session.get(Customer, (tenant_id, invoice.customer_id))
-    return HTMLResponse(
-        exports.as_html(invoice, repository.lines(session, invoice.id), tenant, customer)
-    )
+    html = exports.as_html(invoice, repository.lines(session, invoice.id), tenant, customer)
+    return HTMLResponse(html, headers=page_headers(html))
 
 
 @router.get("/exceptions")

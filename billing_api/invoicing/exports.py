@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -34,27 +35,42 @@ def as_json(invoice: Invoice, lines: list[InvoiceLine]) -> CustomerInvoiceOut:
     return CustomerInvoiceOut.of(invoice, lines)
 
 
+# Formula injection (OWASP "CSV Injection"): a spreadsheet runs a cell that starts with one
+# of these. Such text cells get a leading single quote, shown as text. Plain numbers, such
+# as the negative amount of a discount, stay numbers: "-5.00" cannot be a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def spreadsheet_safe(cell: object) -> str:
+    """`cell` as CSV text that no spreadsheet evaluates as a formula."""
+    text = str(cell)
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
 def as_csv(invoice: Invoice, lines: list[InvoiceLine]) -> str:
+    """The customer's invoice lines as CSV, every cell made safe for spreadsheets."""
     view = CustomerInvoiceOut.of(invoice, lines)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for position, line in enumerate(view.lines, start=1):
-        writer.writerow(
-            (
-                view.number or view.id,
-                view.period,
-                position,
-                line.kind,
-                line.description,
-                line.meter or "",
-                line.quantity,
-                line.unit_price or "",
-                line.per_units,
-                line.amount,
-                view.currency,
-            )
+        row = (
+            view.number or view.id,
+            view.period,
+            position,
+            line.kind,
+            line.description,
+            line.meter or "",
+            line.quantity,
+            line.unit_price or "",
+            line.per_units,
+            line.amount,
+            view.currency,
         )
+        writer.writerow([spreadsheet_safe(cell) for cell in row])
     return out.getvalue()
 
 

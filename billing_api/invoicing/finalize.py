@@ -30,8 +30,16 @@ def _invoice(session: Session, tenant_id: str, invoice_id: str) -> Invoice:
 
 
 def finalize_invoice(
-    session: Session, tenant_id: str, invoice_id: str, *, actor: str, now: datetime
+    session: Session,
+    tenant_id: str,
+    invoice_id: str,
+    *,
+    actor: str,
+    now: datetime,
+    early_reason: str | None = None,
 ) -> Invoice:
+    """Number and freeze a draft. Before its period ends (usage may still come) only with
+    `early_reason`, which the audit log keeps."""
     invoice = _invoice(session, tenant_id, invoice_id)
     if invoice.status != "draft":
         raise ConflictError(f"invoice {invoice_id} is {invoice.status}, only drafts finalize")
@@ -39,6 +47,12 @@ def finalize_invoice(
     if blocking:
         listed = "; ".join(f"{e.type}: {e.message}" for e in blocking)
         raise ConflictError(f"resolve or waive the blocking exceptions first: {listed}")
+    early = now < invoice.period_end
+    if early and not (early_reason and early_reason.strip()):
+        raise ConflictError(
+            f"the period of invoice {invoice_id} ends at {invoice.period_end.isoformat()}; "
+            "finalize it then, or now with before_period_end and a reason"
+        )
     if invoice.subtotal_minor < 0:
         raise ConflictError("a negative invoice cannot be finalized; issue a credit note instead")
     applied = apply_credits(
@@ -73,7 +87,9 @@ def finalize_invoice(
             "subtotal_minor": invoice.subtotal_minor,
             "credits_minor": invoice.credits_minor,
             "total_minor": invoice.total_minor,
+            "before_period_end": early,
         },
+        reason=(early_reason or "") if early else "",
     )
     session.flush()
     return invoice

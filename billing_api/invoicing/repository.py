@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, and_, delete, func, select, update
+from sqlalchemy import BigInteger, Select, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
@@ -32,6 +32,9 @@ from agentmeter.tables import (
     utcnow,
 )
 from billing_api.periods import Period
+
+# A billing run being worked on (the other statuses: billing_api.invoicing.leases).
+RUNNING = "running"
 
 
 def _insert(session: Session) -> Any:
@@ -466,6 +469,26 @@ def list_exceptions(
     return session.scalars(query.order_by(BillingException.created_at)).all()
 
 
+def exceptions_of(
+    session: Session, tenant_id: str, invoice_ids: Sequence[str]
+) -> dict[str, list[BillingException]]:
+    """The exceptions of each of these invoices, in one query."""
+    found: dict[str, list[BillingException]] = {}
+    if invoice_ids:
+        query = (
+            select(BillingException)
+            .where(
+                BillingException.tenant_id == tenant_id,
+                BillingException.invoice_id.in_(invoice_ids),
+            )
+            .order_by(BillingException.created_at)
+        )
+        for exception in session.scalars(query):
+            assert exception.invoice_id is not None
+            found.setdefault(exception.invoice_id, []).append(exception)
+    return found
+
+
 def get_exception(session: Session, tenant_id: str, exception_id: str) -> BillingException | None:
     return session.scalars(
         select(BillingException).where(
@@ -520,3 +543,54 @@ def get_run(session: Session, tenant_id: str, run_id: str) -> BillingRun | None:
     return session.scalars(
         select(BillingRun).where(BillingRun.tenant_id == tenant_id, BillingRun.id == run_id)
     ).first()
+
+
+def claim_run(
+    session: Session, tenant_id: str, run_id: str, holder: str, now: datetime, lease: timedelta
+) -> bool:
+    """Take the lease of a running run that nobody holds, or whose holder's lease lapsed."""
+    result = session.execute(
+        update(BillingRun)
+        .where(
+            BillingRun.tenant_id == tenant_id,
+            BillingRun.id == run_id,
+            BillingRun.status == RUNNING,
+            or_(
+                BillingRun.holder == "",
+                BillingRun.heartbeat_at.is_(None),
+                BillingRun.heartbeat_at < now - lease,
+            ),
+        )
+        .values(holder=holder, heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def renew_run_lease(
+    session: Session, tenant_id: str, run_id: str, holder: str, now: datetime
+) -> bool:
+    """Renew the lease `holder` holds on a running run; False if it holds it no more."""
+    result = session.execute(
+        update(BillingRun)
+        .where(
+            BillingRun.tenant_id == tenant_id,
+            BillingRun.id == run_id,
+            BillingRun.holder == holder,
+            BillingRun.status == RUNNING,
+        )
+        .values(heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def running_runs(session: Session, tenant_id: str, period: str) -> Sequence[BillingRun]:
+    """The tenant's runs of `period` still marked running (live or not)."""
+    return session.scalars(
+        select(BillingRun).where(
+            BillingRun.tenant_id == tenant_id,
+            BillingRun.period == period,
+            BillingRun.status == RUNNING,
+        )
+    ).all()

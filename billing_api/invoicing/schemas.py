@@ -8,37 +8,46 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agentmeter.money import format_minor, plain_decimal
 from agentmeter.tables import BillingException, BillingRun, Invoice, InvoiceLine
+from billing_api.periods import PeriodLabel
 
 # Amounts entered by hand stay far inside 64-bit minor units, whatever the currency.
 MAX_AMOUNT = Decimal(10) ** 12
 
 
+RunStatus = Literal["running", "completed", "failed", "interrupted", "superseded"]
+
+
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    period: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])
+    period: PeriodLabel
 
 
 class RunOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: str
     period: str
-    status: str
+    status: RunStatus = Field(
+        description="interrupted: its worker stopped sending heartbeats (killed); resume it "
+        "or start a new run of the period, which supersedes it"
+    )
     total_customers: int
     processed_customers: int
     drafted: int
     error: str
     created_at: datetime
+    heartbeat_at: datetime | None
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, run: BillingRun) -> RunOut:
-        return cls.model_validate(run)
+    def of(cls, run: BillingRun, status: str) -> RunOut:
+        """`run` as clients see it, with its observed `status` (see `leases`)."""
+        return cls.model_validate(run).model_copy(update={"status": status})
 
 
 class CustomerLineOut(BaseModel):
@@ -212,12 +221,38 @@ class LineAdjust(BaseModel):
 class LineCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = Field(min_length=1, max_length=500)
-    quantity: Decimal = Field(default=Decimal(1), gt=0, le=MAX_AMOUNT)
+    quantity: Decimal = Field(default=Decimal(1), gt=0, le=MAX_AMOUNT, decimal_places=12)
     unit_price: Decimal = Field(
-        ge=0, le=MAX_AMOUNT, description="major units; a discount is entered positive"
+        ge=0,
+        le=MAX_AMOUNT,
+        decimal_places=12,
+        description="major units; a discount is entered positive",
     )
     discount: bool = False
     reason: str = Field(default="", max_length=2000)
+
+    @model_validator(mode="after")
+    def _bounded_amount(self) -> Self:
+        """Each factor is bounded and so must their product be: it becomes a line amount."""
+        if self.quantity * self.unit_price > MAX_AMOUNT:
+            raise ValueError(f"quantity × unit_price must not exceed {MAX_AMOUNT:,}")
+        return self
+
+
+class FinalizeRequest(BaseModel):
+    """Optional: finalizing before the invoice's period ends needs both fields."""
+
+    model_config = ConfigDict(extra="forbid")
+    before_period_end: bool = Field(
+        default=False, description="finalize although the period has not ended (audited)"
+    )
+    reason: str = Field(default="", max_length=2000, description="why, for the audit log")
+
+    @model_validator(mode="after")
+    def _reason_given(self) -> Self:
+        if self.before_period_end and not self.reason.strip():
+            raise ValueError("finalizing before the period ends needs a reason")
+        return self
 
 
 class VoidRequest(BaseModel):

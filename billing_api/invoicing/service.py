@@ -13,7 +13,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import islice
 from typing import Any
@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from agentmeter.tables import BillingException, BillingRun, Invoice, InvoiceLine, utcnow
 from billing_api.credits.service import preview_credits
-from billing_api.invoicing import checks, repository
+from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
+from billing_api.invoicing import checks, leases, repository
 from billing_api.invoicing.checks import Finding, ReviewRules
 from billing_api.periods import Period, month_period, previous_periods
 from billing_api.rating.engine import RatedPeriod, rate_customer
@@ -505,25 +506,98 @@ def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:
         yield chunk
 
 
-def start_run(session: Session, tenant_id: str, period_label: str) -> BillingRun:
-    month_period(period_label)  # validates the label
-    run = BillingRun(id=new_id(), tenant_id=tenant_id, period=period_label, status="running")
+def start_run(
+    session: Session,
+    tenant_id: str,
+    period_label: str,
+    *,
+    now: datetime | None = None,
+    lease: timedelta | None = None,
+) -> BillingRun:
+    """Record a new run of `period_label` (a month that has begun by `now`); runs of the
+    period whose worker died (see `leases`) are marked superseded by it."""
+    now = now or utcnow()
+    try:
+        begins = month_period(period_label).start
+    except ValueError as error:
+        raise UnprocessableError(str(error)) from None
+    if begins > now:
+        raise UnprocessableError(f"period {period_label} has not begun; nothing to bill yet")
+    lease = lease or leases.lease_duration()
+    run = BillingRun(id=new_id(), tenant_id=tenant_id, period=period_label, status=leases.RUNNING)
+    for stale in repository.running_runs(session, tenant_id, period_label):
+        if leases.observed_status(stale, now, lease) == leases.INTERRUPTED:
+            stale.status = leases.SUPERSEDED
+            stale.holder = ""  # a worker that was only stuck stops at its next chunk
+            stale.error = f"interrupted; superseded by run {run.id}"
+            stale.finished_at = now
     session.add(run)
     session.flush()
     return run
 
 
+def resume_run(
+    session: Session, tenant_id: str, run_id: str, *, now: datetime, lease: timedelta
+) -> BillingRun:
+    """Make an interrupted run claimable again; the caller then executes it."""
+    run = repository.get_run(session, tenant_id, run_id)
+    if run is None:
+        raise NotFoundError(f"no billing run {run_id!r}")
+    status = leases.observed_status(run, now, lease)
+    if status != leases.INTERRUPTED:
+        raise ConflictError(f"billing run {run_id} is {status}; only an interrupted run resumes")
+    run.holder = ""
+    run.heartbeat_at = now
+    run.error = ""
+    session.flush()
+    return run
+
+
 def execute_run(
-    engine: Engine, tenant_id: str, run_id: str, progress: Progress | None = None
+    engine: Engine,
+    tenant_id: str,
+    run_id: str,
+    progress: Progress | None = None,
+    *,
+    lease: timedelta | None = None,
 ) -> BillingRun:
     """Draft the invoice of every customer with something to bill for the run's month
     (usage, fees or commitments in it, or late usage of an earlier finalized period), in
     chunks that each commit, so progress is visible and a crash loses at most one chunk
-    (which a re-run redoes). A registered customer with nothing to bill gets no invoice."""
+    (which a re-run redoes). A registered customer with nothing to bill gets no invoice.
+
+    Holds the run's lease meanwhile (`leases`): `ConflictError` if a live worker holds it
+    already, `LeaseLostError` if it is taken away (superseded) before the run ends.
+    """
+    lease = lease or leases.lease_duration()
+    holder = leases.new_holder()
+    with Session(engine) as session, session.begin():
+        if not repository.claim_run(session, tenant_id, run_id, holder, utcnow(), lease):
+            raise ConflictError(f"billing run {run_id} is not running or is held by a worker")
+    with leases.Heartbeat(engine, tenant_id, run_id, holder, lease) as heartbeat:
+        return _execute_held_run(engine, tenant_id, run_id, holder, heartbeat, progress)
+
+
+def _held(session: Session, tenant_id: str, run_id: str, holder: str) -> BillingRun:
+    """The run, if this worker still holds it (checked in the transaction that writes)."""
+    run = repository.get_run(session, tenant_id, run_id)
+    if run is None or run.holder != holder or run.status != leases.RUNNING:
+        raise leases.LeaseLostError(f"billing run {run_id} is no longer held by this worker")
+    run.heartbeat_at = utcnow()
+    return run
+
+
+def _execute_held_run(
+    engine: Engine,
+    tenant_id: str,
+    run_id: str,
+    holder: str,
+    heartbeat: leases.Heartbeat,
+    progress: Progress | None,
+) -> BillingRun:
     try:
         with Session(engine, expire_on_commit=False) as session, session.begin():
-            run = repository.get_run(session, tenant_id, run_id)
-            assert run is not None
+            run = _held(session, tenant_id, run_id, holder)
             label = run.period
             pricing = load_pricing(session, tenant_id)
             # Late usage of all customers in one query, idle or not this month.
@@ -539,6 +613,7 @@ def execute_run(
                 wanted = None if len(groups) == 1 else customer_ids
                 rated = rate_period(session, tenant_id, period, wanted, pricing=pricing)
             for chunk in _chunks(customer_ids, CHUNK):
+                heartbeat.check()
                 with Session(engine, expire_on_commit=False) as session, session.begin():
                     drafts = draft_customers(
                         session,
@@ -552,8 +627,7 @@ def execute_run(
                     drafted += len(drafts)
                     all_drafted.extend(d.customer_id for d in drafts)
                     done += len(chunk)
-                    run = repository.get_run(session, tenant_id, run_id)
-                    assert run is not None
+                    run = _held(session, tenant_id, run_id, holder)
                     run.processed_customers = done
                     run.drafted = drafted
                 if progress is not None:
@@ -571,17 +645,19 @@ def execute_run(
                 invoice_id=None,
                 findings=run_findings(session, tenant_id, first, pricing, all_drafted),
             )
-            run = repository.get_run(session, tenant_id, run_id)
-            assert run is not None
-            run.status = "completed"
+            run = _held(session, tenant_id, run_id, holder)
+            run.status = leases.COMPLETED
             run.finished_at = utcnow()
         return run
+    except leases.LeaseLostError:
+        logger.warning("billing run taken over", extra={"tenant_id": tenant_id, "run_id": run_id})
+        raise
     except Exception as error:
         logger.exception("billing run failed", extra={"tenant_id": tenant_id, "run_id": run_id})
         with Session(engine, expire_on_commit=False) as session, session.begin():
             failed = repository.get_run(session, tenant_id, run_id)
-            if failed is not None:
-                failed.status = "failed"
+            if failed is not None and failed.holder == holder:
+                failed.status = leases.FAILED
                 failed.error = str(error)[:2000]
                 failed.finished_at = utcnow()
         raise

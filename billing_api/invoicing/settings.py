@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session
 
+from agentmeter.money import MAX_MINOR
 from agentmeter.tables import Tenant
 from billing_api.invoicing import repository
 
@@ -42,13 +44,26 @@ class BillingSettingsUpdate(BaseModel):
 
     invoice_prefix: str | None = Field(default=None, pattern=r"^[A-Z0-9]{1,12}$")
     late_usage_policy: str | None = Field(default=None, pattern="^(adjust_next|exception_only)$")
-    spike_factor: Decimal | None = Field(default=None, gt=1)
-    margin_floor_percent: Decimal | None = Field(default=None, ge=-100, le=100)
-    review_threshold_minor: int | None = Field(default=None, ge=0)
+    spike_factor: Decimal | None = Field(default=None, gt=1, le=1000, decimal_places=6)
+    margin_floor_percent: Decimal | None = Field(default=None, ge=-100, le=100, decimal_places=6)
+    review_threshold_minor: int | None = Field(
+        default=None, ge=0, le=MAX_MINOR, description="null: no review threshold"
+    )
     brand_name: str | None = Field(default=None, max_length=200)
     # Only a hex colour: it goes into the invoice's stylesheet.
     brand_color: str | None = Field(default=None, pattern=r"^#[0-9a-fA-F]{3}([0-9a-fA-F]{3})?$")
     brand_logo_url: str | None = Field(default=None, pattern=r"^https://\S+$", max_length=2000)
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> Self:
+        """Only the nullable settings may be set to null; the others can only change."""
+        for name in _REQUIRED_SETTINGS:
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null; leave it out to keep it")
+        return self
+
+
+_REQUIRED_SETTINGS = ("invoice_prefix", "late_usage_policy", "spike_factor", "margin_floor_percent")
 
 
 def update_settings(

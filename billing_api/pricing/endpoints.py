@@ -3,7 +3,9 @@ costs."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
 
 from billing_api.deps import DbSession, TenantId
 from billing_api.pricing import service
@@ -25,6 +27,9 @@ from billing_api.pricing.schemas import (
 )
 
 router = APIRouter(prefix="/api/v1", tags=["pricing"])
+
+# Version numbers count up from 1; the bound keeps an absurd one a 404, not a database error.
+VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 # --- Price books -----------------------------------------------------------------------
@@ -74,21 +79,29 @@ def list_versions(book_id: str, session: DbSession, tenant_id: TenantId) -> list
 
 
 @router.get("/price-books/{book_id}/versions/{number}")
-def get_version(book_id: str, number: int, session: DbSession, tenant_id: TenantId) -> VersionOut:
+def get_version(
+    book_id: str, number: VersionNumber, session: DbSession, tenant_id: TenantId
+) -> VersionOut:
     """The version with its components in position order."""
     return service.get_version(session, tenant_id, book_id, number)
 
 
 @router.put("/price-books/{book_id}/versions/{number}/components")
 def replace_components(
-    book_id: str, number: int, body: ComponentsReplace, session: DbSession, tenant_id: TenantId
+    book_id: str,
+    number: VersionNumber,
+    body: ComponentsReplace,
+    session: DbSession,
+    tenant_id: TenantId,
 ) -> VersionOut:
     """Replace every component of the version; 409 once the version is locked."""
     return service.replace_components(session, tenant_id, book_id, number, body.components)
 
 
 @router.delete("/price-books/{book_id}/versions/{number}", status_code=204)
-def delete_version(book_id: str, number: int, session: DbSession, tenant_id: TenantId) -> Response:
+def delete_version(
+    book_id: str, number: VersionNumber, session: DbSession, tenant_id: TenantId
+) -> Response:
     """Delete the version and its components; 409 once the version is locked."""
     service.delete_version(session, tenant_id, book_id, number)
     return Response(status_code=204)

@@ -7,8 +7,9 @@ uses, so a field meant for another model (or a typo) is refused rather than igno
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+import re
+from datetime import datetime
+from decimal import Decimal
 from itertools import pairwise
 from typing import Annotated, Literal
 
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from agentmeter.money import UnknownCurrencyError, normalize_currency
+from billing_api.periods import UtcMoment
 from billing_api.pricing.components import (
     ALLOWANCE,
     COST_PLUS,
@@ -43,6 +45,14 @@ PRICE_PLACES = 12
 # Prices are stored as text of at most 64 characters; no price comes near this bound.
 _MAX_DECIMAL = Decimal(10) ** 18
 _MAX_PER_UNITS = 10**15
+# One rule for every price in AgentMeter (components and provider costs alike).
+PER_UNITS_RULE = (
+    "how many units the price is for; default 1 everywhere (a price per single unit). "
+    'Token prices are usually quoted per million: say "per_units": 1000000'
+)
+# The text form of a price, as documented in the OpenAPI schema and enforced.
+PRICE_PATTERN = r"^[0-9]+(\.[0-9]{1,12})?$"
+_SIGNED_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?", re.ASCII)
 
 
 def _to_decimal(value: object) -> Decimal:
@@ -57,10 +67,17 @@ def _to_decimal(value: object) -> Decimal:
         # A JSON number arrives as a float; its shortest repr is the number the client wrote.
         number = Decimal(str(value))
     elif isinstance(value, str):
-        try:
-            number = Decimal(value.strip())
-        except InvalidOperation:
-            raise ValueError(f"{value!r} is not a decimal number") from None
+        # Only the documented pattern: Decimal() alone would also take "1_000", " 5 ",
+        # "1E+2", "NaN" and non-ASCII digits such as "５". A sign is read only to say why
+        # it is refused.
+        if not _SIGNED_TEXT.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a decimal number: ASCII digits with an optional point, "
+                'e.g. "2.50" (no spaces, underscores or exponent)'
+            )
+        number = Decimal(value)
+        if number >= 0 and _places(number) > PRICE_PLACES:
+            raise ValueError(f"at most {PRICE_PLACES} decimal places")
     else:
         raise ValueError('expected a decimal number as a string, e.g. "2.50"')
     if not number.is_finite():
@@ -94,7 +111,7 @@ Price = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "string", "pattern": r"^\d+(\.\d{1,12})?$"},
+                {"type": "string", "pattern": PRICE_PATTERN},
                 {"type": "number", "minimum": 0},
             ],
             "examples": ["2.50"],
@@ -104,14 +121,8 @@ Price = Annotated[
 DecimalOut = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str)]
 
 
-def _aware(value: datetime) -> datetime:
-    """Times without an offset are read as UTC; all are answered in UTC."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_aware)]
+# Times without an offset are read as UTC; all are answered in UTC.
+UtcDatetime = UtcMoment
 
 
 def check_meter(meter: str) -> str:
@@ -215,7 +226,7 @@ class ComponentIn(BaseModel):
     filters: dict[str, Pattern] = Field(default_factory=dict)
     charge: ChargeModel
     unit_price: Price | None = None
-    per_units: int = Field(default=1, ge=1, le=_MAX_PER_UNITS)
+    per_units: int = Field(default=1, ge=1, le=_MAX_PER_UNITS, description=PER_UNITS_RULE)
     tiers: list[TierIn] | None = Field(default=None, min_length=1, max_length=100)
     package_size: int | None = Field(default=None, ge=1, le=_MAX_PER_UNITS)
     included_quantity: Price | None = None
@@ -459,7 +470,7 @@ class ProviderCostCreate(BaseModel):
     model: str = Field(min_length=1, max_length=256)
     meter: Meter
     unit_cost_usd: Price
-    per_units: int = Field(default=1_000_000, ge=1, le=_MAX_PER_UNITS)
+    per_units: int = Field(default=1, ge=1, le=_MAX_PER_UNITS, description=PER_UNITS_RULE)
     effective_from: UtcDatetime
 
 

@@ -25,6 +25,7 @@ from agentmeter.tables import (
 )
 from billing_api.customers.service import get_customer
 from billing_api.errors import ConflictError, NotFoundError
+from billing_api.meters.service import check_known
 from billing_api.pricing.components import Tier, component_from_row, tier_to_json
 from billing_api.pricing.repository import PricingRepository
 from billing_api.pricing.schemas import (
@@ -260,6 +261,7 @@ def create_version(
 ) -> VersionOut:
     """Version max + 1 of the book. With `copy_from_version`, that version's components
     come first and the given ones replace same-named ones or are added."""
+    check_known(session, tenant_id, (c.meter for c in body.components))
     repository = PricingRepository(session)
     book = _book(repository, tenant_id, book_id)
     _exact_fees(body.components, book.currency)
@@ -310,6 +312,7 @@ def replace_components(
     components: Sequence[ComponentIn],
 ) -> VersionOut:
     """All components of an unlocked version, replaced by `components`."""
+    check_known(session, tenant_id, (c.meter for c in components))
     repository = PricingRepository(session)
     book = _book(repository, tenant_id, book_id)
     version = _version(repository, book, number)
@@ -370,6 +373,7 @@ def create_override(
     """Contract terms of a customer. Overrides may overlap in time; where two define the
     same component, rating applies the later one."""
     customer = get_customer(session, tenant_id, customer_id)
+    check_known(session, tenant_id, (c.meter for c in body.components))
     repository = PricingRepository(session)
     book = (
         repository.get_book(tenant_id, customer.price_book_id)
@@ -416,6 +420,7 @@ def create_provider_cost(
     session: Session, tenant_id: str, body: ProviderCostCreate
 ) -> ProviderCostOut:
     """A negotiated provider rate; usage from `effective_from` on is re-costed with it."""
+    check_known(session, tenant_id, [body.meter])
     repository = PricingRepository(session)
     duplicate = repository.find_provider_cost(
         tenant_id, body.provider, body.model, body.meter, body.effective_from

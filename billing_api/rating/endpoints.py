@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from agentmeter.tables import utcnow
 from billing_api.deps import DbSession, TenantId
+from billing_api.periods import PeriodLabel
 from billing_api.rating import service
 from billing_api.rating.schemas import EstimateOut
 
@@ -13,6 +14,9 @@ router = APIRouter(prefix="/api/v1/customers", tags=["rating"])
 
 
 @router.get("/{customer_id}/estimate")
-def get_estimate(customer_id: str, session: DbSession, tenant_id: TenantId) -> EstimateOut:
-    """The running total of the customer's current billing period, line by line."""
-    return EstimateOut.of(service.estimate(session, tenant_id, customer_id, utcnow()))
+def get_estimate(
+    customer_id: str, session: DbSession, tenant_id: TenantId, period: PeriodLabel | None = None
+) -> EstimateOut:
+    """The running total of the customer's current billing period, line by line; with
+    `period=2026-10`, of the period starting in that month."""
+    return EstimateOut.of(service.estimate(session, tenant_id, customer_id, utcnow(), period))

@@ -11,7 +11,7 @@ from itertools import pairwise
 from sqlalchemy.orm import Session
 
 from billing_api.errors import NotFoundError
-from billing_api.periods import Period, period_containing
+from billing_api.periods import Period, month_period, period_containing
 from billing_api.rating.engine import RatedPeriod, rate_customer
 from billing_api.rating.repository import aggregate_usage, load_pricing
 from billing_api.rating.terms import TenantPricing, UsageGroup
@@ -59,10 +59,17 @@ def current_period(pricing: TenantPricing, customer_id: str, now: datetime) -> P
     return period_containing(now, pricing.billing_days.get(customer_id, 1))
 
 
-def estimate(session: Session, tenant_id: str, customer_id: str, now: datetime) -> RatedPeriod:
-    """The running total of the customer's current period (nothing is recorded)."""
+def estimate(
+    session: Session, tenant_id: str, customer_id: str, now: datetime, month: str | None = None
+) -> RatedPeriod:
+    """The running total of the customer's current period, or of the period starting in
+    `month` ("2026-10") on the customer's billing day (nothing is recorded)."""
     pricing = load_pricing(session, tenant_id)
-    period = current_period(pricing, customer_id, now)
+    period = (
+        current_period(pricing, customer_id, now)
+        if month is None
+        else month_period(month, pricing.billing_days.get(customer_id, 1))
+    )
     rated = rate_period(session, tenant_id, period, [customer_id], pricing=pricing)
     result = rated.get(customer_id) or rate_customer(customer_id, pricing, period, [])
     has_usage = result.unpriced or any(line.meter for line in result.lines)

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from billing_api.periods import UtcMoment
 from billing_api.pricing.components import FILTER_DIMENSIONS
 
 # Dimensions usage can be grouped by, besides customer_id and meter (always present).
 GROUP_DIMENSIONS = (*FILTER_DIMENSIONS, "trace_id")
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """Times without an offset are read as UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-UtcDatetime = Annotated[datetime | None, AfterValidator(_aware)]
+# Times without an offset are read as UTC.
+UtcDatetime = UtcMoment
 
 
 def _group_by(value: object) -> list[str]:
@@ -43,8 +37,8 @@ class UsageQuery(BaseModel):
     customer_id: str | None = None
     unattributed: bool = Field(default=False, description="only usage with no customer yet")
     meter: str | None = None
-    start: UtcDatetime = None
-    end: UtcDatetime = None
+    start: UtcDatetime | None = None
+    end: UtcDatetime | None = None
     group_by: Annotated[list[str], BeforeValidator(_group_by)] = Field(default_factory=list)
 
     @model_validator(mode="after")

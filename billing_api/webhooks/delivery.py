@@ -17,8 +17,11 @@ Stripe's scheme. To verify a delivery, a receiver:
    clock (a replayed request),
 5. answers 2xx quickly and deduplicates by the event `id`: delivery is at least once.
 
-`verify_signature` below does steps 2 to 4. Any 2xx answer marks the delivery delivered;
-anything else (an error status, a timeout, a refused connection) schedules a retry after
+`verify_signature` below does steps 2 to 4. The outcome recorded (`last_error`, which the
+tenant reads) is the status code and its standard phrase or a short reason; the reply's body
+is never read. Any 2xx answer marks the delivery delivered;
+anything else (an error status, a timeout, a refused connection, an address that is not
+public: see `targets`) schedules a retry after
 30 s, 1 min, 2 min, … (capped at 6 h); after `max_attempts` the delivery is "failed".
 
 Claims: a worker takes a due delivery with a compare-and-set UPDATE that also pushes its
@@ -37,14 +40,16 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 
 import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from agentmeter.settings import Settings
 from agentmeter.tables import utcnow
-from billing_api.webhooks import repository
+from billing_api.webhooks import repository, targets
 
 logger = logging.getLogger("agentmeter.webhooks")
 
@@ -59,6 +64,8 @@ TIMEOUT_SECONDS = 5.0
 LEASE = timedelta(minutes=5)
 BATCH_SIZE = 20
 USER_AGENT = "AgentMeter-Webhooks/1"
+# `last_error` is shown to the tenant: a status or a short reason, never the reply's body.
+ERROR_LENGTH = 200
 
 
 def signature(secret: str, body: bytes, timestamp: int) -> str:
@@ -127,7 +134,7 @@ def deliver_due(
     engine: Engine,
     now: datetime | None = None,
     *,
-    client: httpx.Client | None = None,
+    allow_private: bool | None = None,
     max_attempts: int = MAX_ATTEMPTS,
     limit: int = 1000,
 ) -> DeliveryReport:
@@ -135,12 +142,19 @@ def deliver_due(
 
     A job boundary: opens and commits its own short transactions. Blocking; run it in a
     worker thread from async code. The signature's `t` is the wall clock at sending.
+    Deliveries go only to public addresses (`targets`) unless `allow_private` (default:
+    the `webhook_allow_private` setting).
     """
     now = now or utcnow()
+    if allow_private is None:
+        allow_private = Settings().webhook_allow_private
     report = DeliveryReport()
-    own_client = client is None
-    http = client or httpx.Client(
-        timeout=TIMEOUT_SECONDS, follow_redirects=False, headers={"user-agent": USER_AGENT}
+    http = httpx.Client(
+        transport=targets.PinnedTransport(allow_private=allow_private),
+        timeout=TIMEOUT_SECONDS,
+        follow_redirects=False,
+        trust_env=False,  # no proxy from the environment: connect to the checked address
+        headers={"user-agent": USER_AGENT},
     )
     try:
         handled = 0
@@ -154,8 +168,7 @@ def deliver_due(
                 error = _send(http, claim)
                 _record(engine, claim, error, now, max_attempts, report)
     finally:
-        if own_client:
-            http.close()
+        http.close()
     return report
 
 
@@ -203,12 +216,23 @@ def _send(http: httpx.Client, claim: _Claim) -> str | None:
         SIGNATURE_HEADER: signature(claim.secret, body, int(time.time())),
     }
     try:
-        response = http.post(claim.url, content=body, headers=headers)
+        with http.stream("POST", claim.url, content=body, headers=headers) as response:
+            status = response.status_code  # the body is never read, let alone stored
+    except targets.TargetRefusedError as error:
+        return f"refused: {error}"[:ERROR_LENGTH]
     except httpx.HTTPError as error:
-        return f"{type(error).__name__}: {error}"[:2000]
-    if 200 <= response.status_code < 300:
+        return f"{type(error).__name__}: {error}"[:ERROR_LENGTH]
+    if 200 <= status < 300:
         return None
-    return f"HTTP {response.status_code}: {response.text[:500]}"
+    return f"HTTP {status} {_phrase(status)}".rstrip()
+
+
+def _phrase(status: int) -> str:
+    """The standard reason phrase (not the receiver's, which is its own text)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def _record(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from billing_api.deps import DbSession, TenantId
+from billing_api.deps import AppSettings, DbSession, TenantId
 from billing_api.webhooks import service
 from billing_api.webhooks.delivery import SIGNATURE_HEADER
 from billing_api.webhooks.schemas import (
@@ -22,12 +22,15 @@ router = APIRouter(prefix="/api/v1/webhook", tags=["webhooks"])
 
 @router.put("")
 def set_webhook(
-    body: WebhookEndpointSet, session: DbSession, tenant_id: TenantId
+    body: WebhookEndpointSet, session: DbSession, tenant_id: TenantId, settings: AppSettings
 ) -> WebhookSecretOut:
     """Send events to `url`. Answers a new signing secret, shown only this once; PUT again
     to rotate it. Deliveries carry `AgentMeter-Signature: t=<unix>,v1=<hex HMAC-SHA256 of
-    "<t>.<body>">`, verified like Stripe's."""
-    secret = service.set_endpoint(session, tenant_id, body.url)
+    "<t>.<body>">`, verified like Stripe's. Only https URLs of public addresses: others
+    answer 400."""
+    secret = service.set_endpoint(
+        session, tenant_id, body.url, allow_private=settings.webhook_allow_private
+    )
     return WebhookSecretOut(url=body.url, secret=secret, signature_header=SIGNATURE_HEADER)
 
 

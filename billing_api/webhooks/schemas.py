@@ -27,6 +27,8 @@ class WebhookEndpointSet(BaseModel):
             raise ValueError("must be an absolute http:// or https:// URL")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials; verify the signature instead")
+        if parts.port == 0:  # reading .port raises ValueError above 65535
+            raise ValueError("port must be 1 to 65535")
         return url
 
 

@@ -17,18 +17,24 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import WebhookDelivery, utcnow
-from billing_api.webhooks import repository
+from billing_api.errors import ApiError
+from billing_api.webhooks import repository, targets
 
 SECRET_PREFIX = "whsec_"
 NO_ENDPOINT = "no webhook URL configured when the event occurred"
 
 
-def set_endpoint(session: Session, tenant_id: str, url: str) -> str:
+def set_endpoint(session: Session, tenant_id: str, url: str, *, allow_private: bool) -> str:
     """Point the tenant's events at `url` with a new signing secret, returned this once.
 
+    A URL deliveries must not reach (`targets.check_resolved`) is refused with a 400.
     Setting the endpoint again rotates the secret: later deliveries, retries included, are
     signed with the new one.
     """
+    try:
+        targets.check_resolved(url, allow_private=allow_private)
+    except targets.TargetRefusedError as error:
+        raise ApiError(str(error)) from None
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     tenant = repository.tenant(session, tenant_id)
     tenant.webhook_url = url

@@ -52,6 +52,12 @@ NOVEMBER = period_containing(NOW)
 MILLION = 1_000_000
 
 
+@pytest.fixture(autouse=True)
+def _webhooks_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver below listens on loopback over http: allowed only by this setting."""
+    monkeypatch.setenv("AGENTMETER_WEBHOOK_ALLOW_PRIVATE", "true")
+
+
 # --- A real webhook receiver -------------------------------------------------------------
 
 
@@ -300,7 +306,7 @@ class TestEvaluate:
 
 def endpoint(engine: Engine, tenant_id: str, url: str) -> str:
     with Session(engine) as session, session.begin():
-        return webhooks.set_endpoint(session, tenant_id, url)
+        return webhooks.set_endpoint(session, tenant_id, url, allow_private=True)
 
 
 class TestDelivery:

@@ -199,7 +199,12 @@ def finalized_invoice(server: RunningServer) -> dict[str, Any]:
             waived = ok(api.patch(f"/api/v1/exceptions/{exception['id']}", json=body))
             assert waived["status"] == "waived"
 
-        final: dict[str, Any] = ok(api.post(f"/api/v1/invoices/{draft['id']}/finalize"))
+        final: dict[str, Any] = ok(
+            api.post(
+                f"/api/v1/invoices/{draft['id']}/finalize",
+                json={"before_period_end": True, "reason": "test: November is not over"},
+            )
+        )
         assert final["status"] == "finalized"
         # The builder's view carries cost and margin, so there is something to keep out.
         assert final["provider_cost_minor"] is not None and final["margin_minor"] is not None

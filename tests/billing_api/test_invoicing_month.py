@@ -288,7 +288,11 @@ def waive(api: httpx.Client, exception_id: str, note: str) -> dict[str, Any]:
 
 
 def finalize(api: httpx.Client, invoice_id: str) -> httpx.Response:
-    return api.post(f"/api/v1/invoices/{invoice_id}/finalize", headers=ACTOR_HEADER)
+    return api.post(
+        f"/api/v1/invoices/{invoice_id}/finalize",
+        headers=ACTOR_HEADER,
+        json={"before_period_end": True, "reason": "test: the month is not over"},
+    )
 
 
 def keys_anywhere(value: Any) -> set[str]:

@@ -54,6 +54,8 @@ from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
 
 _spans = count(1)
+# When runs are started: December 2026 (billed here) must have begun.
+BILLED_AT = datetime(2026, 12, 15, tzinfo=UTC)
 
 COMPONENTS: list[dict[str, Any]] = [
     {
@@ -132,7 +134,7 @@ def write_span(
 def run(engine: Engine, tenant_id: str, period: str) -> None:
     """Run billing for `period`."""
     with Session(engine) as session, session.begin():
-        run_id = start_run(session, tenant_id, period).id
+        run_id = start_run(session, tenant_id, period, now=BILLED_AT).id
     assert execute_run(engine, tenant_id, run_id).status == "completed"
 
 
@@ -156,7 +158,14 @@ def invoice_of(engine: Engine, tenant_id: str, period: str, customer: str = "acm
 
 def finalize(engine: Engine, tenant_id: str, invoice_id: str) -> Invoice:
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        return finalize_invoice(session, tenant_id, invoice_id, actor="test", now=datetime.now(UTC))
+        return finalize_invoice(
+            session,
+            tenant_id,
+            invoice_id,
+            actor="test",
+            now=datetime.now(UTC),
+            early_reason="test: finalized while the wall clock is still in the period",
+        )
 
 
 def lines(engine: Engine, invoice_id: str) -> list[InvoiceLine]:

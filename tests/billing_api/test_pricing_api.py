@@ -16,6 +16,8 @@ from agentmeter.tables import PriceVersion, UsageRow, to_unix_nano
 from agentmeter.tenants import create_tenant
 from tests.conftest import RunningServer
 
+CUSTOM_METERS = ("web_searches", "sandbox_seconds", "sandbox.seconds")
+
 ALL_CHARGE_MODELS: list[dict[str, Any]] = [
     {
         "name": "gpt-4o input",
@@ -74,6 +76,8 @@ ALL_CHARGE_MODELS: list[dict[str, Any]] = [
 @pytest.fixture
 def api(server: RunningServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.api_url, headers=server.admin_headers, timeout=30) as client:
+        for meter in CUSTOM_METERS:  # custom meters are declared before prices use them
+            ok(client.post("/api/v1/meters", json={"name": meter}), 201)
         yield client
 
 
@@ -388,7 +392,15 @@ INVALID_COMPONENTS: list[tuple[str, Any, str]] = [
     ("negative markup", _component(charge="cost_plus", unit_price=..., markup="-0.1"), "negative"),
     ("13 decimal places", _component(unit_price="0.0000000000001"), "at most 12 decimal places"),
     ("not a number", _component(unit_price="two"), "not a decimal number"),
-    ("infinite price", _component(unit_price="Infinity"), "finite"),
+    ("infinite price", _component(unit_price="Infinity"), "not a decimal number"),
+    # Issue 8, defect 9: the documented pattern, ASCII digits only, strictly.
+    ("underscores", _component(unit_price="1_000"), "not a decimal number"),
+    ("spaces", _component(unit_price=" 5 "), "not a decimal number"),
+    ("fullwidth digit", _component(unit_price="５"), "not a decimal number"),
+    ("arabic-indic digits", _component(unit_price="١٢"), "not a decimal number"),
+    ("exponent", _component(unit_price="2E+2"), "not a decimal number"),
+    ("plus sign", _component(unit_price="+2"), "not a decimal number"),
+    ("trailing zeros past 12 places", _component(unit_price="1.5000000000000"), "at most 12"),
     ("boolean price", _component(unit_price=True), "expected a decimal number"),
     ("unknown meter", _component(meter="Input Tokens"), "unknown meter"),
     ("unknown charge", _component(charge="tiered"), "per_unit"),
@@ -494,9 +506,9 @@ class TestComponentValidation:
             "2026-01-01T00:00:00Z",
             [
                 _component(name="twelve places", unit_price="0.000000000001"),
-                _component(name="trailing zeros", unit_price="1.50000000000000000"),
+                _component(name="trailing zeros", unit_price="1.500000000000"),
                 _component(name="json number", unit_price=0.1),
-                _component(name="exponent", unit_price="2E+2"),
+                _component(name="json exponent", unit_price=2e2),
                 _component(name="free", unit_price=0),
                 _component(
                     name="custom meter", meter="sandbox.seconds", filters={"model": "gpt-?o"}
@@ -506,9 +518,9 @@ class TestComponentValidation:
         prices = {c["name"]: c["unit_price"] for c in version["components"]}
         assert prices == {
             "twelve places": "0.000000000001",
-            "trailing zeros": "1.5",
+            "trailing zeros": "1.500000000000",
             "json number": "0.1",
-            "exponent": "200",
+            "json exponent": "200.0",
             "free": "0",
             "custom meter": "1",
         }
@@ -588,6 +600,7 @@ class TestProviderCosts:
             "model": "gpt-4o*",
             "meter": "input_tokens",
             "unit_cost_usd": "2.125",
+            "per_units": 1_000_000,
             "effective_from": "2026-01-01T00:00:00",
         }
         created = ok(api.post("/api/v1/provider-costs", json=body), 201)
@@ -656,6 +669,7 @@ class TestProviderCosts:
                     "model": "house-*",
                     "meter": "input_tokens",
                     "unit_cost_usd": "2",
+                    "per_units": 1_000_000,
                     "effective_from": "2026-01-01T00:00:00Z",
                 },
             ),

@@ -1,0 +1,28 @@
+"""Meter registry bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MeterOrigin = Literal["canonical", "declared", "usage"]
+
+
+class MeterCreate(BaseModel):
+    """A custom meter, as spans report it in `agentmeter.usage.<name>`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_.]{0,127}$", examples=["web_searches"])
+    description: str = Field(default="", max_length=500)
+
+
+class MeterOut(BaseModel):
+    name: str
+    origin: MeterOrigin = Field(
+        description="canonical: built in; declared: through this API; usage: found in usage"
+    )
+    description: str
+    created_at: datetime | None

@@ -1,0 +1,85 @@
+"""The meter registry: which meter names a tenant's prices may use.
+
+Known meters are the canonical ones (`otel_processor.usage.CANONICAL_METERS`), custom ones
+declared with `POST /api/v1/meters`, and custom ones found in the tenant's usage (recorded
+in the registry when a price first names them). A price naming any other meter is refused
+with the nearest known names as a hint, so a typo (`input_token`) fails when it is written,
+not silently at billing time.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from sqlalchemy.orm import Session
+
+from agentmeter.tables import Meter, utcnow
+from billing_api.errors import ConflictError, UnprocessableError
+from billing_api.meters import repository
+from billing_api.meters.schemas import MeterCreate, MeterOut
+from otel_processor.usage import CANONICAL_METERS
+
+DECLARED = "declared"
+USAGE = "usage"
+
+
+def list_meters(session: Session, tenant_id: str) -> list[MeterOut]:
+    """Canonical meters, then the tenant's declared and usage meters, by name."""
+    rows = {m.name: m for m in repository.registered(session, tenant_id)}
+    found = [
+        MeterOut(name=name, origin="canonical", description="", created_at=None)
+        for name in CANONICAL_METERS
+    ]
+    seen = repository.usage_meters(session, tenant_id) - set(CANONICAL_METERS) - set(rows)
+    custom = [
+        MeterOut(name=m.name, origin=DECLARED if m.origin == DECLARED else USAGE,
+                 description=m.description, created_at=m.created_at)
+        for m in rows.values()
+    ] + [MeterOut(name=n, origin=USAGE, description="", created_at=None) for n in seen]  # fmt: skip
+    return found + sorted(custom, key=lambda m: m.name)
+
+
+def declare_meter(session: Session, tenant_id: str, body: MeterCreate) -> MeterOut:
+    """Add a custom meter to the registry; 409 if the name is known already."""
+    if body.name in CANONICAL_METERS or repository.get(session, tenant_id, body.name):
+        raise ConflictError(f"meter {body.name!r} is already known")
+    meter = Meter(
+        tenant_id=tenant_id,
+        name=body.name,
+        origin=DECLARED,
+        description=body.description,
+        created_at=utcnow(),
+    )
+    repository.add(session, meter)
+    return MeterOut(
+        name=meter.name, origin=DECLARED, description=meter.description, created_at=meter.created_at
+    )
+
+
+def check_known(session: Session, tenant_id: str, names: Iterable[str | None]) -> None:
+    """Refuse (422) meter names the registry does not know, each with a did-you-mean hint;
+    names found in usage are recorded in the registry."""
+    wanted = {name for name in names if name} - set(CANONICAL_METERS)
+    known = {m.name for m in repository.registered(session, tenant_id)}
+    unknown = wanted - known
+    if not unknown:
+        return
+    from_usage = repository.in_usage(session, tenant_id, unknown)
+    for name in sorted(from_usage):
+        repository.add(
+            session, Meter(tenant_id=tenant_id, name=name, origin=USAGE, created_at=utcnow())
+        )
+    missing = sorted(unknown - from_usage)
+    if missing:
+        candidates = [*CANONICAL_METERS, *known]
+        raise UnprocessableError("; ".join(_problem(name, candidates) for name in missing))
+
+
+def _problem(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return (
+        f"unknown meter {name!r}: {hint}Declare a custom meter with POST /api/v1/meters "
+        "first, or send usage for it"
+    )

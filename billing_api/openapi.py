@@ -1,0 +1,70 @@
+"""The OpenAPI document describes every answer the API gives, errors included.
+
+FastAPI documents only the success answer and its own 422 shape; every error of this API is
+`{"error": {"code", "message"}}` (`billing_api.errors`), so each operation under `/api/v1`
+lists the error statuses with that schema, added here once rather than on each route.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+API_PREFIX = "/api/v1/"
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+ERROR_ANSWERS = {
+    "400": "The request is refused as a whole (e.g. a webhook URL that is not public)",
+    "401": "Missing, malformed, unknown or revoked admin key",
+    "404": "No such resource for this tenant (another tenant's ids are not found either)",
+    "409": "The resource's state does not allow this now (e.g. the invoice is finalized)",
+    "422": "The body, path or query does not validate; the message says which field",
+    "429": "Too many requests for this key; retry after `Retry-After` seconds",
+    "503": "The store is unavailable; retry after `Retry-After` seconds",
+}
+
+
+def _with_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    # FastAPI's own validation error shapes are not what the API answers.
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema["components"]["schemas"].pop(name, None)
+    reference = {"$ref": "#/components/schemas/Error"}
+    for path, operations in schema.get("paths", {}).items():
+        if not path.startswith(API_PREFIX):
+            continue
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status, description in ERROR_ANSWERS.items():
+                responses[status] = {
+                    "description": description,
+                    "content": {"application/json": {"schema": reference}},
+                }
+    return schema
+
+
+def install_error_responses(app: FastAPI) -> None:
+    """Make `app.openapi()` list the error answers of every `/api/v1` operation."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _with_errors(
+                get_openapi(title=app.title, version=app.version, routes=app.routes)
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
