@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from agentmeter.money import exact_minor, to_minor
+from agentmeter.money import exact_minor
 from agentmeter.settings import Settings
 from agentmeter.tables import Customer, Invoice, utcnow
 from billing_api.deps import AppSettings, DbSession, TenantId
