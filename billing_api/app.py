@@ -17,14 +17,20 @@ from billing_api.errors import error_response, install_error_handlers
 from billing_api.invoicing.endpoints import router as invoicing_router
 from billing_api.pricing.endpoints import router as pricing_router
 from billing_api.rating.endpoints import router as rating_router
+from billing_api.stripe.endpoints import router as stripe_router
+from billing_api.stripe.gateway import StripeGateway
 from billing_api.usage.endpoints import router as usage_router
 from billing_api.webhooks.endpoints import router as webhooks_router
 
 
-def create_app(engine: Engine, registry: CollectorRegistry) -> FastAPI:
-    """The billing API over `engine` (already migrated); `/metrics` exposes `registry`."""
+def create_app(
+    engine: Engine, registry: CollectorRegistry, stripe: StripeGateway | None = None
+) -> FastAPI:
+    """The billing API over `engine` (already migrated); `/metrics` exposes `registry`;
+    `stripe` is the process's Stripe gateway (None: Stripe is off)."""
     app = FastAPI(title="AgentMeter", version="0.1.0")
     app.state.engine = engine
+    app.state.stripe = stripe
     app.state.keys = TenantKeys(engine)
     install_error_handlers(app)
     app.include_router(customers_router)
@@ -35,6 +41,7 @@ def create_app(engine: Engine, registry: CollectorRegistry) -> FastAPI:
     app.include_router(budgets_router)
     app.include_router(webhooks_router)
     app.include_router(invoicing_router)
+    app.include_router(stripe_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

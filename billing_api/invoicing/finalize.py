@@ -17,6 +17,7 @@ from billing_api.credits.service import apply_credits, reverse_credits
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
 from billing_api.invoicing.service import credit_date, new_id
+from billing_api.stripe import service as stripe_sync
 
 INVOICE = "invoice"
 CREDIT_NOTE = "credit_note"
@@ -75,6 +76,7 @@ def finalize_invoice(
             "total_minor": invoice.total_minor,
         },
     )
+    stripe_sync.invoice_finalized(session, invoice)
     session.flush()
     return invoice
 
@@ -103,6 +105,7 @@ def void_invoice(
         after={"status": "void"},
         reason=reason,
     )
+    stripe_sync.invoice_voided(session, invoice)
     session.flush()
     return invoice
 
@@ -146,6 +149,7 @@ def create_credit_note(
         created_at=now,
     )
     session.add(note)
+    stripe_sync.credit_note_created(session, invoice, note)
     repository.add_audit(
         session,
         tenant_id,
