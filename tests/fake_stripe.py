@@ -11,7 +11,9 @@ this one is written to refuse what Stripe would refuse:
   package's own typed definitions (`stripe.params.*`): unknown parameters, missing
   required ones, values of the wrong type or outside a `Literal` are a 400
   `invalid_request_error`, as Stripe answers them;
-- every POST must carry an `Idempotency-Key` (AgentMeter promises one on each call);
+- every POST must carry an `Idempotency-Key` of the caller's making (the library puts a
+  random UUID on calls without one; the fake refuses those, as AgentMeter promises keys
+  derived from its own ids);
   the same key with the same parameters answers the first response again
   (`Idempotent-Replayed: true`), with other parameters a 400 `idempotency_error`. As on
   Stripe, a result is kept only once the request began executing;
@@ -38,6 +40,7 @@ import sys
 import threading
 import time
 import typing
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -351,6 +354,18 @@ class FakeStripe:
 # --- Routes ---------------------------------------------------------------------------------
 
 
+def _own_key(key: str | None) -> bool:
+    """A key the caller chose; the library makes up a random UUID when given none, which
+    would let a retried job create a second object."""
+    if not key:
+        return False
+    try:
+        uuid.UUID(key)
+    except ValueError:
+        return True
+    return False
+
+
 def _json(body: Any, status: int = 200, replayed: bool = False) -> JSONResponse:
     response = JSONResponse(body, status_code=status)
     response.headers["request-id"] = f"req_{int(time.time() * 1e6)}"
@@ -639,8 +654,11 @@ def _routes(fake: FakeStripe) -> list[Route]:
             raw = (await request.body()).decode() if method == "POST" else request.url.query
             params = decode_form(raw)
             check_typeddict(params, params_type)
-            if method == "POST" and path != "/oauth/token" and not key:
-                raise _invalid("This fake requires an Idempotency-Key on every POST")
+            if method == "POST" and path != "/oauth/token" and not _own_key(key):
+                raise _invalid(
+                    "This fake requires an Idempotency-Key derived from the caller's ids on "
+                    f"every POST (got {key!r}: a random one the library made up)"
+                )
             failure = fake.failure_for(method, path)
             if failure is not None and failure.status:
                 kind = "rate_limit_error" if failure.status == 429 else "api_error"

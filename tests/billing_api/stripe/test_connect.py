@@ -41,7 +41,9 @@ class TestAccount:
         response = month.put("/api/v1/stripe/account", json={"account_id": "acct_notours"})
         assert response.status_code == 400
         assert "not connected to this platform" in response.json()["error"]["message"]
-        assert month.put("/api/v1/stripe/account", json={"account_id": "cus_123"}).status_code == 422
+        assert (
+            month.put("/api/v1/stripe/account", json={"account_id": "cus_123"}).status_code == 422
+        )
 
     def test_one_account_serves_one_tenant(self, month: Month, engine: Engine) -> None:
         month.connect()
@@ -59,7 +61,9 @@ class TestAccount:
         with TestClient(create_app(engine, CollectorRegistry())) as client:
             shown = client.get("/api/v1/stripe/account", headers=auth).json()
             assert shown["stripe_enabled"] is False
-            refused = client.put("/api/v1/stripe/account", json={"account_id": ACCOUNT}, headers=auth)
+            refused = client.put(
+                "/api/v1/stripe/account", json={"account_id": ACCOUNT}, headers=auth
+            )
             assert refused.status_code == 409
             assert refused.json()["error"]["code"] == "stripe_not_configured"
             assert client.get("/api/v1/stripe/connect", headers=auth).status_code == 409

@@ -31,7 +31,10 @@ def _send(month: Month, event: dict[str, Any], **sign: Any) -> Any:
     return month.api.post(
         WEBHOOKS,
         content=body,
-        headers={"Stripe-Signature": sign_webhook(body, **sign), "content-type": "application/json"},
+        headers={
+            "Stripe-Signature": sign_webhook(body, **sign),
+            "content-type": "application/json",
+        },
     )
 
 
@@ -119,18 +122,25 @@ class TestBadWebhooks:
     @pytest.mark.parametrize(
         "tamper",
         [
-            pytest.param(lambda body, header: (body, header.replace("v1=", "v1=00")), id="signature"),
+            pytest.param(
+                lambda body, header: (body, header.replace("v1=", "v1=00")), id="signature"
+            ),
             pytest.param(lambda body, header: (body + b" ", header), id="body-changed"),
             pytest.param(lambda body, header: (body, ""), id="no-signature"),
             pytest.param(
-                lambda body, header: (body, sign_webhook(body, secret="whsec_other")), id="other-secret"
+                lambda body, header: (body, sign_webhook(body, secret="whsec_other")),
+                id="other-secret",
             ),
             pytest.param(
                 lambda body, header: (body, sign_webhook(body, timestamp=int(time.time()) - 3600)),
                 id="too-old",
             ),
-            pytest.param(lambda body, header: (b"\xff\xfe", sign_webhook(b"\xff\xfe")), id="not-utf8"),
-            pytest.param(lambda body, header: (b"[1, 2]", sign_webhook(b"[1, 2]")), id="not-an-event"),
+            pytest.param(
+                lambda body, header: (b"\xff\xfe", sign_webhook(b"\xff\xfe")), id="not-utf8"
+            ),
+            pytest.param(
+                lambda body, header: (b"[1, 2]", sign_webhook(b"[1, 2]")), id="not-an-event"
+            ),
             pytest.param(lambda body, header: (b"{", sign_webhook(b"{")), id="not-json"),
         ],
     )
@@ -176,6 +186,8 @@ class TestBadWebhooks:
     def test_webhooks_are_off_without_a_secret(self, month: Month) -> None:
         month.api.app.state.stripe.webhook_secret = None  # type: ignore[attr-defined]
         body = b"{}"
-        response = month.api.post(WEBHOOKS, content=body, headers={"Stripe-Signature": sign_webhook(body)})
+        response = month.api.post(
+            WEBHOOKS, content=body, headers={"Stripe-Signature": sign_webhook(body)}
+        )
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "stripe_not_configured"
