@@ -224,9 +224,7 @@ def build_gateway(settings: Settings) -> StripeGateway | None:
             ),
         },
         max_network_retries=0,
-        http_client=stripe.HTTPXClient(
-            timeout=settings.stripe_timeout_seconds, allow_sync_methods=True
-        ),
+        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
     )
     return StripeGateway(
         client,
