@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from agentmeter.db import read_only
 from agentmeter.tables import (
     BillingException,
     Customer,
@@ -43,6 +44,17 @@ def delete_account(session: Session, account: StripeAccount) -> None:
 def add_state(session: Session, state: StripeOAuthState) -> None:
     session.add(state)
     session.flush()
+
+
+def state_is_live(engine: Engine, state_hash: str, now: datetime) -> bool:
+    """True if the OAuth state exists, unused and unexpired; read without a write lock."""
+    with read_only(engine) as connection:
+        row = connection.execute(
+            select(StripeOAuthState.expires_at).where(
+                StripeOAuthState.state_hash == state_hash, StripeOAuthState.used_at.is_(None)
+            )
+        ).first()
+    return row is not None and row.expires_at > now
 
 
 def lock_state(session: Session, state_hash: str) -> StripeOAuthState | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import (
@@ -44,6 +45,7 @@ from billing_api.stripe.states import (
 logger = logging.getLogger("agentmeter.stripe")
 
 OAUTH_STATE_TTL = timedelta(minutes=15)
+_BAD_STATE = "unknown, used or expired state; start again from /api/v1/stripe/connect"
 DEFAULT_DAYS_UNTIL_DUE = 30
 
 
@@ -206,19 +208,27 @@ def finish_oauth(
     session: Session, gateway: StripeGateway | None, *, state: str, code: str, now: datetime
 ) -> tuple[str, Connection]:
     """Redeem `state` (once, unexpired) and store the account the `code` grants; the
-    tenant and its connection."""
+    tenant and its connection.
+
+    The state is checked without a lock first (a forged one costs no call to Stripe), and
+    redeemed only after Stripe answered, so no write lock is held during the call.
+    """
     client = _require(gateway)
-    found = repository.lock_state(session, _hash_state(state))
-    if found is None or found.used_at is not None or found.expires_at <= now:
-        raise OAuthStateError("unknown, used or expired state; start again from /stripe/connect")
-    found.used_at = now
-    session.flush()
+    state_hash = _hash_state(state)
+    engine = session.get_bind()
+    assert isinstance(engine, Engine), "sessions are bound to the engine"
+    if not repository.state_is_live(engine, state_hash, now):
+        raise OAuthStateError(_BAD_STATE)
     try:
         account_id = client.exchange_code(code)
     except StripeCallError as error:
         if error.retryable:
             raise StripeUnavailableError(f"Stripe did not answer: {error.message}") from None
         raise ApiError(f"Stripe refused the authorization code: {error.message}") from None
+    found = repository.lock_state(session, state_hash)
+    if found is None or found.used_at is not None or found.expires_at <= now:
+        raise OAuthStateError(_BAD_STATE)  # redeemed by a concurrent callback meanwhile
+    found.used_at = now
     account = _store_account(
         session, found.tenant_id, account_id, ConnectedVia.OAUTH, None, keep_fee=True
     )
