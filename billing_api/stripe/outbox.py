@@ -3,8 +3,8 @@ connected account, exactly once in effect.
 
 Protocol (as `billing_api/webhooks/delivery.py`): a worker claims a due job with a
 compare-and-set UPDATE that also pushes its next attempt time past a lease, commits, and
-only then calls Stripe; no transaction stays open during HTTP. A job of an invoice waits
-while an older job of the same invoice is unfinished (a void never overtakes its push).
+only then calls Stripe; no transaction stays open during HTTP. A job of an invoice is not
+due while an older job of the same invoice is unfinished (a void never overtakes its push).
 
 Exactly once: every Stripe call that creates something carries an idempotency key made
 from our ids (`agentmeter-<what>-<our id>`), and each Stripe id is written to the job's
@@ -72,7 +72,6 @@ class JobReport:
     done: int = 0
     retrying: int = 0
     failed: int = 0
-    waiting: int = 0
 
 
 @dataclass(slots=True)
@@ -125,26 +124,20 @@ def run_due_jobs(
     now = now or utcnow()
     handled = 0
     while handled < limit:
-        seen, claims = _claim_batch(engine, now, min(BATCH_SIZE, limit - handled), report)
+        claims = _claim_batch(engine, now, min(BATCH_SIZE, limit - handled))
         if not claims:
             break
-        handled += seen
+        handled += len(claims)
         for claim in claims:
             _run(engine, gateway, claim, now, max_attempts, report)
     return report
 
 
-def _claim_batch(
-    engine: Engine, now: datetime, size: int, report: JobReport
-) -> tuple[int, list[_Claim]]:
+def _claim_batch(engine: Engine, now: datetime, size: int) -> list[_Claim]:
     with Session(engine) as session, session.begin():
         due = repository.due_jobs(session, now, size)
-        oldest = repository.blocked_invoices(session, {job.invoice_id for job in due})
         claims = []
         for job in due:
-            if oldest.get(job.invoice_id, job.id) != job.id:
-                report.waiting += 1
-                continue
             if not repository.claim(session, job.id, job.status, job.attempts, now + LEASE):
                 continue
             claims.append(
@@ -159,7 +152,7 @@ def _claim_batch(
                     progress=dict(job.progress),
                 )
             )
-        return len(due), claims
+        return claims
 
 
 def _run(

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, exists, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from agentmeter.db import read_only
 from agentmeter.tables import (
@@ -125,33 +125,26 @@ def jobs_of_invoice(session: Session, invoice_id: str) -> list[StripeJob]:
 
 def due_jobs(session: Session, now: datetime, limit: int) -> Sequence[StripeJob]:
     """Pending jobs whose time has come and running ones whose lease ran out (the worker
-    died), oldest first. Rows another worker has locked are skipped on PostgreSQL."""
+    died), oldest first; a job waits while an older job of its invoice is unfinished (a
+    void never overtakes its push). Rows another worker has locked are skipped on
+    PostgreSQL."""
+    unfinished = (JobStatus.PENDING, JobStatus.RUNNING)
+    older = aliased(StripeJob)
     return session.scalars(
         select(StripeJob)
         .where(
-            StripeJob.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
+            StripeJob.status.in_(unfinished),
             StripeJob.next_attempt_at <= now,
+            ~exists().where(
+                older.invoice_id == StripeJob.invoice_id,
+                older.id < StripeJob.id,
+                older.status.in_(unfinished),
+            ),
         )
         .order_by(StripeJob.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=StripeJob)
     ).all()
-
-
-def blocked_invoices(session: Session, invoice_ids: set[str]) -> dict[str, int]:
-    """Per invoice, the oldest job not finished: a later job of the same invoice waits for
-    it (a void never overtakes its push)."""
-    if not invoice_ids:
-        return {}
-    rows = session.execute(
-        select(StripeJob.invoice_id, StripeJob.id)
-        .where(
-            StripeJob.invoice_id.in_(sorted(invoice_ids)),
-            StripeJob.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
-        )
-        .order_by(StripeJob.id.desc())
-    )
-    return {invoice_id: job_id for invoice_id, job_id in rows}
 
 
 def claim(

@@ -248,6 +248,19 @@ class TestVoidAndCreditNotes:
         assert report.failed == 0
         assert run_due_jobs(engine, gateway, _later()).failed == 0
 
+    def test_a_void_waits_for_its_push_in_backoff(
+        self, month: Month, fake: FakeStripe, engine: Engine, gateway: StripeGateway
+    ) -> None:
+        month.connect()
+        month.finalize("acme")
+        fake.fail("POST /v1/invoices$", 503)
+        assert run_due_jobs(engine, gateway).retrying == 1  # customer made, invoice not
+        month.post(f"/api/v1/invoices/{month.invoices['acme']}/void", json={"reason": "dup"})
+        assert run_due_jobs(engine, gateway).done == 0  # the void is not due before its push
+        later = run_due_jobs(engine, gateway, _later())
+        assert (later.done, later.failed) == (2, 0)
+        assert fake.objects(ACCOUNT, "invoices") == []  # voided before reaching Stripe
+
     def test_credit_notes_become_stripe_credit_notes(
         self, month: Month, fake: FakeStripe, engine: Engine, gateway: StripeGateway
     ) -> None:
