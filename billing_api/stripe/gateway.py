@@ -162,6 +162,7 @@ class StripeGateway:
         return found.id
 
     def retrieve_invoice(self, account: str, invoice_id: str) -> RemoteInvoice:
+        """The invoice as Stripe has it now: status and total."""
         try:
             found = self._client.v1.invoices.retrieve(
                 invoice_id, options={"stripe_account": account}
@@ -183,6 +184,7 @@ class StripeGateway:
         return _as_invoice(found)
 
     def void_invoice(self, account: str, key: str, invoice_id: str) -> RemoteInvoice:
+        """Void an open or uncollectible invoice."""
         try:
             found = self._client.v1.invoices.void_invoice(
                 invoice_id, options={"stripe_account": account, "idempotency_key": key}
@@ -192,6 +194,7 @@ class StripeGateway:
         return _as_invoice(found)
 
     def delete_draft(self, account: str, invoice_id: str) -> None:
+        """Delete a draft invoice (drafts cannot be voided)."""
         try:
             self._client.v1.invoices.delete(invoice_id, options={"stripe_account": account})
         except stripe.StripeError as error:

@@ -123,6 +123,7 @@ def _connection(gateway: StripeGateway | None, account: StripeAccount | None) ->
 
 
 def get_connection(session: Session, tenant_id: str, gateway: StripeGateway | None) -> Connection:
+    """The tenant's connection (no account: not connected), and whether Stripe is on."""
     return _connection(gateway, repository.account_of_tenant(session, tenant_id))
 
 
@@ -249,6 +250,7 @@ def _terms(customer_id: str, found: StripeCustomer | None) -> CustomerTerms:
 
 
 def customer_terms(session: Session, tenant_id: str, customer_id: str) -> CustomerTerms:
+    """How the customer is invoiced on Stripe (send_invoice, 30 days unless set)."""
     if repository.customer(session, tenant_id, customer_id) is None:
         raise NotFoundError(f"no customer {customer_id!r}")
     return _terms(customer_id, repository.stripe_customer(session, tenant_id, customer_id))
@@ -312,6 +314,7 @@ def _enqueue(
 
 
 def push_key(invoice_id: str) -> str:
+    """The outbox key of an invoice's push (one per invoice)."""
     return f"{JobKind.PUSH}:{invoice_id}"
 
 
@@ -361,6 +364,7 @@ def _sync_view(session: Session, invoice: Invoice) -> InvoiceSync:
 
 
 def invoice_sync(session: Session, tenant_id: str, invoice_id: str) -> InvoiceSync:
+    """The invoice's Stripe state and its outbox jobs, oldest first."""
     invoice = repository.invoice(session, tenant_id, invoice_id)
     if invoice is None:
         raise NotFoundError(f"no invoice {invoice_id!r}")
