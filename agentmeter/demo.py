@@ -23,6 +23,8 @@ from agentmeter.tables import (
     utcnow,
 )
 from agentmeter.tenants import create_tenant, find_tenant, issue_keys
+from billing_api.stripe import service as stripe_sync
+from billing_api.stripe.states import SyncStatus
 from exporter.provider_costs import ProviderCostCatalog
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import SOURCE_CUSTOM, SOURCE_LLM, SOURCE_TOOL, UsageBatch, UsageRecord
@@ -51,6 +53,10 @@ def seed_demo(engine: Engine) -> None:
         SqlUsageSink(engine, ProviderCostCatalog()).write(keys.tenant_id, _demo_usage())
     demo = {"event": "demo", "tenant_id": keys.tenant_id, "ingest_key": keys.ingest_key}
     demo["admin_key"] = keys.admin_key
+    # Where the demo's invoices go when finalized: "not_connected" until an account is.
+    with Session(engine) as session:
+        account = stripe_sync.get_connection(session, keys.tenant_id, None).account_id
+    demo["stripe"] = account or SyncStatus.NOT_CONNECTED
     sys.stdout.write(json.dumps(demo) + "\n")
 
 

@@ -8,7 +8,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
@@ -20,6 +20,9 @@ from agentmeter.tenants import TenantKeys
 from billing_api.app import create_app
 from billing_api.budgets.service import sweep_budgets
 from billing_api.credits.service import expire_all_credits
+from billing_api.stripe.events import process_events
+from billing_api.stripe.gateway import StripeGateway, build_gateway
+from billing_api.stripe.outbox import run_due_jobs
 from billing_api.webhooks.delivery import deliver_due
 from exporter.provider_costs import ProviderCostCatalog
 from exporter.sql_sink import SqlUsageSink
@@ -60,12 +63,14 @@ async def _start_http(app: object, host: str, port: int) -> tuple[_Server, async
     return server, task, bound
 
 
-def run_background_jobs(engine: Engine) -> None:
+def run_background_jobs(engine: Engine, stripe: StripeGateway | None = None) -> None:
     """One pass of the periodic jobs; each logs its own failure and the others still run."""
-    jobs = (
+    jobs: tuple[tuple[str, Callable[[Engine], object]], ...] = (
         ("budget sweep", sweep_budgets),
         ("credit expiry", expire_all_credits),
         ("webhook delivery", deliver_due),
+        ("stripe events", process_events),
+        ("stripe outbox", lambda engine: run_due_jobs(engine, stripe)),
     )
     for name, job in jobs:
         try:
@@ -74,7 +79,9 @@ def run_background_jobs(engine: Engine) -> None:
             logger.exception("background job failed: %s", name)
 
 
-async def _background(engine: Engine, interval: float, stop: asyncio.Event) -> None:
+async def _background(
+    engine: Engine, stripe: StripeGateway | None, interval: float, stop: asyncio.Event
+) -> None:
     """Every `interval` seconds until `stop`, run the jobs in a worker thread (they block)."""
     while True:
         with contextlib.suppress(TimeoutError):
@@ -82,7 +89,7 @@ async def _background(engine: Engine, interval: float, stop: asyncio.Event) -> N
         if stop.is_set():
             return
         try:
-            await asyncio.to_thread(run_background_jobs, engine)
+            await asyncio.to_thread(run_background_jobs, engine, stripe)
         except Exception:
             logger.exception("background jobs failed")
 
@@ -110,8 +117,9 @@ async def serve(settings: Settings, engine: Engine) -> None:
         retry_after=settings.retry_after_seconds,
     )
     http, http_task, http_port = await _start_http(otlp_app, settings.host, settings.http_port)
+    stripe = build_gateway(settings)  # the one Stripe client, built at start-up
     api, api_task, api_port = await _start_http(
-        create_app(engine, registry), settings.host, settings.api_port
+        create_app(engine, registry, settings, stripe=stripe), settings.host, settings.api_port
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -122,7 +130,7 @@ async def serve(settings: Settings, engine: Engine) -> None:
     sys.stdout.flush()
     logger.info("listening", extra=ready)
     background = asyncio.create_task(
-        _background(engine, settings.background_interval_seconds, stop)
+        _background(engine, stripe, settings.background_interval_seconds, stop)
     )
     await stop.wait()
     # Stop taking new exports; let the ones in flight commit and answer.

@@ -60,3 +60,22 @@ class Settings(BaseSettings):
         gt=0,
         description="How often `serve` sweeps budgets, expires credit and sends webhooks",
     )
+    # Stripe Connect (billing_api.stripe). Without an API key Stripe is off.
+    stripe_api_key: str | None = Field(
+        default=None, description="The platform's secret key; unset: invoices are not pushed"
+    )
+    stripe_api_base: str | None = Field(
+        default=None, description="Stripe API base address; unset: the library's default"
+    )
+    stripe_connect_base: str | None = Field(
+        default=None, description="Stripe Connect (OAuth) base address; unset: the default"
+    )
+    stripe_client_id: str | None = Field(
+        default=None, description="The platform's Connect client id (ca_…), for OAuth"
+    )
+    stripe_webhook_secret: str | None = Field(
+        default=None, description="Signing secret (whsec_…) of the Connect webhook endpoint"
+    )
+    stripe_timeout_seconds: float = Field(
+        default=20.0, gt=0, description="How long one Stripe call may take before a retry"
+    )

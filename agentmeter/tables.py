@@ -446,6 +446,17 @@ class Invoice(Base):
     finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     void_reason: Mapped[str] = mapped_column(String(2000), default="")
+    # Stripe Connect (billing_api.stripe): where the pushed copy is and whether it is paid.
+    stripe_invoice_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    stripe_sync_status: Mapped[str] = mapped_column(
+        String(16), default="not_connected", server_default="not_connected"
+    )
+    stripe_error: Mapped[str] = mapped_column(String(2000), default="", server_default="")
+    payment_status: Mapped[str] = mapped_column(
+        String(16), default="unpaid", server_default="unpaid"
+    )
+    # `created` of the Stripe event that set payment_status: older events never overwrite it.
+    payment_event_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class InvoiceLine(Base):
@@ -561,3 +572,82 @@ class Meter(Base):
     origin: Mapped[str] = mapped_column(String(16))  # declared | usage
     description: Mapped[str] = mapped_column(String(500), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StripeAccount(Base):
+    """The Stripe account a tenant connected (Connect); AgentMeter acts on it as platform."""
+
+    __tablename__ = "stripe_accounts"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), unique=True)
+    connected_via: Mapped[str] = mapped_column(String(16))  # api | oauth
+    # The platform's fee on each pushed invoice, percent of its total; None: no fee.
+    application_fee_percent: Mapped[Decimal | None] = mapped_column(DecimalText, nullable=True)
+    connected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StripeOAuthState(Base):
+    """A pending OAuth onboarding: single use, expiring, bound to its tenant. Only the
+    SHA-256 of the state is stored."""
+
+    __tablename__ = "stripe_oauth_states"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class StripeCustomer(Base):
+    """How a customer is invoiced on Stripe, and its customer object there once created."""
+
+    __tablename__ = "stripe_customers"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    collection_method: Mapped[str] = mapped_column(String(32), default="send_invoice")
+    days_until_due: Mapped[int | None] = mapped_column(Integer, nullable=True, default=30)
+    # The Stripe customer on `account_id`; a mapping to another account is not reused.
+    account_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class StripeJob(Base):
+    """Outbox of calls to the connected account (push, void, credit note), written in the
+    transaction that changed the invoice and run by the worker with claim/lease."""
+
+    __tablename__ = "stripe_jobs"
+    __table_args__ = (Index(None, "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # One job per thing to do: "push:<invoice>", "void:<invoice>", "credit_note:<note>".
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    invoice_id: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    credit_note_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str] = mapped_column(String(2000), default="")
+    # Stripe ids created so far, so a resumed job continues where it stopped.
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class StripeEvent(Base):
+    """A verified Stripe webhook event, stored once per event id, processed from here."""
+
+    __tablename__ = "stripe_events"
+    __table_args__ = (Index(None, "status", "received_at"),)
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    type: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    note: Mapped[str] = mapped_column(String(2000), default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

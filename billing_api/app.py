@@ -22,19 +22,26 @@ from billing_api.openapi import install_error_responses
 from billing_api.pricing.endpoints import router as pricing_router
 from billing_api.rating.endpoints import router as rating_router
 from billing_api.security_headers import SecurityHeadersMiddleware
+from billing_api.stripe.endpoints import router as stripe_router
+from billing_api.stripe.gateway import StripeGateway
 from billing_api.usage.endpoints import router as usage_router
 from billing_api.webhooks.endpoints import router as webhooks_router
 
 
 def create_app(
-    engine: Engine, registry: CollectorRegistry, settings: Settings | None = None
+    engine: Engine,
+    registry: CollectorRegistry,
+    settings: Settings | None = None,
+    stripe: StripeGateway | None = None,
 ) -> FastAPI:
     """The billing API over `engine` (already migrated); `/metrics` exposes `registry`;
-    `settings` default to the environment's."""
+    `settings` default to the environment's; `stripe` is the process's Stripe gateway
+    (None: Stripe is off)."""
     app = FastAPI(
         title="AgentMeter", version="0.1.0", dependencies=[Depends(require_encodable_json)]
     )
     app.state.engine = engine
+    app.state.stripe = stripe
     app.state.keys = TenantKeys(engine)
     app.state.settings = settings or Settings()
     install_error_handlers(app)
@@ -49,6 +56,7 @@ def create_app(
     app.include_router(webhooks_router)
     app.include_router(invoicing_router)
     app.include_router(meters_router)
+    app.include_router(stripe_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

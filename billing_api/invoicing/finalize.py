@@ -17,6 +17,7 @@ from billing_api.credits.service import apply_credits, reverse_credits
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
 from billing_api.invoicing.service import credit_date, new_id
+from billing_api.stripe import service as stripe_sync
 
 INVOICE = "invoice"
 CREDIT_NOTE = "credit_note"
@@ -91,6 +92,7 @@ def finalize_invoice(
         },
         reason=(early_reason or "") if early else "",
     )
+    stripe_sync.invoice_finalized(session, invoice)
     session.flush()
     return invoice
 
@@ -119,6 +121,7 @@ def void_invoice(
         after={"status": "void"},
         reason=reason,
     )
+    stripe_sync.invoice_voided(session, invoice)
     session.flush()
     return invoice
 
@@ -162,6 +165,7 @@ def create_credit_note(
         created_at=now,
     )
     session.add(note)
+    stripe_sync.credit_note_created(session, invoice, note)
     repository.add_audit(
         session,
         tenant_id,

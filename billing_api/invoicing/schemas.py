@@ -177,6 +177,10 @@ class InvoiceOut(CustomerInvoiceOut):
     voided_at: datetime | None
     void_reason: str
     exceptions: list[ExceptionOut]
+    stripe_invoice_id: str | None
+    stripe_sync_status: str
+    stripe_error: str
+    payment_status: str
 
     @classmethod
     def full(
@@ -207,6 +211,10 @@ class InvoiceOut(CustomerInvoiceOut):
             voided_at=invoice.voided_at,
             void_reason=invoice.void_reason,
             exceptions=[ExceptionOut.of(e) for e in exceptions],
+            stripe_invoice_id=invoice.stripe_invoice_id,
+            stripe_sync_status=invoice.stripe_sync_status,
+            stripe_error=invoice.stripe_error,
+            payment_status=invoice.payment_status,
         )
 
 
