@@ -29,6 +29,7 @@ from otel_processor.usage import (
     SOURCE_LLM,
     SOURCE_TOOL,
     TOOL_CALLS,
+    AgentSpan,
     Quantity,
     UsageRecord,
 )
@@ -72,6 +73,8 @@ class SpanUsage:
 
     records: list[UsageRecord]
     customer_id: str
+    # The agent this span is (an agent span naming its agent), else "".
+    agent_name: str = ""
 
 
 def span_usage(
@@ -83,12 +86,15 @@ def span_usage(
     attributes: Attributes,
     resource_attributes: Attributes,
     customer_keys: Sequence[str] = conv.DEFAULT_CUSTOMER_KEYS,
+    parent_span_id: bytes = b"",
 ) -> SpanUsage:
     """Map one span to its usage records.
 
     Token meters come only from leaf inference/embedding spans: agent, workflow and wrapper
     spans repeat their children's totals and contribute none. `execute_tool` spans count
     one `tool_calls`; `agentmeter.usage.<name>` attributes become custom meters on any span.
+    Token records carry the parent span id and the provider's response id, with which the
+    store bills each provider call once (`exporter.sql_sink`).
     """
     if len(trace_id) != 16 or not any(trace_id):
         raise SpanRejectedError(
@@ -116,11 +122,24 @@ def span_usage(
     dims = (provider, model, operation, agent_name, step, tool, service_name)
     # Positional construction of the named tuple: this loop runs for every span ingested.
     records: list[UsageRecord] = []
-    if not _is_aggregate(operation, attributes):
+    aggregate = _is_aggregate(operation, attributes)
+    if not aggregate:
+        call = (
+            parent_span_id.hex() if any(parent_span_id) else "",
+            _first_text(attributes, conv.RESPONSE_ID),
+        )
         for meter, count in _token_counts(attributes).items():
             records.append(
                 UsageRecord(
-                    trace_hex, span_hex, meter, count, customer_id, end_time_unix_nano, *dims
+                    trace_hex,
+                    span_hex,
+                    meter,
+                    count,
+                    customer_id,
+                    end_time_unix_nano,
+                    *dims,
+                    SOURCE_LLM,
+                    *call,
                 )
             )
     if _is_tool_call(operation, attributes):
@@ -152,7 +171,21 @@ def span_usage(
                     SOURCE_CUSTOM,
                 )
             )
-    return SpanUsage(records=records, customer_id=customer_id)
+    return SpanUsage(
+        records=records,
+        customer_id=customer_id,
+        agent_name=_agent_span_name(name, agent_name, attributes) if aggregate else "",
+    )
+
+
+def _agent_span_name(name: str, agent_name: str, attributes: Attributes) -> str:
+    """The agent an agent span stands for: its agent-name attribute, or, for OpenInference
+    `AGENT` spans (which name the agent only in the span name), the span name."""
+    if agent_name:
+        return agent_name
+    if _kind(attributes, conv.OPENINFERENCE_KIND) == conv.OPENINFERENCE_AGENT_KIND:
+        return name[:MAX_DIMENSION_LENGTH].strip()
+    return ""
 
 
 def _kind(attributes: Attributes, key: str) -> str:
@@ -344,12 +377,14 @@ def checked_record(record: UsageRecord) -> UsageRecord:
     quantity, bounded dimensions. Returns the record with its quantity normalized.
     """
     _check_trace_id(record.trace_id)
-    if not _SPAN_HEX.fullmatch(record.span_id) or not int(record.span_id, 16):
-        raise SpanRejectedError("span_id must be 16 lowercase hex digits", RejectReason.INVALID_ID)
+    _check_span_id("span_id", record.span_id)
     if record.time_unix_nano <= 0:
         raise SpanRejectedError("record has no time", RejectReason.MISSING_TIME)
     if record.meter not in CANONICAL_METERS:
         _custom_meter_name("meter", record.meter)
+    if record.parent_span_id:
+        _check_span_id("parent_span_id", record.parent_span_id)
+    _bounded("response_id", record.response_id)
     if record.source not in _SOURCES:
         raise SpanRejectedError(
             f"source must be one of {sorted(_SOURCES)}", RejectReason.INVALID_DIMENSION
@@ -364,6 +399,21 @@ def checked_trace_customer(trace_id: str, customer_id: str) -> None:
     """Validate a (trace id, customer id) pair that arrived ready-made."""
     _check_trace_id(trace_id)
     _bounded("customer_id", customer_id)
+
+
+def checked_agent_span(span: AgentSpan) -> None:
+    """Validate an agent span that arrived ready-made."""
+    _check_trace_id(span.trace_id)
+    _check_span_id("span_id", span.span_id)
+    if span.parent_span_id:
+        _check_span_id("parent_span_id", span.parent_span_id)
+    if not _bounded("agent_name", span.agent_name):
+        raise SpanRejectedError("agent_name must not be empty", RejectReason.INVALID_DIMENSION)
+
+
+def _check_span_id(name: str, span_id: str) -> None:
+    if not _SPAN_HEX.fullmatch(span_id) or not int(span_id, 16):
+        raise SpanRejectedError(f"{name} must be 16 lowercase hex digits", RejectReason.INVALID_ID)
 
 
 def _check_trace_id(trace_id: str) -> None:

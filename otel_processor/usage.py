@@ -75,6 +75,19 @@ class UsageRecord(NamedTuple):
     tool: str = ""
     service_name: str = ""
     source: str = SOURCE_LLM
+    # The span's parent and the provider's response id: how the store tells that two
+    # spans describe one provider call (see `exporter.sql_sink`). Not dimensions.
+    parent_span_id: str = ""
+    response_id: str = ""
+
+
+class AgentSpan(NamedTuple):
+    """A span that names an agent: LLM usage below it in its trace is that agent's."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    agent_name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +97,13 @@ class UsageBatch:
     `trace_customers` maps a trace id to the customer that some span of the trace named,
     including spans that carry no usage themselves (an agent span naming the customer).
     Customer-less records of such a trace inherit the customer the store saw first.
+    `agent_spans` are the agent spans seen: records without an agent name take the name
+    of the nearest enclosing one, whichever arrives first.
     """
 
     records: Sequence[UsageRecord]
     trace_customers: Mapping[str, str] = field(default_factory=dict)
+    agent_spans: Sequence[AgentSpan] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +134,10 @@ class UsageSink(Protocol):
 
 
 class InMemoryUsageSink:
-    """A `UsageSink` that keeps records in a dict, with the same dedup and attribution rules.
+    """A `UsageSink` that keeps records in a dict, with the same dedup and customer rules.
+
+    It stores records as extracted: agent-name inheritance and the once-per-provider-call
+    rule (`exporter.sql_sink`) are the SQL store's.
 
     For tests and for agents that only want to see what they would be billed for.
     """

@@ -230,6 +230,7 @@ def customers_with_usage_received_since(
             UsageRow.received_unix_nano > to_unix_nano(since),
             UsageRow.time_unix_nano < to_unix_nano(before),
             UsageRow.customer_id != "",
+            UsageRow.billed(),
         )
         .distinct()
     )
@@ -267,6 +268,7 @@ def customers_with_usage(
                 UsageRow.customer_id != "",
                 UsageRow.time_unix_nano >= to_unix_nano(start),
                 UsageRow.time_unix_nano < to_unix_nano(end),
+                UsageRow.billed(),
             )
             .distinct()
         )
@@ -296,6 +298,7 @@ def late_usage(session: Session, invoice: Invoice) -> tuple[int, int]:
             UsageRow.time_unix_nano >= to_unix_nano(invoice.period_start),
             UsageRow.time_unix_nano < to_unix_nano(invoice.period_end),
             UsageRow.received_unix_nano > to_unix_nano(invoice.finalized_at),
+            UsageRow.billed(),
         )
     ).one()
     return int(row[0]), int(row[1])
@@ -346,6 +349,7 @@ def unattributed_usage(
         UsageRow.customer_id == "",
         UsageRow.time_unix_nano >= to_unix_nano(start),
         UsageRow.time_unix_nano < to_unix_nano(end),
+        UsageRow.billed(),
     )
     count, quantity = session.execute(
         select(func.count(), func.coalesce(func.sum(UsageRow.quantity_micros), 0)).where(*where)

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from otel_processor import conventions as conv
+from otel_processor.conventions import DEFAULT_CUSTOMER_KEYS
 from otel_processor.spans import RejectReason, SpanRejectedError, SpanUsage, span_usage
 from otel_processor.usage import MAX_QUANTITY, Quantity, UsageRecord
 
@@ -63,19 +64,25 @@ CACHE_READ_NAMES = (
     "gen_ai.usage.cache_read.input_tokens",
     "gen_ai.usage.cache_read_input_tokens",
     "llm.token_count.prompt_details.cache_read",
+    "ai.usage.inputTokenDetails.cacheReadTokens",
     "ai.usage.cachedInputTokens",
+    "gen_ai.usage.details.cache_read_tokens",
 )
 CACHE_WRITE_NAMES = (
     "gen_ai.usage.cache_write.input_tokens",
     "gen_ai.usage.cache_creation.input_tokens",
     "gen_ai.usage.cache_creation_input_tokens",
     "llm.token_count.prompt_details.cache_write",
+    "ai.usage.inputTokenDetails.cacheWriteTokens",
+    "gen_ai.usage.details.cache_write_tokens",
 )
 REASONING_NAMES = (
     "gen_ai.usage.reasoning.output_tokens",
     "gen_ai.usage.reasoning_tokens",
     "llm.token_count.completion_details.reasoning",
+    "ai.usage.outputTokenDetails.reasoningTokens",
     "ai.usage.reasoningTokens",
+    "gen_ai.usage.details.reasoning_tokens",
 )
 TOKEN_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("input_tokens", INPUT_NAMES),
@@ -105,7 +112,6 @@ def usage(
     end_time_unix_nano: int = END_TIME,
 ) -> SpanUsage:
     """`span_usage` with a valid span around the attributes under test."""
-    keys = {} if customer_keys is None else {"customer_keys": customer_keys}
     return span_usage(
         trace_id=trace_id,
         span_id=span_id,
@@ -113,7 +119,7 @@ def usage(
         end_time_unix_nano=end_time_unix_nano,
         attributes=attributes,
         resource_attributes=resource_attributes or {},
-        **keys,
+        customer_keys=DEFAULT_CUSTOMER_KEYS if customer_keys is None else customer_keys,
     )
 
 
@@ -153,6 +159,11 @@ class TestConventionLists:
                 id="operation",
             ),
             pytest.param(conv.AGENT_NAME, ("gen_ai.agent.name", "agent.name"), id="agent"),
+            pytest.param(
+                conv.RESPONSE_ID,
+                ("gen_ai.response.id", "llm.response.id", "ai.response.id"),
+                id="response-id",
+            ),
             pytest.param(
                 conv.TOOL_NAME, ("gen_ai.tool.name", "tool.name", "ai.toolCall.name"), id="tool"
             ),
