@@ -199,7 +199,7 @@ class TestEveryArrivalOrder:
     def test_every_permutation_bills_each_call_once(self, engine: Engine) -> None:
         spans = [SDK_SPAN, OPENLLMETRY_SPAN, OPENINFERENCE_PARENT, SDK_CHILD]
         expected = {meter: 2 * n for meter, n in CALL.items()} | {"output_reasoning_tokens": 0}
-        first: dict[tuple[str, str], str] | None = None
+        first: dict[str, str] | None = None
         for n, order in enumerate(itertools.permutations(spans)):
             tenant = f"perm-{n}"
             sink = SqlUsageSink(engine)
@@ -207,12 +207,12 @@ class TestEveryArrivalOrder:
                 sink.write(tenant, UsageBatch(records=records))
             assert billed(engine, tenant) == expected, order
             with Session(engine) as session:
-                states = dict(
+                states: dict[str, str] = dict(
                     session.execute(
                         select(
                             UsageRow.span_id + "/" + UsageRow.meter, UsageRow.superseded_by
                         ).where(UsageRow.tenant_id == tenant)
-                    ).all()
+                    ).tuples()
                 )
             first = first or states
             assert states == first  # the same records bill, whatever the order
