@@ -212,7 +212,9 @@ class TestEveryArrivalOrder:
                         select(
                             UsageRow.span_id + "/" + UsageRow.meter, UsageRow.superseded_by
                         ).where(UsageRow.tenant_id == tenant)
-                    ).tuples()
+                    )
+                    .tuples()
+                    .all()
                 )
             first = first or states
             assert states == first  # the same records bill, whatever the order
