@@ -17,6 +17,7 @@ from billing_api.errors import error_response, install_error_handlers
 from billing_api.invoicing.endpoints import router as invoicing_router
 from billing_api.pricing.endpoints import router as pricing_router
 from billing_api.rating.endpoints import router as rating_router
+from billing_api.tenant.endpoints import router as tenant_router
 from billing_api.usage.endpoints import router as usage_router
 from billing_api.webhooks.endpoints import router as webhooks_router
 
@@ -35,6 +36,7 @@ def create_app(engine: Engine, registry: CollectorRegistry) -> FastAPI:
     app.include_router(budgets_router)
     app.include_router(webhooks_router)
     app.include_router(invoicing_router)
+    app.include_router(tenant_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
