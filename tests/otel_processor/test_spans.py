@@ -1708,3 +1708,63 @@ class TestLongSpanName:
     def test_step_from_a_long_span_name_is_cut_not_refused(self) -> None:
         result = usage({"gen_ai.usage.input_tokens": 5}, name="n" * 300)
         assert [r.step for r in result.records] == ["n" * 256]
+
+
+class TestProviderCallIdentity:
+    """What the store needs to bill each provider call once (exporter.provider_calls)."""
+
+    def test_token_records_carry_parent_and_response_id(self) -> None:
+        result = span_usage(
+            trace_id=TRACE_ID,
+            span_id=SPAN_ID,
+            name="anthropic.messages.create",
+            end_time_unix_nano=END_TIME,
+            attributes={
+                "gen_ai.provider.name": "anthropic",
+                "gen_ai.response.id": "msg_01",
+                "gen_ai.usage.input_tokens": 10,
+                "gen_ai.usage.output_tokens": 2,
+            },
+            resource_attributes={},
+            parent_span_id=bytes.fromhex("00000000000000aa"),
+        )
+
+        assert {(r.parent_span_id, r.response_id) for r in result.records} == {
+            ("00000000000000aa", "msg_01")
+        }
+        assert result.agent_name == ""
+
+    def test_root_span_has_no_parent(self) -> None:
+        record = only_record(usage({"gen_ai.usage.input_tokens": 1}))
+
+        assert (record.parent_span_id, record.response_id) == ("", "")
+
+    @pytest.mark.parametrize(
+        ("name", "attributes", "expected"),
+        [
+            pytest.param(
+                "invoke_agent support",
+                {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support"},
+                "support",
+                id="otel-invoke-agent",
+            ),
+            pytest.param(
+                "Triage", {"openinference.span.kind": "AGENT"}, "Triage", id="openinference"
+            ),
+            pytest.param(
+                "Triage.agent",
+                {"traceloop.span.kind": "agent", "gen_ai.agent.name": "Triage"},
+                "Triage",
+                id="openllmetry",
+            ),
+            pytest.param("LangGraph", {"openinference.span.kind": "CHAIN"}, "", id="chain"),
+            pytest.param(
+                "chat gpt-4o",
+                {"gen_ai.operation.name": "chat", "gen_ai.agent.name": "support"},
+                "",
+                id="llm-span-is-not-an-agent-span",
+            ),
+        ],
+    )
+    def test_agent_spans(self, name: str, attributes: Attrs, expected: str) -> None:
+        assert usage(attributes, name=name).agent_name == expected
