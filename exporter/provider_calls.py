@@ -10,8 +10,11 @@ kept for audit, never rated, listed or invoiced) when
    parent repeats (or sums) what its children report. `superseded_by` is the smallest
    such child span id. Meters the children do not report stay billed on the parent.
 2. **duplicate**: otherwise, when another record that is not an aggregate has the same
-   canonical provider, response id and meter and comes first: the larger quantity, then
-   the smaller (trace id, span id). `superseded_by` is that record's span id.
+   canonical provider, response id and meter and comes first: the record of the span
+   reporting more token meters (the fuller instrumentation: the SDK's own span reports
+   cache writes and reasoning where OpenLLMetry's omits them and over-counts a streamed
+   answer's output by one), then the smaller (trace id, span id). `superseded_by` is
+   that record's span id. A meter only one span reports is billed from that span.
 
 Both rules are functions of the set of stored records, never of their arrival order: each
 write recomputes them, inside the transaction that inserts its records, for every record
@@ -31,6 +34,7 @@ one, recomputed whenever an agent span or a nameless record of the trace arrives
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -58,7 +62,6 @@ class CallRecord:
     trace_id: str
     span_id: str
     meter: str
-    quantity_micros: int
     provider: str
     parent_span_id: str
     response_id: str
@@ -73,7 +76,6 @@ _RECORD_COLUMNS = (
     _USAGE.c.trace_id,
     _USAGE.c.span_id,
     _USAGE.c.meter,
-    _USAGE.c.quantity_micros,
     _USAGE.c.provider,
     _USAGE.c.parent_span_id,
     _USAGE.c.response_id,
@@ -163,10 +165,12 @@ def supersessions(
     """The pure rule: each record's `superseded_by` ("" when it bills its call).
 
     `children` maps (trace id, parent span id, meter) to the smallest child span id with an
-    LLM record of that meter.
+    LLM record of that meter. `records` hold every LLM record of each span they include.
     """
     decided: dict[tuple[str, str, str], str] = {}
     calls: dict[tuple[str, str, str], list[CallRecord]] = {}
+    records = list(records)
+    meters = Counter((r.trace_id, r.span_id) for r in records)
     for record in records:
         child = children.get((record.trace_id, record.span_id, record.meter), "")
         decided[record.key] = child
@@ -174,7 +178,9 @@ def supersessions(
             call = (record.provider, record.response_id, record.meter)
             calls.setdefault(call, []).append(record)
     for duplicates in calls.values():
-        winner = min(duplicates, key=lambda r: (-r.quantity_micros, r.trace_id, r.span_id))
+        winner = min(
+            duplicates, key=lambda r: (-meters[r.trace_id, r.span_id], r.trace_id, r.span_id)
+        )
         for record in duplicates:
             if record is not winner:
                 decided[record.key] = winner.span_id

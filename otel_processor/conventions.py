@@ -68,6 +68,10 @@ OPERATION = ("gen_ai.operation.name", "llm.request.type", "ai.operationId")
 AGENT_NAME = ("gen_ai.agent.name", "agent.name")
 # The provider's id of the response: one provider call, however many spans describe it.
 RESPONSE_ID = ("gen_ai.response.id", "llm.response.id", "ai.response.id")
+# OpenInference has no response-id attribute: the id leads the JSON response it records.
+OPENINFERENCE_OUTPUT = "output.value"
+OPENINFERENCE_OUTPUT_TYPE = "output.mime_type"
+OPENINFERENCE_LLM_KIND = "LLM"
 TOOL_NAME = ("gen_ai.tool.name", "tool.name", "ai.toolCall.name")
 STEP = "agentmeter.step"
 CUSTOM_METER_PREFIX = "agentmeter.usage."

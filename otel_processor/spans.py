@@ -38,6 +38,7 @@ Attributes = Mapping[str, object]
 
 MAX_DIMENSION_LENGTH = 256
 _METER_NAME = re.compile(r"[a-z][a-z0-9_.]{0,127}")
+_LEADING_ID = re.compile(r'\s*\{\s*"id"\s*:\s*"([^"\\]{1,256})"')
 _QUANTUM = Decimal(1).scaleb(-QUANTITY_PLACES)
 _TOKEN_FIELDS = (
     (INPUT_TOKENS, conv.INPUT_TOKENS),
@@ -124,10 +125,7 @@ def span_usage(
     records: list[UsageRecord] = []
     aggregate = _is_aggregate(operation, attributes)
     if not aggregate:
-        call = (
-            parent_span_id.hex() if any(parent_span_id) else "",
-            _first_text(attributes, conv.RESPONSE_ID),
-        )
+        call = (parent_span_id.hex() if any(parent_span_id) else "", _response_id(attributes))
         for meter, count in _token_counts(attributes).items():
             records.append(
                 UsageRecord(
@@ -176,6 +174,21 @@ def span_usage(
         customer_id=customer_id,
         agent_name=_agent_span_name(name, agent_name, attributes) if aggregate else "",
     )
+
+
+def _response_id(attributes: Attributes) -> str:
+    """The provider's response id: an attribute, or for an OpenInference LLM span the `id`
+    that leads the JSON response in `output.value` (as its SDK serializes it)."""
+    found = _first_text(attributes, conv.RESPONSE_ID)
+    if found or _kind(attributes, conv.OPENINFERENCE_KIND) != conv.OPENINFERENCE_LLM_KIND:
+        return found
+    output = attributes.get(conv.OPENINFERENCE_OUTPUT)
+    if attributes.get(conv.OPENINFERENCE_OUTPUT_TYPE) != "application/json" or not isinstance(
+        output, str
+    ):
+        return ""
+    leading = _LEADING_ID.match(output)
+    return leading.group(1) if leading else ""
 
 
 def _agent_span_name(name: str, agent_name: str, attributes: Attributes) -> str:

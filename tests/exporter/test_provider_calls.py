@@ -207,15 +207,12 @@ class TestEveryArrivalOrder:
                 sink.write(tenant, UsageBatch(records=records))
             assert billed(engine, tenant) == expected, order
             with Session(engine) as session:
-                states: dict[str, str] = dict(
-                    session.execute(
-                        select(
-                            UsageRow.span_id + "/" + UsageRow.meter, UsageRow.superseded_by
-                        ).where(UsageRow.tenant_id == tenant)
+                rows = session.execute(
+                    select(UsageRow.span_id + "/" + UsageRow.meter, UsageRow.superseded_by).where(
+                        UsageRow.tenant_id == tenant
                     )
-                    .tuples()
-                    .all()
                 )
+                states: dict[str, str] = {key: by for key, by in rows}
             first = first or states
             assert states == first  # the same records bill, whatever the order
 
@@ -356,13 +353,28 @@ class TestAgentNameInheritance:
 class TestSupersessionsRule:
     """The pure rule, on hand-made records."""
 
-    def test_larger_quantity_then_smaller_span_wins(self) -> None:
-        a = CallRecord("t", "0000000000000002", "input_tokens", 5, "anthropic", "", "m", "")
-        b = CallRecord("t", "0000000000000003", "input_tokens", 7, "anthropic", "", "m", "")
-        c = CallRecord("t", "0000000000000001", "input_tokens", 7, "anthropic", "", "m", "")
-        for records in itertools.permutations([a, b, c]):
+    def test_span_with_more_meters_then_smaller_span_wins(self) -> None:
+        def record(span: int, meter: str) -> CallRecord:
+            return CallRecord("t", span_id(span), meter, "anthropic", "", "m", "")
+
+        # Span 3 reports two meters, spans 1 and 2 one each: 3 bills input_tokens; of
+        # output_tokens only 3 and 1 report, 3 wins; cache reads only 2 reports.
+        a = record(1, "output_tokens")
+        b = record(2, "cache_read_tokens")
+        c = record(3, "input_tokens")
+        d = record(3, "output_tokens")
+        e = record(4, "input_tokens")
+        for records in itertools.permutations([a, b, c, d, e]):
             assert supersessions(records, {}) == {
-                a.key: c.span_id,
-                b.key: c.span_id,
+                a.key: span_id(3),
+                b.key: "",
                 c.key: "",
+                d.key: "",
+                e.key: span_id(3),
             }
+
+    def test_equal_spans_smaller_span_wins(self) -> None:
+        first = CallRecord("t", span_id(5), "input_tokens", "openai", "", "r", "")
+        second = CallRecord("t", span_id(6), "input_tokens", "openai", "", "r", "")
+
+        assert supersessions([second, first], {}) == {first.key: "", second.key: span_id(5)}

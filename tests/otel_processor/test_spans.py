@@ -1768,3 +1768,51 @@ class TestProviderCallIdentity:
     )
     def test_agent_spans(self, name: str, attributes: Attrs, expected: str) -> None:
         assert usage(attributes, name=name).agent_name == expected
+
+    @pytest.mark.parametrize(
+        ("attributes", "expected"),
+        [
+            pytest.param(
+                {"output.mime_type": "application/json", "output.value": '{"id":"msg_01","x":1}'},
+                "msg_01",
+                id="openinference-json-output",
+            ),
+            pytest.param(
+                {"output.mime_type": "text/plain", "output.value": '{"id":"msg_01"}'},
+                "",
+                id="not-json",
+            ),
+            pytest.param(
+                {"output.mime_type": "application/json", "output.value": '{"model":"m","id":"x"}'},
+                "",
+                id="id-not-leading",
+            ),
+            pytest.param(
+                {
+                    "output.mime_type": "application/json",
+                    "output.value": '{"id":"msg_01"}',
+                    "llm.response.id": "msg_02",
+                },
+                "msg_02",
+                id="attribute-first",
+            ),
+        ],
+    )
+    def test_openinference_response_id(self, attributes: Attrs, expected: str) -> None:
+        base: Attrs = {"openinference.span.kind": "LLM", "llm.token_count.prompt": 5}
+        record = only_record(usage({**base, **attributes}))
+
+        assert record.response_id == expected
+
+    def test_output_of_other_kinds_is_not_read(self) -> None:
+        record = only_record(
+            usage(
+                {
+                    "llm.token_count.prompt": 5,
+                    "output.mime_type": "application/json",
+                    "output.value": '{"id":"msg_01"}',
+                }
+            )
+        )
+
+        assert record.response_id == ""
