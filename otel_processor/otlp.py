@@ -148,7 +148,7 @@ class Extraction:
         self.records.extend(usage.records)
         if usage.customer_id:
             self.trace_customers.setdefault(trace_id.hex(), usage.customer_id)
-        if usage.agent_name:
+        if usage.aggregate:
             parent = parent_span_id.hex() if any(parent_span_id) else ""
             self.agent_spans.append(
                 AgentSpan(trace_id.hex(), span_id.hex(), parent, usage.agent_name)

@@ -74,7 +74,9 @@ class SpanUsage:
 
     records: list[UsageRecord]
     customer_id: str
-    # The agent this span is (an agent span naming its agent), else "".
+    # An agent, workflow or chain span (its token counts repeat its children's): the
+    # store keeps it as a link of the trace, with the agent it names ("" for none).
+    aggregate: bool = False
     agent_name: str = ""
 
 
@@ -124,8 +126,9 @@ def span_usage(
     # Positional construction of the named tuple: this loop runs for every span ingested.
     records: list[UsageRecord] = []
     aggregate = _is_aggregate(operation, attributes)
+    parent_hex = parent_span_id.hex() if any(parent_span_id) else ""
     if not aggregate:
-        call = (parent_span_id.hex() if any(parent_span_id) else "", _response_id(attributes))
+        call = (parent_hex, _response_id(attributes))
         for meter, count in _token_counts(attributes).items():
             records.append(
                 UsageRecord(
@@ -151,6 +154,7 @@ def span_usage(
                 end_time_unix_nano,
                 *dims,
                 SOURCE_TOOL,
+                parent_hex,
             )
         )
     for key, value in attributes.items():
@@ -167,11 +171,13 @@ def span_usage(
                     end_time_unix_nano,
                     *dims,
                     SOURCE_CUSTOM,
+                    parent_hex,
                 )
             )
     return SpanUsage(
         records=records,
         customer_id=customer_id,
+        aggregate=aggregate,
         agent_name=_agent_span_name(name, agent_name, attributes) if aggregate else "",
     )
 
@@ -415,13 +421,12 @@ def checked_trace_customer(trace_id: str, customer_id: str) -> None:
 
 
 def checked_agent_span(span: AgentSpan) -> None:
-    """Validate an agent span that arrived ready-made."""
+    """Validate an agent (or workflow, or chain) span that arrived ready-made."""
     _check_trace_id(span.trace_id)
     _check_span_id("span_id", span.span_id)
     if span.parent_span_id:
         _check_span_id("parent_span_id", span.parent_span_id)
-    if not _bounded("agent_name", span.agent_name):
-        raise SpanRejectedError("agent_name must not be empty", RejectReason.INVALID_DIMENSION)
+    _bounded("agent_name", span.agent_name)
 
 
 def _check_span_id(name: str, span_id: str) -> None:

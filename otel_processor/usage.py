@@ -82,7 +82,9 @@ class UsageRecord(NamedTuple):
 
 
 class AgentSpan(NamedTuple):
-    """A span that names an agent: LLM usage below it in its trace is that agent's."""
+    """An agent, workflow or chain span: usage below it in its trace is the nearest named
+    agent's. Kept even without a name (`agent_name` ""), as a link between its children
+    and the agent spans above it."""
 
     trace_id: str
     span_id: str
@@ -97,8 +99,8 @@ class UsageBatch:
     `trace_customers` maps a trace id to the customer that some span of the trace named,
     including spans that carry no usage themselves (an agent span naming the customer).
     Customer-less records of such a trace inherit the customer the store saw first.
-    `agent_spans` are the agent spans seen: records without an agent name take the name
-    of the nearest enclosing one, whichever arrives first.
+    `agent_spans` are the agent, workflow and chain spans seen: records without an agent
+    name take the name of the nearest enclosing agent, whichever arrives first.
     """
 
     records: Sequence[UsageRecord]

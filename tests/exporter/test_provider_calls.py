@@ -302,15 +302,18 @@ def agent_names(engine: Engine) -> dict[str, str]:
 
 
 # A triage agent (span 1) hands off to a billing agent (span 2); LLM calls 3 and 4 sit under
-# them, call 5 sits under the SDK-span parent 4 (no agent name of its own).
+# them, call 5 sits under the SDK-span parent 4 (no agent name of its own), call 8 under a
+# nameless chain span (6, a "turn") of the billing agent.
 AGENTS = [
     AgentSpan(trace_id(7), span_id(1), "", "triage"),
     AgentSpan(trace_id(7), span_id(2), span_id(1), "billing"),
+    AgentSpan(trace_id(7), span_id(6), span_id(2), ""),
 ]
 CALLS = [
     llm_span(7, 3, {"input_tokens": 10}, parent=1),
     llm_span(7, 4, {"input_tokens": 20}, parent=2),
     llm_span(7, 5, {"input_tokens": 20}, parent=4),
+    llm_span(7, 8, {"input_tokens": 20}, parent=6),
 ]
 
 
@@ -330,6 +333,7 @@ class TestAgentNameInheritance:
             span_id(3): "triage",
             span_id(4): "billing",
             span_id(5): "billing",
+            span_id(8): "billing",
         }
 
     def test_own_agent_name_is_kept(self, engine: Engine) -> None:

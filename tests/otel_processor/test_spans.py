@@ -1767,7 +1767,10 @@ class TestProviderCallIdentity:
         ],
     )
     def test_agent_spans(self, name: str, attributes: Attrs, expected: str) -> None:
-        assert usage(attributes, name=name).agent_name == expected
+        result = usage(attributes, name=name)
+
+        assert result.agent_name == expected
+        assert result.aggregate is (name != "chat gpt-4o")
 
     @pytest.mark.parametrize(
         ("attributes", "expected"),
