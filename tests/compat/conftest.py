@@ -1,7 +1,7 @@
 """The compatibility suite's fixtures: one real `agentmeter serve` per module and backend
 (modules share nothing; each test gets a tenant of its own on it), fake providers, and an
-OTel SDK `TracerProvider` per test that exports to the server over OTLP/HTTP (protobuf)
-with the tenant's ingest key."""
+OTel SDK `TracerProvider` per module whose spans go, test by test, to the server over
+OTLP/HTTP (protobuf) with that test's ingest key."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -67,31 +68,70 @@ def agentmeter(shared_server: RunningServer) -> RunningServer:
         engine.dispose()
 
 
-class Telemetry:
-    """A TracerProvider exporting each finished span at once to AgentMeter (OTLP/HTTP,
-    protobuf) and to memory, so a test can assert on what the instrumentation emitted."""
+class _Forward(SpanProcessor):
+    """Hands each span to the current test's processors. Some instrumentations keep the
+    first tracer provider they were given for the life of the process (OpenLLMetry's
+    LangChain callback handler does), so every test of a module uses one provider and
+    switches where its spans go."""
 
-    def __init__(self, server: RunningServer, service: str) -> None:
+    def __init__(self) -> None:
+        self.targets: list[SpanProcessor] = []
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        for target in self.targets:
+            target.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for target in self.targets:
+            target.on_end(span)
+
+
+class Telemetry:
+    """The module's TracerProvider, exporting each span of this test at once to AgentMeter
+    (OTLP/HTTP, protobuf, the test tenant's ingest key) and to memory, so a test can also
+    assert on what the instrumentation emitted."""
+
+    def __init__(self, provider: TracerProvider, server: RunningServer) -> None:
+        self.provider = provider
         self.spans = InMemorySpanExporter()
-        self.provider = TracerProvider(resource=Resource.create({"service.name": service}))
-        self.provider.add_span_processor(
-            SimpleSpanProcessor(
-                OTLPSpanExporter(endpoint=server.traces_url, headers=server.ingest_headers)
-            )
-        )
-        self.provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        to_agentmeter = OTLPSpanExporter(endpoint=server.traces_url, headers=server.ingest_headers)
+        self.processors: list[SpanProcessor] = [
+            SimpleSpanProcessor(to_agentmeter),
+            SimpleSpanProcessor(self.spans),
+        ]
+
+    def add_span_processor(self, processor: SpanProcessor) -> None:
+        """A processor of this test's spans only (e.g. `CustomerSpanProcessor`), run first."""
+        self.processors.insert(0, processor)
 
     def span_names(self) -> list[str]:
         return [span.name for span in self.spans.get_finished_spans()]
 
 
+@pytest.fixture(scope="module")
+def _forward() -> Iterator[tuple[TracerProvider, _Forward]]:
+    forward = _Forward()
+    provider = TracerProvider(resource=Resource.create({"service.name": "compat-agent"}))
+    provider.add_span_processor(forward)
+    try:
+        yield provider, forward
+    finally:
+        provider.shutdown()
+
+
 @pytest.fixture
-def telemetry(agentmeter: RunningServer, request: pytest.FixtureRequest) -> Iterator[Telemetry]:
-    found = Telemetry(agentmeter, service=request.node.name[:60])
+def telemetry(
+    agentmeter: RunningServer, _forward: tuple[TracerProvider, _Forward]
+) -> Iterator[Telemetry]:
+    provider, forward = _forward
+    found = Telemetry(provider, agentmeter)
+    forward.targets = found.processors
     try:
         yield found
     finally:
-        found.provider.shutdown()
+        forward.targets = []
+        for processor in found.processors:
+            processor.shutdown()
 
 
 @pytest.fixture(scope="module")

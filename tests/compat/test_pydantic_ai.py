@@ -54,7 +54,7 @@ def weather(city: str) -> str:
 
 def run_agent(model: Model, telemetry: Telemetry, *, streamed: bool) -> None:
     """The agent run as an application runs it, naming its customer in baggage."""
-    telemetry.provider.add_span_processor(CustomerSpanProcessor())
+    telemetry.add_span_processor(CustomerSpanProcessor())
     Agent.instrument_all(InstrumentationSettings(tracer_provider=telemetry.provider))
     agent = Agent(model, name=AGENT, tools=[weather])
 
