@@ -84,7 +84,8 @@ OPENINFERENCE_KIND = "openinference.span.kind"
 OPENLLMETRY_KIND = "traceloop.span.kind"
 VERCEL_OPERATION = "ai.operationId"
 VERCEL_TOOL_CALL = "toolCall"
-AGGREGATE_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow", "create_agent"})
+# `agent_step`: a Vercel AI SDK 7 step, wrapping one model call and its tool calls.
+AGGREGATE_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow", "create_agent", "agent_step"})
 OPENINFERENCE_AGENT_KIND = "AGENT"
 AGGREGATE_OPENINFERENCE_KINDS = frozenset({OPENINFERENCE_AGENT_KIND, "CHAIN"})
 AGGREGATE_OPENLLMETRY_KINDS = frozenset({"workflow", "agent", "task"})

@@ -830,6 +830,9 @@ class TestNoDoubleCounting:
             pytest.param(
                 {"gen_ai.operation.name": "create_agent"}, "create_agent", id="otel-create-agent"
             ),
+            pytest.param(
+                {"gen_ai.operation.name": "agent_step"}, "step 1", id="vercel-ai-7-agent-step"
+            ),
             pytest.param({"openinference.span.kind": "AGENT"}, "Agent", id="openinference-agent"),
             pytest.param({"openinference.span.kind": "CHAIN"}, "Chain", id="openinference-chain"),
             pytest.param(
