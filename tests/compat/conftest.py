@@ -1,7 +1,7 @@
 """The compatibility suite's fixtures: one real `agentmeter serve` per module and backend
 (modules share nothing; each test gets a tenant of its own on it), fake providers, and an
-OTel SDK `TracerProvider` per module whose spans go, test by test, to the server over
-OTLP/HTTP (protobuf) with that test's ingest key."""
+OTel SDK `TracerProvider` for the whole suite whose spans go, test by test, to the server
+over OTLP/HTTP (protobuf) with that test's ingest key."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def agentmeter(shared_server: RunningServer) -> RunningServer:
 class _Forward(SpanProcessor):
     """Hands each span to the current test's processors. Some instrumentations keep the
     first tracer provider they were given for the life of the process (OpenLLMetry's
-    LangChain callback handler does), so every test of a module uses one provider and
+    LangChain callback handler does), so every test of the suite uses one provider and
     switches where its spans go."""
 
     def __init__(self) -> None:
@@ -87,7 +87,7 @@ class _Forward(SpanProcessor):
 
 
 class Telemetry:
-    """The module's TracerProvider, exporting each span of this test at once to AgentMeter
+    """The suite's TracerProvider, exporting each span of this test at once to AgentMeter
     (OTLP/HTTP, protobuf, the test tenant's ingest key) and to memory, so a test can also
     assert on what the instrumentation emitted."""
 
@@ -108,7 +108,7 @@ class Telemetry:
         return [span.name for span in self.spans.get_finished_spans()]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def _forward() -> Iterator[tuple[TracerProvider, _Forward]]:
     forward = _Forward()
     provider = TracerProvider(resource=Resource.create({"service.name": "compat-agent"}))
