@@ -128,6 +128,37 @@ def _key_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tenant_set_customer_keys(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+    from sqlalchemy.orm import Session
+
+    from agentmeter.tenants import find_tenant, tenant_exists
+    from billing_api.errors import NotFoundError
+    from billing_api.tenant.schemas import TenantUpdate
+    from billing_api.tenant.service import update_tenant
+
+    try:
+        update = TenantUpdate(customer_attribute_keys=args.keys)
+    except ValidationError as error:
+        problems = "; ".join(e["msg"] for e in error.errors())
+        print(f"invalid customer attribute keys: {problems}", file=sys.stderr)
+        return 2
+    engine = make_engine(_settings(args))
+    migrate(engine)
+    tenant_id = (
+        args.tenant if tenant_exists(engine, args.tenant) else find_tenant(engine, args.tenant)
+    )
+    try:
+        with Session(engine) as session, session.begin():
+            tenant = update_tenant(session, tenant_id or "", update)
+            keys = list(tenant.customer_attribute_keys)
+    except NotFoundError:
+        print(f"no tenant {args.tenant!r}", file=sys.stderr)
+        return 1
+    print(json.dumps({"tenant_id": tenant_id, "customer_attribute_keys": keys}))
+    return 0
+
+
 def _key_revoke(args: argparse.Namespace) -> int:
     engine = make_engine(Settings())
     migrate(engine)
@@ -158,6 +189,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--json", action="store_true", help="print keys as JSON")
     create.set_defaults(run=_tenant_create)
+    customer_keys = tenant.add_parser(
+        "set-customer-keys",
+        help="set the span attribute keys that name the customer, first match wins",
+    )
+    customer_keys.add_argument("tenant", help="tenant id or name")
+    customer_keys.add_argument("keys", nargs="+", metavar="KEY")
+    customer_keys.set_defaults(run=_tenant_set_customer_keys)
 
     bill = commands.add_parser("bill", help="draft every customer's invoice for a month")
     bill.add_argument("--period", required=True, help="the month, e.g. 2026-11")

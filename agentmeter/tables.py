@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -168,6 +169,9 @@ class UsageRow(Base):
         # One index besides the identity: every index costs each ingested row. Queries
         # over a whole tenant's period scan; per-customer ones (rating, estimates) seek.
         Index(None, "tenant_id", "customer_id", "time_unix_nano"),
+        # Lookups of the once-per-call rule: a span's children, a response id's records.
+        Index(None, "tenant_id", "trace_id", "parent_span_id"),
+        Index(None, "tenant_id", "response_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -189,6 +193,29 @@ class UsageRow(Base):
     source: Mapped[str] = mapped_column(String(16))
     # Provider cost of this record in 10^-12 USD; NULL when unknown (model not priced).
     provider_cost_pico: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # How the store bills each provider call once (exporter.provider_calls): the span's
+    # parent, the provider's response id, and, when another span's record bills this
+    # call, that span's id. Superseded records are kept for audit and never billed.
+    parent_span_id: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    response_id: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    superseded_by: Mapped[str] = mapped_column(String(16), default="", server_default="")
+
+    @classmethod
+    def billed(cls) -> ColumnElement[bool]:
+        """The condition every query of billable usage applies: not superseded."""
+        return cls.superseded_by == ""
+
+
+class AgentSpan(Base):
+    """A span that names an agent; usage below it in its trace inherits the name."""
+
+    __tablename__ = "agent_spans"
+
+    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    trace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    span_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    parent_span_id: Mapped[str] = mapped_column(String(16))
+    agent_name: Mapped[str] = mapped_column(String(256))
 
 
 class TraceCustomer(Base):

@@ -24,6 +24,7 @@ from billing_api.rating.endpoints import router as rating_router
 from billing_api.security_headers import SecurityHeadersMiddleware
 from billing_api.stripe.endpoints import router as stripe_router
 from billing_api.stripe.gateway import StripeGateway
+from billing_api.tenant.endpoints import router as tenant_router
 from billing_api.usage.endpoints import router as usage_router
 from billing_api.webhooks.endpoints import router as webhooks_router
 
@@ -57,6 +58,7 @@ def create_app(
     app.include_router(invoicing_router)
     app.include_router(meters_router)
     app.include_router(stripe_router)
+    app.include_router(tenant_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

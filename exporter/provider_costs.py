@@ -60,6 +60,7 @@ override from its commit on; `recost_usage` recomputes records stored before.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -96,6 +97,7 @@ __all__ = [
     "CostOverride",
     "CostOverrides",
     "ProviderCostCatalog",
+    "canonical_provider",
     "genai_provider_id",
     "load_cost_overrides",
     "recost_usage",
@@ -296,6 +298,14 @@ def genai_provider_id(provider: str) -> str | None:
     """
     found = _genai_provider(provider, _bundled_providers())
     return None if found is None else found.id
+
+
+@functools.lru_cache(maxsize=4096)
+def canonical_provider(provider: str) -> str:
+    """The provider id AgentMeter stores: genai-prices' id when it knows the provider
+    (`openai.responses` → `openai`, `Anthropic` → `anthropic`, `gcp.vertex_ai` → `google`),
+    else the name as the span gave it."""
+    return genai_provider_id(provider) or provider
 
 
 def _bundled_providers() -> list[Provider]:

@@ -54,6 +54,7 @@ def spans_to_usage(
             attributes=span.attributes or {},
             resource_attributes=resource,
             customer_keys=customer_keys,
+            parent_span_id=span.parent.span_id.to_bytes(8, "big") if span.parent else b"",
         )
     return extraction
 
@@ -96,7 +97,7 @@ class UsageSpanExporter(SpanExporter):
                 "spans with invalid usage were not billed",
                 extra={"rejected": extraction.rejected, "reason": extraction.error_message()},
             )
-        if not extraction.records and not extraction.trace_customers:
+        if not (extraction.records or extraction.trace_customers or extraction.agent_spans):
             return SpanExportResult.SUCCESS
         return self._write(extraction)
 

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
@@ -13,7 +14,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from agentmeter.db import UNAVAILABLE_ERRORS, is_sqlite, read_only
 from agentmeter.tables import TraceCustomer, UsageRow
-from exporter.provider_costs import ProviderCostCatalog, load_cost_overrides
+from exporter.provider_calls import (
+    inherit_agent_names,
+    lock_calls,
+    settle_calls,
+    store_agent_spans,
+)
+from exporter.provider_costs import ProviderCostCatalog, canonical_provider, load_cost_overrides
 from otel_processor.usage import (
     StoreUnavailableError,
     UsageBatch,
@@ -36,6 +43,11 @@ class SqlUsageSink:
     NOTHING on (tenant, trace id, span id, meter), earlier customer-less records of newly
     attributed traces are updated, then the transaction commits. `write` returns only after
     the commit. SQLite has one writer: writes from this process are serialized here.
+
+    Providers are stored by their canonical id (`canonical_provider`). In the same
+    transaction, agent spans are recorded and nameless records take their nearest agent's
+    name, and the records that bill each provider call are settled
+    (`exporter.provider_calls`).
 
     With `costs`, each record is stored with its provider cost (`provider_cost_pico`),
     computed before the write from the catalog and the tenant's cost overrides.
@@ -65,6 +77,7 @@ class SqlUsageSink:
     def write(self, tenant_id: str, batch: UsageBatch) -> WriteResult:
         if not tenant_id:
             raise ValueError("SqlUsageSink.write needs the tenant id")
+        batch = _with_canonical_providers(batch)
         try:
             costs = self._provider_costs(tenant_id, batch)
             with self._lock:
@@ -93,6 +106,7 @@ class SqlUsageSink:
     ) -> tuple[WriteResult, set[str]]:
         received = time.time_ns()
         with self._engine.begin() as connection:
+            lock_calls(connection, tenant_id, batch.records, batch.agent_spans)
             # Rows go in key order: two batches holding the same traces in other orders
             # would otherwise deadlock on PostgreSQL.
             if batch.trace_customers:
@@ -115,6 +129,9 @@ class SqlUsageSink:
             inserted = 0
             if rows:
                 inserted = connection.exec_driver_sql(self._insert_usage_sql, rows).rowcount
+            store_agent_spans(connection, tenant_id, batch.agent_spans)
+            settle_calls(connection, tenant_id, batch.records)
+            inherit_agent_names(connection, tenant_id, batch.records, batch.agent_spans)
             # Customer-less rows stored earlier (say, by an attempt whose reply was lost)
             # of traces whose customer is now known get it too.
             attributed = set(batch.trace_customers) | inherited.keys()
@@ -141,6 +158,8 @@ _ROW_COLUMNS = (
     "tool",
     "service_name",
     "source",
+    "parent_span_id",
+    "response_id",
     "provider_cost_pico",
 )
 Row = tuple[Any, ...]
@@ -167,9 +186,18 @@ def _row(
         record.customer_id or inherited.get(record.trace_id, ""),
         record.time_unix_nano,
         received,
-        *record[6:],  # provider … source, in UsageRecord's field order
+        *record[6:],  # provider … response_id, in UsageRecord's field order
         provider_cost_pico,
     )
+
+
+def _with_canonical_providers(batch: UsageBatch) -> UsageBatch:
+    """The batch with each record's provider as its canonical id (`openai.chat` → `openai`)."""
+    records = [
+        r if (p := canonical_provider(r.provider)) == r.provider else r._replace(provider=p)
+        for r in batch.records
+    ]
+    return replace(batch, records=records)
 
 
 def _chunks(values: Iterable[str]) -> Iterator[list[str]]:

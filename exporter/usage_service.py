@@ -21,11 +21,18 @@ from otel_processor.receiver.service import ExportOutcome, UsageIngest
 from otel_processor.spans import (
     RejectReason,
     SpanRejectedError,
+    checked_agent_span,
     checked_record,
     checked_trace_customer,
     parse_quantity,
 )
-from otel_processor.usage import StoreUnavailableError, UsageBatch, UsageRecord, WriteResult
+from otel_processor.usage import (
+    AgentSpan,
+    StoreUnavailableError,
+    UsageBatch,
+    UsageRecord,
+    WriteResult,
+)
 from proto.agentmeter.v1 import usage_pb2
 
 logger = logging.getLogger("agentmeter.exporter")
@@ -77,6 +84,7 @@ def request_from_batch(batch: UsageBatch) -> usage_pb2.ExportUsageRequest:
             usage_pb2.TraceCustomer(trace_id=trace, customer_id=customer)
             for trace, customer in batch.trace_customers.items()
         ],
+        agent_spans=[usage_pb2.AgentSpan(**span._asdict()) for span in batch.agent_spans],
     )
 
 
@@ -105,6 +113,14 @@ def extract_usage_request(body: bytes, _customer_keys: Sequence[str]) -> Extract
             continue
         if pair.customer_id:
             extraction.trace_customers.setdefault(pair.trace_id, pair.customer_id)
+    for span in request.agent_spans:
+        agent = AgentSpan(span.trace_id, span.span_id, span.parent_span_id, span.agent_name)
+        try:
+            checked_agent_span(agent)
+        except SpanRejectedError as error:
+            extraction.reject(f"agent span {span.span_id}", error)
+            continue
+        extraction.agent_spans.append(agent)
     return extraction
 
 

@@ -41,23 +41,37 @@ CACHE_READ_TOKENS = (
     "gen_ai.usage.cache_read.input_tokens",
     "gen_ai.usage.cache_read_input_tokens",
     "llm.token_count.prompt_details.cache_read",
+    # Vercel AI SDK 6 (`inputTokenDetails`) before its older flat name.
+    "ai.usage.inputTokenDetails.cacheReadTokens",
     "ai.usage.cachedInputTokens",
+    # pydantic-ai
+    "gen_ai.usage.details.cache_read_tokens",
 )
 CACHE_WRITE_TOKENS = (
     "gen_ai.usage.cache_write.input_tokens",
     "gen_ai.usage.cache_creation.input_tokens",
     "gen_ai.usage.cache_creation_input_tokens",
     "llm.token_count.prompt_details.cache_write",
+    "ai.usage.inputTokenDetails.cacheWriteTokens",
+    "gen_ai.usage.details.cache_write_tokens",
 )
 REASONING_TOKENS = (
     "gen_ai.usage.reasoning.output_tokens",
     "gen_ai.usage.reasoning_tokens",
     "llm.token_count.completion_details.reasoning",
+    "ai.usage.outputTokenDetails.reasoningTokens",
     "ai.usage.reasoningTokens",
+    "gen_ai.usage.details.reasoning_tokens",
 )
 
 OPERATION = ("gen_ai.operation.name", "llm.request.type", "ai.operationId")
 AGENT_NAME = ("gen_ai.agent.name", "agent.name")
+# The provider's id of the response: one provider call, however many spans describe it.
+RESPONSE_ID = ("gen_ai.response.id", "llm.response.id", "ai.response.id")
+# OpenInference has no response-id attribute: the id leads the JSON response it records.
+OPENINFERENCE_OUTPUT = "output.value"
+OPENINFERENCE_OUTPUT_TYPE = "output.mime_type"
+OPENINFERENCE_LLM_KIND = "LLM"
 TOOL_NAME = ("gen_ai.tool.name", "tool.name", "ai.toolCall.name")
 STEP = "agentmeter.step"
 CUSTOM_METER_PREFIX = "agentmeter.usage."
@@ -70,8 +84,10 @@ OPENINFERENCE_KIND = "openinference.span.kind"
 OPENLLMETRY_KIND = "traceloop.span.kind"
 VERCEL_OPERATION = "ai.operationId"
 VERCEL_TOOL_CALL = "toolCall"
-AGGREGATE_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow", "create_agent"})
-AGGREGATE_OPENINFERENCE_KINDS = frozenset({"AGENT", "CHAIN"})
+# `agent_step`: a Vercel AI SDK 7 step, wrapping one model call and its tool calls.
+AGGREGATE_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow", "create_agent", "agent_step"})
+OPENINFERENCE_AGENT_KIND = "AGENT"
+AGGREGATE_OPENINFERENCE_KINDS = frozenset({OPENINFERENCE_AGENT_KIND, "CHAIN"})
 AGGREGATE_OPENLLMETRY_KINDS = frozenset({"workflow", "agent", "task"})
 
 TOOL_OPERATION = "execute_tool"

@@ -24,7 +24,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from otel_processor.conventions import DEFAULT_CUSTOMER_KEYS
 from otel_processor.spans import Attributes, SpanRejectedError, span_usage
-from otel_processor.usage import UsageBatch, UsageRecord
+from otel_processor.usage import AgentSpan, UsageBatch, UsageRecord
 
 MAX_REJECTION_MESSAGES = 5
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
@@ -111,6 +111,7 @@ class Extraction:
 
     records: list[UsageRecord] = field(default_factory=list)
     trace_customers: dict[str, str] = field(default_factory=dict)
+    agent_spans: list[AgentSpan] = field(default_factory=list)
     spans: int = 0
     rejected: int = 0
     messages: list[str] = field(default_factory=list)
@@ -126,6 +127,7 @@ class Extraction:
         attributes: Attributes,
         resource_attributes: Attributes,
         customer_keys: Sequence[str],
+        parent_span_id: bytes = b"",
     ) -> None:
         """Extract one span's usage into the batch, or count it as rejected."""
         self.spans += 1
@@ -138,6 +140,7 @@ class Extraction:
                 attributes=attributes,
                 resource_attributes=resource_attributes,
                 customer_keys=customer_keys,
+                parent_span_id=parent_span_id,
             )
         except SpanRejectedError as error:
             self.reject(f"span {span_id.hex()}", error)
@@ -145,6 +148,11 @@ class Extraction:
         self.records.extend(usage.records)
         if usage.customer_id:
             self.trace_customers.setdefault(trace_id.hex(), usage.customer_id)
+        if usage.aggregate:
+            parent = parent_span_id.hex() if any(parent_span_id) else ""
+            self.agent_spans.append(
+                AgentSpan(trace_id.hex(), span_id.hex(), parent, usage.agent_name)
+            )
 
     def reject(self, what: str, error: SpanRejectedError) -> None:
         """Count one refused span (or record) and keep the first reasons."""
@@ -156,7 +164,11 @@ class Extraction:
     @property
     def batch(self) -> UsageBatch:
         """What goes to the sink."""
-        return UsageBatch(records=self.records, trace_customers=self.trace_customers)
+        return UsageBatch(
+            records=self.records,
+            trace_customers=self.trace_customers,
+            agent_spans=self.agent_spans,
+        )
 
     def error_message(self) -> str:
         """The first rejection reasons, for OTLP `partial_success.error_message`."""
@@ -192,5 +204,6 @@ def extract_usage(
                     attributes=_attributes(span.attributes),
                     resource_attributes=resource_attributes,
                     customer_keys=customer_keys,
+                    parent_span_id=span.parent_span_id,
                 )
     return extraction

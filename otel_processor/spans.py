@@ -29,6 +29,7 @@ from otel_processor.usage import (
     SOURCE_LLM,
     SOURCE_TOOL,
     TOOL_CALLS,
+    AgentSpan,
     Quantity,
     UsageRecord,
 )
@@ -37,6 +38,7 @@ Attributes = Mapping[str, object]
 
 MAX_DIMENSION_LENGTH = 256
 _METER_NAME = re.compile(r"[a-z][a-z0-9_.]{0,127}")
+_LEADING_ID = re.compile(r'\s*\{\s*"id"\s*:\s*"([^"\\]{1,256})"')
 _QUANTUM = Decimal(1).scaleb(-QUANTITY_PLACES)
 _TOKEN_FIELDS = (
     (INPUT_TOKENS, conv.INPUT_TOKENS),
@@ -72,6 +74,10 @@ class SpanUsage:
 
     records: list[UsageRecord]
     customer_id: str
+    # An agent, workflow or chain span (its token counts repeat its children's): the
+    # store keeps it as a link of the trace, with the agent it names ("" for none).
+    aggregate: bool = False
+    agent_name: str = ""
 
 
 def span_usage(
@@ -83,12 +89,15 @@ def span_usage(
     attributes: Attributes,
     resource_attributes: Attributes,
     customer_keys: Sequence[str] = conv.DEFAULT_CUSTOMER_KEYS,
+    parent_span_id: bytes = b"",
 ) -> SpanUsage:
     """Map one span to its usage records.
 
     Token meters come only from leaf inference/embedding spans: agent, workflow and wrapper
     spans repeat their children's totals and contribute none. `execute_tool` spans count
     one `tool_calls`; `agentmeter.usage.<name>` attributes become custom meters on any span.
+    Token records carry the parent span id and the provider's response id, with which the
+    store bills each provider call once (`exporter.sql_sink`).
     """
     if len(trace_id) != 16 or not any(trace_id):
         raise SpanRejectedError(
@@ -116,11 +125,22 @@ def span_usage(
     dims = (provider, model, operation, agent_name, step, tool, service_name)
     # Positional construction of the named tuple: this loop runs for every span ingested.
     records: list[UsageRecord] = []
-    if not _is_aggregate(operation, attributes):
+    aggregate = _is_aggregate(operation, attributes)
+    parent_hex = parent_span_id.hex() if any(parent_span_id) else ""
+    if not aggregate:
+        call = (parent_hex, _response_id(attributes))
         for meter, count in _token_counts(attributes).items():
             records.append(
                 UsageRecord(
-                    trace_hex, span_hex, meter, count, customer_id, end_time_unix_nano, *dims
+                    trace_hex,
+                    span_hex,
+                    meter,
+                    count,
+                    customer_id,
+                    end_time_unix_nano,
+                    *dims,
+                    SOURCE_LLM,
+                    *call,
                 )
             )
     if _is_tool_call(operation, attributes):
@@ -134,6 +154,7 @@ def span_usage(
                 end_time_unix_nano,
                 *dims,
                 SOURCE_TOOL,
+                parent_hex,
             )
         )
     for key, value in attributes.items():
@@ -150,9 +171,40 @@ def span_usage(
                     end_time_unix_nano,
                     *dims,
                     SOURCE_CUSTOM,
+                    parent_hex,
                 )
             )
-    return SpanUsage(records=records, customer_id=customer_id)
+    return SpanUsage(
+        records=records,
+        customer_id=customer_id,
+        aggregate=aggregate,
+        agent_name=_agent_span_name(name, agent_name, attributes) if aggregate else "",
+    )
+
+
+def _response_id(attributes: Attributes) -> str:
+    """The provider's response id: an attribute, or for an OpenInference LLM span the `id`
+    that leads the JSON response in `output.value` (as its SDK serializes it)."""
+    found = _first_text(attributes, conv.RESPONSE_ID)
+    if found or _kind(attributes, conv.OPENINFERENCE_KIND) != conv.OPENINFERENCE_LLM_KIND:
+        return found
+    output = attributes.get(conv.OPENINFERENCE_OUTPUT)
+    if attributes.get(conv.OPENINFERENCE_OUTPUT_TYPE) != "application/json" or not isinstance(
+        output, str
+    ):
+        return ""
+    leading = _LEADING_ID.match(output)
+    return leading.group(1) if leading else ""
+
+
+def _agent_span_name(name: str, agent_name: str, attributes: Attributes) -> str:
+    """The agent an agent span stands for: its agent-name attribute, or, for OpenInference
+    `AGENT` spans (which name the agent only in the span name), the span name."""
+    if agent_name:
+        return agent_name
+    if _kind(attributes, conv.OPENINFERENCE_KIND) == conv.OPENINFERENCE_AGENT_KIND:
+        return name[:MAX_DIMENSION_LENGTH].strip()
+    return ""
 
 
 def _kind(attributes: Attributes, key: str) -> str:
@@ -344,12 +396,14 @@ def checked_record(record: UsageRecord) -> UsageRecord:
     quantity, bounded dimensions. Returns the record with its quantity normalized.
     """
     _check_trace_id(record.trace_id)
-    if not _SPAN_HEX.fullmatch(record.span_id) or not int(record.span_id, 16):
-        raise SpanRejectedError("span_id must be 16 lowercase hex digits", RejectReason.INVALID_ID)
+    _check_span_id("span_id", record.span_id)
     if record.time_unix_nano <= 0:
         raise SpanRejectedError("record has no time", RejectReason.MISSING_TIME)
     if record.meter not in CANONICAL_METERS:
         _custom_meter_name("meter", record.meter)
+    if record.parent_span_id:
+        _check_span_id("parent_span_id", record.parent_span_id)
+    _bounded("response_id", record.response_id)
     if record.source not in _SOURCES:
         raise SpanRejectedError(
             f"source must be one of {sorted(_SOURCES)}", RejectReason.INVALID_DIMENSION
@@ -364,6 +418,20 @@ def checked_trace_customer(trace_id: str, customer_id: str) -> None:
     """Validate a (trace id, customer id) pair that arrived ready-made."""
     _check_trace_id(trace_id)
     _bounded("customer_id", customer_id)
+
+
+def checked_agent_span(span: AgentSpan) -> None:
+    """Validate an agent (or workflow, or chain) span that arrived ready-made."""
+    _check_trace_id(span.trace_id)
+    _check_span_id("span_id", span.span_id)
+    if span.parent_span_id:
+        _check_span_id("parent_span_id", span.parent_span_id)
+    _bounded("agent_name", span.agent_name)
+
+
+def _check_span_id(name: str, span_id: str) -> None:
+    if not _SPAN_HEX.fullmatch(span_id) or not int(span_id, 16):
+        raise SpanRejectedError(f"{name} must be 16 lowercase hex digits", RejectReason.INVALID_ID)
 
 
 def _check_trace_id(trace_id: str) -> None:

@@ -75,6 +75,21 @@ class UsageRecord(NamedTuple):
     tool: str = ""
     service_name: str = ""
     source: str = SOURCE_LLM
+    # The span's parent and the provider's response id: how the store tells that two
+    # spans describe one provider call (see `exporter.sql_sink`). Not dimensions.
+    parent_span_id: str = ""
+    response_id: str = ""
+
+
+class AgentSpan(NamedTuple):
+    """An agent, workflow or chain span: usage below it in its trace is the nearest named
+    agent's. Kept even without a name (`agent_name` ""), as a link between its children
+    and the agent spans above it."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    agent_name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +99,13 @@ class UsageBatch:
     `trace_customers` maps a trace id to the customer that some span of the trace named,
     including spans that carry no usage themselves (an agent span naming the customer).
     Customer-less records of such a trace inherit the customer the store saw first.
+    `agent_spans` are the agent, workflow and chain spans seen: records without an agent
+    name take the name of the nearest enclosing agent, whichever arrives first.
     """
 
     records: Sequence[UsageRecord]
     trace_customers: Mapping[str, str] = field(default_factory=dict)
+    agent_spans: Sequence[AgentSpan] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +136,10 @@ class UsageSink(Protocol):
 
 
 class InMemoryUsageSink:
-    """A `UsageSink` that keeps records in a dict, with the same dedup and attribution rules.
+    """A `UsageSink` that keeps records in a dict, with the same dedup and customer rules.
+
+    It stores records as extracted: agent-name inheritance and the once-per-provider-call
+    rule (`exporter.sql_sink`) are the SQL store's.
 
     For tests and for agents that only want to see what they would be billed for.
     """

@@ -24,6 +24,8 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || ! id postgres >
 fi
 # Browser tests use Playwright with executable_path=/usr/bin/chromium, not its own download.
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+# The compatibility suite runs the Vercel AI SDK in Node (tests/compat/node).
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 # Debian's python3 cannot create a venv without python3-venv.
 if [[ ! -x .venv/bin/python ]] && ! "${PYTHON:-python3}" -c "import ensurepip" 2>/dev/null; then
     missing+=(python3-venv)
@@ -50,6 +52,16 @@ if [[ ! -f $install_stamp || $(<"$install_stamp") != "$install_hash" ]]; then
     log "installing the project and its dev dependencies into .venv"
     python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
     echo "$install_hash" >"$install_stamp"
+fi
+
+# --- Node packages of the compatibility suite (pinned by package-lock.json) -------------
+node_project=tests/compat/node
+node_stamp=$node_project/node_modules/.agentmeter-npm-ci
+node_hash=$(sha256sum <"$node_project/package-lock.json" | cut -d' ' -f1)
+if [[ ! -f $node_stamp || $(<"$node_stamp") != "$node_hash" ]]; then
+    log "installing $node_project with npm ci"
+    (cd "$node_project" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$node_hash" >"$node_stamp"
 fi
 
 # --- Throwaway PostgreSQL ---------------------------------------------------------------

@@ -286,6 +286,7 @@ def late_usage(
                 UsageRow.time_unix_nano >= _UnixNanos(Invoice.period_start),
                 UsageRow.time_unix_nano < _UnixNanos(Invoice.period_end),
                 UsageRow.received_unix_nano > _UnixNanos(Invoice.finalized_at),
+                UsageRow.billed(),
             ),
         )
         .outerjoin(
@@ -324,6 +325,7 @@ def customers_with_usage(
                 UsageRow.customer_id != "",
                 UsageRow.time_unix_nano >= to_unix_nano(start),
                 UsageRow.time_unix_nano < to_unix_nano(end),
+                UsageRow.billed(),
             )
             .distinct()
         )
@@ -387,6 +389,7 @@ def unattributed_usage(
         UsageRow.customer_id == "",
         UsageRow.time_unix_nano >= to_unix_nano(start),
         UsageRow.time_unix_nano < to_unix_nano(end),
+        UsageRow.billed(),
     )
     count, quantity = session.execute(
         select(func.count(), func.coalesce(func.sum(UsageRow.quantity_micros), 0)).where(*where)

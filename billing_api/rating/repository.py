@@ -124,6 +124,7 @@ def aggregate_usage(
             UsageRow.tenant_id == tenant_id,
             UsageRow.time_unix_nano >= to_unix_nano(start),
             UsageRow.time_unix_nano < to_unix_nano(end),
+            UsageRow.billed(),
         )
         .group_by(UsageRow.customer_id, UsageRow.meter, *dims)
     )

@@ -15,7 +15,7 @@ def aggregate_usage(session: Session, tenant_id: str, query: UsageQuery) -> Sequ
     """Total quantity (micro-units) per customer, meter and requested dimensions."""
     keys = [UsageRow.customer_id, UsageRow.meter, *(getattr(UsageRow, d) for d in query.group_by)]
     statement = select(*keys, func.sum(UsageRow.quantity_micros).label("quantity_micros")).where(
-        UsageRow.tenant_id == tenant_id
+        UsageRow.tenant_id == tenant_id, UsageRow.billed()
     )
     if query.customer_id is not None:
         statement = statement.where(UsageRow.customer_id == query.customer_id)

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from otel_processor import conventions as conv
+from otel_processor.conventions import DEFAULT_CUSTOMER_KEYS
 from otel_processor.spans import RejectReason, SpanRejectedError, SpanUsage, span_usage
 from otel_processor.usage import MAX_QUANTITY, Quantity, UsageRecord
 
@@ -63,19 +64,25 @@ CACHE_READ_NAMES = (
     "gen_ai.usage.cache_read.input_tokens",
     "gen_ai.usage.cache_read_input_tokens",
     "llm.token_count.prompt_details.cache_read",
+    "ai.usage.inputTokenDetails.cacheReadTokens",
     "ai.usage.cachedInputTokens",
+    "gen_ai.usage.details.cache_read_tokens",
 )
 CACHE_WRITE_NAMES = (
     "gen_ai.usage.cache_write.input_tokens",
     "gen_ai.usage.cache_creation.input_tokens",
     "gen_ai.usage.cache_creation_input_tokens",
     "llm.token_count.prompt_details.cache_write",
+    "ai.usage.inputTokenDetails.cacheWriteTokens",
+    "gen_ai.usage.details.cache_write_tokens",
 )
 REASONING_NAMES = (
     "gen_ai.usage.reasoning.output_tokens",
     "gen_ai.usage.reasoning_tokens",
     "llm.token_count.completion_details.reasoning",
+    "ai.usage.outputTokenDetails.reasoningTokens",
     "ai.usage.reasoningTokens",
+    "gen_ai.usage.details.reasoning_tokens",
 )
 TOKEN_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("input_tokens", INPUT_NAMES),
@@ -105,7 +112,6 @@ def usage(
     end_time_unix_nano: int = END_TIME,
 ) -> SpanUsage:
     """`span_usage` with a valid span around the attributes under test."""
-    keys = {} if customer_keys is None else {"customer_keys": customer_keys}
     return span_usage(
         trace_id=trace_id,
         span_id=span_id,
@@ -113,7 +119,7 @@ def usage(
         end_time_unix_nano=end_time_unix_nano,
         attributes=attributes,
         resource_attributes=resource_attributes or {},
-        **keys,
+        customer_keys=DEFAULT_CUSTOMER_KEYS if customer_keys is None else customer_keys,
     )
 
 
@@ -153,6 +159,11 @@ class TestConventionLists:
                 id="operation",
             ),
             pytest.param(conv.AGENT_NAME, ("gen_ai.agent.name", "agent.name"), id="agent"),
+            pytest.param(
+                conv.RESPONSE_ID,
+                ("gen_ai.response.id", "llm.response.id", "ai.response.id"),
+                id="response-id",
+            ),
             pytest.param(
                 conv.TOOL_NAME, ("gen_ai.tool.name", "tool.name", "ai.toolCall.name"), id="tool"
             ),
@@ -818,6 +829,9 @@ class TestNoDoubleCounting:
             ),
             pytest.param(
                 {"gen_ai.operation.name": "create_agent"}, "create_agent", id="otel-create-agent"
+            ),
+            pytest.param(
+                {"gen_ai.operation.name": "agent_step"}, "step 1", id="vercel-ai-7-agent-step"
             ),
             pytest.param({"openinference.span.kind": "AGENT"}, "Agent", id="openinference-agent"),
             pytest.param({"openinference.span.kind": "CHAIN"}, "Chain", id="openinference-chain"),
@@ -1697,3 +1711,114 @@ class TestLongSpanName:
     def test_step_from_a_long_span_name_is_cut_not_refused(self) -> None:
         result = usage({"gen_ai.usage.input_tokens": 5}, name="n" * 300)
         assert [r.step for r in result.records] == ["n" * 256]
+
+
+class TestProviderCallIdentity:
+    """What the store needs to bill each provider call once (exporter.provider_calls)."""
+
+    def test_token_records_carry_parent_and_response_id(self) -> None:
+        result = span_usage(
+            trace_id=TRACE_ID,
+            span_id=SPAN_ID,
+            name="anthropic.messages.create",
+            end_time_unix_nano=END_TIME,
+            attributes={
+                "gen_ai.provider.name": "anthropic",
+                "gen_ai.response.id": "msg_01",
+                "gen_ai.usage.input_tokens": 10,
+                "gen_ai.usage.output_tokens": 2,
+            },
+            resource_attributes={},
+            parent_span_id=bytes.fromhex("00000000000000aa"),
+        )
+
+        assert {(r.parent_span_id, r.response_id) for r in result.records} == {
+            ("00000000000000aa", "msg_01")
+        }
+        assert result.agent_name == ""
+
+    def test_root_span_has_no_parent(self) -> None:
+        record = only_record(usage({"gen_ai.usage.input_tokens": 1}))
+
+        assert (record.parent_span_id, record.response_id) == ("", "")
+
+    @pytest.mark.parametrize(
+        ("name", "attributes", "expected"),
+        [
+            pytest.param(
+                "invoke_agent support",
+                {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support"},
+                "support",
+                id="otel-invoke-agent",
+            ),
+            pytest.param(
+                "Triage", {"openinference.span.kind": "AGENT"}, "Triage", id="openinference"
+            ),
+            pytest.param(
+                "Triage.agent",
+                {"traceloop.span.kind": "agent", "gen_ai.agent.name": "Triage"},
+                "Triage",
+                id="openllmetry",
+            ),
+            pytest.param("LangGraph", {"openinference.span.kind": "CHAIN"}, "", id="chain"),
+            pytest.param(
+                "chat gpt-4o",
+                {"gen_ai.operation.name": "chat", "gen_ai.agent.name": "support"},
+                "",
+                id="llm-span-is-not-an-agent-span",
+            ),
+        ],
+    )
+    def test_agent_spans(self, name: str, attributes: Attrs, expected: str) -> None:
+        result = usage(attributes, name=name)
+
+        assert result.agent_name == expected
+        assert result.aggregate is (name != "chat gpt-4o")
+
+    @pytest.mark.parametrize(
+        ("attributes", "expected"),
+        [
+            pytest.param(
+                {"output.mime_type": "application/json", "output.value": '{"id":"msg_01","x":1}'},
+                "msg_01",
+                id="openinference-json-output",
+            ),
+            pytest.param(
+                {"output.mime_type": "text/plain", "output.value": '{"id":"msg_01"}'},
+                "",
+                id="not-json",
+            ),
+            pytest.param(
+                {"output.mime_type": "application/json", "output.value": '{"model":"m","id":"x"}'},
+                "",
+                id="id-not-leading",
+            ),
+            pytest.param(
+                {
+                    "output.mime_type": "application/json",
+                    "output.value": '{"id":"msg_01"}',
+                    "llm.response.id": "msg_02",
+                },
+                "msg_02",
+                id="attribute-first",
+            ),
+        ],
+    )
+    def test_openinference_response_id(self, attributes: Attrs, expected: str) -> None:
+        base: Attrs = {"openinference.span.kind": "LLM", "llm.token_count.prompt": 5}
+        record = only_record(usage({**base, **attributes}))
+
+        assert record.response_id == expected
+
+    def test_output_of_other_kinds_is_not_read(self) -> None:
+        record = only_record(
+            usage(
+                {
+                    "llm.token_count.prompt": 5,
+                    "output.mime_type": "application/json",
+                    "output.value": '{"id":"msg_01"}',
+                }
+            )
+        )
+
+        assert record.response_id == ""

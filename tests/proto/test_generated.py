@@ -113,6 +113,8 @@ class TestUsageRecordFields:
             pytest.param("tool", 12, FieldDescriptor.TYPE_STRING, id="tool"),
             pytest.param("service_name", 13, FieldDescriptor.TYPE_STRING, id="service_name"),
             pytest.param("source", 14, FieldDescriptor.TYPE_STRING, id="source"),
+            pytest.param("parent_span_id", 15, FieldDescriptor.TYPE_STRING, id="parent_span_id"),
+            pytest.param("response_id", 16, FieldDescriptor.TYPE_STRING, id="response_id"),
         ],
     )
     def test_field(self, name: str, number: int, type_: int) -> None:
@@ -120,7 +122,7 @@ class TestUsageRecordFields:
         assert (field.number, field.type) == (number, type_)
 
     def test_has_no_other_fields(self) -> None:
-        assert len(usage_pb2.UsageRecord.DESCRIPTOR.fields) == 14
+        assert len(usage_pb2.UsageRecord.DESCRIPTOR.fields) == 16
 
 
 class TestExportUsageRequestRoundTrip:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fproto/agentmeter/v1/usage.proto\x12\ragentmeter.v1\"\x88\x02\n\x0bUsageRecord\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0f\n\x07span_id\x18\x02 \x01(\t\x12\r\n\x05meter\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\t\x12\x16\n\x0etime_unix_nano\x18\x06 \x01(\x06\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x11\n\toperation\x18\t \x01(\t\x12\x12\n\nagent_name\x18\n \x01(\t\x12\x0c\n\x04step\x18\x0b \x01(\t\x12\x0c\n\x04tool\x18\x0c \x01(\t\x12\x14\n\x0cservice_name\x18\r \x01(\t\x12\x0e\n\x06source\x18\x0e \x01(\t\"6\n\rTraceCustomer\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"x\n\x12\x45xportUsageRequest\x12+\n\x07records\x18\x01 \x03(\x0b\x32\x1a.agentmeter.v1.UsageRecord\x12\x35\n\x0ftrace_customers\x18\x02 \x03(\x0b\x32\x1c.agentmeter.v1.TraceCustomer\"d\n\x13\x45xportUsageResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x04\x12\x12\n\nduplicates\x18\x02 \x01(\x04\x12\x10\n\x08rejected\x18\x03 \x01(\x04\x12\x15\n\rerror_message\x18\x04 \x01(\t2_\n\x0cUsageService\x12O\n\x06\x45xport\x12!.agentmeter.v1.ExportUsageRequest\x1a\".agentmeter.v1.ExportUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fproto/agentmeter/v1/usage.proto\x12\ragentmeter.v1\"\xb5\x02\n\x0bUsageRecord\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0f\n\x07span_id\x18\x02 \x01(\t\x12\r\n\x05meter\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\t\x12\x16\n\x0etime_unix_nano\x18\x06 \x01(\x06\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x11\n\toperation\x18\t \x01(\t\x12\x12\n\nagent_name\x18\n \x01(\t\x12\x0c\n\x04step\x18\x0b \x01(\t\x12\x0c\n\x04tool\x18\x0c \x01(\t\x12\x14\n\x0cservice_name\x18\r \x01(\t\x12\x0e\n\x06source\x18\x0e \x01(\t\x12\x16\n\x0eparent_span_id\x18\x0f \x01(\t\x12\x13\n\x0bresponse_id\x18\x10 \x01(\t\"Z\n\tAgentSpan\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0f\n\x07span_id\x18\x02 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x03 \x01(\t\x12\x12\n\nagent_name\x18\x04 \x01(\t\"6\n\rTraceCustomer\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"\xa7\x01\n\x12\x45xportUsageRequest\x12+\n\x07records\x18\x01 \x03(\x0b\x32\x1a.agentmeter.v1.UsageRecord\x12\x35\n\x0ftrace_customers\x18\x02 \x03(\x0b\x32\x1c.agentmeter.v1.TraceCustomer\x12-\n\x0b\x61gent_spans\x18\x03 \x03(\x0b\x32\x18.agentmeter.v1.AgentSpan\"d\n\x13\x45xportUsageResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x04\x12\x12\n\nduplicates\x18\x02 \x01(\x04\x12\x10\n\x08rejected\x18\x03 \x01(\x04\x12\x15\n\rerror_message\x18\x04 \x01(\t2_\n\x0cUsageService\x12O\n\x06\x45xport\x12!.agentmeter.v1.ExportUsageRequest\x1a\".agentmeter.v1.ExportUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.agentmeter.v1.usage_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USAGERECORD']._serialized_start=51
-  _globals['_USAGERECORD']._serialized_end=315
-  _globals['_TRACECUSTOMER']._serialized_start=317
-  _globals['_TRACECUSTOMER']._serialized_end=371
-  _globals['_EXPORTUSAGEREQUEST']._serialized_start=373
-  _globals['_EXPORTUSAGEREQUEST']._serialized_end=493
-  _globals['_EXPORTUSAGERESPONSE']._serialized_start=495
-  _globals['_EXPORTUSAGERESPONSE']._serialized_end=595
-  _globals['_USAGESERVICE']._serialized_start=597
-  _globals['_USAGESERVICE']._serialized_end=692
+  _globals['_USAGERECORD']._serialized_end=360
+  _globals['_AGENTSPAN']._serialized_start=362
+  _globals['_AGENTSPAN']._serialized_end=452
+  _globals['_TRACECUSTOMER']._serialized_start=454
+  _globals['_TRACECUSTOMER']._serialized_end=508
+  _globals['_EXPORTUSAGEREQUEST']._serialized_start=511
+  _globals['_EXPORTUSAGEREQUEST']._serialized_end=678
+  _globals['_EXPORTUSAGERESPONSE']._serialized_start=680
+  _globals['_EXPORTUSAGERESPONSE']._serialized_end=780
+  _globals['_USAGESERVICE']._serialized_start=782
+  _globals['_USAGESERVICE']._serialized_end=877
 # @@protoc_insertion_point(module_scope)

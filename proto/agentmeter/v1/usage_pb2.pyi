@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class UsageRecord(_message.Message):
-    __slots__ = ("trace_id", "span_id", "meter", "quantity", "customer_id", "time_unix_nano", "provider", "model", "operation", "agent_name", "step", "tool", "service_name", "source")
+    __slots__ = ("trace_id", "span_id", "meter", "quantity", "customer_id", "time_unix_nano", "provider", "model", "operation", "agent_name", "step", "tool", "service_name", "source", "parent_span_id", "response_id")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     METER_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,8 @@ class UsageRecord(_message.Message):
     TOOL_FIELD_NUMBER: _ClassVar[int]
     SERVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     span_id: str
     meter: str
@@ -36,7 +38,21 @@ class UsageRecord(_message.Message):
     tool: str
     service_name: str
     source: str
-    def __init__(self, trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., meter: _Optional[str] = ..., quantity: _Optional[str] = ..., customer_id: _Optional[str] = ..., time_unix_nano: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., operation: _Optional[str] = ..., agent_name: _Optional[str] = ..., step: _Optional[str] = ..., tool: _Optional[str] = ..., service_name: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+    parent_span_id: str
+    response_id: str
+    def __init__(self, trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., meter: _Optional[str] = ..., quantity: _Optional[str] = ..., customer_id: _Optional[str] = ..., time_unix_nano: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., operation: _Optional[str] = ..., agent_name: _Optional[str] = ..., step: _Optional[str] = ..., tool: _Optional[str] = ..., service_name: _Optional[str] = ..., source: _Optional[str] = ..., parent_span_id: _Optional[str] = ..., response_id: _Optional[str] = ...) -> None: ...
+
+class AgentSpan(_message.Message):
+    __slots__ = ("trace_id", "span_id", "parent_span_id", "agent_name")
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    agent_name: str
+    def __init__(self, trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., parent_span_id: _Optional[str] = ..., agent_name: _Optional[str] = ...) -> None: ...
 
 class TraceCustomer(_message.Message):
     __slots__ = ("trace_id", "customer_id")
@@ -47,12 +63,14 @@ class TraceCustomer(_message.Message):
     def __init__(self, trace_id: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
 
 class ExportUsageRequest(_message.Message):
-    __slots__ = ("records", "trace_customers")
+    __slots__ = ("records", "trace_customers", "agent_spans")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     TRACE_CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_SPANS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[UsageRecord]
     trace_customers: _containers.RepeatedCompositeFieldContainer[TraceCustomer]
-    def __init__(self, records: _Optional[_Iterable[_Union[UsageRecord, _Mapping]]] = ..., trace_customers: _Optional[_Iterable[_Union[TraceCustomer, _Mapping]]] = ...) -> None: ...
+    agent_spans: _containers.RepeatedCompositeFieldContainer[AgentSpan]
+    def __init__(self, records: _Optional[_Iterable[_Union[UsageRecord, _Mapping]]] = ..., trace_customers: _Optional[_Iterable[_Union[TraceCustomer, _Mapping]]] = ..., agent_spans: _Optional[_Iterable[_Union[AgentSpan, _Mapping]]] = ...) -> None: ...
 
 class ExportUsageResponse(_message.Message):
     __slots__ = ("inserted", "duplicates", "rejected", "error_message")

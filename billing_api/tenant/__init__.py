@@ -1,0 +1,1 @@
+"""The tenant's own settings: which span attributes name a customer."""
