@@ -111,7 +111,7 @@ async def serve(settings: Settings, engine: Engine) -> None:
     )
     http, http_task, http_port = await _start_http(otlp_app, settings.host, settings.http_port)
     api, api_task, api_port = await _start_http(
-        create_app(engine, registry), settings.host, settings.api_port
+        create_app(engine, registry, settings), settings.host, settings.api_port
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

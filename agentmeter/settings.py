@@ -50,3 +50,13 @@ class Settings(BaseSettings):
         gt=0,
         description="How often `serve` sweeps budgets, expires credit and sends webhooks",
     )
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL of links given out (portal links); default the API's own address",
+    )
+    secret_keys: str = Field(
+        default="",
+        description="Comma-separated signing secrets for portal links and page cookies, "
+        "newest last (it signs; all verify, so a key can be rotated out). Empty: one "
+        "generated secret kept in the database",
+    )

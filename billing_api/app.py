@@ -9,6 +9,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DatabaseError
 
 from agentmeter.db import UNAVAILABLE_ERRORS, read_only
+from agentmeter.settings import Settings
 from agentmeter.tenants import TenantKeys
 from billing_api.budgets.endpoints import router as budgets_router
 from billing_api.credits.endpoints import router as credits_router
@@ -18,14 +19,22 @@ from billing_api.invoicing.endpoints import router as invoicing_router
 from billing_api.pricing.endpoints import router as pricing_router
 from billing_api.rating.endpoints import router as rating_router
 from billing_api.usage.endpoints import router as usage_router
+from billing_api.web import install_pages
+from billing_api.web.secrets import signing_keys
 from billing_api.webhooks.endpoints import router as webhooks_router
 
+# Audiences of the page layer: each package has a templates/ folder (see billing_api.web).
+PAGE_PACKAGES: tuple[str, ...] = ()
 
-def create_app(engine: Engine, registry: CollectorRegistry) -> FastAPI:
+
+def create_app(
+    engine: Engine, registry: CollectorRegistry, settings: Settings | None = None
+) -> FastAPI:
     """The billing API over `engine` (already migrated); `/metrics` exposes `registry`."""
     app = FastAPI(title="AgentMeter", version="0.1.0")
     app.state.engine = engine
     app.state.keys = TenantKeys(engine)
+    app.state.settings = settings = settings or Settings()
     install_error_handlers(app)
     app.include_router(customers_router)
     app.include_router(pricing_router)
@@ -35,6 +44,9 @@ def create_app(engine: Engine, registry: CollectorRegistry) -> FastAPI:
     app.include_router(budgets_router)
     app.include_router(webhooks_router)
     app.include_router(invoicing_router)
+    secrets = signing_keys(engine, settings)
+    secure = (settings.public_url or "").startswith("https://")
+    install_pages(app, PAGE_PACKAGES, secrets, secure=secure)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
