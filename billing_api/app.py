@@ -16,6 +16,10 @@ from billing_api.credits.endpoints import router as credits_router
 from billing_api.customers.endpoints import router as customers_router
 from billing_api.errors import error_response, install_error_handlers
 from billing_api.invoicing.endpoints import router as invoicing_router
+from billing_api.portal.endpoints import admin as portal_admin_router
+from billing_api.portal.endpoints import customer_api as portal_api_router
+from billing_api.portal.pages import router as portal_pages_router
+from billing_api.portal.sessions import PortalTokens
 from billing_api.pricing.endpoints import router as pricing_router
 from billing_api.rating.endpoints import router as rating_router
 from billing_api.usage.endpoints import router as usage_router
@@ -24,7 +28,7 @@ from billing_api.web.secrets import signing_keys
 from billing_api.webhooks.endpoints import router as webhooks_router
 
 # Audiences of the page layer: each package has a templates/ folder (see billing_api.web).
-PAGE_PACKAGES: tuple[str, ...] = ()
+PAGE_PACKAGES = ("billing_api.portal",)
 
 
 def create_app(
@@ -47,6 +51,10 @@ def create_app(
     secrets = signing_keys(engine, settings)
     secure = (settings.public_url or "").startswith("https://")
     install_pages(app, PAGE_PACKAGES, secrets, secure=secure)
+    app.state.portal_tokens = PortalTokens(secrets)
+    app.include_router(portal_admin_router)
+    app.include_router(portal_api_router)
+    app.include_router(portal_pages_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
