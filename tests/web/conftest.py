@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
+from tests.conftest import RunningServer
+from tests.web.portal_scenario import Portal
+
 
 @dataclass
 class BrowserPage:
@@ -70,3 +73,9 @@ def phone(
         is_mobile=True,
         has_touch=True,
     )
+
+
+@pytest.fixture
+def portal(server: RunningServer) -> Portal:
+    """A running server with the portal scenario set up (see `portal_scenario`)."""
+    return Portal(server).set_up()

@@ -15,10 +15,8 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import RunningServer
 from tests.web.conftest import BrowserPage
 from tests.web.portal_scenario import (
     BRAND_COLOR,
@@ -34,11 +32,6 @@ from tests.web.portal_scenario import (
 
 BRAND_RGB = "rgb(170, 51, 0)"
 assert BRAND_COLOR == "#aa3300"
-
-
-@pytest.fixture
-def portal(server: RunningServer) -> Portal:
-    return Portal(server).set_up()
 
 
 def dollars(amount: str) -> str:
