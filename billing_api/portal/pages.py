@@ -152,7 +152,9 @@ def usage(
     which = _choice(UsageRange, range, UsageRange.THIS_PERIOD)
     series_by = _choice(SeriesBy, by, SeriesBy.METER)
     window = service.usage_window(session, caller, which, utcnow())
-    meters = service.meters(session, caller, window)
+    breakdowns = service.usage_breakdowns(session, caller, window)
+    # Every usage row has a source, so that breakdown names every meter there is.
+    meters = sorted({total.meter for total in breakdowns["source"]})
     if meter not in meters:
         meter = "input_tokens" if "input_tokens" in meters else (meters[0] if meters else None)
     daily = (
@@ -160,7 +162,6 @@ def usage(
         if series_by is SeriesBy.METER or meter is not None
         else None
     )
-    breakdowns = {d: service.usage_breakdown(session, caller, window, d) for d in BREAKDOWNS}
     query = {"range": which.value, "by": series_by.value, "meter": meter or ""}
     return _render(
         request,

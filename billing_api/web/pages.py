@@ -71,7 +71,6 @@ class Pages:
         context: Mapping[str, Any],
         status: int = 200,
         frame_ancestors: Sequence[str] = (),
-        headers: Mapping[str, str] | None = None,
     ) -> HTMLResponse:
         """`template` as a full page. `body_class` names the page ("portal portal-usage")
         for brand stylesheets; `fmt` formats figures; `frame_ancestors` may embed it."""
@@ -85,7 +84,6 @@ class Pages:
         )
         response = HTMLResponse(html, status_code=status)
         response.headers.update(page_headers(frame_ancestors))
-        response.headers.update(headers or {})
         return response
 
     def error(

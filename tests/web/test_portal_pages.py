@@ -200,6 +200,8 @@ def test_customer_sees_its_own_figures_under_the_brand(
     expect(phone.page.locator("table.estimate .subtotal")).to_have_text(EXPECTED_ESTIMATE_TOTAL)
     width = phone.page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 390, "no sideways scrolling of the page at phone width"
+    box = phone.page.locator("table.estimate .subtotal").bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 390, "the total is on screen"
     phone.shot("current")
     phone.page.goto(f"{portal.server.api_url}/portal/usage")
     chart_totals(phone.page)
