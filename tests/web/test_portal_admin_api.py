@@ -5,17 +5,21 @@ sessions (bounded lifetimes, registered customers only, admin key required)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from agentmeter.settings import Settings
+from agentmeter.tables import Customer, utcnow
 from agentmeter.tenants import create_tenant
 from billing_api.app import create_app
+from billing_api.auth import Caller, Role
+from billing_api.portal.sessions import InvalidPortalToken, PortalTokens
 
 FULL_BRAND: dict[str, Any] = {
     "name": "Acme Agents",
@@ -137,3 +141,28 @@ class TestPortalSessions:
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "not_found"
         assert http.post("/api/v1/customers/ghost/portal-sessions").status_code == 401
+
+
+class TestSecretRotation:
+    """Links signed with a secret keep working while it is still listed (newest last signs)
+    and stop once it is dropped."""
+
+    def test_rotate_in_then_out(self, engine: Engine) -> None:
+        tenant = create_tenant(engine, "builder")
+        caller = Caller(tenant_id=tenant.tenant_id, actor="admin", role=Role.ADMIN)
+        now = utcnow()
+        with Session(engine) as session, session.begin():
+            session.add(Customer(tenant_id=tenant.tenant_id, id="acme", name="Acme"))
+        with Session(engine) as session, session.begin():
+            old = PortalTokens(["old-secret"]).issue(
+                session, caller, "acme", timedelta(hours=1), now
+            )
+        with Session(engine) as session:
+            rotated = PortalTokens(["old-secret", "new-secret"])
+            scoped, _ = rotated.caller(session, old.token, now)
+            assert (scoped.customer_id, scoped.role) == ("acme", Role.CUSTOMER)
+            assert not scoped.sees_internal_figures
+            with pytest.raises(InvalidPortalToken):
+                PortalTokens(["new-secret"]).caller(session, old.token, now)
+            with pytest.raises(InvalidPortalToken):
+                rotated.caller(session, old.token, now + timedelta(hours=1))
