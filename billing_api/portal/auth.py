@@ -23,6 +23,7 @@ INVALID = "This link is invalid, has expired or was revoked. Ask for a new one."
 
 
 def tokens(request: Request) -> PortalTokens:
+    """The app's portal token signer (built from the server's secrets at start)."""
     portal_tokens: PortalTokens = request.app.state.portal_tokens
     return portal_tokens
 

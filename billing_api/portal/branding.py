@@ -60,6 +60,7 @@ def get_brand(session: Session, caller: Caller) -> Brand:
 
 
 def get_settings(session: Session, caller: Caller) -> BrandSettings:
+    """The brand fields as the builder set them."""
     tenant = repository.tenant(session, caller.tenant_id)
     return BrandSettings(
         name=tenant.brand_name,

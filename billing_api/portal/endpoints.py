@@ -67,6 +67,7 @@ def revoke_portal_session(session_id: str, session: DbSession, caller: AdminCall
 
 @admin.get("/branding")
 def get_branding(session: DbSession, caller: AdminCaller) -> BrandingOut:
+    """The brand as set (fields not set are null)."""
     return BrandingOut.of(branding.get_settings(session, caller))
 
 
@@ -109,6 +110,7 @@ def portal_daily_usage(
 
 @customer_api.get("/invoices")
 def portal_invoices(session: DbSession, caller: PortalApiCaller) -> list[PortalInvoiceOut]:
+    """The customer's issued invoices, newest first."""
     return [PortalInvoiceOut.of(i) for i in service.list_invoices(session, caller)]
 
 
@@ -116,4 +118,5 @@ def portal_invoices(session: DbSession, caller: PortalApiCaller) -> list[PortalI
 def portal_invoice(
     invoice_id: str, session: DbSession, caller: PortalApiCaller
 ) -> PortalInvoiceOut:
+    """One of the customer's issued invoices, lines as billed."""
     return PortalInvoiceOut.of(service.get_invoice(session, caller, invoice_id))

@@ -115,6 +115,7 @@ def sign_out() -> Response:
 
 @router.get("/signed-out")
 def signed_out(request: Request) -> HTMLResponse:
+    """Where signing out lands: says so, shows nothing else."""
     pages: Pages = request.app.state.pages
     return pages.error(
         request,
@@ -205,6 +206,7 @@ def usage_csv(session: DbSession, caller: PortalPageCaller, range: str | None = 
 
 @router.get("/invoices")
 def invoices(request: Request, session: DbSession, caller: PortalPageCaller) -> HTMLResponse:
+    """The customer's issued invoices with status and payment status."""
     found = service.list_invoices(session, caller)
     return _render(
         request, session, caller, "invoices.html", "invoices", "Invoices", {"invoices": found}
@@ -222,6 +224,7 @@ def _invoice(session: Session, caller: Caller, invoice_id: str) -> service.Invoi
 def invoice(
     invoice_id: str, request: Request, session: DbSession, caller: PortalPageCaller
 ) -> HTMLResponse:
+    """An invoice with its lines as billed, and its printable and download links."""
     found = _invoice(session, caller, invoice_id)
     title = f"Invoice {found.number or ''}".strip()
     return _render(request, session, caller, "invoice.html", "invoice", title, {"invoice": found})
@@ -231,6 +234,7 @@ def invoice(
 def printable_invoice(
     invoice_id: str, request: Request, session: DbSession, caller: PortalPageCaller
 ) -> HTMLResponse:
+    """The invoice alone under the brand, laid out for paper."""
     found = _invoice(session, caller, invoice_id)
     title = f"Invoice {found.number or ''}".strip()
     return _render(

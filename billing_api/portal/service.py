@@ -131,6 +131,7 @@ class InvoiceDocument:
 
 
 def customer_name(session: Session, caller: Caller) -> str:
+    """The name of the caller's customer, for the page header."""
     return get_customer(session, caller.tenant_id, caller.customer()).name
 
 
