@@ -251,10 +251,12 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).parent / "output" / "screenshots"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, driven by Playwright: one per test session (tests open
-    their own contexts). Never a browser Playwright downloads."""
+    """Debian's Chromium, headless, driven by Playwright (tests open their own contexts);
+    never a browser Playwright downloads. One per test module, not per session: while the
+    sync API is alive it marks an event loop as running in the main thread, so every later
+    test calling `asyncio.run` (the agent and instrumentation tests) would fail."""
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
