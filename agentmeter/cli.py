@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agentmeter.db import make_engine, migrate
 from agentmeter.logs import configure_logging
@@ -29,11 +29,16 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = make_engine(settings)
     migrate(engine)
+    on_ready: Callable[[str], None] | None = None
     if args.demo:
-        from agentmeter.demo import seed_demo
+        from agentmeter.demo import print_portal_link, seed_demo
 
-        seed_demo(engine)
-    asyncio.run(serve(settings, engine))
+        tenant_id = seed_demo(engine)
+
+        def on_ready(base_url: str) -> None:
+            print_portal_link(engine, settings, tenant_id, base_url)
+
+    asyncio.run(serve(settings, engine, on_ready))
     return 0
 
 

@@ -12,6 +12,7 @@ from decimal import Decimal
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from agentmeter.settings import Settings
 from agentmeter.tables import (
     Customer,
     PriceBook,
@@ -35,8 +36,9 @@ _MODELS = (("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("anthropic", "claud
 _STEPS = ("plan", "research", "answer")
 
 
-def seed_demo(engine: Engine) -> None:
-    """Create the demo tenant and its usage once; print fresh keys for it every time."""
+def seed_demo(engine: Engine) -> str:
+    """Create the demo tenant and its usage once; print fresh keys for it every time.
+    Returns the tenant id."""
     tenant_id = find_tenant(engine, DEMO_TENANT)
     keys = (
         create_tenant(engine, DEMO_TENANT) if tenant_id is None else issue_keys(engine, tenant_id)
@@ -58,6 +60,24 @@ def seed_demo(engine: Engine) -> None:
         account = stripe_sync.get_connection(session, keys.tenant_id, None).account_id
     demo["stripe"] = account or SyncStatus.NOT_CONNECTED
     sys.stdout.write(json.dumps(demo) + "\n")
+    return keys.tenant_id
+
+
+def print_portal_link(engine: Engine, settings: Settings, tenant_id: str, base_url: str) -> None:
+    """Print one customer portal link of the demo tenant (valid 24 hours) as a JSON line."""
+    from billing_api.auth import Caller, Role
+    from billing_api.portal.sessions import DEFAULT_EXPIRES_IN, PortalTokens
+    from billing_api.web.secrets import signing_keys
+
+    customer_id = next(iter(DEMO_CUSTOMERS))
+    caller = Caller(tenant_id=tenant_id, actor="demo", role=Role.ADMIN)
+    tokens = PortalTokens(signing_keys(engine, settings))
+    with Session(engine) as session, session.begin():
+        issued = tokens.issue(session, caller, customer_id, DEFAULT_EXPIRES_IN, utcnow())
+    link = {"event": "portal_link", "customer_id": customer_id}
+    link["url"] = f"{base_url}/portal/open?token={issued.token}"
+    sys.stdout.write(json.dumps(link) + "\n")
+    sys.stdout.flush()
 
 
 def _demo_price_book(session: Session, tenant_id: str) -> None:

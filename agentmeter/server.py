@@ -63,6 +63,15 @@ async def _start_http(app: object, host: str, port: int) -> tuple[_Server, async
     return server, task, bound
 
 
+def public_base_url(settings: Settings, api_port: int) -> str:
+    """`AGENTMETER_PUBLIC_URL`, else the API's own address (loopback for a wildcard host)."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{api_port}"
+
+
 def run_background_jobs(engine: Engine, stripe: StripeGateway | None = None) -> None:
     """One pass of the periodic jobs; each logs its own failure and the others still run."""
     jobs: tuple[tuple[str, Callable[[Engine], object]], ...] = (
@@ -94,8 +103,11 @@ async def _background(
             logger.exception("background jobs failed")
 
 
-async def serve(settings: Settings, engine: Engine) -> None:
-    """Run every listener until SIGINT/SIGTERM; print one JSON ready line with the ports."""
+async def serve(
+    settings: Settings, engine: Engine, on_ready: Callable[[str], None] | None = None
+) -> None:
+    """Run every listener until SIGINT/SIGTERM; print one JSON ready line with the ports,
+    then call `on_ready` with the API's public base URL (the demo prints links with it)."""
     executor = ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="store")
     registry = CollectorRegistry()
     ingest = UsageIngest(
@@ -129,6 +141,8 @@ async def serve(settings: Settings, engine: Engine) -> None:
     sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()
     logger.info("listening", extra=ready)
+    if on_ready is not None:
+        on_ready(public_base_url(settings, api_port))
     background = asyncio.create_task(
         _background(engine, stripe, settings.background_interval_seconds, stop)
     )

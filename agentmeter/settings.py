@@ -79,3 +79,13 @@ class Settings(BaseSettings):
     stripe_timeout_seconds: float = Field(
         default=20.0, gt=0, description="How long one Stripe call may take before a retry"
     )
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL of links given out (portal links); default the API's own address",
+    )
+    secret_keys: str = Field(
+        default="",
+        description="Comma-separated signing secrets for portal links and page cookies, "
+        "newest last (it signs; all verify, so a key can be rotated out). Empty: one "
+        "generated secret kept in the database",
+    )

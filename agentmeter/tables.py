@@ -129,6 +129,12 @@ class Tenant(Base):
     brand_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     brand_color: Mapped[str | None] = mapped_column(String(16), nullable=True)
     brand_logo_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    # The rest of the brand the customer portal shows (billing_api.portal.branding).
+    brand_support_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    brand_support_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    brand_locale: Mapped[str | None] = mapped_column(String(35), nullable=True)
+    # CSP frame-ancestors sources allowed to embed the portal; empty: nobody may frame it.
+    brand_frame_ancestors: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class ApiKey(Base):
@@ -678,3 +684,29 @@ class StripeEvent(Base):
     note: Mapped[str] = mapped_column(String(2000), default="")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PortalSession(Base):
+    """A link given to one customer: the signed token names this row, which can be revoked."""
+
+    __tablename__ = "portal_sessions"
+    __table_args__ = (Index(None, "tenant_id", "customer_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    customer_id: Mapped[str] = mapped_column(String(256))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ServerSecret(Base):
+    """A signing secret generated on first use when `AGENTMETER_SECRET_KEYS` is not set, so
+    every replica on this database signs and verifies alike."""
+
+    __tablename__ = "server_secrets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

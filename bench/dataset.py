@@ -94,10 +94,17 @@ def price_book(session: Session, tenant_id: str) -> None:
     )  # fmt: skip
 
 
-def _rows(tenant_id: str, customers: int, records: int, seed: int) -> Iterator[tuple[object, ...]]:
+def _rows(
+    tenant_id: str,
+    customers: int,
+    records: int,
+    seed: int,
+    start: datetime = START,
+    end: datetime = END,
+) -> Iterator[tuple[object, ...]]:
     rng = random.Random(seed)
     spans = records // 3
-    start_ns, end_ns = to_unix_nano(START), to_unix_nano(END)
+    start_ns, end_ns = to_unix_nano(start), to_unix_nano(end)
     received = time.time_ns()
     for n in range(spans):
         customer = f"cust-{n % customers:05d}"
@@ -117,8 +124,16 @@ def _rows(tenant_id: str, customers: int, records: int, seed: int) -> Iterator[t
             )  # fmt: skip
 
 
-def build(database_url: str, customers: int, records: int) -> tuple[Engine, str, float]:
-    """Migrate, create the tenant, customers, price book and usage; (engine, tenant, secs)."""
+def build(
+    database_url: str,
+    customers: int,
+    records: int,
+    *,
+    start: datetime = START,
+    end: datetime = END,
+) -> tuple[Engine, str, float]:
+    """Migrate, create the tenant, customers, price book and usage spread evenly over
+    [start, end) (default November 2026); (engine, tenant, secs)."""
     engine = make_engine(Settings(database_url=database_url))
     migrate(engine)
     tenant_id = create_tenant(engine, "bench").tenant_id
@@ -129,7 +144,7 @@ def build(database_url: str, customers: int, records: int) -> tuple[Engine, str,
             for i in range(customers)
         )
     started = time.perf_counter()
-    rows = _rows(tenant_id, customers, records, seed=1)
+    rows = _rows(tenant_id, customers, records, seed=1, start=start, end=end)
     if engine.dialect.name == "sqlite":
         path = make_url(database_url).database
         assert path

@@ -19,15 +19,22 @@ from billing_api.guards import require_encodable_json
 from billing_api.invoicing.endpoints import router as invoicing_router
 from billing_api.meters.endpoints import router as meters_router
 from billing_api.openapi import install_error_responses
+from billing_api.portal.endpoints import admin as portal_admin_router
+from billing_api.portal.endpoints import customer_api as portal_api_router
+from billing_api.portal.pages import router as portal_pages_router
+from billing_api.portal.sessions import PortalTokens
 from billing_api.pricing.endpoints import router as pricing_router
 from billing_api.rating.endpoints import router as rating_router
-from billing_api.security_headers import SecurityHeadersMiddleware
 from billing_api.stripe.endpoints import router as stripe_router
 from billing_api.stripe.gateway import StripeGateway
 from billing_api.tenant.endpoints import router as tenant_router
 from billing_api.usage.endpoints import router as usage_router
+from billing_api.web import install_pages
+from billing_api.web.secrets import signing_keys
 from billing_api.webhooks.endpoints import router as webhooks_router
 
+# Audiences of the page layer: each package has a templates/ folder (see billing_api.web).
+PAGE_PACKAGES = ("billing_api.portal",)
 
 def create_app(
     engine: Engine,
@@ -44,10 +51,9 @@ def create_app(
     app.state.engine = engine
     app.state.stripe = stripe
     app.state.keys = TenantKeys(engine)
-    app.state.settings = settings or Settings()
+    app.state.settings = settings = settings or Settings()
     install_error_handlers(app)
     install_error_responses(app)
-    app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(customers_router)
     app.include_router(pricing_router)
     app.include_router(usage_router)
@@ -59,6 +65,13 @@ def create_app(
     app.include_router(meters_router)
     app.include_router(stripe_router)
     app.include_router(tenant_router)
+    secrets = signing_keys(engine, settings)
+    secure = (settings.public_url or "").startswith("https://")
+    install_pages(app, PAGE_PACKAGES, secrets, secure=secure)
+    app.state.portal_tokens = PortalTokens(secrets)
+    app.include_router(portal_admin_router)
+    app.include_router(portal_api_router)
+    app.include_router(portal_pages_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
@@ -231,3 +232,41 @@ def server(engine: Engine, database_url: str, tmp_path: Path) -> Iterator[Runnin
         yield running
     finally:
         running.stop()
+
+
+# --- Browser (pages of the portal and the dashboard) ---------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+# No internet here: these flags stop Chromium's own background connections.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).parent / "output" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (tests open their own contexts);
+    never a browser Playwright downloads. One per test module, not per session: while the
+    sync API is alive it marks an event loop as running in the main thread, so every later
+    test calling `asyncio.run` (the agent and instrumentation tests) would fail."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir() -> Path:
+    """Where browser tests save screenshots of every page (git-ignored), to be looked at."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS

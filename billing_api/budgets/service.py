@@ -167,20 +167,39 @@ def _spent(rated: RatedPeriod, budget: Budget) -> int:
 def _evaluate(
     session: Session, budget: Budget, spent_minor: int, period: Period, now: datetime
 ) -> BudgetStatus:
-    crossed = crossed_thresholds(spent_minor, budget.limit_minor, budget.thresholds)
-    status = BudgetStatus(
-        customer_id=budget.customer_id,
-        currency=budget.currency,
-        limit_minor=budget.limit_minor,
-        spent_minor=spent_minor,
-        period=period,
-        thresholds=list(budget.thresholds),
-        crossed=crossed,
-    )
-    for threshold in crossed:
+    status = _status(budget, spent_minor, period)
+    for threshold in status.crossed:
         if repository.record_alert(session, budget, period.start, threshold, spent_minor, now):
             status.newly_alerted.append(threshold)
             enqueue_event(
                 session, budget.tenant_id, THRESHOLD_CROSSED, status.event_data(threshold), now=now
             )
     return status
+
+
+def _status(budget: Budget, spent_minor: int, period: Period) -> BudgetStatus:
+    return BudgetStatus(
+        customer_id=budget.customer_id,
+        currency=budget.currency,
+        limit_minor=budget.limit_minor,
+        spent_minor=spent_minor,
+        period=period,
+        thresholds=list(budget.thresholds),
+        crossed=crossed_thresholds(spent_minor, budget.limit_minor, budget.thresholds),
+    )
+
+
+def budget_progress(
+    session: Session, tenant_id: str, customer_id: str, rated: RatedPeriod
+) -> BudgetStatus | None:
+    """The customer's budget against `rated`, its current period's estimate, read only
+    (nothing recorded, no alert). None without a budget, or while the budget's currency is
+    not the one the customer is billed in."""
+    budget = repository.get(session, tenant_id, customer_id)
+    if budget is None:
+        return None
+    try:
+        spent = _spent(rated, budget)
+    except ConflictError:
+        return None
+    return _status(budget, spent, rated.period)

@@ -38,7 +38,7 @@ from billing_api.invoicing.schemas import (
     VoidRequest,
 )
 from billing_api.invoicing.settings import BillingSettings, BillingSettingsUpdate, update_settings
-from billing_api.security_headers import page_headers
+from billing_api.web.security import page_headers
 
 router = APIRouter(prefix="/api/v1", tags=["invoicing"])
 
@@ -372,7 +372,7 @@ def export_html(invoice_id: str, session: DbSession, tenant_id: TenantId) -> HTM
     tenant = repository.tenant(session, tenant_id)
     customer = session.get(Customer, (tenant_id, invoice.customer_id))
     html = exports.as_html(invoice, repository.lines(session, invoice.id), tenant, customer)
-    return HTMLResponse(html, headers=page_headers(html))
+    return HTMLResponse(html, headers=page_headers(html=html))
 
 
 @router.get("/exceptions")

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import RowMapping, func, select
+from sqlalchemy import ColumnElement, RowMapping, func, select
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import UsageRow, to_unix_nano
 from billing_api.usage.schemas import UsageQuery
 
+NANOS_PER_DAY = 86_400 * 10**9
+
 
 def aggregate_usage(session: Session, tenant_id: str, query: UsageQuery) -> Sequence[RowMapping]:
-    """Total quantity (micro-units) per customer, meter and requested dimensions."""
-    keys = [UsageRow.customer_id, UsageRow.meter, *(getattr(UsageRow, d) for d in query.group_by)]
+    """Total quantity (micro-units) per customer, meter and requested dimensions (and UTC
+    day number, `day_number`, when `query.interval` is "day")."""
+    keys: list[ColumnElement[Any]] = [
+        UsageRow.__table__.c.customer_id,
+        UsageRow.__table__.c.meter,
+        *(UsageRow.__table__.c[d] for d in query.group_by),
+    ]
+    if query.interval == "day":
+        # Integer division on both backends: the UTC day number since the epoch.
+        keys.append((UsageRow.time_unix_nano // NANOS_PER_DAY).label("day_number"))
     statement = select(*keys, func.sum(UsageRow.quantity_micros).label("quantity_micros")).where(
         UsageRow.tenant_id == tenant_id, UsageRow.billed()
     )

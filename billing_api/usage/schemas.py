@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -40,6 +40,9 @@ class UsageQuery(BaseModel):
     start: UtcDatetime | None = None
     end: UtcDatetime | None = None
     group_by: Annotated[list[str], BeforeValidator(_group_by)] = Field(default_factory=list)
+    interval: Literal["day"] | None = Field(
+        default=None, description='"day": one row per UTC day too, with "day": "YYYY-MM-DD"'
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> UsageQuery:
@@ -51,6 +54,6 @@ class UsageQuery(BaseModel):
 
 
 class UsageAnswer(BaseModel):
-    """Rows of `{"customer_id", "meter", <each group_by dim>, "quantity": "<decimal>"}`."""
+    """Rows of `{"customer_id", "meter", <each group_by dim>, ["day",] "quantity": "<decimal>"}`."""
 
     rows: list[dict[str, str]]

@@ -1,0 +1,64 @@
+"""Who is asking: the `Caller` every new service takes, resolved at the HTTP boundary.
+
+A caller is a tenant, an actor (written to the audit log), a role and, for a customer
+looking at their own portal, a customer scope. Services decide what a caller may see from
+the caller itself: a customer-scoped caller never obtains provider cost or margin, nor
+another customer's data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import Depends
+
+from billing_api.deps import TenantId
+from billing_api.errors import NotFoundError
+
+
+class Role(StrEnum):
+    """What a caller may do. Staff roles come with the dashboard; `CUSTOMER` reads only
+    its own usage and invoices."""
+
+    ADMIN = "admin"
+    BILLING = "billing"
+    VIEWER = "viewer"
+    CUSTOMER = "customer"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated party of a request (see the module docstring)."""
+
+    tenant_id: str
+    actor: str
+    role: Role
+    customer_id: str | None = None
+
+    @property
+    def sees_internal_figures(self) -> bool:
+        """Provider cost, margin and internal price ids: staff only."""
+        return self.customer_id is None
+
+    def customer(self, customer_id: str | None = None) -> str:
+        """The customer this caller may look at: its own scope, or `customer_id` for staff.
+
+        A scoped caller asking for another customer gets the same 404 as for one that
+        does not exist, so ids cannot be probed."""
+        if self.customer_id is not None:
+            if customer_id is not None and customer_id != self.customer_id:
+                raise NotFoundError(f"no customer {customer_id!r}")
+            return self.customer_id
+        if customer_id is None:
+            raise NotFoundError("no customer given")
+        return customer_id
+
+
+def admin_caller(tenant_id: TenantId) -> Caller:
+    """The caller of a request authenticated by an admin key."""
+    return Caller(tenant_id=tenant_id, actor="admin", role=Role.ADMIN)
+
+
+AdminCaller = Annotated[Caller, Depends(admin_caller)]

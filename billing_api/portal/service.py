@@ -1,0 +1,294 @@
+"""What a customer sees of its own account, read through the same services as the REST
+API: the estimate from rating, usage from the usage domain, invoices (and their exports)
+from invoicing, budget and credit from theirs. Nothing here queries the store itself, so
+the portal cannot disagree with the API or an invoice.
+
+Every function takes a `Caller`; its customer scope picks the customer (staff may name
+one). The values returned carry no provider cost, margin or internal price id: they are
+the customer's view whoever asks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy.orm import Session
+
+from agentmeter.tables import Invoice
+from billing_api.auth import Caller
+from billing_api.budgets.service import BudgetStatus, budget_progress
+from billing_api.credits.service import balance
+from billing_api.customers.service import get_customer
+from billing_api.errors import NotFoundError, UnprocessableError
+from billing_api.invoicing import exports
+from billing_api.invoicing import repository as invoices
+from billing_api.periods import Period, period_containing, previous_periods
+from billing_api.rating.service import estimate
+from billing_api.usage.schemas import UsageQuery
+from billing_api.usage.service import query_usage
+
+# Breakdown tables of the usage page, in this order.
+BREAKDOWNS = ("step", "model", "tool", "source")
+# Drafts are still under the builder's review: customers see issued invoices only.
+VISIBLE_STATUSES = ("finalized", "void")
+
+
+class UsageRange(StrEnum):
+    """The periods the usage page switches between."""
+
+    THIS_PERIOD = "this_period"
+    LAST_PERIOD = "last_period"
+    LAST_30_DAYS = "last_30_days"
+    LAST_90_DAYS = "last_90_days"
+    LAST_12_MONTHS = "last_12_months"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ").capitalize()
+
+
+class SeriesBy(StrEnum):
+    """What one series of the daily chart is: a meter, or a model (of one meter)."""
+
+    METER = "meter"
+    MODEL = "model"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeLine:
+    """A line of an invoice or of the running estimate (which reads as the invoice will)."""
+
+    description: str
+    meter: str | None
+    quantity: Decimal
+    unit_price: Decimal | None
+    per_units: int
+    amount_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentPeriod:
+    """The customer's current period so far."""
+
+    customer_id: str
+    customer_name: str
+    period: Period
+    currency: str
+    lines: list[ChargeLine]
+    subtotal_minor: int
+    budget: BudgetStatus | None
+    credit_balance_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotal:
+    """A quantity of one meter under one value of a dimension (or one day)."""
+
+    meter: str
+    key: str
+    quantity: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class DailySeries:
+    """The daily chart: one value per day of `days` for each series, zeros included."""
+
+    days: list[date]
+    series: dict[str, list[Decimal]]
+
+    def total(self, label: str) -> Decimal:
+        return sum(self.series[label], Decimal(0))
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceView:
+    """An issued invoice as its customer sees it."""
+
+    id: str
+    number: str | None
+    status: str
+    payment_status: str | None
+    period: Period
+    currency: str
+    subtotal_minor: int
+    credits_minor: int
+    total_minor: int
+    finalized_at: datetime | None
+    lines: list[ChargeLine]
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceDocument:
+    """An export of an invoice: a file name, a media type and its content."""
+
+    filename: str
+    media_type: str
+    content: str
+
+
+def customer_name(session: Session, caller: Caller) -> str:
+    """The name of the caller's customer, for the page header."""
+    return get_customer(session, caller.tenant_id, caller.customer()).name
+
+
+def current_period(session: Session, caller: Caller, now: datetime) -> CurrentPeriod:
+    """Usage and estimated charges of the current period so far, budget and credit."""
+    customer = get_customer(session, caller.tenant_id, caller.customer())
+    rated = estimate(session, caller.tenant_id, customer.id, now)
+    credit = balance(session, caller.tenant_id, customer.id, now)
+    return CurrentPeriod(
+        customer_id=customer.id,
+        customer_name=customer.name,
+        period=rated.period,
+        currency=rated.currency,
+        lines=[
+            ChargeLine(
+                description=line.component_name,
+                meter=line.meter,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+                per_units=line.per_units,
+                amount_minor=line.amount_minor,
+            )
+            for line in rated.lines
+        ],
+        subtotal_minor=rated.subtotal_minor,
+        budget=budget_progress(session, caller.tenant_id, customer.id, rated),
+        credit_balance_minor=credit.get(rated.currency, 0),
+    )
+
+
+def usage_window(session: Session, caller: Caller, which: UsageRange, now: datetime) -> Period:
+    """The half-open UTC interval a usage range covers at `now` (whole days)."""
+    billing_day = get_customer(session, caller.tenant_id, caller.customer()).billing_day
+    this = period_containing(now, billing_day)
+    if which is UsageRange.THIS_PERIOD:
+        return this
+    if which is UsageRange.LAST_PERIOD:
+        return previous_periods(this, 1, billing_day)[0]
+    tomorrow = datetime.combine(
+        now.astimezone(UTC).date() + timedelta(days=1), datetime.min.time(), UTC
+    )
+    days = {UsageRange.LAST_30_DAYS: 30, UsageRange.LAST_90_DAYS: 90}.get(which, 365)
+    return Period(tomorrow - timedelta(days=days), tomorrow)
+
+
+def _query(caller: Caller, window: Period, **fields: object) -> UsageQuery:
+    return UsageQuery.model_validate(
+        {"customer_id": caller.customer(), "start": window.start, "end": window.end, **fields}
+    )
+
+
+def usage_rows(session: Session, caller: Caller, window: Period) -> list[dict[str, str]]:
+    """The customer's usage per day, meter and dimension: the rows of
+    `GET /api/v1/usage?customer_id=…&group_by=model,step,tool,source&interval=day`."""
+    query = _query(caller, window, group_by=list(BREAKDOWNS), interval="day")
+    return query_usage(session, caller.tenant_id, query).rows
+
+
+def usage_breakdowns(
+    session: Session, caller: Caller, window: Period
+) -> dict[str, list[UsageTotal]]:
+    """Total per meter and value of each of `BREAKDOWNS` over the window, from one query
+    grouped by all four (few rows, unlike `usage_rows`, which adds the day)."""
+    query = _query(caller, window, group_by=list(BREAKDOWNS))
+    rows = query_usage(session, caller.tenant_id, query).rows
+    breakdowns = {}
+    for dimension in BREAKDOWNS:
+        totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        for row in rows:
+            totals[row["meter"], row[dimension]] += Decimal(row["quantity"])
+        breakdowns[dimension] = [UsageTotal(m, key, q) for (m, key), q in sorted(totals.items())]
+    return breakdowns
+
+
+def daily_usage(
+    session: Session, caller: Caller, window: Period, by: SeriesBy, meter: str | None
+) -> DailySeries:
+    """One series per meter (`by` meter) or per model of `meter` (`by` model), per day."""
+    fields: dict[str, object] = {"interval": "day"}
+    if by is SeriesBy.MODEL:
+        if meter is None:
+            raise UnprocessableError("series by model need a meter (e.g. meter=input_tokens)")
+        fields.update(group_by=["model"], meter=meter)
+    answer = query_usage(session, caller.tenant_id, _query(caller, window, **fields))
+    first = window.start.date()
+    days = [first + timedelta(days=n) for n in range((window.end.date() - first).days)]
+    index = {day.isoformat(): n for n, day in enumerate(days)}
+    series: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0)] * len(days))
+    for row in answer.rows:
+        label = (row["model"] or "(none)") if by is SeriesBy.MODEL else row["meter"]
+        series[label][index[row["day"]]] += Decimal(row["quantity"])
+    return DailySeries(days=days, series=dict(sorted(series.items())))
+
+
+def _payment_status(invoice: Invoice) -> str | None:
+    # Set by the Stripe integration once it lands; absent until then.
+    value = getattr(invoice, "payment_status", None)
+    return str(value) if value else None
+
+
+def _view(session: Session, invoice: Invoice) -> InvoiceView:
+    return InvoiceView(
+        id=invoice.id,
+        number=invoice.number,
+        status=invoice.status,
+        payment_status=_payment_status(invoice),
+        period=Period(invoice.period_start, invoice.period_end),
+        currency=invoice.currency,
+        subtotal_minor=invoice.subtotal_minor,
+        credits_minor=invoice.credits_minor,
+        total_minor=invoice.total_minor,
+        finalized_at=invoice.finalized_at,
+        lines=[
+            ChargeLine(
+                description=line.description,
+                meter=line.meter,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+                per_units=line.per_units,
+                amount_minor=line.amount_minor,
+            )
+            for line in invoices.lines(session, invoice.id)
+        ],
+    )
+
+
+def list_invoices(session: Session, caller: Caller) -> list[InvoiceView]:
+    """The customer's issued invoices, newest period first."""
+    found = invoices.list_invoices(session, caller.tenant_id, customer_id=caller.customer())
+    visible = [i for i in found if i.status in VISIBLE_STATUSES]
+    return [_view(session, i) for i in sorted(visible, key=lambda i: i.period_start, reverse=True)]
+
+
+def _invoice(session: Session, caller: Caller, invoice_id: str) -> Invoice:
+    invoice = invoices.get_invoice(session, caller.tenant_id, invoice_id)
+    if (
+        invoice is None
+        or invoice.customer_id != caller.customer()
+        or invoice.status not in VISIBLE_STATUSES
+    ):
+        raise NotFoundError(f"no invoice {invoice_id!r}")
+    return invoice
+
+
+def get_invoice(session: Session, caller: Caller, invoice_id: str) -> InvoiceView:
+    """One of the customer's issued invoices; any other id is not found."""
+    return _view(session, _invoice(session, caller, invoice_id))
+
+
+def export_invoice(session: Session, caller: Caller, invoice_id: str, kind: str) -> InvoiceDocument:
+    """The invoice as the REST export gives it: `kind` "csv" or "json"."""
+    invoice = _invoice(session, caller, invoice_id)
+    lines = invoices.lines(session, invoice.id)
+    name = invoice.number or invoice.id
+    if kind == "csv":
+        return InvoiceDocument(
+            f"{name}.csv", "text/csv; charset=utf-8", exports.as_csv(invoice, lines)
+        )
+    body = exports.as_json(invoice, lines).model_dump_json(indent=2)
+    return InvoiceDocument(f"{name}.json", "application/json", body)
