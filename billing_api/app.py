@@ -36,6 +36,7 @@ from billing_api.webhooks.endpoints import router as webhooks_router
 # Audiences of the page layer: each package has a templates/ folder (see billing_api.web).
 PAGE_PACKAGES = ("billing_api.portal",)
 
+
 def create_app(
     engine: Engine,
     registry: CollectorRegistry,
