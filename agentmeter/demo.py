@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import SOURCE_CUSTOM, SOURCE_LLM, SOURCE_TOOL, UsageBatch, UsageRecord
 
 DEMO_TENANT = "Demo Builder"
+DEMO_SIGN_IN = "demo@agentmeter.localhost"
 DEMO_CUSTOMERS = {"acme": "Acme Inc", "globex": "Globex Corp", "initech": "Initech"}
 _MODELS = (("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-0"))
 _STEPS = ("plan", "research", "answer")
@@ -51,7 +53,19 @@ def seed_demo(engine: Engine) -> None:
         SqlUsageSink(engine, ProviderCostCatalog()).write(keys.tenant_id, _demo_usage())
     demo = {"event": "demo", "tenant_id": keys.tenant_id, "ingest_key": keys.ingest_key}
     demo["admin_key"] = keys.admin_key
+    demo.update(_demo_sign_in(engine, keys.tenant_id))
     sys.stdout.write(json.dumps(demo) + "\n")
+
+
+def _demo_sign_in(engine: Engine, tenant_id: str) -> dict[str, str]:
+    """A dashboard admin for the demo tenant, with a fresh password on every start."""
+    from billing_api.dashboard.accounts import create_user, set_password
+
+    password = secrets.token_urlsafe(12)
+    with Session(engine) as session, session.begin():
+        if not set_password(session, tenant_id, DEMO_SIGN_IN, password):
+            create_user(session, tenant_id, DEMO_SIGN_IN, password, "admin")
+    return {"dashboard_email": DEMO_SIGN_IN, "dashboard_password": password}
 
 
 def _demo_price_book(session: Session, tenant_id: str) -> None:

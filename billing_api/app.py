@@ -14,6 +14,7 @@ from agentmeter.tenants import TenantKeys
 from billing_api.budgets.endpoints import router as budgets_router
 from billing_api.credits.endpoints import router as credits_router
 from billing_api.customers.endpoints import router as customers_router
+from billing_api.dashboard import router as dashboard_router
 from billing_api.errors import error_response, install_error_handlers
 from billing_api.invoicing.endpoints import router as invoicing_router
 from billing_api.pricing.endpoints import router as pricing_router
@@ -25,6 +26,7 @@ from billing_api.webhooks.endpoints import router as webhooks_router
 
 # Audiences of the page layer: each package has a templates/ folder (see billing_api.web).
 PAGE_PACKAGES: tuple[str, ...] = ()
+PAGE_PACKAGES += ("billing_api.dashboard",)
 
 
 def create_app(
@@ -47,6 +49,7 @@ def create_app(
     secrets = signing_keys(engine, settings)
     secure = (settings.public_url or "").startswith("https://")
     install_pages(app, PAGE_PACKAGES, secrets, secure=secure)
+    app.include_router(dashboard_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -1,0 +1,20 @@
+"""The builder's dashboard (issue 12): staff sign in and see usage, revenue, cost and
+margin, manage customers, prices, billing runs and keys — in the browser.
+
+Built on the page layer (`billing_api.web`): templates in `templates/dashboard/`, routes
+in the `*_pages` modules, which only translate between forms and the domain services the
+REST API uses; who may do what is `access`, staff accounts and sessions are `accounts`.
+"""
+
+from fastapi import APIRouter
+
+from billing_api.dashboard.account_pages import router as account_router
+from billing_api.dashboard.customer_pages import router as customer_router
+from billing_api.dashboard.overview_pages import router as overview_router
+
+router = APIRouter()
+router.include_router(account_router)
+router.include_router(overview_router)
+router.include_router(customer_router)
+
+__all__ = ["router"]
