@@ -9,6 +9,7 @@ REST API uses; who may do what is `access`, staff accounts and sessions are `acc
 from fastapi import APIRouter
 
 from billing_api.dashboard.account_pages import router as account_router
+from billing_api.dashboard.billing_pages import router as billing_router
 from billing_api.dashboard.customer_pages import router as customer_router
 from billing_api.dashboard.overview_pages import router as overview_router
 
@@ -16,5 +17,6 @@ router = APIRouter()
 router.include_router(account_router)
 router.include_router(overview_router)
 router.include_router(customer_router)
+router.include_router(billing_router)
 
 __all__ = ["router"]

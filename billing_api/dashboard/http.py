@@ -128,6 +128,15 @@ def render(
     )
 
 
+def fragment(request: Request, template: str, context: Mapping[str, Any]) -> HTMLResponse:
+    """Part of a page, for htmx to swap in (the page renders the same template whole)."""
+    pages: Pages = request.app.state.pages
+    html = pages.environment.get_template(f"dashboard/{template}").render(
+        fmt=LocaleFormat(), **context
+    )
+    return HTMLResponse(html)
+
+
 def see_other(path: str) -> RedirectResponse:
     """After a successful form post: back to a page (Post/Redirect/Get)."""
     return RedirectResponse(f"{PREFIX}{path}", status_code=303)
