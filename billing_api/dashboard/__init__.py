@@ -12,11 +12,13 @@ from billing_api.dashboard.account_pages import router as account_router
 from billing_api.dashboard.billing_pages import router as billing_router
 from billing_api.dashboard.customer_pages import router as customer_router
 from billing_api.dashboard.overview_pages import router as overview_router
+from billing_api.dashboard.pricing_pages import router as pricing_router
 
 router = APIRouter()
 router.include_router(account_router)
 router.include_router(overview_router)
 router.include_router(customer_router)
 router.include_router(billing_router)
+router.include_router(pricing_router)
 
 __all__ = ["router"]
