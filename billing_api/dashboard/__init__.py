@@ -13,6 +13,7 @@ from billing_api.dashboard.billing_pages import router as billing_router
 from billing_api.dashboard.customer_pages import router as customer_router
 from billing_api.dashboard.overview_pages import router as overview_router
 from billing_api.dashboard.pricing_pages import router as pricing_router
+from billing_api.dashboard.settings_pages import router as settings_router
 
 router = APIRouter()
 router.include_router(account_router)
@@ -20,5 +21,6 @@ router.include_router(overview_router)
 router.include_router(customer_router)
 router.include_router(billing_router)
 router.include_router(pricing_router)
+router.include_router(settings_router)
 
 __all__ = ["router"]

@@ -25,9 +25,10 @@ class Staff:
     viewer: str
 
 
-def make_staff(engine: Engine, name: str = "Builder") -> Staff:
-    """A tenant with an admin, a billing and a viewer user, all with `PASSWORD`."""
-    tenant = create_tenant(engine, name)
+def make_staff(engine: Engine, name: str = "Builder", tenant: NewTenant | None = None) -> Staff:
+    """A tenant (new, or `tenant`) with an admin, a billing and a viewer user, all with
+    `PASSWORD`."""
+    tenant = tenant or create_tenant(engine, name)
     emails = {role: f"{role}@{name.lower()}.test" for role in ("admin", "billing", "viewer")}
     with Session(engine) as session, session.begin():
         for role, email in emails.items():

@@ -17,7 +17,7 @@ from tests.web.dashboard_helpers import browser_client, csrf, sign_in
 from tests.web.test_dashboard_pages import demo  # noqa: F401  (a fixture)
 
 
-def _drafted(page: Page, url: str, period: str) -> None:
+def _drafted(page: Page, url: str, period: str, request: pytest.FixtureRequest) -> None:
     page.goto(f"{url}/dashboard/billing?period={period}")
     page.get_by_role("button", name=f"Start billing run for {period}").click()
     expect(page.locator("body.dashboard-billing #run-progress")).to_be_visible()
@@ -25,6 +25,7 @@ def _drafted(page: Page, url: str, period: str) -> None:
     expect(page.locator("#run-progress")).to_have_attribute(
         "data-status", "completed", timeout=60_000
     )
+    screenshot(page, request, "run")
     page.get_by_role("link", name=f"Review the drafts of {period}").click()
 
 
@@ -36,7 +37,7 @@ def test_run_review_finalize_and_credit(
 ) -> None:
     period = period_containing(utcnow()).label
     sign_in(page, live_app.url, "billing@demo.test")
-    _drafted(page, live_app.url, period)
+    _drafted(page, live_app.url, period, request)
     screenshot(page, request, "billing")
     queue = page.locator("table.review-queue")
     expect(queue.get_by_role("row")).to_have_count(5)  # header, 3 customers, unregistered-co

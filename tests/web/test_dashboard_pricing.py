@@ -44,6 +44,7 @@ def test_draft_preview_publish_matches_the_api(
     closed = previous_periods(current, 1)[0]
     sign_in(page, live_app.url, "billing@demo.test")
     page.get_by_role("link", name="Pricing").click()
+    screenshot(page, request, "books")
     form = page.locator("form.new-book")
     form.get_by_label("Name").fill("Premium")
     form.get_by_label("Currency").fill("XYZ")
