@@ -14,8 +14,9 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Engine
 
 from agentmeter.money import to_minor
-from agentmeter.tables import BillingRun, Invoice, utcnow
+from agentmeter.tables import BillingException, BillingRun, Invoice, utcnow
 from billing_api.auth import Caller
+from billing_api.customers.service import list_customers
 from billing_api.dashboard.access import BILLING, require
 from billing_api.dashboard.forms import Model, parse
 from billing_api.dashboard.http import (
@@ -28,12 +29,13 @@ from billing_api.dashboard.http import (
 )
 from billing_api.deps import DbSession
 from billing_api.errors import NotFoundError, UnprocessableError
-from billing_api.invoicing import finalize, repository, review, service
+from billing_api.invoicing import checks, finalize, repository, review, service
 from billing_api.invoicing.schemas import (
     CreditNoteCreate,
     ExceptionUpdate,
     LineAdjust,
     LineCreate,
+    RegisterCustomer,
     RunCreate,
     VoidRequest,
 )
@@ -87,6 +89,9 @@ def billing(
         "others": [i for i in invoices if i.status != "draft"],
         "open_per_invoice": per_invoice,
         "run_exceptions": [e for e in open_exceptions if not e.invoice_id],
+        "customers": list_customers(session, caller.tenant_id),
+        "unregistered": checks.UNREGISTERED_CUSTOMER,
+        "unattributed": checks.UNATTRIBUTED_USAGE,
     }
     return render(request, caller, "billing.html", page="billing", title="Billing",
                   context=context)  # fmt: skip
@@ -261,3 +266,63 @@ def credit_note(
     finalize.create_credit_note(session, caller.tenant_id, invoice.id, amount_minor=amount_minor,
                                 reason=body.reason, actor=caller.actor, now=utcnow())  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
+
+
+def _run_exception(
+    session: DbSession, caller: Caller, exception_id: str, kind: str
+) -> BillingException:
+    exception = repository.get_exception(session, caller.tenant_id, exception_id)
+    if exception is None or exception.type != kind or exception.invoice_id:
+        raise NotFoundError(f"no {kind} exception {exception_id!r}")
+    return exception
+
+
+@router.post("/billing/exceptions/{exception_id}/register")
+def register_customer(
+    session: DbSession,
+    caller: StaffCaller,
+    exception_id: str,
+    name: Annotated[str, Form(max_length=200)] = "",
+    email: Annotated[str, Form(max_length=320)] = "",
+) -> Response:
+    """Register the customer id usage arrived under; its draft is made at once."""
+    require(caller, *BILLING)
+    exception = _run_exception(session, caller, exception_id, checks.UNREGISTERED_CUSTOMER)
+    body = _checked(RegisterCustomer, {"customer_id": exception.evidence["customer_id"],
+                                       "name": name, "email": email})  # fmt: skip
+    review.register_customer(session, caller.tenant_id, exception.period,
+                             customer_id=body.customer_id, name=body.name, email=body.email,
+                             actor=caller.actor)  # fmt: skip
+    return see_other(f"/billing?period={exception.period}#unattributed")
+
+
+@router.post("/billing/exceptions/{exception_id}/map")
+def map_customer(
+    session: DbSession,
+    caller: StaffCaller,
+    exception_id: str,
+    to_customer_id: Annotated[str, Form(max_length=256)],
+) -> Response:
+    """Move the usage of an unregistered id to a registered customer."""
+    require(caller, *BILLING)
+    exception = _run_exception(session, caller, exception_id, checks.UNREGISTERED_CUSTOMER)
+    review.map_customer(session, caller.tenant_id, exception.period,
+                        from_id=exception.evidence["customer_id"], to_id=to_customer_id,
+                        actor=caller.actor)  # fmt: skip
+    return see_other(f"/billing?period={exception.period}#unattributed")
+
+
+@router.post("/billing/exceptions/{exception_id}/assign")
+def assign_unattributed(
+    session: DbSession,
+    caller: StaffCaller,
+    exception_id: str,
+    customer_id: Annotated[str, Form(max_length=256)],
+) -> Response:
+    """Attribute the period's customer-less traces (those the run found) to a customer."""
+    require(caller, *BILLING)
+    exception = _run_exception(session, caller, exception_id, checks.UNATTRIBUTED_USAGE)
+    review.assign_unattributed(session, caller.tenant_id, exception.period,
+                               trace_ids=list(exception.evidence["trace_ids"]),
+                               customer_id=customer_id, actor=caller.actor)  # fmt: skip
+    return see_other(f"/billing?period={exception.period}#unattributed")

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import utcnow
+from agentmeter.tables import Customer, utcnow
 from billing_api.invoicing import repository
 from billing_api.periods import period_containing
 from tests.web.conftest import LiveApp, screenshot
@@ -41,6 +41,14 @@ def test_run_review_finalize_and_credit(
     screenshot(page, request, "billing")
     queue = page.locator("table.review-queue")
     expect(queue.get_by_role("row")).to_have_count(5)  # header, 3 customers, unregistered-co
+    # The id nobody registered: registering it from the run's exception settles it.
+    unregistered = page.locator('.run-exception[data-exception="unregistered_customer"]')
+    unregistered.get_by_label("Name for unregistered-co").fill("Unregistered & Co <i>")
+    unregistered.get_by_role("button", name="Register").click()
+    expect(unregistered).to_have_count(0)
+    with Session(live_app.engine) as session:
+        customer = session.get(Customer, (demo, "unregistered-co"))
+        assert customer is not None and customer.name == "Unregistered & Co <i>"
     queue.get_by_role("link", name="acme", exact=True).click()
     expect(page.locator("body.dashboard-invoice")).to_be_visible()
 
