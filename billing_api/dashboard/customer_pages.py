@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 from agentmeter.tables import utcnow
 from billing_api.auth import Caller
 from billing_api.budgets import repository as budgets
+from billing_api.budgets.schemas import BudgetSet
+from billing_api.budgets.service import put_budget
 from billing_api.credits import service as credits
 from billing_api.credits.schemas import CreditGrantCreate, CreditGrantOut
 from billing_api.customers.service import get_customer, list_customers
@@ -80,6 +82,8 @@ def _detail(session: Session, caller: Caller, customer_id: str, now: datetime) -
         "invoices": invoicing.list_invoices(session, caller.tenant_id, customer_id=customer_id),
         "grant_errors": {},
         "grant_input": {},
+        "budget_errors": {},
+        "budget_input": {},
     }
 
 
@@ -154,3 +158,33 @@ def assign_price_book(
     require(caller, *BILLING)
     pricing.set_customer_price_book(session, caller.tenant_id, customer_id, price_book_id or None)
     return see_other(f"/customers/{customer_id}#terms")
+
+
+@router.post("/customers/{customer_id}/budget", response_model=None)
+def set_budget(
+    request: Request,
+    session: DbSession,
+    caller: StaffCaller,
+    customer_id: str,
+    limit: Annotated[str, Form(max_length=40)] = "",
+    currency: Annotated[str, Form(max_length=3)] = "",
+    thresholds: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Set the customer's spend limit per period and its alert thresholds (percent)."""
+    require(caller, *BILLING)
+    entered = {"limit": limit, "currency": currency, "thresholds": thresholds}
+    parts = [p.strip() for p in thresholds.split(",") if p.strip()]
+    data: dict[str, Any] = {"limit": limit, "currency": currency}
+    errors: dict[str, str] = {}
+    if parts:
+        if all(p.isdigit() for p in parts):
+            data["thresholds"] = [int(p) for p in parts]
+        else:
+            errors["thresholds"] = "whole percents separated by commas, e.g. 50, 80, 100"
+    body, problems = parse(BudgetSet, data)
+    errors = {**problems, **errors}
+    if body is None or errors:
+        return _detail_page(request, session, caller, customer_id, status=422,
+                            budget_errors=errors, budget_input=entered)  # fmt: skip
+    put_budget(session, caller.tenant_id, customer_id, body, utcnow())
+    return see_other(f"/customers/{customer_id}#budget")

@@ -127,3 +127,14 @@ def test_credit_grant_field_errors_then_grant_and_void(
         ((grant, left),) = credits.list_grants(session, demo, "evil")
     assert grant.voided_at is not None and left == 0
     assert page.title() == f"{XSS} · AgentMeter"
+
+    budget = page.locator("form.budget-form")
+    budget.get_by_label("Limit per period").fill("10.001")
+    budget.get_by_label("Alert at (%)").fill("50, eighty")
+    budget.get_by_role("button", name="Set budget").click()
+    expect(page.locator("#err-limit")).to_be_visible()
+    expect(page.locator("#err-thresholds")).to_contain_text("whole percents")
+    budget.get_by_label("Limit per period").fill("10")
+    budget.get_by_label("Alert at (%)").fill("50, 90")
+    budget.get_by_role("button", name="Set budget").click()
+    expect(page.locator("#budget")).to_contain_text("$10.00 per period; alerts at 50%, 90%")
