@@ -74,9 +74,10 @@ def test_run_review_finalize_and_credit(
         remaining.get_by_role("button", name=f"Waive {kind}").click()
         expect(page.locator('#audit li[data-action="waived"]').first).to_be_visible()
 
+    page.locator('tr[data-line="platform"] summary').click()
     page.get_by_label("New amount of platform").fill("19.00")
     page.get_by_label("Reason for platform").fill("loyalty")
-    page.get_by_role("button", name="Adjust platform").click()
+    page.get_by_role("button", name="Save platform").click()
     expect(page.locator('#audit li[data-action="adjust_line"]')).to_contain_text("loyalty")
     add = page.locator("form.add-line")
     add.get_by_label("Description").fill("Onboarding")
