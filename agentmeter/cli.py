@@ -175,6 +175,28 @@ def _key_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_create(args: argparse.Namespace) -> int:
+    import getpass
+
+    from sqlalchemy.orm import Session
+
+    from billing_api.dashboard.accounts import create_user
+    from billing_api.errors import ApiError
+
+    engine = make_engine(Settings())
+    migrate(engine)
+    # Never an argument (it would show in `ps` and shell history): a prompt, or stdin.
+    password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline()
+    try:
+        with Session(engine) as session, session.begin():
+            user = create_user(session, args.tenant, args.email, password.rstrip("\n"), args.role)
+    except ApiError as error:
+        print(error.message, file=sys.stderr)
+        return 2
+    print(json.dumps({"user_id": user.id, "email": user.email, "role": user.role.value}))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentmeter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -215,6 +237,17 @@ def _parser() -> argparse.ArgumentParser:
     issue.set_defaults(run=_key_issue)
     revoke = key.add_parser("revoke", help="revoke the key read from standard input")
     revoke.set_defaults(run=_key_revoke)
+
+    user = commands.add_parser("user", help="manage dashboard users").add_subparsers(
+        dest="user_command", required=True
+    )
+    user_create = user.add_parser(
+        "create", help="create a dashboard user; the password is read from standard input"
+    )
+    user_create.add_argument("email")
+    user_create.add_argument("--tenant", required=True, help="tenant id")
+    user_create.add_argument("--role", required=True, choices=["admin", "billing", "viewer"])
+    user_create.set_defaults(run=_user_create)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import SOURCE_CUSTOM, SOURCE_LLM, SOURCE_TOOL, UsageBatch, UsageRecord
 
 DEMO_TENANT = "Demo Builder"
+DEMO_SIGN_IN = "demo@agentmeter.localhost"
 DEMO_CUSTOMERS = {"acme": "Acme Inc", "globex": "Globex Corp", "initech": "Initech"}
 _MODELS = (("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-0"))
 _STEPS = ("plan", "research", "answer")
@@ -59,6 +61,7 @@ def seed_demo(engine: Engine) -> str:
     with Session(engine) as session:
         account = stripe_sync.get_connection(session, keys.tenant_id, None).account_id
     demo["stripe"] = account or SyncStatus.NOT_CONNECTED
+    demo.update(_demo_sign_in(engine, keys.tenant_id))
     sys.stdout.write(json.dumps(demo) + "\n")
     return keys.tenant_id
 
@@ -78,6 +81,17 @@ def print_portal_link(engine: Engine, settings: Settings, tenant_id: str, base_u
     link["url"] = f"{base_url}/portal/open?token={issued.token}"
     sys.stdout.write(json.dumps(link) + "\n")
     sys.stdout.flush()
+
+
+def _demo_sign_in(engine: Engine, tenant_id: str) -> dict[str, str]:
+    """A dashboard admin for the demo tenant, with a fresh password on every start."""
+    from billing_api.dashboard.accounts import create_user, set_password
+
+    password = secrets.token_urlsafe(12)
+    with Session(engine) as session, session.begin():
+        if not set_password(session, tenant_id, DEMO_SIGN_IN, password):
+            create_user(session, tenant_id, DEMO_SIGN_IN, password, "admin")
+    return {"dashboard_email": DEMO_SIGN_IN, "dashboard_password": password}
 
 
 def _demo_price_book(session: Session, tenant_id: str) -> None:

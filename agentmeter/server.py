@@ -138,6 +138,8 @@ async def serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     ready = {"event": "ready", "grpc_port": grpc_port, "http_port": http_port, "api_port": api_port}
+    base_url = (settings.public_url or f"http://{settings.host}:{api_port}").rstrip("/")
+    ready["dashboard_url"] = f"{base_url}/dashboard/"
     sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()
     logger.info("listening", extra=ready)

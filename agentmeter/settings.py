@@ -89,3 +89,9 @@ class Settings(BaseSettings):
         "newest last (it signs; all verify, so a key can be rotated out). Empty: one "
         "generated secret kept in the database",
     )
+    dashboard_idle_minutes: int = Field(
+        default=30, gt=0, description="A dashboard session ends after this long unused"
+    )
+    dashboard_session_hours: int = Field(
+        default=12, gt=0, description="A dashboard session ends this long after sign-in"
+    )

@@ -14,6 +14,7 @@ from agentmeter.tenants import TenantKeys
 from billing_api.budgets.endpoints import router as budgets_router
 from billing_api.credits.endpoints import router as credits_router
 from billing_api.customers.endpoints import router as customers_router
+from billing_api.dashboard import router as dashboard_router
 from billing_api.errors import error_response, install_error_handlers
 from billing_api.guards import require_encodable_json
 from billing_api.invoicing.endpoints import router as invoicing_router
@@ -34,7 +35,7 @@ from billing_api.web.secrets import signing_keys
 from billing_api.webhooks.endpoints import router as webhooks_router
 
 # Audiences of the page layer: each package has a templates/ folder (see billing_api.web).
-PAGE_PACKAGES = ("billing_api.portal",)
+PAGE_PACKAGES = ("billing_api.portal", "billing_api.dashboard")
 
 
 def create_app(
@@ -73,6 +74,7 @@ def create_app(
     app.include_router(portal_admin_router)
     app.include_router(portal_api_router)
     app.include_router(portal_pages_router)
+    app.include_router(dashboard_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -76,3 +76,10 @@ def install_error_handlers(app: FastAPI) -> None:
         response = error_response(503, "unavailable", str(error))
         response.headers["retry-after"] = "2"
         return response
+
+
+class ForbiddenError(ApiError):
+    """The caller is known but its role may not do this."""
+
+    status = 403
+    code = "forbidden"

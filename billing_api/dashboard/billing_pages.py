@@ -1,0 +1,328 @@
+"""Billing: start a run and watch it (htmx polls its progress), the review queue of the
+period's drafts with their exceptions, and one invoice's review — resolve or waive an
+exception, adjust or add a line, finalize, void, credit notes — each action followed by
+its entry in the audit trail shown on the same page."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import Engine
+
+from agentmeter.money import to_minor
+from agentmeter.tables import BillingException, BillingRun, Invoice, utcnow
+from billing_api.auth import Caller
+from billing_api.customers.service import list_customers
+from billing_api.dashboard.access import BILLING, require
+from billing_api.dashboard.forms import Model, parse
+from billing_api.dashboard.http import (
+    PREFIX,
+    DashboardRoute,
+    StaffCaller,
+    fragment,
+    render,
+    see_other,
+)
+from billing_api.deps import DbSession
+from billing_api.errors import NotFoundError, UnprocessableError
+from billing_api.invoicing import checks, finalize, repository, review, service
+from billing_api.invoicing.schemas import (
+    CreditNoteCreate,
+    ExceptionUpdate,
+    LineAdjust,
+    LineCreate,
+    RegisterCustomer,
+    RunCreate,
+    VoidRequest,
+)
+from billing_api.periods import period_containing, previous_periods
+
+router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
+
+RUNNING = "running"
+
+
+def _checked(schema: type[Model], data: Mapping[str, Any]) -> Model:
+    body, errors = parse(schema, data)
+    if body is None:
+        raise UnprocessableError("; ".join(f"{k or 'form'}: {v}" for k, v in errors.items()))
+    return body
+
+
+def _invoice(session: DbSession, caller: Caller, invoice_id: str) -> Invoice:
+    invoice = repository.get_invoice(session, caller.tenant_id, invoice_id)
+    if invoice is None:
+        raise NotFoundError(f"no invoice {invoice_id!r}")
+    return invoice
+
+
+def _run(session: DbSession, caller: Caller, run_id: str) -> BillingRun:
+    run = repository.get_run(session, caller.tenant_id, run_id)
+    if run is None:
+        raise NotFoundError(f"no billing run {run_id!r}")
+    return run
+
+
+@router.get("/billing", response_class=HTMLResponse)
+def billing(
+    request: Request, session: DbSession, caller: StaffCaller, period: str | None = None
+) -> Response:
+    """The review queue of a period (default: the last closed one)."""
+    label = _checked(RunCreate, {"period": period}).period if period else None
+    label = label or previous_periods(period_containing(utcnow()), 1)[0].label
+    drafts = repository.list_invoices(session, caller.tenant_id, period=label, status="draft")
+    invoices = repository.list_invoices(session, caller.tenant_id, period=label)
+    open_exceptions = repository.list_exceptions(
+        session, caller.tenant_id, period=label, status="open"
+    )
+    per_invoice: dict[str, int] = {}
+    for exception in open_exceptions:
+        if exception.invoice_id:
+            per_invoice[exception.invoice_id] = per_invoice.get(exception.invoice_id, 0) + 1
+    context = {
+        "period": label,
+        "drafts": drafts,
+        "others": [i for i in invoices if i.status != "draft"],
+        "open_per_invoice": per_invoice,
+        "run_exceptions": [e for e in open_exceptions if not e.invoice_id],
+        "customers": list_customers(session, caller.tenant_id),
+        "unregistered": checks.UNREGISTERED_CUSTOMER,
+        "unattributed": checks.UNATTRIBUTED_USAGE,
+    }
+    return render(request, caller, "billing.html", page="billing", title="Billing",
+                  context=context)  # fmt: skip
+
+
+def _execute(engine: Engine, tenant_id: str, run_id: str) -> None:
+    try:
+        service.execute_run(engine, tenant_id, run_id)
+    except Exception:  # recorded on the run (status failed) and logged by execute_run
+        return
+
+
+@router.post("/billing/runs")
+def start_run(
+    request: Request,
+    background: BackgroundTasks,
+    session: DbSession,
+    caller: StaffCaller,
+    period: Annotated[str, Form(max_length=7)],
+) -> Response:
+    """Start drafting every customer's invoice for `period`; the run page shows progress."""
+    require(caller, *BILLING)
+    body = _checked(RunCreate, {"period": period})
+    run_id = service.start_run(session, caller.tenant_id, body.period).id
+    engine: Engine = request.app.state.engine
+    # As the API does: the run starts once this request's transaction has committed.
+    thread = threading.Thread(
+        target=_execute, args=(engine, caller.tenant_id, run_id), name=f"run-{run_id}", daemon=True
+    )
+    background.add_task(thread.start)
+    return see_other(f"/billing/runs/{run_id}")
+
+
+@router.get("/billing/runs/{run_id}", response_class=HTMLResponse)
+def run_page(request: Request, session: DbSession, caller: StaffCaller, run_id: str) -> Response:
+    """A run's progress; while it runs, htmx refreshes the progress every second."""
+    run = _run(session, caller, run_id)
+    return render(request, caller, "run.html", page="billing", title=f"Billing run {run.period}",
+                  context={"run": run, "running": RUNNING})  # fmt: skip
+
+
+@router.get("/billing/runs/{run_id}/progress", response_class=HTMLResponse)
+def run_progress(
+    request: Request, session: DbSession, caller: StaffCaller, run_id: str
+) -> Response:
+    """The progress block alone (what htmx swaps in)."""
+    run = _run(session, caller, run_id)
+    return fragment(request, "run_progress.html", {"run": run, "running": RUNNING})
+
+
+@router.get("/invoices/{invoice_id}", response_class=HTMLResponse)
+def invoice_page(
+    request: Request, session: DbSession, caller: StaffCaller, invoice_id: str
+) -> Response:
+    """One invoice with its lines, exceptions, credit notes and audit trail."""
+    invoice = _invoice(session, caller, invoice_id)
+    exceptions = repository.list_exceptions(session, caller.tenant_id, invoice_id=invoice.id)
+    audit = [
+        *repository.audit_trail(session, caller.tenant_id, invoice.id),
+        *(a for e in exceptions for a in repository.audit_trail(session, caller.tenant_id, e.id)),
+    ]
+    context = {
+        "invoice": invoice,
+        "lines": repository.lines(session, invoice.id),
+        "exceptions": exceptions,
+        "credit_notes": repository.credit_notes(session, invoice.id),
+        "credited_minor": finalize.credited_minor(session, invoice.id),
+        "audit": sorted(audit, key=lambda a: a.id, reverse=True),
+    }
+    title = invoice.number or f"Draft {invoice.period} {invoice.customer_id}"
+    return render(request, caller, "invoice.html", page="invoice", title=title, context=context)
+
+
+@router.post("/invoices/{invoice_id}/exceptions/{exception_id}")
+def set_exception(
+    session: DbSession,
+    caller: StaffCaller,
+    invoice_id: str,
+    exception_id: str,
+    status: Annotated[str, Form(max_length=16)],
+    note: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Resolve, waive (a note says why) or reopen an exception of the invoice."""
+    require(caller, *BILLING)
+    body = _checked(ExceptionUpdate, {"status": status, "note": note})
+    exception = repository.get_exception(session, caller.tenant_id, exception_id)
+    if exception is None or exception.invoice_id != _invoice(session, caller, invoice_id).id:
+        raise NotFoundError(f"no exception {exception_id!r} on invoice {invoice_id!r}")
+    review.set_exception_status(session, caller.tenant_id, exception_id, status=body.status,
+                                note=body.note, actor=caller.actor, now=utcnow())  # fmt: skip
+    return see_other(f"/invoices/{invoice_id}#audit")
+
+
+@router.post("/invoices/{invoice_id}/lines/{line_id}")
+def adjust_line(
+    session: DbSession,
+    caller: StaffCaller,
+    invoice_id: str,
+    line_id: str,
+    amount: Annotated[str, Form(max_length=40)],
+    reason: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Set a draft line's amount by hand, with a reason."""
+    require(caller, *BILLING)
+    body = _checked(LineAdjust, {"amount": amount, "reason": reason})
+    invoice = _invoice(session, caller, invoice_id)
+    review.adjust_line(session, caller.tenant_id, invoice.id, line_id,
+                       amount_minor=to_minor(body.amount, invoice.currency),
+                       reason=body.reason, actor=caller.actor)  # fmt: skip
+    return see_other(f"/invoices/{invoice_id}#audit")
+
+
+@router.post("/invoices/{invoice_id}/lines")
+def add_line(
+    session: DbSession,
+    caller: StaffCaller,
+    invoice_id: str,
+    description: Annotated[str, Form(max_length=500)] = "",
+    quantity: Annotated[str, Form(max_length=40)] = "",
+    unit_price: Annotated[str, Form(max_length=40)] = "",
+    discount: Annotated[str, Form(max_length=5)] = "",
+    reason: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Add a manual charge or a discount to a draft."""
+    require(caller, *BILLING)
+    data = {"description": description, "quantity": quantity, "unit_price": unit_price,
+            "discount": bool(discount), "reason": reason}  # fmt: skip
+    body = _checked(LineCreate, data)
+    review.add_line(session, caller.tenant_id, invoice_id, description=body.description,
+                    quantity=body.quantity, unit_price=body.unit_price,
+                    discount=body.discount, reason=body.reason, actor=caller.actor)  # fmt: skip
+    return see_other(f"/invoices/{invoice_id}#audit")
+
+
+@router.post("/invoices/{invoice_id}/finalize")
+def finalize_invoice(session: DbSession, caller: StaffCaller, invoice_id: str) -> Response:
+    """Number and freeze the invoice (refused while blocking exceptions are open)."""
+    require(caller, *BILLING)
+    finalize.finalize_invoice(session, caller.tenant_id, invoice_id, actor=caller.actor,
+                              now=utcnow())  # fmt: skip
+    return see_other(f"/invoices/{invoice_id}#audit")
+
+
+@router.post("/invoices/{invoice_id}/void")
+def void_invoice(
+    session: DbSession,
+    caller: StaffCaller,
+    invoice_id: str,
+    reason: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Void the invoice, saying why."""
+    require(caller, *BILLING)
+    body = _checked(VoidRequest, {"reason": reason})
+    finalize.void_invoice(session, caller.tenant_id, invoice_id, reason=body.reason,
+                          actor=caller.actor, now=utcnow())  # fmt: skip
+    return see_other(f"/invoices/{invoice_id}#audit")
+
+
+@router.post("/invoices/{invoice_id}/credit-notes")
+def credit_note(
+    session: DbSession,
+    caller: StaffCaller,
+    invoice_id: str,
+    amount: Annotated[str, Form(max_length=40)] = "",
+    reason: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Credit a finalized invoice, in full (no amount) or in part."""
+    require(caller, *BILLING)
+    body = _checked(CreditNoteCreate, {"amount": amount, "reason": reason})
+    invoice = _invoice(session, caller, invoice_id)
+    amount_minor = None if body.amount is None else to_minor(body.amount, invoice.currency)
+    finalize.create_credit_note(session, caller.tenant_id, invoice.id, amount_minor=amount_minor,
+                                reason=body.reason, actor=caller.actor, now=utcnow())  # fmt: skip
+    return see_other(f"/invoices/{invoice_id}#audit")
+
+
+def _run_exception(
+    session: DbSession, caller: Caller, exception_id: str, kind: str
+) -> BillingException:
+    exception = repository.get_exception(session, caller.tenant_id, exception_id)
+    if exception is None or exception.type != kind or exception.invoice_id:
+        raise NotFoundError(f"no {kind} exception {exception_id!r}")
+    return exception
+
+
+@router.post("/billing/exceptions/{exception_id}/register")
+def register_customer(
+    session: DbSession,
+    caller: StaffCaller,
+    exception_id: str,
+    name: Annotated[str, Form(max_length=200)] = "",
+    email: Annotated[str, Form(max_length=320)] = "",
+) -> Response:
+    """Register the customer id usage arrived under; its draft is made at once."""
+    require(caller, *BILLING)
+    exception = _run_exception(session, caller, exception_id, checks.UNREGISTERED_CUSTOMER)
+    body = _checked(RegisterCustomer, {"customer_id": exception.evidence["customer_id"],
+                                       "name": name, "email": email})  # fmt: skip
+    review.register_customer(session, caller.tenant_id, exception.period,
+                             customer_id=body.customer_id, name=body.name, email=body.email,
+                             actor=caller.actor)  # fmt: skip
+    return see_other(f"/billing?period={exception.period}#unattributed")
+
+
+@router.post("/billing/exceptions/{exception_id}/map")
+def map_customer(
+    session: DbSession,
+    caller: StaffCaller,
+    exception_id: str,
+    to_customer_id: Annotated[str, Form(max_length=256)],
+) -> Response:
+    """Move the usage of an unregistered id to a registered customer."""
+    require(caller, *BILLING)
+    exception = _run_exception(session, caller, exception_id, checks.UNREGISTERED_CUSTOMER)
+    review.map_customer(session, caller.tenant_id, exception.period,
+                        from_id=exception.evidence["customer_id"], to_id=to_customer_id,
+                        actor=caller.actor)  # fmt: skip
+    return see_other(f"/billing?period={exception.period}#unattributed")
+
+
+@router.post("/billing/exceptions/{exception_id}/assign")
+def assign_unattributed(
+    session: DbSession,
+    caller: StaffCaller,
+    exception_id: str,
+    customer_id: Annotated[str, Form(max_length=256)],
+) -> Response:
+    """Attribute the period's customer-less traces (those the run found) to a customer."""
+    require(caller, *BILLING)
+    exception = _run_exception(session, caller, exception_id, checks.UNATTRIBUTED_USAGE)
+    review.assign_unattributed(session, caller.tenant_id, exception.period,
+                               trace_ids=list(exception.evidence["trace_ids"]),
+                               customer_id=customer_id, actor=caller.actor)  # fmt: skip
+    return see_other(f"/billing?period={exception.period}#unattributed")

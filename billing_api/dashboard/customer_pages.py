@@ -1,0 +1,190 @@
+"""Customers: the list with search, and one customer's usage, estimate, budget, credits,
+price book and invoices; credit grants, voids and the price book assignment (billing)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
+
+from agentmeter.tables import utcnow
+from billing_api.auth import Caller
+from billing_api.budgets import repository as budgets
+from billing_api.budgets.schemas import BudgetSet
+from billing_api.budgets.service import put_budget
+from billing_api.credits import service as credits
+from billing_api.credits.schemas import CreditGrantCreate, CreditGrantOut
+from billing_api.customers.service import get_customer, list_customers
+from billing_api.dashboard.access import BILLING, require
+from billing_api.dashboard.forms import parse
+from billing_api.dashboard.http import PREFIX, DashboardRoute, StaffCaller, render, see_other
+from billing_api.dashboard.overview import margin_percent
+from billing_api.deps import DbSession
+from billing_api.invoicing import repository as invoicing
+from billing_api.pricing import service as pricing
+from billing_api.rating.service import estimate
+from billing_api.usage.schemas import UsageQuery
+from billing_api.usage.service import query_usage
+
+router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
+
+USAGE_DIMENSIONS = (("step", "Step"), ("model", "Model"), ("tool", "Tool"), ("source", "Source"))
+
+
+@router.get("/customers", response_class=HTMLResponse)
+def customers(request: Request, session: DbSession, caller: StaffCaller, q: str = "") -> Response:
+    """Registered customers; `q` keeps those whose id, name or e-mail contains it."""
+    needle = q.strip().casefold()
+    found = [
+        c
+        for c in list_customers(session, caller.tenant_id)
+        if needle in f"{c.id}\n{c.name}\n{c.email or ''}".casefold()
+    ]
+    context = {"customers": found, "q": q}
+    return render(request, caller, "customers.html", page="customers", title="Customers",
+                  context=context)  # fmt: skip
+
+
+def _detail(session: Session, caller: Caller, customer_id: str, now: datetime) -> dict[str, Any]:
+    customer = get_customer(session, caller.tenant_id, customer_id)
+    rated = estimate(session, caller.tenant_id, customer_id, now)
+    usage = {}
+    for dimension, _label in USAGE_DIMENSIONS:
+        query = UsageQuery(
+            customer_id=customer_id,
+            start=rated.period.start,
+            end=rated.period.end,
+            group_by=[dimension],
+        )
+        usage[dimension] = [
+            (row[dimension], row["meter"], Decimal(row["quantity"]))
+            for row in query_usage(session, caller.tenant_id, query).rows
+        ]
+    grants = [
+        CreditGrantOut.of(grant, left, now)
+        for grant, left in credits.list_grants(session, caller.tenant_id, customer_id)
+    ]
+    return {
+        "customer": customer,
+        "rated": rated,
+        "margin_percent": margin_percent(rated.subtotal_minor, rated.margin_minor),
+        "usage": usage,
+        "dimensions": USAGE_DIMENSIONS,
+        "budget": budgets.get(session, caller.tenant_id, customer_id),
+        "grants": grants,
+        "balance": credits.balance(session, caller.tenant_id, customer_id, now),
+        "books": pricing.list_price_books(session, caller.tenant_id),
+        "overrides": pricing.list_overrides(session, caller.tenant_id, customer_id),
+        "invoices": invoicing.list_invoices(session, caller.tenant_id, customer_id=customer_id),
+        "grant_errors": {},
+        "grant_input": {},
+        "budget_errors": {},
+        "budget_input": {},
+    }
+
+
+def _detail_page(
+    request: Request,
+    session: DbSession,
+    caller: Caller,
+    customer_id: str,
+    status: int = 200,
+    **extra: Any,
+) -> Response:
+    context = {**_detail(session, caller, customer_id, utcnow()), **extra}
+    name = context["customer"].name
+    return render(request, caller, "customer.html", page="customer", title=name,
+                  context=context, status=status)  # fmt: skip
+
+
+@router.get("/customers/{customer_id}", response_class=HTMLResponse)
+def customer(
+    request: Request, session: DbSession, caller: StaffCaller, customer_id: str
+) -> Response:
+    """One customer's period so far and everything billed to them."""
+    return _detail_page(request, session, caller, customer_id)
+
+
+@router.post("/customers/{customer_id}/credits", response_model=None)
+def grant(
+    request: Request,
+    session: DbSession,
+    caller: StaffCaller,
+    customer_id: str,
+    amount: Annotated[str, Form(max_length=40)] = "",
+    currency: Annotated[str, Form(max_length=3)] = "",
+    priority: Annotated[str, Form(max_length=12)] = "",
+    expires_at: Annotated[str, Form(max_length=40)] = "",
+    description: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    """Grant prepaid credit; field errors show next to the fields."""
+    require(caller, *BILLING)
+    data = {"amount": amount, "currency": currency, "priority": priority,
+            "expires_at": expires_at, "description": description}  # fmt: skip
+    body, errors = parse(CreditGrantCreate, data)
+    if body is not None:
+        credits.grant_credits(session, caller.tenant_id, customer_id, body, utcnow())
+        return see_other(f"/customers/{customer_id}#credits")
+    return _detail_page(request, session, caller, customer_id, status=422,
+                        grant_errors=errors, grant_input=data)  # fmt: skip
+
+
+@router.post("/customers/{customer_id}/credits/{grant_id}/void")
+def void(
+    session: DbSession,
+    caller: StaffCaller,
+    customer_id: str,
+    grant_id: str,
+    reason: Annotated[str, Form(min_length=1, max_length=500)],
+) -> Response:
+    """Void a grant; what remained of it leaves the balance."""
+    require(caller, *BILLING)
+    credits.void_grant(session, caller.tenant_id, customer_id, grant_id, reason, utcnow())
+    return see_other(f"/customers/{customer_id}#credits")
+
+
+@router.post("/customers/{customer_id}/price-book")
+def assign_price_book(
+    session: DbSession,
+    caller: StaffCaller,
+    customer_id: str,
+    price_book_id: Annotated[str, Form(max_length=32)] = "",
+) -> Response:
+    """Put the customer on a book; empty: the tenant's default book."""
+    require(caller, *BILLING)
+    pricing.set_customer_price_book(session, caller.tenant_id, customer_id, price_book_id or None)
+    return see_other(f"/customers/{customer_id}#terms")
+
+
+@router.post("/customers/{customer_id}/budget", response_model=None)
+def set_budget(
+    request: Request,
+    session: DbSession,
+    caller: StaffCaller,
+    customer_id: str,
+    limit: Annotated[str, Form(max_length=40)] = "",
+    currency: Annotated[str, Form(max_length=3)] = "",
+    thresholds: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Set the customer's spend limit per period and its alert thresholds (percent)."""
+    require(caller, *BILLING)
+    entered = {"limit": limit, "currency": currency, "thresholds": thresholds}
+    parts = [p.strip() for p in thresholds.split(",") if p.strip()]
+    data: dict[str, Any] = {"limit": limit, "currency": currency}
+    errors: dict[str, str] = {}
+    if parts:
+        if all(p.isdigit() for p in parts):
+            data["thresholds"] = [int(p) for p in parts]
+        else:
+            errors["thresholds"] = "whole percents separated by commas, e.g. 50, 80, 100"
+    body, problems = parse(BudgetSet, data)
+    errors = {**problems, **errors}
+    if body is None or errors:
+        return _detail_page(request, session, caller, customer_id, status=422,
+                            budget_errors=errors, budget_input=entered)  # fmt: skip
+    put_budget(session, caller.tenant_id, customer_id, body, utcnow())
+    return see_other(f"/customers/{customer_id}#budget")

@@ -1,0 +1,206 @@
+"""The overview's figures: this period's revenue, provider cost and margin per customer
+and in total, the trend over the last periods, and what needs attention.
+
+Composed from the services the REST API uses — rating (`rate_period`), invoices, budgets,
+usage — nothing is priced or summed here that those do not already compute:
+- estimated revenue is the rated subtotal of the period so far (what a draft would say);
+- invoiced revenue is what finalized invoices of the period say;
+- a customer stands out when its margin is below the tenant's margin floor, or its spend
+  this period is over its budget (compared only in the budget's own currency);
+- totals are per currency, never added across currencies.
+The overview uses calendar-month periods (billing day 1) for every customer.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy.orm import Session
+
+from billing_api.auth import Caller
+from billing_api.budgets import repository as budgets
+from billing_api.customers.service import list_customers
+from billing_api.invoicing import repository as invoicing
+from billing_api.periods import Period, period_containing, previous_periods
+from billing_api.rating.engine import RatedPeriod
+from billing_api.rating.service import rate_period
+from billing_api.usage.schemas import UsageQuery
+from billing_api.usage.service import query_usage
+from otel_processor.usage import from_micros
+
+TREND_PERIODS = 6
+FINALIZED = "finalized"
+
+
+def margin_percent(revenue_minor: int, margin_minor: int | None) -> Decimal | None:
+    """Margin as percent of revenue, two places; None when unknown or nothing was charged."""
+    if margin_minor is None or revenue_minor == 0:
+        return None
+    return (Decimal(margin_minor * 100) / Decimal(revenue_minor)).quantize(Decimal("0.01"))
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerFigures:
+    """One customer's period so far."""
+
+    customer_id: str
+    name: str
+    currency: str
+    estimated_minor: int
+    invoiced_minor: int
+    provider_cost_minor: int | None
+    margin_minor: int | None
+    budget_minor: int | None
+    below_floor: bool
+    over_budget: bool
+
+    @property
+    def margin_percent(self) -> Decimal | None:
+        return margin_percent(self.estimated_minor, self.margin_minor)
+
+    @property
+    def flagged(self) -> bool:
+        return self.below_floor or self.over_budget
+
+
+@dataclass(slots=True)
+class Totals:
+    """Sums of one currency (cost and margin unknown as soon as one part is)."""
+
+    currency: str
+    estimated_minor: int = 0
+    invoiced_minor: int = 0
+    provider_cost_minor: int | None = 0
+    margin_minor: int | None = 0
+
+    def add(self, row: CustomerFigures) -> None:
+        self.estimated_minor += row.estimated_minor
+        self.invoiced_minor += row.invoiced_minor
+        self.provider_cost_minor = _plus(self.provider_cost_minor, row.provider_cost_minor)
+        self.margin_minor = _plus(self.margin_minor, row.margin_minor)
+
+    @property
+    def margin_percent(self) -> Decimal | None:
+        return margin_percent(self.estimated_minor, self.margin_minor)
+
+
+def _plus(total: int | None, part: int | None) -> int | None:
+    return None if total is None or part is None else total + part
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoint:
+    """One period of the trend, per currency: revenue, cost, margin (minor units)."""
+
+    period: str
+    revenue_minor: dict[str, int]
+    provider_cost_minor: dict[str, int]
+    margin_minor: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """Everything the overview page shows."""
+
+    period: Period
+    margin_floor_percent: Decimal
+    customers: list[CustomerFigures]
+    totals: list[Totals]
+    usage: list[tuple[str, Decimal]]  # meter, quantity this period, every customer
+    unattributed_traces: int
+    trend: list[TrendPoint] = field(default_factory=list)
+
+
+def _below_floor(rated: RatedPeriod, floor: Decimal) -> bool:
+    percent = margin_percent(rated.subtotal_minor, rated.margin_minor)
+    return percent is not None and floor > 0 and percent < floor
+
+
+def customer_figures(
+    session: Session, caller: Caller, period: Period, rated: dict[str, RatedPeriod]
+) -> list[CustomerFigures]:
+    """Per customer (registered, or with usage), the period's figures, flagged first."""
+    tenant = invoicing.tenant(session, caller.tenant_id)
+    names = {c.id: c.name for c in list_customers(session, caller.tenant_id)}
+    invoiced: dict[str, int] = defaultdict(int)
+    for invoice in invoicing.list_invoices(
+        session, caller.tenant_id, period=period.label, status=FINALIZED
+    ):
+        invoiced[invoice.customer_id] += invoice.subtotal_minor
+    rows = []
+    for customer_id in sorted(set(names) | set(rated)):
+        result = rated.get(customer_id)
+        budget = budgets.get(session, caller.tenant_id, customer_id)
+        spent = result.subtotal_minor if result else 0
+        currency = result.currency if result else (budget.currency if budget else "USD")
+        over = budget is not None and budget.currency == currency and spent > budget.limit_minor
+        rows.append(
+            CustomerFigures(
+                customer_id=customer_id,
+                name=names.get(customer_id, ""),
+                currency=currency,
+                estimated_minor=spent,
+                invoiced_minor=invoiced[customer_id],
+                provider_cost_minor=result.provider_cost_minor if result else 0,
+                margin_minor=result.margin_minor if result else 0,
+                budget_minor=budget.limit_minor if budget else None,
+                below_floor=result is not None
+                and _below_floor(result, tenant.margin_floor_percent),
+                over_budget=over,
+            )
+        )
+    return sorted(rows, key=lambda r: (not r.flagged, r.customer_id))
+
+
+def _usage(
+    session: Session, caller: Caller, period: Period, **query: object
+) -> list[dict[str, str]]:
+    answer = query_usage(
+        session, caller.tenant_id, UsageQuery(start=period.start, end=period.end, **query)
+    )
+    return answer.rows
+
+
+def trend(session: Session, caller: Caller, now: datetime) -> list[TrendPoint]:
+    """The last `TREND_PERIODS` periods, oldest first, each rated with today's terms (for a
+    closed period that is what its draft would say; its invoices may differ by review)."""
+    current = period_containing(now)
+    periods = [*reversed(previous_periods(current, TREND_PERIODS - 1)), current]
+    points = []
+    for period in periods:
+        revenue: dict[str, int] = defaultdict(int)
+        cost: dict[str, int] = defaultdict(int)
+        margin: dict[str, int] = defaultdict(int)
+        for result in rate_period(session, caller.tenant_id, period).values():
+            revenue[result.currency] += result.subtotal_minor
+            cost[result.currency] += result.provider_cost_minor or 0
+            margin[result.currency] += result.margin_minor or 0
+        points.append(TrendPoint(period.label, dict(revenue), dict(cost), dict(margin)))
+    return points
+
+
+def overview(session: Session, caller: Caller, now: datetime) -> Overview:
+    """This period's figures for the caller's tenant (staff only: cost and margin)."""
+    period = period_containing(now)
+    rated = rate_period(session, caller.tenant_id, period)
+    rows = customer_figures(session, caller, period, rated)
+    totals: dict[str, Totals] = {}
+    for row in rows:
+        totals.setdefault(row.currency, Totals(row.currency)).add(row)
+    by_meter: dict[str, Decimal] = defaultdict(Decimal)
+    for result in rated.values():
+        for meter, micros in result.usage_micros.items():
+            by_meter[meter] += from_micros(micros)
+    traces = {r["trace_id"] for r in _usage(session, caller, period, unattributed=True,
+                                            group_by=["trace_id"])}  # fmt: skip
+    return Overview(
+        period=period,
+        margin_floor_percent=invoicing.tenant(session, caller.tenant_id).margin_floor_percent,
+        customers=rows,
+        totals=sorted(totals.values(), key=lambda t: t.currency),
+        usage=sorted(by_meter.items()),
+        unattributed_traces=len(traces),
+    )
