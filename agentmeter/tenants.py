@@ -8,7 +8,6 @@ An ingest key can only send usage; an admin key can only use the REST API.
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -128,10 +127,7 @@ def tenant_exists(engine: Engine, tenant_id: str) -> bool:
         return session.get(Tenant, tenant_id) is not None
 
 
-# --- Keys and attribute keys as the dashboard manages them (session-scoped) ---------------
-
-MAX_CUSTOMER_KEYS = 20
-_ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,255}$")
+# --- Keys as the dashboard manages them (session-scoped) ----------------------------------
 
 
 def list_keys(session: Session, tenant_id: str) -> list[ApiKey]:
@@ -153,19 +149,3 @@ def revoke_key_id(session: Session, tenant_id: str, key_id: str) -> bool:
         .values(revoked_at=utcnow())
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-def set_customer_keys(session: Session, tenant_id: str, keys: list[str]) -> list[str]:
-    """The span/resource attribute keys that name the customer, first match wins; at least
-    one, each a plain attribute key. `ValueError` says what is wrong."""
-    cleaned = list(dict.fromkeys(k.strip() for k in keys if k.strip()))
-    if not cleaned or len(cleaned) > MAX_CUSTOMER_KEYS:
-        raise ValueError(f"give 1 to {MAX_CUSTOMER_KEYS} attribute keys")
-    bad = [k for k in cleaned if not _ATTRIBUTE_KEY.fullmatch(k)]
-    if bad:
-        raise ValueError(f"not an attribute key: {bad[0]!r}")
-    tenant = session.get(Tenant, tenant_id)
-    if tenant is None:
-        raise ValueError(f"no tenant {tenant_id!r}")
-    tenant.customer_attribute_keys = cleaned
-    return cleaned

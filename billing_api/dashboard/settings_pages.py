@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from agentmeter.tenants import KeyKind, create_key, list_keys, revoke_key_id, set_customer_keys
+from agentmeter.tenants import KeyKind, create_key, list_keys, revoke_key_id
 from billing_api.auth import Caller
 from billing_api.dashboard.access import require
 from billing_api.dashboard.forms import parse
@@ -17,6 +17,8 @@ from billing_api.dashboard.http import PREFIX, DashboardRoute, StaffCaller, rend
 from billing_api.deps import DbSession
 from billing_api.errors import NotFoundError
 from billing_api.invoicing import repository as invoicing
+from billing_api.tenant.schemas import TenantUpdate
+from billing_api.tenant.service import update_tenant
 from billing_api.webhooks import service as webhooks
 from billing_api.webhooks.schemas import WebhookEndpointSet
 
@@ -76,10 +78,13 @@ def customer_keys(
 ) -> Response:
     """Replace the attribute keys that name the customer (one a line, first match wins)."""
     require(caller)
-    try:
-        set_customer_keys(session, caller.tenant_id, keys.splitlines())
-    except ValueError as error:
-        return _page(request, session, caller, status=422, errors={"keys": str(error)})
+    lines = [line.strip() for line in keys.splitlines() if line.strip()]
+    update, errors = parse(TenantUpdate, {"customer_attribute_keys": lines})
+    if update is None:
+        return _page(
+            request, session, caller, status=422, errors={"keys": "; ".join(errors.values())}
+        )
+    update_tenant(session, caller.tenant_id, update)
     return see_other("/settings#customer-keys")
 
 
@@ -95,5 +100,10 @@ def webhook(
     body, errors = parse(WebhookEndpointSet, {"url": url})
     if body is None:
         return _page(request, session, caller, status=422, errors=errors)
-    secret = webhooks.set_endpoint(session, caller.tenant_id, body.url)
+    secret = webhooks.set_endpoint(
+        session,
+        caller.tenant_id,
+        body.url,
+        allow_private=request.app.state.settings.webhook_allow_private,
+    )
     return _page(request, session, caller, new_secret=secret)
