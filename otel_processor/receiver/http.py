@@ -125,8 +125,12 @@ class OtlpHttpApp:
 
 
 async def _read_body(receive: Receive, limit: int, *, gzip: bool) -> bytes:
-    """The whole request body, inflated if gzip, refusing more than `limit` bytes."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
+    """The whole request body, inflated if gzip, refusing more than `limit` bytes.
+
+    A gzip body may hold several members (RFC 1952 allows concatenated streams): every
+    member is inflated, each counting against the same limit.
+    """
+    inflater = _GzipInflater() if gzip else None
     chunks: list[bytes] = []
     size = received = 0
     more = True
@@ -140,17 +144,50 @@ async def _read_body(receive: Receive, limit: int, *, gzip: bool) -> bytes:
         if received > limit:
             raise RequestTooLargeError
         if inflater is not None:
-            # Inflate at most one byte past the limit: enough to know it is too large.
-            chunk = inflater.decompress(chunk, limit - size + 1)
-            if inflater.unconsumed_tail:
-                raise RequestTooLargeError
+            chunk = inflater.inflate(chunk, limit - size)
         size += len(chunk)
         if size > limit:
             raise RequestTooLargeError
         chunks.append(chunk)
-    if inflater is not None and not inflater.eof:
-        raise zlib.error("truncated gzip stream")
+    if inflater is not None:
+        inflater.finish()
     return b"".join(chunks)
+
+
+class _GzipInflater:
+    """Inflates a stream of gzip members, never holding more than the limit allows."""
+
+    def __init__(self) -> None:
+        self._member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._started = False  # some byte of the current member has been read
+        self._members = 0  # members read to their end
+
+    def inflate(self, data: bytes, room: int) -> bytes:
+        """Inflate `data`; raise `RequestTooLargeError` past `room` more bytes."""
+        out: list[bytes] = []
+        while data:
+            self._started = True
+            # Inflate at most one byte past the room left: enough to know it is too large.
+            piece = self._member.decompress(data, room + 1)
+            if self._member.unconsumed_tail:
+                raise RequestTooLargeError
+            room -= len(piece)
+            if room < 0:
+                raise RequestTooLargeError
+            out.append(piece)
+            data = b""
+            if self._member.eof:
+                # The next member (if any) starts in the bytes after this one's trailer.
+                data = self._member.unused_data
+                self._member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._started = False
+                self._members += 1
+        return b"".join(out)
+
+    def finish(self) -> None:
+        """Refuse a body whose last member was cut short."""
+        if self._started or not self._members:
+            raise zlib.error("truncated gzip stream")
 
 
 async def _respond(

@@ -464,7 +464,7 @@ def json_span(**fields: Any) -> bytes:
 
 class TestDecodeJson:
     def test_hand_written_export(self) -> None:
-        request = decode_json(OTLP_JSON)
+        request = decode_json(OTLP_JSON).request
         chat, tool = request.resource_spans[0].scope_spans[0].spans
         assert (chat.trace_id, chat.span_id, chat.parent_span_id) == (TRACE_A, span_id(1), b"")
         assert (tool.trace_id, tool.parent_span_id) == (TRACE_A, span_id(1))
@@ -576,30 +576,6 @@ class TestDecodeJson:
             pytest.param(b"null", "JSON object", id="null"),
             pytest.param(b'{"resourceSpans": "x"}', "not an OTLP/JSON", id="spans-not-a-list"),
             pytest.param(b'{"resourceSpans": {}}', "not an OTLP/JSON", id="spans-an-object"),
-            pytest.param(json_span(name=5), "not an OTLP/JSON", id="name-a-number"),
-            pytest.param(json_span(endTimeUnixNano=-1), "not an OTLP/JSON", id="negative-time"),
-            pytest.param(json_span(endTimeUnixNano="soon"), "not an OTLP/JSON", id="time-text"),
-            pytest.param(json_span(attributes={"a": 1}), "not an OTLP/JSON", id="attrs-object"),
-            pytest.param(
-                json_span(attributes=[{"key": "n", "value": {"intValue": "many"}}]),
-                "not an OTLP/JSON",
-                id="int-value-text",
-            ),
-            pytest.param(
-                json_span(attributes=[{"key": "n", "value": {"intValue": 1.5}}]),
-                "not an OTLP/JSON",
-                id="int-value-fraction",
-            ),
-            pytest.param(
-                json_span(attributes=[{"key": "n", "value": {"intValue": str(2**63)}}]),
-                "not an OTLP/JSON",
-                id="int-value-overflow",
-            ),
-            pytest.param(
-                json_span(attributes=[{"key": "n", "value": {"intValue": 1, "stringValue": "x"}}]),
-                "not an OTLP/JSON",
-                id="two-values",
-            ),
         ],
     )
     def test_invalid_body(self, body: bytes, fragment: str) -> None:
@@ -619,18 +595,96 @@ class TestDecodeJson:
         extraction = extract_usage(decode_json(body))
         assert (extraction.spans, extraction.rejected, extraction.batch.records) == (0, 0, [])
 
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            pytest.param({"name": 5}, id="name-a-number"),
+            pytest.param({"endTimeUnixNano": -1}, id="negative-time"),
+            pytest.param({"endTimeUnixNano": "soon"}, id="time-text"),
+            pytest.param({"attributes": {"a": 1}}, id="attrs-object"),
+            pytest.param(
+                {"attributes": [{"key": "n", "value": {"intValue": "many"}}]}, id="int-value-text"
+            ),
+            pytest.param(
+                {"attributes": [{"key": "n", "value": {"intValue": 1.5}}]}, id="int-value-fraction"
+            ),
+            pytest.param(
+                {"attributes": [{"key": "n", "value": {"intValue": str(2**63)}}]},
+                id="int-value-overflow",
+            ),
+            pytest.param(
+                {"attributes": [{"key": "n", "value": {"intValue": 1, "stringValue": "x"}}]},
+                id="two-values",
+            ),
+            pytest.param({"name": "\ud800"}, id="lone-surrogate"),
+        ],
+    )
+    def test_undecodable_span_is_rejected_alone(self, fields: dict[str, Any]) -> None:
+        good = json.loads(json_span(spanId="00000000000000aa"))
+        bad = json.loads(json_span(**fields))
+        spans = good["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        spans[:0] = bad["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        spans.append(7)  # not even an object
+
+        extraction = extract_usage(decode_json(json.dumps(good).encode()))
+
+        assert (extraction.spans, extraction.rejected) == (3, 2)
+        assert [(r.span_id, r.meter) for r in extraction.batch.records] == [
+            ("00000000000000aa", "input_tokens")
+        ]
+        assert "span is not an OTLP/JSON trace export" in extraction.messages[0]
+        assert "span is not a JSON object" in extraction.messages[1]
+        assert extraction.rejected_by_reason == {"unreadable": 2}
+
+    def test_spans_not_a_list_is_invalid(self) -> None:
+        body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": "x"}]}]}).encode()
+        with pytest.raises(InvalidRequestError, match="not an OTLP/JSON"):
+            decode_json(body)
+
     def test_deeply_nested_json_is_invalid(self) -> None:
         with pytest.raises(InvalidRequestError):
             decode_json(b"[" * 5_000 + b"]" * 5_000)  # 10 KB
 
 
 class TestDecodeProtobuf:
+    def test_span_that_breaks_the_wire_format_is_rejected_alone(self) -> None:
+        # Protobuf strings must be UTF-8: a span whose name is not cannot be decoded, but
+        # its neighbours can (issue 8: content never fails the whole request).
+        tokens = {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 9}
+        request = export(
+            resource_spans(
+                {},
+                ("scope", [span(TRACE_A, 1, "BADNAME!", tokens), span(TRACE_A, 2, "ok", tokens)]),
+            )
+        )
+        body = request.SerializeToString().replace(b"BADNAME!", b"\xff\xfe" * 4)
+
+        extraction = extract_usage(decode_protobuf(body))
+
+        assert (extraction.spans, extraction.rejected) == (2, 1)
+        assert extraction.rejected_by_reason == {"unreadable": 1}
+        assert "span is not a protobuf OTLP span" in extraction.error_message()
+        assert [(r.span_id, r.quantity) for r in extraction.batch.records] == [
+            (span_id(2).hex(), 9)
+        ]
+
+    def test_end_time_past_int64_rejects_only_that_span(self) -> None:
+        tokens = {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 9}
+        spans = [span(TRACE_A, 1, "far", tokens, end=2**64 - 1), span(TRACE_A, 2, "ok", tokens)]
+        body = export(resource_spans({}, ("scope", spans))).SerializeToString()
+
+        extraction = extract_usage(decode_protobuf(body))
+
+        assert (extraction.spans, extraction.rejected) == (2, 1)
+        assert "past year 2262" in extraction.error_message()
+        assert [r.span_id for r in extraction.batch.records] == [span_id(2).hex()]
+
     def test_round_trip(self) -> None:
         request = agent_session()
-        assert decode_protobuf(request.SerializeToString()) == request
+        assert decode_protobuf(request.SerializeToString()).request == request
 
     def test_empty_body_is_an_empty_export(self) -> None:
-        assert decode_protobuf(b"") == ExportTraceServiceRequest()
+        assert decode_protobuf(b"").request == ExportTraceServiceRequest()
 
     @pytest.mark.parametrize(
         "body",
