@@ -640,6 +640,24 @@ ACCEPTED_QUANTITIES = [
 ]
 
 
+class TestUsageServiceOverTheWire:
+    def test_record_time_past_int64_is_refused_alone(
+        self, server: RunningServer, engine: Engine
+    ) -> None:
+        # Issue 8, defect 1: UsageService answered UNKNOWN and leaked "OverflowError".
+        body = request_body(
+            [wire_record(span_id="00000000000000aa", time_unix_nano=2**64 - 1), wire_record()]
+        )
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            export = channel.unary_unary(f"/{USAGE_SERVICE}/Export")
+            raw = export(body, metadata=(("authorization", f"Bearer {server.tenant.ingest_key}"),))
+        response = usage_pb2.ExportUsageResponse.FromString(raw)
+
+        assert (response.inserted, response.duplicates, response.rejected) == (1, 0, 1)
+        assert "past year 2262" in response.error_message
+        assert [row[1] for row in stored_rows(engine, server.tenant.tenant_id)] == [SPAN]
+
+
 class TestExtractUsageRequest:
     @pytest.mark.parametrize(("overrides", "reason"), INVALID_RECORDS)
     def test_invalid_record_is_counted_and_the_valid_ones_kept(

@@ -215,6 +215,19 @@ class TestPartialSuccess:
         assert usage_table(server) == scenarios.PARTLY_BAD.usage
         assert stored_row_count(engine) == scenarios.PARTLY_BAD.rows
 
+    def test_end_time_past_int64_is_refused_alone(
+        self, server: RunningServer, engine: Engine
+    ) -> None:
+        # Issue 8, defect 1: was UNKNOWN with "OverflowError: Python int too large" leaked.
+        answer = send(server, scenarios.FAR_FUTURE.body)
+
+        assert answer.code is grpc.StatusCode.OK, answer.details
+        assert answer.response is not None
+        assert answer.response.partial_success.rejected_spans == 1
+        assert "past year 2262" in answer.response.partial_success.error_message
+        assert usage_table(server) == scenarios.FAR_FUTURE.usage
+        assert stored_row_count(engine) == scenarios.FAR_FUTURE.rows
+
 
 class TestStoreUnavailable:
     def test_locked_sqlite_is_unavailable_then_the_retry_succeeds(self, tmp_path: Path) -> None:

@@ -167,6 +167,43 @@ class TestGzip:
             ("acme", "output_tokens"): "220",
         }
 
+    def test_every_member_of_a_multi_member_body_is_inflated(
+        self, server: RunningServer, engine: Engine
+    ) -> None:
+        # Issue 8, defect 2: concatenated gzip streams are one legal body (RFC 1952); two
+        # serialized exports concatenated are one export holding both (protobuf merge).
+        body = gzipped(export_request(span(1, 1, llm(100, 20, customer="acme")))) + gzipped(
+            export_request(span(1, 2, llm(7, 3, customer="acme")))
+        )
+
+        assert export_response(post(server, body, encoding="gzip")) == (
+            ExportTraceServiceResponse()
+        )
+        assert usage_table(server) == {
+            ("acme", "input_tokens"): "107",
+            ("acme", "output_tokens"): "23",
+        }
+        assert stored_row_count(engine) == 4
+
+    def test_members_together_over_the_limit_are_refused(
+        self, small_server: RunningServer, engine: Engine
+    ) -> None:
+        member = gzipped(bytes(scenarios.SMALL_LIMIT // 2 + 1))
+
+        response = post(small_server, member * 2, encoding="gzip")
+
+        assert response.status_code == 413
+        assert stored_row_count(engine) == 0
+
+    def test_garbage_after_a_member_is_refused(self, server: RunningServer, engine: Engine) -> None:
+        body = gzipped(export_request(span(1, 1, llm(customer="acme")))) + b"not gzip"
+
+        response = post(server, body, encoding="gzip")
+
+        assert response.status_code == 400
+        assert refusal(response).code == code_pb2.INVALID_ARGUMENT
+        assert stored_row_count(engine) == 0
+
     def test_truncated_gzip_is_refused(self, server: RunningServer, engine: Engine) -> None:
         body = gzipped(export_request(span(1, 1, llm(customer="acme"))))
 
@@ -346,6 +383,31 @@ class TestPartialSuccess:
             assert reason in message
         assert usage_table(server) == scenarios.PARTLY_BAD.usage
         assert stored_row_count(engine) == scenarios.PARTLY_BAD.rows
+
+    def test_end_time_past_int64_is_refused_alone(
+        self, server: RunningServer, engine: Engine
+    ) -> None:
+        answer = export_response(post(server, scenarios.FAR_FUTURE.body))
+
+        assert answer.partial_success.rejected_spans == 1
+        assert "past year 2262" in answer.partial_success.error_message
+        assert usage_table(server) == scenarios.FAR_FUTURE.usage
+        assert stored_row_count(engine) == scenarios.FAR_FUTURE.rows
+
+    def test_json_span_of_the_wrong_shape_is_refused_alone(
+        self, server: RunningServer, engine: Engine
+    ) -> None:
+        document = json.loads(OTLP_JSON)
+        spans = document["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        spans.append({**spans[0], "spanId": "00000000000000ff", "endTimeUnixNano": "soon"})
+        spans.append({**spans[0], "spanId": "00000000000000fe", "endTimeUnixNano": str(2**64 - 1)})
+
+        response = post(server, json.dumps(document).encode(), content_type=JSON)
+
+        answer = export_response(response)
+        assert answer.partial_success.rejected_spans == 2
+        assert "OverflowError" not in answer.partial_success.error_message
+        assert usage_table(server) == JSON_USAGE
 
     def test_all_spans_bad_is_still_a_partial_success(
         self, server: RunningServer, engine: Engine
