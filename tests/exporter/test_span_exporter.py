@@ -649,7 +649,9 @@ class TestUsageServiceOverTheWire:
             [wire_record(span_id="00000000000000aa", time_unix_nano=2**64 - 1), wire_record()]
         )
         with grpc.insecure_channel(server.grpc_target) as channel:
-            export = channel.unary_unary(f"/{USAGE_SERVICE}/Export")
+            export = channel.unary_unary(
+                f"/{USAGE_SERVICE}/Export", request_serializer=None, response_deserializer=None
+            )
             raw = export(body, metadata=(("authorization", f"Bearer {server.tenant.ingest_key}"),))
         response = usage_pb2.ExportUsageResponse.FromString(raw)
 
