@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 from google.protobuf import (
     descriptor_pb2,
     descriptor_pool,
+    duration_pb2,
     json_format,
     message_factory,
     text_format,
 )
 from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceRequest,
@@ -192,6 +194,18 @@ def export_response(rejected: int, error_message: str) -> ExportTraceServiceResp
             ExportTracePartialSuccess(rejected_spans=rejected, error_message=error_message)
         )
     return response
+
+
+def retry_status(code: int, message: str, retry_after: int) -> status_pb2.Status:
+    """A `google.rpc.Status` refusing an export, with `RetryInfo` saying when to retry."""
+    status = status_pb2.Status(code=code, message=message)
+    status.details.add().Pack(retry_info(retry_after))
+    return status
+
+
+def retry_info(retry_after: int) -> error_details_pb2.RetryInfo:
+    """The `RetryInfo` OTLP exporters honour before retrying a throttled export."""
+    return error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=retry_after))
 
 
 def encode_response(response: Message, *, as_json: bool) -> bytes:

@@ -23,8 +23,9 @@ from otel_processor.otlp import (
     encode_response,
     export_response,
     extract_usage,
+    retry_status,
 )
-from otel_processor.receiver.service import UnauthenticatedError, UsageIngest
+from otel_processor.receiver.service import RateLimitedError, UnauthenticatedError, UsageIngest
 from otel_processor.usage import StoreUnavailableError
 
 logger = logging.getLogger("agentmeter.ingest")
@@ -43,12 +44,18 @@ class RequestTooLargeError(Exception):
 
 
 class _Refusal(Exception):
-    def __init__(self, status: int, code: int, message: str, headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        headers: dict[str, str],
+        body: status_pb2.Status | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
-        self.code = code
-        self.message = message
         self.headers = headers
+        self.body = body or status_pb2.Status(code=code, message=message)
 
 
 class OtlpHttpApp:
@@ -68,8 +75,7 @@ class OtlpHttpApp:
         try:
             response = await self._handle(scope, receive, headers, content_type)
         except _Refusal as refusal:
-            status = status_pb2.Status(code=refusal.code, message=refusal.message)
-            await _respond(send, refusal.status, status, as_json, refusal.headers)
+            await _respond(send, refusal.status, refusal.body, as_json, refusal.headers)
             return
         await _respond(send, 200, response, as_json, {})
 
@@ -105,6 +111,14 @@ class OtlpHttpApp:
             )
         except UnauthenticatedError as error:
             raise _Refusal(401, code_pb2.UNAUTHENTICATED, str(error), {}) from None
+        except RateLimitedError as error:
+            raise _Refusal(
+                429,
+                code_pb2.RESOURCE_EXHAUSTED,
+                str(error),
+                {"retry-after": str(error.retry_after)},
+                retry_status(code_pb2.RESOURCE_EXHAUSTED, str(error), error.retry_after),
+            ) from None
         except InvalidRequestError as error:
             raise _Refusal(400, code_pb2.INVALID_ARGUMENT, str(error), {}) from None
         except StoreUnavailableError as error:
