@@ -16,6 +16,7 @@ from tests.otlp_builders import CUSTOMER, export_request, llm, span
 from tests.usage_queries import UsageTable, usage_table
 
 SMALL_LIMIT = 64 * 1024  # the request size limit of the `small_server` fixture
+INGEST_LIMIT = 2  # exports per ingest key and minute of the `limited_server` fixture
 
 
 @dataclass(frozen=True)

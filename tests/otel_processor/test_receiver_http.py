@@ -17,12 +17,12 @@ import httpx
 import psutil
 import pytest
 from google.protobuf import json_format
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from sqlalchemy import Engine, select
 
 from agentmeter.tables import UsageRow
-from agentmeter.tenants import revoke_key
+from agentmeter.tenants import create_tenant, revoke_key
 from tests import receiver_scenarios as scenarios
 from tests.conftest import RunningServer
 from tests.otlp_builders import CUSTOMER, OTLP_JSON, export_request, llm, span
@@ -473,3 +473,45 @@ class TestCustomerInheritance:
             ("acme", "input_tokens"): "10",
             ("acme", "output_tokens"): "1",
         }
+
+
+class TestRateLimit:
+    def test_past_the_limit_is_429_with_retry_after_and_nothing_stored(
+        self, limited_server: RunningServer, engine: Engine
+    ) -> None:
+        for number in range(1, scenarios.INGEST_LIMIT + 1):
+            assert post(limited_server, export_request(span(1, number, llm()))).status_code == 200
+
+        refused = post(limited_server, export_request(span(2, 1, llm())))
+
+        assert refused.status_code == 429
+        wait = int(refused.headers["retry-after"])
+        assert 0 < wait <= 60
+        status = refusal(refused)
+        assert status.code == code_pb2.RESOURCE_EXHAUSTED
+        info = error_details_pb2.RetryInfo()
+        assert status.details[0].Unpack(info)
+        assert info.retry_delay.seconds == wait
+        assert stored_row_count(engine) == 2 * scenarios.INGEST_LIMIT
+
+    def test_the_limit_is_per_key(self, limited_server: RunningServer, engine: Engine) -> None:
+        for number in range(1, scenarios.INGEST_LIMIT + 2):
+            post(limited_server, export_request(span(1, number, llm())))
+        other = create_tenant(engine, "another tenant")
+
+        response = post(
+            limited_server,
+            export_request(span(3, 1, llm())),
+            headers={"authorization": f"Bearer {other.ingest_key}"},
+        )
+
+        assert response.status_code == 200
+
+    def test_refused_in_json_for_a_json_request(self, limited_server: RunningServer) -> None:
+        for _ in range(scenarios.INGEST_LIMIT):
+            post(limited_server, OTLP_JSON, content_type=JSON)
+
+        refused = post(limited_server, OTLP_JSON, content_type=JSON)
+
+        assert refused.status_code == 429
+        assert refusal(refused, as_json=True).code == code_pb2.RESOURCE_EXHAUSTED
