@@ -163,12 +163,14 @@ def decode_json(body: bytes) -> DecodedExport:
     return decoded
 
 
-def _parse_json(document: dict[str, Any], message: _M, what: str = "body") -> _M:
+def _parse_json(
+    document: dict[str, Any], message: _M, what: str = "body is not an OTLP/JSON trace export"
+) -> _M:
     try:
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except (json_format.ParseError, RecursionError, UnicodeError) as error:
         reason = _shortened(str(error)) if isinstance(error, json_format.ParseError) else ""
-        raise InvalidRequestError(f"{what} is not an OTLP/JSON trace export: {reason}") from None
+        raise InvalidRequestError(f"{what}: {reason}") from None
     return message
 
 
@@ -178,7 +180,7 @@ def _parse_json_span(span: object, message: Span) -> None:
     _hex_ids_to_base64(span)
     for link in _objects(span.get("links")):
         _hex_ids_to_base64(link)
-    _parse_json(span, message, "span")
+    _parse_json(span, message, "span is not an OTLP/JSON span")
 
 
 def _shortened(text: str, limit: int = 200) -> str:
