@@ -168,7 +168,9 @@ def _parse_json(
 ) -> _M:
     try:
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
-    except (json_format.ParseError, RecursionError, UnicodeError) as error:
+    except Exception as error:  # untrusted input into the protobuf runtime
+        # Besides ParseError, the runtime raises RecursionError, UnicodeError and even
+        # SystemError (an enum name with a lone surrogate) on some inputs.
         reason = _shortened(str(error)) if isinstance(error, json_format.ParseError) else ""
         raise InvalidRequestError(f"{what}: {reason}") from None
     return message
@@ -286,7 +288,10 @@ class Extraction:
         self.rejected += 1
         self.rejected_by_reason[error.reason] += 1
         if len(self.messages) < MAX_REJECTION_MESSAGES:
-            self.messages.append(f"{what}: {error}")
+            # Messages may quote what the client sent: keep them short and valid UTF-8
+            # (a lone surrogate from OTLP/JSON would make the answer itself unencodable).
+            message = _shortened(f"{what}: {error}", 300)
+            self.messages.append(message.encode("utf-8", "backslashreplace").decode())
 
     @property
     def batch(self) -> UsageBatch:

@@ -625,6 +625,7 @@ class TestDecodeJson:
                 id="two-values",
             ),
             pytest.param({"name": "\ud800"}, id="lone-surrogate"),
+            pytest.param({"kind": "\ud800"}, id="enum-name-lone-surrogate"),
         ],
     )
     def test_undecodable_span_is_rejected_alone(self, fields: dict[str, Any]) -> None:
@@ -903,7 +904,8 @@ class TestBoundaryProperties:
             st.tuples(st.text(max_size=20), JSON_VALUES)
             | st.tuples(st.just("attributes"), JSON_ATTRIBUTES)
             | st.tuples(
-                st.sampled_from(["traceId", "spanId", "endTimeUnixNano", "name"]), JSON_VALUES
+                st.sampled_from(["traceId", "spanId", "endTimeUnixNano", "name", "kind", "links"]),
+                JSON_VALUES,
             )
         ),
     )
@@ -937,7 +939,11 @@ class TestBoundaryProperties:
     ) -> None:
         # Build the request by hand so one neighbour's bytes can be made undecodable.
         broken = Span(name="BROKEN!!", span_id=b"\x01" * 8).SerializeToString()
-        raw_spans = [s.SerializeToString() for s in neighbours]
+        raw_spans = [
+            s.SerializeToString()
+            for s in neighbours
+            if (s.trace_id, s.span_id) != (GOOD_TRACE_ID, GOOD_SPAN_ID)
+        ]
         raw_spans.insert(min(cut, len(raw_spans)), good_span().SerializeToString())
         raw_spans.append(broken.replace(b"BROKEN!!", b"\xc0" * 8))
         scope = b"".join(b"\x12" + _varint(len(raw)) + raw for raw in raw_spans)
