@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -44,6 +45,7 @@ from otel_processor.receiver.service import UsageIngest
 logger = logging.getLogger("agentmeter.ingest")
 
 SHUTDOWN_GRACE_SECONDS = 10.0
+INGEST_NICENESS = 5
 
 
 async def run_receivers(settings: Settings, stop: asyncio.Event) -> None:
@@ -93,6 +95,9 @@ def _stop_when_stdin_closes(loop: asyncio.AbstractEventLoop, stop: asyncio.Event
 
 
 async def _main() -> None:
+    # The API answers people, ingest answers exporters that batch and retry: when the two
+    # compete for CPU, the API goes first.
+    os.nice(INGEST_NICENESS)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -170,11 +170,19 @@ class Server:
     ps: psutil.Process
     grpc_port: int
     http_port: int
+    api_port: int = 0
 
     @classmethod
-    def start(cls, database_url: str, synchronous: str, log_path: Path) -> Server:
+    def start(
+        cls,
+        database_url: str,
+        synchronous: str,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> Server:
         env = {
             **os.environ,
+            **(extra_env or {}),
             "AGENTMETER_DATABASE_URL": database_url,
             "AGENTMETER_SQLITE_SYNCHRONOUS": synchronous,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -199,7 +207,11 @@ class Server:
                 continue
             if isinstance(event, dict) and event.get("event") == "ready":
                 return cls(
-                    process, psutil.Process(process.pid), event["grpc_port"], event["http_port"]
+                    process,
+                    psutil.Process(process.pid),
+                    event["grpc_port"],
+                    event["http_port"],
+                    event["api_port"],
                 )
         process.kill()
         raise SystemExit("server did not become ready in 60 s")

@@ -85,6 +85,10 @@ def export_handler(
         except StoreUnavailableError as error:
             logger.warning("export refused, store unavailable: %s", error)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "usage store unavailable; retry")
+        except Exception:
+            # grpc would answer UNKNOWN with the exception's text: log it, tell nothing.
+            logger.exception("export failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
         return respond(outcome)
 
     return grpc.method_handlers_generic_handler(
