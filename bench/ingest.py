@@ -179,7 +179,10 @@ class Server:
         synchronous: str,
         log_path: Path,
         extra_env: dict[str, str] | None = None,
+        ports: tuple[int, int, int] = (0, 0, 0),
     ) -> Server:
+        """`agentmeter serve` on `ports` (gRPC, HTTP, API; 0: any free port), logging to
+        `log_path` (appended to)."""
         env = {
             **os.environ,
             **(extra_env or {}),
@@ -188,8 +191,9 @@ class Server:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         command = [sys.executable, "-m", "agentmeter.cli", "serve"]
-        command += ["--grpc-port", "0", "--http-port", "0", "--api-port", "0"]
-        with log_path.open("w") as log:
+        for flag, port in zip(("--grpc-port", "--http-port", "--api-port"), ports, strict=True):
+            command += [flag, str(port)]
+        with log_path.open("a") as log:
             process = subprocess.Popen(
                 command, env=env, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT
             )
