@@ -20,9 +20,11 @@ import signal
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
+from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from agentmeter.ratelimit import key_rate_limiter
@@ -47,6 +49,15 @@ class IngestWorkerError(RuntimeError):
     """The ingest worker could not be started."""
 
 
+def _env_value(value: object) -> str:
+    """A setting's value as pydantic-settings reads it back from the environment."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, str | Path):
+        return str(value)
+    return json.dumps(value, default=str)
+
+
 class IngestSupervisor:
     """Starts the ingest worker, restarts it when it dies, stops it on request.
 
@@ -63,13 +74,18 @@ class IngestSupervisor:
         self.http_port = settings.http_port
 
     def _environment(self) -> dict[str, str]:
-        values = self._settings.model_dump(mode="json")
+        """The worker's environment: this process's, with every setting as it resolved here
+        (arguments included) and the ports the worker must bind."""
+        values = self._settings.model_dump()
         values.update(grpc_port=self.grpc_port, http_port=self.http_port)
-        settings = {
-            f"AGENTMETER_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
-            for name, value in values.items()
-        }
-        return {**os.environ, **settings, "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir}
+        environment = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self._metrics_dir)
+        for name, value in values.items():
+            variable = f"AGENTMETER_{name.upper()}"
+            if value is None:  # unset: the default, which the environment must not override
+                environment.pop(variable, None)
+            else:
+                environment[variable] = _env_value(value)
+        return environment
 
     async def start(self) -> None:
         """Start the worker and wait until it listens; retry while its ports are still held

@@ -52,14 +52,14 @@ class Settings(BaseSettings):
         description="How often `serve` sweeps budgets, expires credit and sends webhooks",
     )
     ingest_rate_limit: str = Field(
-        default="200/second",
+        default="1000/second",
         description=(
-            "Exports accepted per ingest key (OTLP and UsageService), e.g. '200/second' or "
+            "Exports accepted per ingest key (OTLP and UsageService), e.g. '1000/second' or "
             "'10000/minute'; past it 429 / RESOURCE_EXHAUSTED with a retry delay. Empty: off"
         ),
     )
     api_rate_limit: str = Field(
-        default="100/second",
+        default="1000/second",
         description="REST requests accepted per API key; past it 429 with Retry-After. Empty: off",
     )
 
