@@ -1,4 +1,12 @@
-"""`agentmeter serve`: OTLP/gRPC, OTLP/HTTP and the billing API in one process and one loop."""
+"""`agentmeter serve`: the billing API in this process, the OTLP receivers in a worker.
+
+The receivers (OTLP/gRPC with `UsageService`, OTLP/HTTP) run in a child process,
+`agentmeter.ingest_worker`, started and supervised here: decoding spans never holds the
+API's interpreter lock, so REST reads stay fast under any ingest load. A worker that
+crashes is restarted on the same ports; a SIGTERM/SIGINT stops the API and the worker
+gracefully (exports in flight commit and are answered); if this process dies, the worker
+sees its standard input close and stops too.
+"""
 
 from __future__ import annotations
 
@@ -6,61 +14,151 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import shutil
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-import uvicorn
 from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from agentmeter.ratelimit import key_rate_limiter
+from agentmeter.serving import start_http
 from agentmeter.settings import Settings
-from agentmeter.tenants import TenantKeys
 from billing_api.app import create_app
 from billing_api.budgets.service import sweep_budgets
 from billing_api.credits.service import expire_all_credits
+from billing_api.ratelimit import RateLimitedApi
 from billing_api.stripe.events import process_events
 from billing_api.stripe.gateway import StripeGateway, build_gateway
 from billing_api.stripe.outbox import run_due_jobs
 from billing_api.webhooks.delivery import deliver_due
-from exporter.provider_costs import ProviderCostCatalog
-from exporter.sql_sink import SqlUsageSink
-from exporter.usage_service import usage_service_handler
-from otel_processor.receiver.grpc import make_server, trace_service_handler
-from otel_processor.receiver.http import OtlpHttpApp
-from otel_processor.receiver.observe import ExportLog, IngestMetrics
-from otel_processor.receiver.service import UsageIngest
 
 logger = logging.getLogger("agentmeter.server")
 
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to `serve` (two run in one loop)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+WORKER_MODULE = "agentmeter.ingest_worker"
+# A worker stopping gracefully finishes the exports in flight (grace 10 s) first.
+WORKER_STOP_SECONDS = 20.0
+# Startup may wait for a worker of a crashed predecessor to let go of the ports.
+WORKER_START_SECONDS = 60.0
 
 
-async def _start_http(app: object, host: str, port: int) -> tuple[_Server, asyncio.Task[None], int]:
-    config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # raises the bind error
-            raise RuntimeError(f"HTTP server on {host}:{port} stopped during startup")
-        await asyncio.sleep(0.01)
-    bound: int = server.servers[0].sockets[0].getsockname()[1]
-    return server, task, bound
+class IngestWorkerError(RuntimeError):
+    """The ingest worker could not be started."""
+
+
+def _env_value(value: object) -> str:
+    """A setting's value as pydantic-settings reads it back from the environment."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, str | Path):
+        return str(value)
+    return json.dumps(value, default=str)
+
+
+class IngestSupervisor:
+    """Starts the ingest worker, restarts it when it dies, stops it on request.
+
+    The first start binds the configured ports (0: any free port); restarts reuse the
+    ports the first start bound, so exporters keep their endpoint.
+    """
+
+    def __init__(self, settings: Settings, metrics_dir: str) -> None:
+        self._settings = settings
+        self._metrics_dir = metrics_dir
+        self._process: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self.grpc_port = settings.grpc_port
+        self.http_port = settings.http_port
+
+    def _environment(self) -> dict[str, str]:
+        """The worker's environment: this process's, with every setting as it resolved here
+        (arguments included) and the ports the worker must bind."""
+        values = self._settings.model_dump()
+        values.update(grpc_port=self.grpc_port, http_port=self.http_port)
+        environment = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self._metrics_dir)
+        for name, value in values.items():
+            variable = f"AGENTMETER_{name.upper()}"
+            if value is None:  # unset: the default, which the environment must not override
+                environment.pop(variable, None)
+            else:
+                environment[variable] = _env_value(value)
+        return environment
+
+    async def start(self) -> None:
+        """Start the worker and wait until it listens; retry while its ports are still held
+        (by the worker of a predecessor that was killed and has not exited yet)."""
+        deadline = time.monotonic() + WORKER_START_SECONDS
+        while True:
+            try:
+                await self._start_once()
+                return
+            except IngestWorkerError:
+                if time.monotonic() > deadline:
+                    raise
+                logger.warning("ingest worker did not start; retrying")
+                await asyncio.sleep(0.5)
+
+    async def _start_once(self) -> None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            WORKER_MODULE,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=self._environment(),
+        )
+        assert process.stdout is not None
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), WORKER_START_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise IngestWorkerError("ingest worker did not become ready") from None
+        if not line:
+            await process.wait()
+            raise IngestWorkerError(f"ingest worker exited with code {process.returncode}")
+        ready = json.loads(line)
+        self.grpc_port, self.http_port = ready["grpc_port"], ready["http_port"]
+        self._process = process
+
+    async def supervise(self) -> None:
+        """Restart the worker whenever it exits, until `stop`; back off if it keeps dying."""
+        backoff = 0.5
+        while not self._stopping:
+            assert self._process is not None
+            started = time.monotonic()
+            code = await self._process.wait()
+            if self._stopping:
+                return
+            logger.error("ingest worker exited; restarting", extra={"exit_code": code})
+            if time.monotonic() - started > 60:
+                backoff = 0.5
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+            if self._stopping:
+                return
+            with contextlib.suppress(IngestWorkerError):
+                await self.start()
+
+    async def stop(self) -> None:
+        """Stop the worker gracefully (SIGTERM), killing it if it outstays its grace."""
+        self._stopping = True
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), WORKER_STOP_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 def public_base_url(settings: Settings, api_port: int) -> str:
@@ -106,52 +204,50 @@ async def _background(
 async def serve(
     settings: Settings, engine: Engine, on_ready: Callable[[str], None] | None = None
 ) -> None:
-    """Run every listener until SIGINT/SIGTERM; print one JSON ready line with the ports,
-    then call `on_ready` with the API's public base URL (the demo prints links with it)."""
-    executor = ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="store")
-    registry = CollectorRegistry()
-    ingest = UsageIngest(
-        SqlUsageSink(engine, ProviderCostCatalog()),
-        TenantKeys(engine),
-        max_pending=settings.max_pending_exports,
-        executor=executor,
-        observers=[IngestMetrics(registry), ExportLog()],
-    )
-    grpc_server = make_server(
-        [trace_service_handler(ingest), usage_service_handler(ingest)],
-        max_request_bytes=settings.max_request_bytes,
-    )
-    grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
-    await grpc_server.start()
-    otlp_app = OtlpHttpApp(
-        ingest,
-        max_request_bytes=settings.max_request_bytes,
-        retry_after=settings.retry_after_seconds,
-    )
-    http, http_task, http_port = await _start_http(otlp_app, settings.host, settings.http_port)
-    stripe = build_gateway(settings)  # the one Stripe client, built at start-up
-    api, api_task, api_port = await _start_http(
-        create_app(engine, registry, settings, stripe=stripe), settings.host, settings.api_port
-    )
+    """Run the API and the ingest worker until SIGINT/SIGTERM; print one JSON ready line
+    with the ports, then call `on_ready` with the API's public base URL (the demo prints
+    links with it)."""
+    metrics_dir = tempfile.mkdtemp(prefix="agentmeter-metrics-")
+    registry = CollectorRegistry()  # /metrics shows the worker's ingest metrics
+    MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
+    supervisor = IngestSupervisor(settings, metrics_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    ready = {"event": "ready", "grpc_port": grpc_port, "http_port": http_port, "api_port": api_port}
-    base_url = (settings.public_url or f"http://{settings.host}:{api_port}").rstrip("/")
-    ready["dashboard_url"] = f"{base_url}/dashboard/"
-    sys.stdout.write(json.dumps(ready) + "\n")
-    sys.stdout.flush()
-    logger.info("listening", extra=ready)
-    if on_ready is not None:
-        on_ready(public_base_url(settings, api_port))
-    background = asyncio.create_task(
-        _background(engine, stripe, settings.background_interval_seconds, stop)
-    )
-    await stop.wait()
-    # Stop taking new exports; let the ones in flight commit and answer.
-    http.should_exit = api.should_exit = True
-    await grpc_server.stop(grace=10)
-    await asyncio.gather(http_task, api_task)
-    await background  # a pass in progress finishes; no new one starts
-    executor.shutdown(wait=True)
+    try:
+        await supervisor.start()
+        supervising = asyncio.create_task(supervisor.supervise())
+        stripe = build_gateway(settings)  # the one Stripe client, built at start-up
+        api_app = create_app(engine, registry, settings, stripe=stripe)
+        limiter = key_rate_limiter(settings.api_rate_limit, scope="api")
+        app = RateLimitedApi(api_app, limiter) if limiter is not None else api_app
+        api, api_task, api_port = await start_http(app, settings.host, settings.api_port)
+        base_url = public_base_url(settings, api_port)
+        ready = {
+            "event": "ready",
+            "grpc_port": supervisor.grpc_port,
+            "http_port": supervisor.http_port,
+            "api_port": api_port,
+            "dashboard_url": f"{base_url}/dashboard/",
+        }
+        sys.stdout.write(json.dumps(ready) + "\n")
+        sys.stdout.flush()
+        logger.info("listening", extra=ready)
+        if on_ready is not None:
+            on_ready(base_url)
+        background = asyncio.create_task(
+            _background(engine, stripe, settings.background_interval_seconds, stop)
+        )
+        await stop.wait()
+        supervising.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervising
+        # Stop taking new exports; let the ones in flight commit and answer.
+        await supervisor.stop()
+        api.should_exit = True
+        await api_task
+        await background  # a pass in progress finishes; no new one starts
+    finally:
+        await supervisor.stop()
+        shutil.rmtree(metrics_dir, ignore_errors=True)

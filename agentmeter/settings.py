@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from limits import parse as parse_rate
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_PATH = Path("agentmeter.db")
@@ -95,3 +96,21 @@ class Settings(BaseSettings):
     dashboard_session_hours: int = Field(
         default=12, gt=0, description="A dashboard session ends this long after sign-in"
     )
+    ingest_rate_limit: str = Field(
+        default="1000/second",
+        description=(
+            "Exports accepted per ingest key (OTLP and UsageService), e.g. '1000/second' or "
+            "'10000/minute'; past it 429 / RESOURCE_EXHAUSTED with a retry delay. Empty: off"
+        ),
+    )
+    api_rate_limit: str = Field(
+        default="1000/second",
+        description="REST requests accepted per API key; past it 429 with Retry-After. Empty: off",
+    )
+
+    @field_validator("ingest_rate_limit", "api_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        if value.strip():
+            parse_rate(value)  # raises ValueError on a malformed rate
+        return value

@@ -170,18 +170,30 @@ class Server:
     ps: psutil.Process
     grpc_port: int
     http_port: int
+    api_port: int = 0
 
     @classmethod
-    def start(cls, database_url: str, synchronous: str, log_path: Path) -> Server:
+    def start(
+        cls,
+        database_url: str,
+        synchronous: str,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+        ports: tuple[int, int, int] = (0, 0, 0),
+    ) -> Server:
+        """`agentmeter serve` on `ports` (gRPC, HTTP, API; 0: any free port), logging to
+        `log_path` (appended to)."""
         env = {
             **os.environ,
+            **(extra_env or {}),
             "AGENTMETER_DATABASE_URL": database_url,
             "AGENTMETER_SQLITE_SYNCHRONOUS": synchronous,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         command = [sys.executable, "-m", "agentmeter.cli", "serve"]
-        command += ["--grpc-port", "0", "--http-port", "0", "--api-port", "0"]
-        with log_path.open("w") as log:
+        for flag, port in zip(("--grpc-port", "--http-port", "--api-port"), ports, strict=True):
+            command += [flag, str(port)]
+        with log_path.open("a") as log:
             process = subprocess.Popen(
                 command, env=env, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT
             )
@@ -199,7 +211,11 @@ class Server:
                 continue
             if isinstance(event, dict) and event.get("event") == "ready":
                 return cls(
-                    process, psutil.Process(process.pid), event["grpc_port"], event["http_port"]
+                    process,
+                    psutil.Process(process.pid),
+                    event["grpc_port"],
+                    event["http_port"],
+                    event["api_port"],
                 )
         process.kill()
         raise SystemExit("server did not become ready in 60 s")

@@ -22,6 +22,7 @@ from otel_processor.usage import (
     CANONICAL_METERS,
     INPUT_TOKENS,
     MAX_QUANTITY,
+    MAX_TIME_UNIX_NANO,
     OUTPUT_REASONING_TOKENS,
     OUTPUT_TOKENS,
     QUANTITY_PLACES,
@@ -54,10 +55,12 @@ class RejectReason(StrEnum):
 
     INVALID_ID = "invalid_id"
     MISSING_TIME = "missing_time"
+    INVALID_TIME = "invalid_time"
     INVALID_QUANTITY = "invalid_quantity"
     INCONSISTENT_TOKENS = "inconsistent_tokens"
     INVALID_METER = "invalid_meter"
     INVALID_DIMENSION = "invalid_dimension"
+    UNREADABLE = "unreadable"  # undecodable, or failed in a way no rule foresaw
 
 
 class SpanRejectedError(ValueError):
@@ -109,13 +112,17 @@ def span_usage(
         )
     if end_time_unix_nano <= 0:
         raise SpanRejectedError("span has no end time", RejectReason.MISSING_TIME)
+    if end_time_unix_nano > MAX_TIME_UNIX_NANO:
+        raise SpanRejectedError(
+            f"span end time {end_time_unix_nano} is past year 2262", RejectReason.INVALID_TIME
+        )
 
     customer_id = _customer(attributes, resource_attributes, customer_keys)
     operation = _first_text(attributes, conv.OPERATION)
     agent_name = _first_text(attributes, conv.AGENT_NAME)
     tool = _first_text(attributes, conv.TOOL_NAME)
     # A step from the span name is a label, not data: cut it rather than refuse the span.
-    step = _text(conv.STEP, attributes.get(conv.STEP)) or agent_name or name[:MAX_DIMENSION_LENGTH]
+    step = _text(conv.STEP, attributes.get(conv.STEP)) or agent_name or _label(name)
     provider = _first_text(attributes, conv.PROVIDER)
     model = _first_text(attributes, conv.MODEL)
     service_name = _text(conv.SERVICE_NAME, resource_attributes.get(conv.SERVICE_NAME))
@@ -269,7 +276,7 @@ def _token_counts(attributes: Attributes) -> dict[str, int]:
 
 
 def _token_count(key: str, value: object) -> int:
-    quantity = parse_quantity(key, value)
+    quantity = parse_quantity(key, value, exact=True)
     if not isinstance(quantity, int):
         raise SpanRejectedError(
             f"{key} must be a whole number of tokens, got {value!r}", RejectReason.INVALID_QUANTITY
@@ -289,8 +296,11 @@ def _custom_meter_name(key: str, meter: str) -> str:
     return meter
 
 
-def parse_quantity(key: str, value: object) -> Quantity:
-    """An exact, bounded, non-negative quantity: int when whole, else a Decimal."""
+def parse_quantity(key: str, value: object, *, exact: bool = False) -> Quantity:
+    """An exact, bounded, non-negative quantity: int when whole, else a Decimal.
+
+    Past `QUANTITY_PLACES` decimal places the value is rounded, or with `exact` refused.
+    """
     if isinstance(value, bool):
         raise SpanRejectedError(
             f"{key} must be a number, got a boolean", RejectReason.INVALID_QUANTITY
@@ -328,6 +338,12 @@ def parse_quantity(key: str, value: object) -> Quantity:
             f"{key} is absurdly large ({value!r} > {MAX_QUANTITY})", RejectReason.INVALID_QUANTITY
         )
     if isinstance(quantity, Decimal):
+        if exact and quantity != quantity.quantize(_QUANTUM):
+            # "1.0000001" tokens are not 1: refuse rather than round a count.
+            raise SpanRejectedError(
+                f"{key} has more than {QUANTITY_PLACES} decimal places, got {value!r}",
+                RejectReason.INVALID_QUANTITY,
+            )
         quantity = quantity.quantize(_QUANTUM)
         if quantity == quantity.to_integral_value():
             return int(quantity)
@@ -371,7 +387,21 @@ def _bounded(key: str, text: str) -> str:
             f"{key} is longer than {MAX_DIMENSION_LENGTH} characters",
             RejectReason.INVALID_DIMENSION,
         )
+    if _UNSTORABLE.search(text):
+        raise SpanRejectedError(
+            f"{key} holds a NUL or an unpaired surrogate character",
+            RejectReason.INVALID_DIMENSION,
+        )
     return text
+
+
+# PostgreSQL text cannot hold NUL; neither database can encode a lone surrogate as UTF-8.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _label(name: str) -> str:
+    """A span name as a step label: cut to length, without characters no store holds."""
+    return _UNSTORABLE.sub("", name[:MAX_DIMENSION_LENGTH])
 
 
 _TRACE_HEX = re.compile(r"[0-9a-f]{32}")
@@ -399,6 +429,10 @@ def checked_record(record: UsageRecord) -> UsageRecord:
     _check_span_id("span_id", record.span_id)
     if record.time_unix_nano <= 0:
         raise SpanRejectedError("record has no time", RejectReason.MISSING_TIME)
+    if record.time_unix_nano > MAX_TIME_UNIX_NANO:
+        raise SpanRejectedError(
+            f"record time {record.time_unix_nano} is past year 2262", RejectReason.INVALID_TIME
+        )
     if record.meter not in CANONICAL_METERS:
         _custom_meter_name("meter", record.meter)
     if record.parent_span_id:

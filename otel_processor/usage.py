@@ -32,6 +32,8 @@ SOURCE_CUSTOM = "custom"
 # QUANTITY_PLACES decimal places (stored as integer micro-units).
 QUANTITY_PLACES = 6
 MAX_QUANTITY = 10**9
+# Times are stored as signed 64-bit integers: OTLP's fixed64 may carry more.
+MAX_TIME_UNIX_NANO = 2**63 - 1
 
 Quantity = int | Decimal
 _MICROS: int = 10**QUANTITY_PLACES

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
@@ -34,6 +34,8 @@ def any_value(value: object) -> AnyValue:
         return AnyValue(bytes_value=value)
     if isinstance(value, list):
         return AnyValue(array_value=ArrayValue(values=[any_value(item) for item in value]))
+    if isinstance(value, dict):
+        return AnyValue(kvlist_value=KeyValueList(values=key_values(value)))
     raise TypeError(type(value))
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from sqlalchemy import Engine
 
 from agentmeter.tenants import issue_keys, revoke_key
@@ -15,6 +16,7 @@ from tests.otlp_builders import CUSTOMER, export_request, llm, span
 from tests.usage_queries import UsageTable, usage_table
 
 SMALL_LIMIT = 64 * 1024  # the request size limit of the `small_server` fixture
+INGEST_LIMIT = 2  # exports per ingest key and minute of the `limited_server` fixture
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,20 @@ PARTLY_BAD_REASONS = (
     "span id must be 8",
     "gen_ai.usage.input_tokens must not be negative",
     "agentmeter.usage.web_searches must be a number",
+)
+
+
+def _far_future_chat() -> Span:
+    far = span(1, 2, llm(50, 5, customer="acme"))
+    far.end_time_unix_nano = 2**63  # a legal fixed64 that no int64 column holds
+    return far
+
+
+# Issue 8, defect 1: one span ending past 2^63 ns is refused alone; its neighbour is stored.
+FAR_FUTURE = Export(
+    export_request(span(1, 1, llm(100, 20, customer="acme")), _far_future_chat()),
+    ONE_CHAT.usage,
+    rows=2,
 )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 import grpc
+from google.rpc import code_pb2
 
 from otel_processor.otlp import (
     Extraction,
@@ -20,8 +21,15 @@ from otel_processor.otlp import (
     decode_protobuf,
     export_response,
     extract_usage,
+    retry_info,
+    retry_status,
 )
-from otel_processor.receiver.service import ExportOutcome, UnauthenticatedError, UsageIngest
+from otel_processor.receiver.service import (
+    ExportOutcome,
+    RateLimitedError,
+    UnauthenticatedError,
+    UsageIngest,
+)
 from otel_processor.usage import StoreUnavailableError
 
 logger = logging.getLogger("agentmeter.ingest")
@@ -49,7 +57,8 @@ def export_handler(
 ) -> Handler:
     """A unary `Export` method of `service`: bytes in, `extract`, commit, `respond` out.
 
-    Refusals map to UNAUTHENTICATED, INVALID_ARGUMENT and UNAVAILABLE (retry).
+    Refusals map to UNAUTHENTICATED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED with `RetryInfo`
+    (rate limit) and UNAVAILABLE (retry).
     """
 
     async def export(request: bytes, context: Context) -> bytes:
@@ -60,11 +69,26 @@ def export_handler(
             )
         except UnauthenticatedError as error:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+        except RateLimitedError as error:
+            status = retry_status(code_pb2.RESOURCE_EXHAUSTED, str(error), error.retry_after)
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                str(error),
+                trailing_metadata=(
+                    ("grpc-status-details-bin", status.SerializeToString()),
+                    # What OTLP exporters (the OTel SDKs, the Collector) read the delay from.
+                    ("google.rpc.retryinfo-bin", retry_info(error.retry_after).SerializeToString()),
+                ),
+            )
         except InvalidRequestError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except StoreUnavailableError as error:
             logger.warning("export refused, store unavailable: %s", error)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "usage store unavailable; retry")
+        except Exception:
+            # grpc would answer UNKNOWN with the exception's text: log it, tell nothing.
+            logger.exception("export failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
         return respond(outcome)
 
     return grpc.method_handlers_generic_handler(

@@ -23,8 +23,9 @@ from otel_processor.otlp import (
     encode_response,
     export_response,
     extract_usage,
+    retry_status,
 )
-from otel_processor.receiver.service import UnauthenticatedError, UsageIngest
+from otel_processor.receiver.service import RateLimitedError, UnauthenticatedError, UsageIngest
 from otel_processor.usage import StoreUnavailableError
 
 logger = logging.getLogger("agentmeter.ingest")
@@ -43,12 +44,18 @@ class RequestTooLargeError(Exception):
 
 
 class _Refusal(Exception):
-    def __init__(self, status: int, code: int, message: str, headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        headers: dict[str, str],
+        body: status_pb2.Status | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
-        self.code = code
-        self.message = message
         self.headers = headers
+        self.body = body or status_pb2.Status(code=code, message=message)
 
 
 class OtlpHttpApp:
@@ -68,8 +75,7 @@ class OtlpHttpApp:
         try:
             response = await self._handle(scope, receive, headers, content_type)
         except _Refusal as refusal:
-            status = status_pb2.Status(code=refusal.code, message=refusal.message)
-            await _respond(send, refusal.status, status, as_json, refusal.headers)
+            await _respond(send, refusal.status, refusal.body, as_json, refusal.headers)
             return
         await _respond(send, 200, response, as_json, {})
 
@@ -105,6 +111,14 @@ class OtlpHttpApp:
             )
         except UnauthenticatedError as error:
             raise _Refusal(401, code_pb2.UNAUTHENTICATED, str(error), {}) from None
+        except RateLimitedError as error:
+            raise _Refusal(
+                429,
+                code_pb2.RESOURCE_EXHAUSTED,
+                str(error),
+                {"retry-after": str(error.retry_after)},
+                retry_status(code_pb2.RESOURCE_EXHAUSTED, str(error), error.retry_after),
+            ) from None
         except InvalidRequestError as error:
             raise _Refusal(400, code_pb2.INVALID_ARGUMENT, str(error), {}) from None
         except StoreUnavailableError as error:
@@ -125,8 +139,12 @@ class OtlpHttpApp:
 
 
 async def _read_body(receive: Receive, limit: int, *, gzip: bool) -> bytes:
-    """The whole request body, inflated if gzip, refusing more than `limit` bytes."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
+    """The whole request body, inflated if gzip, refusing more than `limit` bytes.
+
+    A gzip body may hold several members (RFC 1952 allows concatenated streams): every
+    member is inflated, each counting against the same limit.
+    """
+    inflater = _GzipInflater() if gzip else None
     chunks: list[bytes] = []
     size = received = 0
     more = True
@@ -140,17 +158,50 @@ async def _read_body(receive: Receive, limit: int, *, gzip: bool) -> bytes:
         if received > limit:
             raise RequestTooLargeError
         if inflater is not None:
-            # Inflate at most one byte past the limit: enough to know it is too large.
-            chunk = inflater.decompress(chunk, limit - size + 1)
-            if inflater.unconsumed_tail:
-                raise RequestTooLargeError
+            chunk = inflater.inflate(chunk, limit - size)
         size += len(chunk)
         if size > limit:
             raise RequestTooLargeError
         chunks.append(chunk)
-    if inflater is not None and not inflater.eof:
-        raise zlib.error("truncated gzip stream")
+    if inflater is not None:
+        inflater.finish()
     return b"".join(chunks)
+
+
+class _GzipInflater:
+    """Inflates a stream of gzip members, never holding more than the limit allows."""
+
+    def __init__(self) -> None:
+        self._member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._started = False  # some byte of the current member has been read
+        self._members = 0  # members read to their end
+
+    def inflate(self, data: bytes, room: int) -> bytes:
+        """Inflate `data`; raise `RequestTooLargeError` past `room` more bytes."""
+        out: list[bytes] = []
+        while data:
+            self._started = True
+            # Inflate at most one byte past the room left: enough to know it is too large.
+            piece = self._member.decompress(data, room + 1)
+            if self._member.unconsumed_tail:
+                raise RequestTooLargeError
+            room -= len(piece)
+            if room < 0:
+                raise RequestTooLargeError
+            out.append(piece)
+            data = b""
+            if self._member.eof:
+                # The next member (if any) starts in the bytes after this one's trailer.
+                data = self._member.unused_data
+                self._member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._started = False
+                self._members += 1
+        return b"".join(out)
+
+    def finish(self) -> None:
+        """Refuse a body whose last member was cut short."""
+        if self._started or not self._members:
+            raise zlib.error("truncated gzip stream")
 
 
 async def _respond(

@@ -46,6 +46,22 @@ class UnauthenticatedError(Exception):
     """Missing, unknown or revoked ingest key; nothing was stored."""
 
 
+class RateLimiter(Protocol):
+    """Counts requests per key. Thread-safe; must not block."""
+
+    def retry_after(self, key: str) -> int | None:
+        """Count one request of `key`: None when allowed, else whole seconds to wait."""
+        ...
+
+
+class RateLimitedError(Exception):
+    """The ingest key sent more exports than its rate limit allows; nothing was stored."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"rate limit of this ingest key exceeded; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
 class OverloadedError(StoreUnavailableError):
     """Too many exports are already waiting for the store; retry later."""
 
@@ -103,8 +119,10 @@ class UsageIngest:
         max_pending: int,
         executor: ThreadPoolExecutor,
         observers: Sequence[ExportObserver] = (),
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._sink = sink
+        self._limiter = limiter
         self._keys = keys
         self._max_pending = max_pending
         self._pending = 0
@@ -123,7 +141,7 @@ class UsageIngest:
         self, transport: str, authorization: str | None, extract: Extract
     ) -> ExportOutcome:
         """Authenticate, extract (via `extract`, which may raise `InvalidRequestError`) and
-        commit. Raises `UnauthenticatedError`, `InvalidRequestError` or
+        commit. Raises `UnauthenticatedError`, `RateLimitedError`, `InvalidRequestError` or
         `StoreUnavailableError`; returns only once the usage is durable."""
         if self._pending >= self._max_pending:
             self.refused(transport, "overloaded")
@@ -136,6 +154,9 @@ class UsageIngest:
             )
         except UnauthenticatedError:
             self.refused(transport, "unauthenticated")
+            raise
+        except RateLimitedError:
+            self.refused(transport, "rate_limited")
             raise
         except StoreUnavailableError:
             self.refused(transport, "unavailable")
@@ -154,6 +175,8 @@ class UsageIngest:
         tenant = self._keys.tenant_for_ingest_key(token)
         if tenant is None:
             raise UnauthenticatedError("unknown or revoked ingest key")
+        if self._limiter is not None and (wait := self._limiter.retry_after(token)) is not None:
+            raise RateLimitedError(wait)
         extraction = extract(tenant.customer_keys)
         result = self._sink.write(tenant.tenant_id, extraction.batch)
         outcome = ExportOutcome(

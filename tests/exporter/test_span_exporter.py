@@ -619,6 +619,9 @@ INVALID_RECORDS = [
     pytest.param({"source": "gpu"}, "invalid_dimension", id="unknown-source"),
     pytest.param({"model": "m" * 257}, "invalid_dimension", id="model-too-long"),
     pytest.param({"customer_id": "c" * 257}, "invalid_dimension", id="customer-too-long"),
+    pytest.param({"customer_id": "a\x00b"}, "invalid_dimension", id="customer-with-nul"),
+    pytest.param({"time_unix_nano": 2**63}, "invalid_time", id="time-past-int64"),
+    pytest.param({"time_unix_nano": 2**64 - 1}, "invalid_time", id="time-max-fixed64"),
 ]
 
 # Quantities are stored in micro-units: more than 6 decimal places are not refused but
@@ -635,6 +638,26 @@ ACCEPTED_QUANTITIES = [
     pytest.param("0", 0, id="zero"),
     pytest.param(str(MAX_QUANTITY), MAX_QUANTITY, id="largest"),
 ]
+
+
+class TestUsageServiceOverTheWire:
+    def test_record_time_past_int64_is_refused_alone(
+        self, server: RunningServer, engine: Engine
+    ) -> None:
+        # Issue 8, defect 1: UsageService answered UNKNOWN and leaked "OverflowError".
+        body = request_body(
+            [wire_record(span_id="00000000000000aa", time_unix_nano=2**64 - 1), wire_record()]
+        )
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            export = channel.unary_unary(
+                f"/{USAGE_SERVICE}/Export", request_serializer=None, response_deserializer=None
+            )
+            raw = export(body, metadata=(("authorization", f"Bearer {server.tenant.ingest_key}"),))
+        response = usage_pb2.ExportUsageResponse.FromString(raw)
+
+        assert (response.inserted, response.duplicates, response.rejected) == (1, 0, 1)
+        assert "past year 2262" in response.error_message
+        assert [row[1] for row in stored_rows(engine, server.tenant.tenant_id)] == [SPAN]
 
 
 class TestExtractUsageRequest:
@@ -753,7 +776,8 @@ class TestUsageServiceRefusals:
 # --- The wire form of a record ----------------------------------------------------------------
 
 _HEX = "0123456789abcdef"
-_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
+# Storable text: UTF-8 without NUL (which PostgreSQL text cannot hold).
+_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
 
 
 @st.composite
@@ -768,7 +792,7 @@ def usage_records(draw: st.DrawFn) -> UsageRecord:
         meter=draw(st.sampled_from(["input_tokens", "tool_calls", "gpu.seconds_2"])),
         quantity=quantity,
         customer_id=draw(_TEXT).strip(),
-        time_unix_nano=draw(st.integers(min_value=1, max_value=2**64 - 1)),
+        time_unix_nano=draw(st.integers(min_value=1, max_value=2**63 - 1)),
         provider=draw(_TEXT),
         model=draw(_TEXT),
         operation=draw(_TEXT),

@@ -15,19 +15,27 @@ from typing import Any
 
 import pytest
 from google.protobuf import json_format
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from otel_processor.otlp import (
     MAX_REJECTION_MESSAGES,
+    Extraction,
     InvalidRequestError,
     decode_json,
     decode_protobuf,
+    encode_response,
+    export_response,
     extract_usage,
 )
-from otel_processor.usage import UsageRecord
+from otel_processor.usage import MAX_QUANTITY, Quantity, UsageRecord
 from tests.otlp_builders import OTLP_JSON, key_values
 
 TRACE_A = bytes.fromhex("5b8efff798038103d269b633813fc60c")
@@ -464,7 +472,7 @@ def json_span(**fields: Any) -> bytes:
 
 class TestDecodeJson:
     def test_hand_written_export(self) -> None:
-        request = decode_json(OTLP_JSON)
+        request = decode_json(OTLP_JSON).request
         chat, tool = request.resource_spans[0].scope_spans[0].spans
         assert (chat.trace_id, chat.span_id, chat.parent_span_id) == (TRACE_A, span_id(1), b"")
         assert (tool.trace_id, tool.parent_span_id) == (TRACE_A, span_id(1))
@@ -576,30 +584,6 @@ class TestDecodeJson:
             pytest.param(b"null", "JSON object", id="null"),
             pytest.param(b'{"resourceSpans": "x"}', "not an OTLP/JSON", id="spans-not-a-list"),
             pytest.param(b'{"resourceSpans": {}}', "not an OTLP/JSON", id="spans-an-object"),
-            pytest.param(json_span(name=5), "not an OTLP/JSON", id="name-a-number"),
-            pytest.param(json_span(endTimeUnixNano=-1), "not an OTLP/JSON", id="negative-time"),
-            pytest.param(json_span(endTimeUnixNano="soon"), "not an OTLP/JSON", id="time-text"),
-            pytest.param(json_span(attributes={"a": 1}), "not an OTLP/JSON", id="attrs-object"),
-            pytest.param(
-                json_span(attributes=[{"key": "n", "value": {"intValue": "many"}}]),
-                "not an OTLP/JSON",
-                id="int-value-text",
-            ),
-            pytest.param(
-                json_span(attributes=[{"key": "n", "value": {"intValue": 1.5}}]),
-                "not an OTLP/JSON",
-                id="int-value-fraction",
-            ),
-            pytest.param(
-                json_span(attributes=[{"key": "n", "value": {"intValue": str(2**63)}}]),
-                "not an OTLP/JSON",
-                id="int-value-overflow",
-            ),
-            pytest.param(
-                json_span(attributes=[{"key": "n", "value": {"intValue": 1, "stringValue": "x"}}]),
-                "not an OTLP/JSON",
-                id="two-values",
-            ),
         ],
     )
     def test_invalid_body(self, body: bytes, fragment: str) -> None:
@@ -619,18 +603,97 @@ class TestDecodeJson:
         extraction = extract_usage(decode_json(body))
         assert (extraction.spans, extraction.rejected, extraction.batch.records) == (0, 0, [])
 
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            pytest.param({"name": 5}, id="name-a-number"),
+            pytest.param({"endTimeUnixNano": -1}, id="negative-time"),
+            pytest.param({"endTimeUnixNano": "soon"}, id="time-text"),
+            pytest.param({"attributes": {"a": 1}}, id="attrs-object"),
+            pytest.param(
+                {"attributes": [{"key": "n", "value": {"intValue": "many"}}]}, id="int-value-text"
+            ),
+            pytest.param(
+                {"attributes": [{"key": "n", "value": {"intValue": 1.5}}]}, id="int-value-fraction"
+            ),
+            pytest.param(
+                {"attributes": [{"key": "n", "value": {"intValue": str(2**63)}}]},
+                id="int-value-overflow",
+            ),
+            pytest.param(
+                {"attributes": [{"key": "n", "value": {"intValue": 1, "stringValue": "x"}}]},
+                id="two-values",
+            ),
+            pytest.param({"name": "\ud800"}, id="lone-surrogate"),
+            pytest.param({"kind": "\ud800"}, id="enum-name-lone-surrogate"),
+        ],
+    )
+    def test_undecodable_span_is_rejected_alone(self, fields: dict[str, Any]) -> None:
+        good = json.loads(json_span(spanId="00000000000000aa"))
+        bad = json.loads(json_span(**fields))
+        spans = good["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        spans[:0] = bad["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        spans.append(7)  # not even an object
+
+        extraction = extract_usage(decode_json(json.dumps(good).encode()))
+
+        assert (extraction.spans, extraction.rejected) == (3, 2)
+        assert [(r.span_id, r.meter) for r in extraction.batch.records] == [
+            ("00000000000000aa", "input_tokens")
+        ]
+        assert "span is not an OTLP/JSON span" in extraction.messages[0]
+        assert "span is not a JSON object" in extraction.messages[1]
+        assert extraction.rejected_by_reason == {"unreadable": 2}
+
+    def test_spans_not_a_list_is_invalid(self) -> None:
+        body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": "x"}]}]}).encode()
+        with pytest.raises(InvalidRequestError, match="not an OTLP/JSON"):
+            decode_json(body)
+
     def test_deeply_nested_json_is_invalid(self) -> None:
         with pytest.raises(InvalidRequestError):
             decode_json(b"[" * 5_000 + b"]" * 5_000)  # 10 KB
 
 
 class TestDecodeProtobuf:
+    def test_span_that_breaks_the_wire_format_is_rejected_alone(self) -> None:
+        # Protobuf strings must be UTF-8: a span whose name is not cannot be decoded, but
+        # its neighbours can (issue 8: content never fails the whole request).
+        tokens = {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 9}
+        request = export(
+            resource_spans(
+                {},
+                ("scope", [span(TRACE_A, 1, "BADNAME!", tokens), span(TRACE_A, 2, "ok", tokens)]),
+            )
+        )
+        body = request.SerializeToString().replace(b"BADNAME!", b"\xff\xfe" * 4)
+
+        extraction = extract_usage(decode_protobuf(body))
+
+        assert (extraction.spans, extraction.rejected) == (2, 1)
+        assert extraction.rejected_by_reason == {"unreadable": 1}
+        assert "span is not a protobuf OTLP span" in extraction.error_message()
+        assert [(r.span_id, r.quantity) for r in extraction.batch.records] == [
+            (span_id(2).hex(), 9)
+        ]
+
+    def test_end_time_past_int64_rejects_only_that_span(self) -> None:
+        tokens = {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 9}
+        spans = [span(TRACE_A, 1, "far", tokens, end=2**64 - 1), span(TRACE_A, 2, "ok", tokens)]
+        body = export(resource_spans({}, ("scope", spans))).SerializeToString()
+
+        extraction = extract_usage(decode_protobuf(body))
+
+        assert (extraction.spans, extraction.rejected) == (2, 1)
+        assert "past year 2262" in extraction.error_message()
+        assert [r.span_id for r in extraction.batch.records] == [span_id(2).hex()]
+
     def test_round_trip(self) -> None:
         request = agent_session()
-        assert decode_protobuf(request.SerializeToString()) == request
+        assert decode_protobuf(request.SerializeToString()).request == request
 
     def test_empty_body_is_an_empty_export(self) -> None:
-        assert decode_protobuf(b"") == ExportTraceServiceRequest()
+        assert decode_protobuf(b"").request == ExportTraceServiceRequest()
 
     @pytest.mark.parametrize(
         "body",
@@ -646,3 +709,261 @@ class TestDecodeProtobuf:
     def test_garbage(self, body: bytes) -> None:
         with pytest.raises(InvalidRequestError, match="not a protobuf OTLP trace export"):
             decode_protobuf(body)
+
+
+# --- Properties: whatever arrives, the boundary holds -----------------------------------------
+
+# The one span every generated request carries somewhere: it must always be billed exactly so.
+GOOD_SPAN_ID = bytes.fromhex("600d600d600d600d")
+GOOD_TRACE_ID = bytes.fromhex("600d" * 8)
+GOOD_ATTRIBUTES = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.usage.input_tokens": 40,
+    "gen_ai.usage.output_tokens": 2,
+    "agentmeter.customer.id": "acme",
+}
+GOOD_RECORDS = [("input_tokens", 40), ("output_tokens", 2)]
+
+ATTRIBUTE_KEYS = st.sampled_from(
+    [
+        "gen_ai.operation.name",
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.cache_read.input_tokens",
+        "gen_ai.usage.reasoning.output_tokens",
+        "gen_ai.response.model",
+        "gen_ai.provider.name",
+        "gen_ai.agent.name",
+        "gen_ai.tool.name",
+        "agentmeter.customer.id",
+        "agentmeter.usage.web_searches",
+        "agentmeter.usage.INVALID",
+        "openinference.span.kind",
+        "ai.operationId",
+        "service.name",
+    ]
+) | st.text(max_size=12)
+SCALARS = (
+    st.text()
+    | st.text(alphabet="0123456789.eE+-_ ", max_size=12)
+    | st.sampled_from(["NaN", "inf", "-0", "1e-7", "1.0000001", "\x00", "1e999999999"])
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats()
+    | st.booleans()
+    | st.binary(max_size=8)
+)
+ANY_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+# JSON can carry what protobuf cannot: lone surrogates ("\ud800" escapes) among them.
+JSON_TEXT = st.text() | st.sampled_from(["\ud800", "a\udfffb", "\x00", "18446744073709551615"])
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(JSON_TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+# Attribute lists as OTLP/JSON writes them, holding any value: the fields spans read most.
+JSON_ATTRIBUTES = st.lists(
+    st.fixed_dictionaries(
+        {
+            "key": ATTRIBUTE_KEYS | JSON_TEXT,
+            "value": st.dictionaries(
+                st.sampled_from(["stringValue", "intValue", "doubleValue", "boolValue"]),
+                JSON_VALUES,
+                max_size=2,
+            ),
+        }
+    ),
+    max_size=4,
+)
+
+
+@st.composite
+def arbitrary_spans(draw: st.DrawFn) -> Span:
+    """A span with any ids, any end time a fixed64 holds, and attributes of any type."""
+    return Span(
+        trace_id=draw(st.binary(max_size=18) | st.just(GOOD_TRACE_ID)),
+        span_id=draw(st.binary(max_size=10) | st.just(GOOD_SPAN_ID)),
+        name=draw(st.text(max_size=300)),
+        end_time_unix_nano=draw(st.integers(min_value=0, max_value=2**64 - 1)),
+        attributes=key_values(draw(st.dictionaries(ATTRIBUTE_KEYS, ANY_VALUES, max_size=6))),
+    )
+
+
+def good_span() -> Span:
+    return Span(
+        trace_id=GOOD_TRACE_ID,
+        span_id=GOOD_SPAN_ID,
+        name="chat",
+        end_time_unix_nano=END,
+        attributes=key_values(GOOD_ATTRIBUTES),
+    )
+
+
+@st.composite
+def requests_with_one_good_span(draw: st.DrawFn) -> ExportTraceServiceRequest:
+    """Arbitrary spans around one valid span, and a resource of arbitrary attributes with
+    more arbitrary spans (the good span's own resource is its context, so it stays sane)."""
+
+    def neighbours() -> list[Span]:
+        drawn = draw(st.lists(arbitrary_spans(), max_size=4))
+        return [s for s in drawn if (s.trace_id, s.span_id) != (GOOD_TRACE_ID, GOOD_SPAN_ID)]
+
+    around = neighbours()
+    position = draw(st.integers(min_value=0, max_value=len(around)))
+    spans = [*around[:position], good_span(), *around[position:]]
+    own = resource_spans({"service.name": "support-agent"}, ("scope", spans))
+    other_resource = draw(st.dictionaries(ATTRIBUTE_KEYS, ANY_VALUES, max_size=3))
+    other = resource_spans(other_resource, ("scope", neighbours()))
+    return export(*([own, other] if draw(st.booleans()) else [other, own]))
+
+
+def span_count(request: ExportTraceServiceRequest) -> int:
+    return sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+
+
+def assert_storable(record: UsageRecord) -> None:
+    """What every store takes: hex ids, an int64 time, an exact bounded quantity, text that
+    encodes as UTF-8 without NUL and fits its column."""
+    assert len(record.trace_id) == 32 and int(record.trace_id, 16)
+    assert len(record.span_id) == 16 and int(record.span_id, 16)
+    assert 0 < record.time_unix_nano < 2**63
+    assert isinstance(record.quantity, int | Decimal)
+    assert 0 <= record.quantity <= MAX_QUANTITY
+    assert Decimal(record.quantity).as_tuple().exponent >= -6  # type: ignore[operator]
+    for text in (record.meter, *record[4:5], *record[6:]):
+        assert isinstance(text, str) and len(text) <= 256 and "\x00" not in text
+        text.encode()  # no lone surrogate
+
+
+def assert_spec_answer(extraction: Extraction) -> None:
+    """The OTLP answer encodes in both content types and counts exactly the refused spans."""
+    response = export_response(extraction.rejected, extraction.error_message())
+    assert response.partial_success.rejected_spans == extraction.rejected
+    assert bool(response.partial_success.error_message) == bool(extraction.rejected)
+    assert ExportTraceServiceResponse.FromString(encode_response(response, as_json=False)) == (
+        response
+    )
+    assert json_format.Parse(encode_response(response, as_json=True), type(response)()) == (
+        response
+    )
+    assert "Traceback" not in extraction.error_message()
+    assert 0 <= extraction.rejected <= extraction.spans
+
+
+def good_records(extraction: Extraction) -> list[tuple[str, Quantity]]:
+    return [
+        (r.meter, r.quantity)
+        for r in extraction.batch.records
+        if (r.trace_id, r.span_id) == (GOOD_TRACE_ID.hex(), GOOD_SPAN_ID.hex())
+    ]
+
+
+class TestBoundaryProperties:
+    @given(st.binary(max_size=2_000))
+    def test_any_bytes_as_protobuf_are_decoded_or_refused_as_invalid(self, body: bytes) -> None:
+        try:
+            decoded = decode_protobuf(body)
+        except InvalidRequestError:
+            return
+        extraction = extract_usage(decoded)
+        for record in extraction.batch.records:
+            assert_storable(record)
+        assert_spec_answer(extraction)
+
+    @given(st.binary(max_size=2_000) | st.text(max_size=500).map(str.encode))
+    def test_any_bytes_as_json_are_decoded_or_refused_as_invalid(self, body: bytes) -> None:
+        try:
+            decoded = decode_json(body)
+        except InvalidRequestError:
+            return
+        assert_spec_answer(extract_usage(decoded))
+
+    @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+    @given(requests_with_one_good_span())
+    def test_protobuf_valid_span_is_billed_whatever_its_neighbours_hold(
+        self, request: ExportTraceServiceRequest
+    ) -> None:
+        extraction = extract_usage(decode_protobuf(request.SerializeToString()))
+
+        assert good_records(extraction) == GOOD_RECORDS
+        for record in extraction.batch.records:
+            assert_storable(record)
+        assert extraction.spans == span_count(request)
+        assert_spec_answer(extraction)
+
+    @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        requests_with_one_good_span(),
+        st.lists(
+            st.tuples(st.text(max_size=20), JSON_VALUES)
+            | st.tuples(st.just("attributes"), JSON_ATTRIBUTES)
+            | st.tuples(
+                st.sampled_from(["traceId", "spanId", "endTimeUnixNano", "name", "kind", "links"]),
+                JSON_VALUES,
+            )
+        ),
+    )
+    def test_json_valid_span_is_billed_whatever_its_neighbours_hold(
+        self, request: ExportTraceServiceRequest, mutations: list[tuple[str, object]]
+    ) -> None:
+        document = json.loads(otlp_json(request))
+        spans = [
+            item
+            for resource in document["resourceSpans"]
+            for scope in resource["scopeSpans"]
+            for item in scope.get("spans", [])
+        ]
+        neighbours = [s for s in spans if s.get("spanId") != GOOD_SPAN_ID.hex()]
+        # Any field of a neighbour may hold any JSON: unknown names, wrong types, garbage.
+        for index, (key, value) in enumerate(mutations):
+            if neighbours:
+                neighbours[index % len(neighbours)][key] = value
+
+        extraction = extract_usage(decode_json(json.dumps(document).encode()))
+
+        assert good_records(extraction) == GOOD_RECORDS
+        for record in extraction.batch.records:
+            assert_storable(record)
+        assert extraction.spans == len(spans)
+        assert_spec_answer(extraction)
+
+    @given(st.lists(arbitrary_spans(), max_size=4), st.integers(min_value=0, max_value=2_000))
+    def test_protobuf_span_cut_short_is_refused_alone(
+        self, neighbours: list[Span], cut: int
+    ) -> None:
+        # Build the request by hand so one neighbour's bytes can be made undecodable.
+        broken = Span(name="BROKEN!!", span_id=b"\x01" * 8).SerializeToString()
+        raw_spans = [
+            s.SerializeToString()
+            for s in neighbours
+            if (s.trace_id, s.span_id) != (GOOD_TRACE_ID, GOOD_SPAN_ID)
+        ]
+        raw_spans.insert(min(cut, len(raw_spans)), good_span().SerializeToString())
+        raw_spans.append(broken.replace(b"BROKEN!!", b"\xc0" * 8))
+        scope = b"".join(b"\x12" + _varint(len(raw)) + raw for raw in raw_spans)
+        resource = b"\x12" + _varint(len(scope)) + scope
+        body = b"\x0a" + _varint(len(resource)) + resource
+
+        extraction = extract_usage(decode_protobuf(body))
+
+        assert good_records(extraction) == GOOD_RECORDS
+        assert extraction.rejected_by_reason["unreadable"] >= 1
+        assert extraction.spans == len(raw_spans)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)

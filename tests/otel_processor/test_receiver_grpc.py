@@ -16,6 +16,7 @@ import grpc
 import httpx
 import psutil
 import pytest
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from sqlalchemy import Engine
 
@@ -215,6 +216,19 @@ class TestPartialSuccess:
         assert usage_table(server) == scenarios.PARTLY_BAD.usage
         assert stored_row_count(engine) == scenarios.PARTLY_BAD.rows
 
+    def test_end_time_past_int64_is_refused_alone(
+        self, server: RunningServer, engine: Engine
+    ) -> None:
+        # Issue 8, defect 1: was UNKNOWN with "OverflowError: Python int too large" leaked.
+        answer = send(server, scenarios.FAR_FUTURE.body)
+
+        assert answer.code is grpc.StatusCode.OK, answer.details
+        assert answer.response is not None
+        assert answer.response.partial_success.rejected_spans == 1
+        assert "past year 2262" in answer.response.partial_success.error_message
+        assert usage_table(server) == scenarios.FAR_FUTURE.usage
+        assert stored_row_count(engine) == scenarios.FAR_FUTURE.rows
+
 
 class TestStoreUnavailable:
     def test_locked_sqlite_is_unavailable_then_the_retry_succeeds(self, tmp_path: Path) -> None:
@@ -265,3 +279,31 @@ class TestCustomerInheritance:
             ("acme", "input_tokens"): "100",
             ("acme", "output_tokens"): "20",
         }
+
+
+class TestRateLimit:
+    def test_past_the_limit_is_resource_exhausted_with_retry_info(
+        self, limited_server: RunningServer, engine: Engine
+    ) -> None:
+        for number in range(1, scenarios.INGEST_LIMIT + 1):
+            assert send(limited_server, export_request(span(1, number, llm()))) == OK
+
+        with grpc.insecure_channel(limited_server.grpc_target) as channel:
+            export = channel.unary_unary(
+                EXPORT, request_serializer=None, response_deserializer=None
+            )
+            with pytest.raises(grpc.RpcError) as caught:
+                export(
+                    export_request(span(2, 1, llm())),
+                    metadata=bearer(limited_server.tenant.ingest_key),
+                    timeout=30,
+                )
+        failed = cast(grpc.Call, caught.value)
+
+        assert failed.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        trailers = dict(failed.trailing_metadata() or ())
+        info = error_details_pb2.RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"])
+        assert 0 < info.retry_delay.seconds <= 60
+        status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+        assert status.code == code_pb2.RESOURCE_EXHAUSTED
+        assert stored_row_count(engine) == 2 * scenarios.INGEST_LIMIT

@@ -17,12 +17,12 @@ import httpx
 import psutil
 import pytest
 from google.protobuf import json_format
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from sqlalchemy import Engine, select
 
 from agentmeter.tables import UsageRow
-from agentmeter.tenants import revoke_key
+from agentmeter.tenants import create_tenant, revoke_key
 from tests import receiver_scenarios as scenarios
 from tests.conftest import RunningServer
 from tests.otlp_builders import CUSTOMER, OTLP_JSON, export_request, llm, span
@@ -166,6 +166,43 @@ class TestGzip:
             ("acme", "input_tokens"): "1600",
             ("acme", "output_tokens"): "220",
         }
+
+    def test_every_member_of_a_multi_member_body_is_inflated(
+        self, server: RunningServer, engine: Engine
+    ) -> None:
+        # Issue 8, defect 2: concatenated gzip streams are one legal body (RFC 1952); two
+        # serialized exports concatenated are one export holding both (protobuf merge).
+        body = gzipped(export_request(span(1, 1, llm(100, 20, customer="acme")))) + gzipped(
+            export_request(span(1, 2, llm(7, 3, customer="acme")))
+        )
+
+        assert export_response(post(server, body, encoding="gzip")) == (
+            ExportTraceServiceResponse()
+        )
+        assert usage_table(server) == {
+            ("acme", "input_tokens"): "107",
+            ("acme", "output_tokens"): "23",
+        }
+        assert stored_row_count(engine) == 4
+
+    def test_members_together_over_the_limit_are_refused(
+        self, small_server: RunningServer, engine: Engine
+    ) -> None:
+        member = gzipped(bytes(scenarios.SMALL_LIMIT // 2 + 1))
+
+        response = post(small_server, member * 2, encoding="gzip")
+
+        assert response.status_code == 413
+        assert stored_row_count(engine) == 0
+
+    def test_garbage_after_a_member_is_refused(self, server: RunningServer, engine: Engine) -> None:
+        body = gzipped(export_request(span(1, 1, llm(customer="acme")))) + b"not gzip"
+
+        response = post(server, body, encoding="gzip")
+
+        assert response.status_code == 400
+        assert refusal(response).code == code_pb2.INVALID_ARGUMENT
+        assert stored_row_count(engine) == 0
 
     def test_truncated_gzip_is_refused(self, server: RunningServer, engine: Engine) -> None:
         body = gzipped(export_request(span(1, 1, llm(customer="acme"))))
@@ -347,6 +384,33 @@ class TestPartialSuccess:
         assert usage_table(server) == scenarios.PARTLY_BAD.usage
         assert stored_row_count(engine) == scenarios.PARTLY_BAD.rows
 
+    def test_end_time_past_int64_is_refused_alone(
+        self, server: RunningServer, engine: Engine
+    ) -> None:
+        answer = export_response(post(server, scenarios.FAR_FUTURE.body))
+
+        assert answer.partial_success.rejected_spans == 1
+        assert "past year 2262" in answer.partial_success.error_message
+        assert usage_table(server) == scenarios.FAR_FUTURE.usage
+        assert stored_row_count(engine) == scenarios.FAR_FUTURE.rows
+
+    def test_json_span_of_the_wrong_shape_is_refused_alone(
+        self, server: RunningServer, engine: Engine
+    ) -> None:
+        document = json.loads(OTLP_JSON)
+        spans = document["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        spans.append({**spans[0], "spanId": "00000000000000ff", "endTimeUnixNano": "soon"})
+        spans.append({**spans[0], "spanId": "00000000000000fe", "endTimeUnixNano": str(2**64 - 1)})
+        # Lone surrogates: the protobuf runtime raised SystemError on this enum name.
+        spans.append({**spans[0], "spanId": "00000000000000fd", "kind": "\ud800"})
+
+        response = post(server, json.dumps(document).encode(), content_type=JSON)
+
+        answer = export_response(response)
+        assert answer.partial_success.rejected_spans == 3
+        assert "OverflowError" not in answer.partial_success.error_message
+        assert usage_table(server) == JSON_USAGE
+
     def test_all_spans_bad_is_still_a_partial_success(
         self, server: RunningServer, engine: Engine
     ) -> None:
@@ -411,3 +475,45 @@ class TestCustomerInheritance:
             ("acme", "input_tokens"): "10",
             ("acme", "output_tokens"): "1",
         }
+
+
+class TestRateLimit:
+    def test_past_the_limit_is_429_with_retry_after_and_nothing_stored(
+        self, limited_server: RunningServer, engine: Engine
+    ) -> None:
+        for number in range(1, scenarios.INGEST_LIMIT + 1):
+            assert post(limited_server, export_request(span(1, number, llm()))).status_code == 200
+
+        refused = post(limited_server, export_request(span(2, 1, llm())))
+
+        assert refused.status_code == 429
+        wait = int(refused.headers["retry-after"])
+        assert 0 < wait <= 60
+        status = refusal(refused)
+        assert status.code == code_pb2.RESOURCE_EXHAUSTED
+        info = error_details_pb2.RetryInfo()
+        assert status.details[0].Unpack(info)
+        assert info.retry_delay.seconds == wait
+        assert stored_row_count(engine) == 2 * scenarios.INGEST_LIMIT
+
+    def test_the_limit_is_per_key(self, limited_server: RunningServer, engine: Engine) -> None:
+        for number in range(1, scenarios.INGEST_LIMIT + 2):
+            post(limited_server, export_request(span(1, number, llm())))
+        other = create_tenant(engine, "another tenant")
+
+        response = post(
+            limited_server,
+            export_request(span(3, 1, llm())),
+            headers={"authorization": f"Bearer {other.ingest_key}"},
+        )
+
+        assert response.status_code == 200
+
+    def test_refused_in_json_for_a_json_request(self, limited_server: RunningServer) -> None:
+        for _ in range(scenarios.INGEST_LIMIT):
+            post(limited_server, OTLP_JSON, content_type=JSON)
+
+        refused = post(limited_server, OTLP_JSON, content_type=JSON)
+
+        assert refused.status_code == 429
+        assert refusal(refused, as_json=True).code == code_pb2.RESOURCE_EXHAUSTED

@@ -1570,6 +1570,59 @@ class TestRejections:
                 "invalid_dimension",
                 id="bytes-customer",
             ),
+            # Issue 8, defect 1: a legal fixed64 end time that no int64 column can hold.
+            pytest.param(
+                {"end_time_unix_nano": 2**63}, "past year 2262", "invalid_time", id="end-2-63"
+            ),
+            pytest.param(
+                {"end_time_unix_nano": 2**64 - 1},
+                "past year 2262",
+                "invalid_time",
+                id="end-max-fixed64",
+            ),
+            # Issue 8, defect 8: fractional strings are refused, not rounded to 1 and 0.
+            pytest.param(
+                {"attributes": {"gen_ai.usage.input_tokens": "1.0000001"}},
+                "more than 6 decimal places",
+                "invalid_quantity",
+                id="tokens-1.0000001",
+            ),
+            pytest.param(
+                {"attributes": {"gen_ai.usage.input_tokens": "1e-7"}},
+                "more than 6 decimal places",
+                "invalid_quantity",
+                id="tokens-1e-7",
+            ),
+            pytest.param(
+                {
+                    "attributes": {
+                        "gen_ai.usage.output_tokens": 1e-7,
+                        "gen_ai.usage.input_tokens": 1,
+                    }
+                },
+                "more than 6 decimal places",
+                "invalid_quantity",
+                id="tokens-float-1e-7",
+            ),
+            pytest.param(
+                {"attributes": {"gen_ai.usage.input_tokens": "2.000001"}},
+                "whole number of tokens",
+                "invalid_quantity",
+                id="tokens-one-micro-over",
+            ),
+            # Text no store can hold: NUL (PostgreSQL) and lone surrogates (UTF-8).
+            pytest.param(
+                {"attributes": {"agentmeter.customer.id": "ac\x00me"}},
+                "NUL or an unpaired surrogate",
+                "invalid_dimension",
+                id="customer-with-nul",
+            ),
+            pytest.param(
+                {"attributes": {"gen_ai.request.model": "gpt\ud800"}},
+                "NUL or an unpaired surrogate",
+                "invalid_dimension",
+                id="model-with-lone-surrogate",
+            ),
         ],
     )
     def test_rejected(self, span: dict[str, Any], fragment: str, reason: str) -> None:
@@ -1711,6 +1764,10 @@ class TestLongSpanName:
     def test_step_from_a_long_span_name_is_cut_not_refused(self) -> None:
         result = usage({"gen_ai.usage.input_tokens": 5}, name="n" * 300)
         assert [r.step for r in result.records] == ["n" * 256]
+
+    def test_step_from_a_span_name_drops_characters_no_store_holds(self) -> None:
+        result = usage({"gen_ai.usage.input_tokens": 5}, name="ch\x00at\udc80")
+        assert [r.step for r in result.records] == ["chat"]
 
 
 class TestProviderCallIdentity:
