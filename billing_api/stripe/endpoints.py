@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from agentmeter.db import UNAVAILABLE_ERRORS
 from agentmeter.tables import utcnow
-from billing_api.deps import DbSession, TenantId
+from billing_api.deps import DbSession, TenantId, WriteSession
 from billing_api.errors import ApiError
 from billing_api.stripe import events, service
 from billing_api.stripe.gateway import StripeGateway, WebhookSignatureError
@@ -83,7 +83,7 @@ def start_oauth(session: DbSession, tenant_id: TenantId, gateway: Gateway) -> Co
 
 @router.get("/stripe/connect/callback")
 def finish_oauth(
-    session: DbSession,
+    session: WriteSession,
     gateway: Gateway,
     state: Annotated[str, Query(min_length=1, max_length=200)],
     code: Annotated[str | None, Query(max_length=500)] = None,

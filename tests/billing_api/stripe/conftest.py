@@ -42,6 +42,8 @@ from tests.fake_stripe import API_KEY, CLIENT_ID, WEBHOOK_SECRET, FakeStripe, fa
 
 ACCOUNT = "acct_1AgentMeterTest"
 PERIOD = "2026-11"
+# November is still open while these tests run in it: finalize it early, as an operator may.
+EARLY_FINALIZE = {"before_period_end": True, "reason": "Stripe push tests"}
 # Customer → (input tokens, output tokens) in November, and what each invoice totals.
 USAGE = {"acme": (1_234_567, 345_678), "globex": (2_000_000, 250_001), "initech": (10_000, 0)}
 TOTALS = {"acme": 5685, "globex": 5800, "initech": 3903}
@@ -111,7 +113,9 @@ class Month:
         return found
 
     def finalize(self, customer: str) -> dict[str, Any]:
-        response = self.post(f"/api/v1/invoices/{self.invoices[customer]}/finalize")
+        response = self.post(
+            f"/api/v1/invoices/{self.invoices[customer]}/finalize", json=EARLY_FINALIZE
+        )
         assert response.status_code == 200, response.text
         found: dict[str, Any] = response.json()
         return found

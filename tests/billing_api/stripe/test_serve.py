@@ -18,7 +18,14 @@ from agentmeter.tables import StripeJob, utcnow
 from billing_api.app import create_app
 from billing_api.stripe.gateway import StripeGateway
 from billing_api.stripe.outbox import LEASE, run_due_jobs
-from tests.billing_api.stripe.conftest import ACCOUNT, TOTALS, Month, draft_month, stripe_settings
+from tests.billing_api.stripe.conftest import (
+    ACCOUNT,
+    EARLY_FINALIZE,
+    TOTALS,
+    Month,
+    draft_month,
+    stripe_settings,
+)
 from tests.conftest import RunningServer
 from tests.fake_stripe import FakeStripe
 from tests.polling import wait_until
@@ -72,7 +79,9 @@ class TestServe:
             assert (
                 api.put("/api/v1/stripe/account", json={"account_id": ACCOUNT}).status_code == 200
             )
-            finalized = api.post(f"/api/v1/invoices/{month.invoices['acme']}/finalize")
+            finalized = api.post(
+                f"/api/v1/invoices/{month.invoices['acme']}/finalize", json=EARLY_FINALIZE
+            )
             assert finalized.json()["stripe_sync_status"] == "pending"
         # The serve loop claims the job, makes the customer and the invoice, and is killed
         # while Stripe is adding the first line (which Stripe completes).
@@ -99,7 +108,7 @@ class TestServe:
             )
 
             # The restarted server's own loop pushes what is finalized next.
-            api.post(f"/api/v1/invoices/{month.invoices['globex']}/finalize")
+            api.post(f"/api/v1/invoices/{month.invoices['globex']}/finalize", json=EARLY_FINALIZE)
             wait_until(
                 lambda: (
                     api.get(f"/api/v1/invoices/{month.invoices['globex']}").json()[
