@@ -40,6 +40,7 @@ from billing_api.invoicing.schemas import (
     VoidRequest,
 )
 from billing_api.periods import period_containing, previous_periods
+from billing_api.stripe import service as stripe
 
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
 
@@ -160,6 +161,7 @@ def invoice_page(
         "credit_notes": repository.credit_notes(session, invoice.id),
         "credited_minor": finalize.credited_minor(session, invoice.id),
         "audit": sorted(audit, key=lambda a: a.id, reverse=True),
+        "sync": stripe.invoice_sync(session, caller.tenant_id, invoice.id),
     }
     title = invoice.number or f"Draft {invoice.period} {invoice.customer_id}"
     return render(request, caller, "invoice.html", page="invoice", title=title, context=context)
@@ -248,6 +250,15 @@ def void_invoice(
     finalize.void_invoice(session, caller.tenant_id, invoice_id, reason=body.reason,
                           actor=caller.actor, now=utcnow())  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
+
+
+@router.post("/invoices/{invoice_id}/stripe-sync")
+def retry_stripe_sync(session: DbSession, caller: StaffCaller, invoice_id: str) -> Response:
+    """Queue the invoice's failed Stripe jobs again (or its first push), as
+    `POST /api/v1/invoices/{id}/stripe-sync` does; the worker runs them."""
+    require(caller, *BILLING)
+    stripe.retry_sync(session, caller.tenant_id, invoice_id, now=utcnow())
+    return see_other(f"/invoices/{invoice_id}#stripe")
 
 
 @router.post("/invoices/{invoice_id}/credit-notes")

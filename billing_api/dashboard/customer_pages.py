@@ -1,9 +1,10 @@
 """Customers: the list with search, and one customer's usage, estimate, budget, credits,
-price book and invoices; credit grants, voids and the price book assignment (billing)."""
+price book and invoices; credit grants, voids, the price book assignment and portal links
+(billing)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -25,6 +26,9 @@ from billing_api.dashboard.http import PREFIX, DashboardRoute, StaffCaller, rend
 from billing_api.dashboard.overview import margin_percent
 from billing_api.deps import DbSession
 from billing_api.invoicing import repository as invoicing
+from billing_api.portal.auth import tokens
+from billing_api.portal.endpoints import portal_link
+from billing_api.portal.schemas import PortalSessionCreate
 from billing_api.pricing import service as pricing
 from billing_api.rating.service import estimate
 from billing_api.usage.schemas import UsageQuery
@@ -33,6 +37,7 @@ from billing_api.usage.service import query_usage
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
 
 USAGE_DIMENSIONS = (("step", "Step"), ("model", "Model"), ("tool", "Tool"), ("source", "Source"))
+PORTAL_LINK_HOURS = ((1, "1 hour"), (24, "24 hours"), (24 * 7, "7 days"), (24 * 30, "30 days"))
 
 
 @router.get("/customers", response_class=HTMLResponse)
@@ -84,6 +89,9 @@ def _detail(session: Session, caller: Caller, customer_id: str, now: datetime) -
         "grant_input": {},
         "budget_errors": {},
         "budget_input": {},
+        "link_hours": PORTAL_LINK_HOURS,
+        "portal_link": None,
+        "link_errors": {},
     }
 
 
@@ -188,3 +196,26 @@ def set_budget(
                             budget_errors=errors, budget_input=entered)  # fmt: skip
     put_budget(session, caller.tenant_id, customer_id, body, utcnow())
     return see_other(f"/customers/{customer_id}#budget")
+
+
+@router.post("/customers/{customer_id}/portal-sessions", response_model=None)
+def new_portal_link(
+    request: Request,
+    session: DbSession,
+    caller: StaffCaller,
+    customer_id: str,
+    hours: Annotated[str, Form(max_length=6)] = "24",
+) -> Response:
+    """A signed portal link for the customer, as `POST /api/v1/customers/{id}/portal-sessions`
+    issues it; shown on this response only (no redirect: the token is never stored)."""
+    require(caller, *BILLING)
+    seconds = str(int(hours) * 3600) if hours.isdigit() else hours
+    body, errors = parse(PortalSessionCreate, {"expires_in": seconds})
+    if body is None:
+        return _detail_page(request, session, caller, customer_id, status=422,
+                            link_errors={"hours": "; ".join(errors.values())})  # fmt: skip
+    issued = tokens(request).issue(
+        session, caller, customer_id, timedelta(seconds=body.expires_in), utcnow()
+    )
+    link = {"url": portal_link(request, issued.token), "expires_at": issued.expires_at}
+    return _detail_page(request, session, caller, customer_id, portal_link=link)

@@ -17,16 +17,18 @@ from urllib.parse import quote
 from fastapi import Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.orm import Session
 
+from agentmeter.db import UNAVAILABLE_ERRORS
 from agentmeter.settings import Settings
 from agentmeter.tables import utcnow
 from billing_api.auth import Caller, Role
 from billing_api.dashboard.access import allowed
 from billing_api.dashboard.accounts import SessionPolicy, resolve_session
-from billing_api.deps import DbSession
 from billing_api.errors import ApiError
 from billing_api.web import PageError, Pages
 from billing_api.web.formatting import LocaleFormat
+from otel_processor.usage import StoreUnavailableError
 
 PREFIX = "/dashboard"
 SESSION_COOKIE = "agentmeter_dashboard"
@@ -57,12 +59,22 @@ def secure_cookies(settings: Settings) -> bool:
     return (settings.public_url or "").startswith("https://")
 
 
-def staff_caller(request: Request, session: DbSession) -> Caller:
-    """The caller of the request's dashboard session; `SignInRequired` without one."""
+def staff_caller(request: Request) -> Caller:
+    """The caller of the request's dashboard session; `SignInRequired` without one.
+
+    Resolving a session writes (it is touched, or deleted once expired), so it runs in a
+    short transaction of its own that takes the write lock: a page's GET reads in a
+    deferred SQLite transaction, which cannot turn into a writer once another connection
+    (a worker, another request) has committed since its snapshot."""
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise SignInRequired
-    caller = resolve_session(session, token, session_policy(request.app.state.settings), utcnow())
+    policy = session_policy(request.app.state.settings)
+    try:
+        with Session(request.app.state.engine) as session, session.begin():
+            caller = resolve_session(session, token, policy, utcnow())
+    except UNAVAILABLE_ERRORS as error:
+        raise StoreUnavailableError(f"database unavailable: {error}") from None
     if caller is None:
         raise SignInRequired
     return caller

@@ -37,6 +37,11 @@ def public_base(request: Request) -> str:
     return (settings.public_url or str(request.base_url)).rstrip("/")
 
 
+def portal_link(request: Request, token: str) -> str:
+    """The link that opens the portal with `token` (the API and the dashboard hand it out)."""
+    return f"{public_base(request)}/portal/open?token={token}"
+
+
 @admin.post("/customers/{customer_id}/portal-sessions", status_code=201)
 def create_portal_session(
     customer_id: str,
@@ -52,7 +57,7 @@ def create_portal_session(
     )
     return PortalSessionOut(
         id=issued.id,
-        url=f"{public_base(request)}/portal/open?token={issued.token}",
+        url=portal_link(request, issued.token),
         token=issued.token,
         expires_at=issued.expires_at,
     )

@@ -30,12 +30,12 @@ from otel_processor.usage import StoreUnavailableError
 router = APIRouter(prefix="/api/v1", tags=["stripe"])
 
 
-def _gateway(request: Request) -> StripeGateway | None:
+def stripe_gateway(request: Request) -> StripeGateway | None:
     """The process's one Stripe gateway (built at start-up), or None when Stripe is off."""
     return getattr(request.app.state, "stripe", None)
 
 
-Gateway = Annotated[StripeGateway | None, Depends(_gateway)]
+Gateway = Annotated[StripeGateway | None, Depends(stripe_gateway)]
 
 
 class BadSignatureError(ApiError):
