@@ -175,9 +175,15 @@ def _key_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _user_create(args: argparse.Namespace) -> int:
+def _read_password() -> str:
+    """The password from a prompt, or the first line of stdin: never an argument (it would
+    show in `ps` and shell history)."""
     import getpass
 
+    return getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline()
+
+
+def _user_create(args: argparse.Namespace) -> int:
     from sqlalchemy.orm import Session
 
     from billing_api.dashboard.accounts import create_user
@@ -185,8 +191,7 @@ def _user_create(args: argparse.Namespace) -> int:
 
     engine = make_engine(Settings())
     migrate(engine)
-    # Never an argument (it would show in `ps` and shell history): a prompt, or stdin.
-    password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline()
+    password = _read_password()
     try:
         with Session(engine) as session, session.begin():
             user = create_user(session, args.tenant, args.email, password.rstrip("\n"), args.role)
@@ -194,6 +199,30 @@ def _user_create(args: argparse.Namespace) -> int:
         print(error.message, file=sys.stderr)
         return 2
     print(json.dumps({"user_id": user.id, "email": user.email, "role": user.role.value}))
+    return 0
+
+
+def _user_set_password(args: argparse.Namespace) -> int:
+    """A new password for a dashboard user (rotation, or a forgotten one); the user's
+    sessions end."""
+    from sqlalchemy.orm import Session
+
+    from billing_api.dashboard.accounts import set_password
+    from billing_api.errors import ApiError
+
+    engine = make_engine(Settings())
+    migrate(engine)
+    password = _read_password()
+    try:
+        with Session(engine) as session, session.begin():
+            found = set_password(session, args.tenant, args.email, password.rstrip("\n"))
+    except ApiError as error:
+        print(error.message, file=sys.stderr)
+        return 2
+    if not found:
+        print(f"no user {args.email!r} in tenant {args.tenant!r}", file=sys.stderr)
+        return 1
+    print(json.dumps({"email": args.email, "password": "changed"}))
     return 0
 
 
@@ -248,6 +277,13 @@ def _parser() -> argparse.ArgumentParser:
     user_create.add_argument("--tenant", required=True, help="tenant id")
     user_create.add_argument("--role", required=True, choices=["admin", "billing", "viewer"])
     user_create.set_defaults(run=_user_create)
+    user_password = user.add_parser(
+        "set-password",
+        help="give a dashboard user a new password read from standard input; ends its sessions",
+    )
+    user_password.add_argument("email")
+    user_password.add_argument("--tenant", required=True, help="tenant id")
+    user_password.set_defaults(run=_user_set_password)
     return parser
 
 
