@@ -2,7 +2,8 @@
 
 FastAPI documents only the success answer and its own 422 shape; every error of this API is
 `{"error": {"code", "message"}}` (`billing_api.errors`), so each operation under `/api/v1`
-lists the error statuses with that schema, added here once rather than on each route.
+and under the portal's customer API `/portal/api` lists the error statuses it can give with
+that schema, added here once rather than on each route.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 API_PREFIX = "/api/v1/"
+PORTAL_API_PREFIX = "/portal/api/"
 
 ERROR_SCHEMA: dict[str, Any] = {
     "title": "Error",
@@ -37,6 +39,25 @@ ERROR_ANSWERS = {
     "503": "The store is unavailable; retry after `Retry-After` seconds",
 }
 
+# The portal's customer API: a portal token instead of the admin key, reads only.
+PORTAL_ERROR_ANSWERS = {
+    "401": "Missing, invalid, expired or revoked portal token",
+    "404": "No such resource for this customer (another customer's ids are not found either)",
+    "422": ERROR_ANSWERS["422"],
+    "429": "Too many requests for this token; retry after `Retry-After` seconds",
+    "503": ERROR_ANSWERS["503"],
+}
+
+
+def error_answers(path: str) -> dict[str, str] | None:
+    """The error statuses (with descriptions) the operations at `path` can answer, or None
+    for a path outside the JSON APIs."""
+    if path.startswith(API_PREFIX):
+        return ERROR_ANSWERS
+    if path.startswith(PORTAL_API_PREFIX):
+        return PORTAL_ERROR_ANSWERS
+    return None
+
 
 def _with_errors(schema: dict[str, Any]) -> dict[str, Any]:
     schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
@@ -45,11 +66,12 @@ def _with_errors(schema: dict[str, Any]) -> dict[str, Any]:
         schema["components"]["schemas"].pop(name, None)
     reference = {"$ref": "#/components/schemas/Error"}
     for path, operations in schema.get("paths", {}).items():
-        if not path.startswith(API_PREFIX):
+        answers = error_answers(path)
+        if answers is None:
             continue
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
-            for status, description in ERROR_ANSWERS.items():
+            for status, description in answers.items():
                 responses[status] = {
                     "description": description,
                     "content": {"application/json": {"schema": reference}},
@@ -58,7 +80,7 @@ def _with_errors(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def install_error_responses(app: FastAPI) -> None:
-    """Make `app.openapi()` list the error answers of every `/api/v1` operation."""
+    """Make `app.openapi()` list the error answers of every JSON API operation."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

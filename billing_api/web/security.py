@@ -130,10 +130,13 @@ class PageSecurityHeaders:
                     if page_path or is_html
                     else {"x-content-type-options": "nosniff"}
                 )
+                # A route that set its own CSP chose who may frame it (a tenant's
+                # embedding sources): DENY would contradict it. Decided before the defaults
+                # are added, or the default CSP itself would suppress X-Frame-Options.
+                if "content-security-policy" in headers:
+                    wanted.pop("x-frame-options", None)
                 for name, value in wanted.items():
-                    if name not in headers and not (
-                        name == "x-frame-options" and "content-security-policy" in headers
-                    ):
+                    if name not in headers:
                         headers[name] = value
             await send(message)
 

@@ -25,7 +25,7 @@ from agentmeter.db import make_engine
 from agentmeter.settings import Settings
 from agentmeter.tenants import create_tenant
 from billing_api.app import create_app
-from billing_api.openapi import ERROR_ANSWERS
+from billing_api.openapi import error_answers
 
 MAX_EXAMPLES = 12  # per operation: the suite stays fast; CI runs every operation
 
@@ -85,12 +85,15 @@ def test_document_lists_error_answers(sqlite_engine: Engine) -> None:
     operations = [
         (path, method, operation)
         for path, methods in document["paths"].items()
-        if path.startswith("/api/v1/")
+        if path.startswith(("/api/v1/", "/portal/api/"))
         for method, operation in methods.items()
     ]
     assert len(operations) > 40
+    assert any(path.startswith("/portal/api/") for path, _, _ in operations)
     for path, method, operation in operations:
-        for status in ERROR_ANSWERS:
+        answers = error_answers(path)
+        assert answers is not None, path
+        for status in answers:
             answer = operation["responses"].get(status)
             assert answer is not None, (method, path, status)
             schema_ref = answer["content"]["application/json"]["schema"]

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from agentmeter.settings import Settings
 from agentmeter.tenants import create_tenant
 from billing_api.app import create_app
+from billing_api.web.security import page_headers
 from tests.billing_api.inprocess import api_client
 
 
@@ -67,3 +68,26 @@ def test_a_page_added_later_gets_them_too(engine: Engine) -> None:
         assert_page_headers(dict(answer.headers))
         missing = client.get("/no-such-page")
         assert missing.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_page_that_frames_itself_keeps_its_choice(engine: Engine) -> None:
+    """A route that sets its own CSP (a tenant's embedding sources) gets no DENY on top,
+    and the defaults it did not set are still added."""
+    app = create_app(engine, CollectorRegistry(), Settings())
+    embeddable = page_headers(["https://app.example.com"])
+
+    @app.get("/portal/embedded", response_class=HTMLResponse)
+    def embedded() -> HTMLResponse:
+        return HTMLResponse(
+            "<!doctype html><title>e</title>",
+            headers={"content-security-policy": embeddable["content-security-policy"]},
+        )
+
+    with TestClient(app) as client:
+        answer = client.get("/portal/embedded")
+        assert answer.headers["content-security-policy"].endswith(
+            "frame-ancestors https://app.example.com"
+        )
+        assert "x-frame-options" not in answer.headers
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["referrer-policy"] == "no-referrer"
