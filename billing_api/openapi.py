@@ -49,9 +49,22 @@ PORTAL_ERROR_ANSWERS = {
 }
 
 
+# Routes Stripe calls, authenticated by a signature or a signed state, never an admin key.
+STRIPE_PATHS = ("/api/v1/stripe/webhooks", "/api/v1/stripe/connect/callback")
+STRIPE_ERROR_ANSWERS = {
+    "400": "The signature (webhooks) or the OAuth state or code (callback) is refused",
+    "409": "Stripe is off on this server (no platform key)",
+    "422": ERROR_ANSWERS["422"],
+    "429": ERROR_ANSWERS["429"],
+    "503": ERROR_ANSWERS["503"],
+}
+
+
 def error_answers(path: str) -> dict[str, str] | None:
     """The error statuses (with descriptions) the operations at `path` can answer, or None
     for a path outside the JSON APIs."""
+    if path in STRIPE_PATHS:
+        return STRIPE_ERROR_ANSWERS
     if path.startswith(API_PREFIX):
         return ERROR_ANSWERS
     if path.startswith(PORTAL_API_PREFIX):
