@@ -33,6 +33,7 @@ from billing_api.invoicing import checks, finalize, repository, review, service
 from billing_api.invoicing.schemas import (
     CreditNoteCreate,
     ExceptionUpdate,
+    FinalizeRequest,
     LineAdjust,
     LineCreate,
     RegisterCustomer,
@@ -162,6 +163,7 @@ def invoice_page(
         "credited_minor": finalize.credited_minor(session, invoice.id),
         "audit": sorted(audit, key=lambda a: a.id, reverse=True),
         "sync": stripe.invoice_sync(session, caller.tenant_id, invoice.id),
+        "early": finalize.before_period_end(invoice, utcnow()),
     }
     title = invoice.number or f"Draft {invoice.period} {invoice.customer_id}"
     return render(request, caller, "invoice.html", page="invoice", title=title, context=context)
@@ -229,11 +231,19 @@ def add_line(
 
 
 @router.post("/invoices/{invoice_id}/finalize")
-def finalize_invoice(session: DbSession, caller: StaffCaller, invoice_id: str) -> Response:
-    """Number and freeze the invoice (refused while blocking exceptions are open)."""
+def finalize_invoice(
+    session: DbSession,
+    caller: StaffCaller,
+    invoice_id: str,
+    before_period_end: Annotated[str, Form(max_length=8)] = "",
+    reason: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Number and freeze the invoice (refused while blocking exceptions are open); before
+    its period ends only with the box ticked and a reason, as the API's body says."""
     require(caller, *BILLING)
+    body = _checked(FinalizeRequest, {"before_period_end": before_period_end, "reason": reason})
     finalize.finalize_invoice(session, caller.tenant_id, invoice_id, actor=caller.actor,
-                              now=utcnow())  # fmt: skip
+                              now=utcnow(), early_reason=body.early_reason)  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 
 

@@ -289,14 +289,13 @@ def finalize_invoice(
 ) -> InvoiceOut:
     """Number and freeze a draft. Before its period ends: 409, unless the body says
     `{"before_period_end": true, "reason": …}` (kept in the audit log)."""
-    early = body is not None and body.before_period_end
     finalize.finalize_invoice(
         session,
         tenant_id,
         invoice_id,
         actor=actor,
         now=utcnow(),
-        early_reason=body.reason if body is not None and early else None,
+        early_reason=None if body is None else body.early_reason,
     )
     return _full(session, tenant_id, invoice_id)
 

@@ -30,6 +30,12 @@ def _invoice(session: Session, tenant_id: str, invoice_id: str) -> Invoice:
     return invoice
 
 
+def before_period_end(invoice: Invoice, now: datetime) -> bool:
+    """Whether finalizing `invoice` at `now` is early: its usage may still come, so it
+    takes an explicit, audited reason."""
+    return now < invoice.period_end
+
+
 def finalize_invoice(
     session: Session,
     tenant_id: str,
@@ -48,7 +54,7 @@ def finalize_invoice(
     if blocking:
         listed = "; ".join(f"{e.type}: {e.message}" for e in blocking)
         raise ConflictError(f"resolve or waive the blocking exceptions first: {listed}")
-    early = now < invoice.period_end
+    early = before_period_end(invoice, now)
     if early and not (early_reason and early_reason.strip()):
         raise ConflictError(
             f"the period of invoice {invoice_id} ends at {invoice.period_end.isoformat()}; "

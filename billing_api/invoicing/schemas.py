@@ -262,6 +262,11 @@ class FinalizeRequest(BaseModel):
             raise ValueError("finalizing before the period ends needs a reason")
         return self
 
+    @property
+    def early_reason(self) -> str | None:
+        """The reason to finalize before the period ends, if that is asked for."""
+        return self.reason if self.before_period_end else None
+
 
 class VoidRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")

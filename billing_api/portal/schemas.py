@@ -14,6 +14,7 @@ from agentmeter.money import format_minor, plain_decimal
 from billing_api.portal.branding import BrandSettings
 from billing_api.portal.service import ChargeLine, CurrentPeriod, DailySeries, InvoiceView
 from billing_api.portal.sessions import DEFAULT_EXPIRES_IN, MAX_EXPIRES_IN, MIN_EXPIRES_IN
+from billing_api.stripe.states import PaymentStatus
 from billing_api.web.formatting import parse_locale
 from billing_api.web.security import is_frame_source
 
@@ -256,7 +257,7 @@ class PortalInvoiceOut(BaseModel):
     id: str
     number: str | None
     status: str
-    payment_status: str | None
+    payment_status: PaymentStatus
     period_start: datetime
     period_end: datetime
     currency: str

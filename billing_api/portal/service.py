@@ -28,6 +28,7 @@ from billing_api.invoicing import exports
 from billing_api.invoicing import repository as invoices
 from billing_api.periods import Period, period_containing, previous_periods
 from billing_api.rating.service import estimate
+from billing_api.stripe.states import PaymentStatus
 from billing_api.usage.schemas import UsageQuery
 from billing_api.usage.service import query_usage
 
@@ -106,12 +107,13 @@ class DailySeries:
 
 @dataclass(frozen=True, slots=True)
 class InvoiceView:
-    """An issued invoice as its customer sees it."""
+    """An issued invoice as its customer sees it: whether it is paid, but not where its
+    Stripe copy stands (`stripe_sync_status`, `stripe_error` are the builder's concern)."""
 
     id: str
     number: str | None
     status: str
-    payment_status: str | None
+    payment_status: PaymentStatus
     period: Period
     currency: str
     subtotal_minor: int
@@ -226,18 +228,12 @@ def daily_usage(
     return DailySeries(days=days, series=dict(sorted(series.items())))
 
 
-def _payment_status(invoice: Invoice) -> str | None:
-    # Set by the Stripe integration once it lands; absent until then.
-    value = getattr(invoice, "payment_status", None)
-    return str(value) if value else None
-
-
 def _view(session: Session, invoice: Invoice) -> InvoiceView:
     return InvoiceView(
         id=invoice.id,
         number=invoice.number,
         status=invoice.status,
-        payment_status=_payment_status(invoice),
+        payment_status=PaymentStatus(invoice.payment_status),
         period=Period(invoice.period_start, invoice.period_end),
         currency=invoice.currency,
         subtotal_minor=invoice.subtotal_minor,

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 # An OTel attribute key: letters, digits and `._-/:`, e.g. `ai.telemetry.metadata.customerId`.
+_ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_.\-/:]+$")
+
+
+def _attribute_key(key: str) -> str:
+    # Pydantic's own pattern error ("String should match pattern '^[A-Za-z0-9…'") names
+    # neither the key nor the rule in words; the API and the dashboard both show this one.
+    if not _ATTRIBUTE_KEY.fullmatch(key):
+        raise ValueError(
+            f"{key!r} is not an attribute key: use only letters, digits and . _ - / : "
+            "(no spaces), e.g. customer.id"
+        )
+    return key
+
+
 AttributeKey = Annotated[
-    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.\-/:]+$")
+    str,
+    StringConstraints(min_length=1, max_length=256),
+    AfterValidator(_attribute_key),
+    Field(json_schema_extra={"pattern": _ATTRIBUTE_KEY.pattern}),
 ]
 
 

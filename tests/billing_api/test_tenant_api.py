@@ -145,6 +145,14 @@ class TestPatchTenant:
         got = httpx.get(tenant_url(server), headers=server.admin_headers, timeout=30).json()
         assert got["customer_attribute_keys"] == ["agentmeter.customer.id", "customer.id"]
 
+    def test_bad_key_is_named_with_the_rule(self, server: RunningServer) -> None:
+        response = patch(server, {"customer_attribute_keys": ["customer.id", "has space"]})
+
+        assert response.status_code == 422
+        message = response.json()["error"]["message"]
+        assert "'has space' is not an attribute key" in message
+        assert "letters, digits and . _ - / :" in message
+
     def test_invalid_json_is_a_422(self, server: RunningServer) -> None:
         response = httpx.patch(
             tenant_url(server),

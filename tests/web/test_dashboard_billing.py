@@ -99,9 +99,34 @@ def test_run_review_finalize_and_credit(
     finally:
         viewer.context.close()
 
+    # The period has not ended: finalizing now is refused with the API's message, and
+    # ticking the box without a reason is refused too; with both it goes through, audited.
+    expect(page.locator("#early-hint")).to_contain_text("Finalizing now needs a reason")
+    page.get_by_role("button", name="Finalize").click()
+    expect(page.locator("body.error-409")).to_be_visible()
+    expect(page.locator(".error-page")).to_contain_text(
+        "finalize it then, or now with before_period_end and a reason"
+    )
+    page.go_back()
+    page.get_by_label("Finalize before the period ends").check()
+    page.get_by_role("button", name="Finalize").click()
+    expect(page.locator("body.error-422")).to_be_visible()
+    expect(page.locator(".error-page")).to_contain_text(
+        "finalizing before the period ends needs a reason"
+    )
+    page.go_back()
+    page.reload()
+    with Session(live_app.engine) as session:
+        still = repository.get_invoice(session, demo, invoice_id)
+        assert still is not None and still.status == "draft" and still.number is None
+    page.get_by_label("Finalize before the period ends").check()
+    page.get_by_label("Reason for finalizing early").fill("customer <b>churns</b> today")
     page.get_by_role("button", name="Finalize").click()
     expect(page.locator("#invoice-status")).to_have_text("finalized")
-    expect(page.locator('#audit li[data-action="finalize"]')).to_be_visible()
+    expect(page.locator('#audit li[data-action="finalize"]')).to_contain_text(
+        "customer <b>churns</b> today"
+    )
+    expect(page.locator("#early-hint")).to_have_count(0)
     with Session(live_app.engine) as session:
         invoice = repository.get_invoice(session, demo, invoice_id)
         assert invoice is not None and invoice.status == "finalized" and invoice.number

@@ -58,7 +58,10 @@ def test_ingest_key_created_shown_once_and_revoked(
     # Attribute keys and the webhook URL: refused input shows beside the field.
     page.get_by_label("Span or resource attributes").fill("customer id with spaces")
     page.get_by_role("button", name="Save attribute keys").click()
-    expect(page.locator("#err-keys")).to_contain_text("not an attribute key")
+    expect(page.locator("#err-keys")).to_contain_text(
+        "'customer id with spaces' is not an attribute key: use only letters, digits and "
+        ". _ - / : (no spaces)"
+    )
     page.get_by_label("Span or resource attributes").fill("tenant.customer\ncustomer.id")
     page.get_by_role("button", name="Save attribute keys").click()
     with Session(engine) as session:

@@ -146,7 +146,7 @@ def test_customer_sees_its_own_figures_under_the_brand(
     (row,) = table_rows(page, "table.invoices")
     assert row[0] == invoice["number"]
     assert row[2] == "FINALIZED"  # shown in capitals by the stylesheet
-    assert row[3] == "—"  # no payment status until Stripe reports one
+    assert row[3] == "UNPAID"  # until Stripe reports a payment
     assert row[4] == dollars(invoice["total"])
     desktop.shot("invoices")
     pages_html.append(page.content())
@@ -158,6 +158,7 @@ def test_customer_sees_its_own_figures_under_the_brand(
     ]
     expect(page.locator("table.invoice-lines tfoot")).to_contain_text(EXPECTED_INVOICE_SUBTOTAL)
     expect(page.locator(".invoice-total")).to_have_text(dollars(invoice["total"]))
+    expect(page.locator(".invoice-meta .payment-unpaid")).to_have_text("unpaid", ignore_case=True)
     no_xss_ran(page)
     desktop.shot("invoice")
     pages_html.append(page.content())
@@ -166,6 +167,7 @@ def test_customer_sees_its_own_figures_under_the_brand(
         page.get_by_role("link", name="Download JSON").click()
     exported = json.loads(Path(download.value.path()).read_text())
     assert exported == portal.ok("GET", f"/api/v1/invoices/{portal.invoice_id}/export.json")
+    assert not {"stripe_sync_status", "stripe_error", "stripe_invoice_id"} & set(exported)
 
     page.get_by_role("link", name="Printable invoice").click()
     expect(page.locator("body")).to_have_class("portal portal-invoice-print")
@@ -188,8 +190,10 @@ def test_customer_sees_its_own_figures_under_the_brand(
     }
     visible = {dollars(line["amount"]) for line in invoice["lines"]} | {dollars(invoice["total"])}
     assert not internal & visible, "pick figures where cost and margin differ from amounts"
+    # The Stripe copy's sync state is the builder's concern, never the customer's.
+    assert invoice["stripe_sync_status"] == "not_connected"
     for html in pages_html:
-        assert not re.search(r"provider|margin|\bcost\b", html, re.IGNORECASE)
+        assert not re.search(r"provider|margin|\bcost\b|stripe|not.connected", html, re.IGNORECASE)
         assert not [value for value in internal if value in html]
         assert "agentmeter" not in html.lower()  # the builder's brand only
         assert "Globex" not in html
