@@ -39,7 +39,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from agentmeter.tables import to_unix_nano
 from tests.conftest import RunningServer
@@ -77,18 +77,6 @@ EXPECTED_LINES = [
 ]
 EXPECTED_TOTAL = "52.70"
 
-CHROMIUM = "/usr/bin/chromium"
-# No internet here: these flags stop Chromium's own background connections.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -228,20 +216,10 @@ def builder_only_figures(invoice: dict[str, Any]) -> set[str]:
 # --- The browser -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    """Debian's Chromium, headless, driven by Playwright."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture
-def page(chromium: Browser) -> Iterator[Page]:
-    context = chromium.new_context(viewport={"width": 1000, "height": 900})
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh context of the session's Debian Chromium (`tests.conftest.browser`)."""
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
     try:
         page = context.new_page()
         page.set_default_timeout(15_000)
