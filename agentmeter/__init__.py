@@ -1,5 +1,6 @@
-"""Shared foundation of AgentMeter: settings, database tables, migrations, and the command.
+"""Shared foundation of AgentMeter: settings, database tables, migrations, money, keys.
 
-`exporter/` and `billing_api/` both import the settings and tables from here; only the
-`agentmeter` command (`agentmeter.cli`) imports `billing_api`.
+`exporter/` and `billing_api/` both import the foundation; the foundation imports nothing
+above it. The `agentmeter` command lives in `agentmeter.command` and is the only code that
+imports `billing_api` (`tests/test_layering.py` enforces both rules).
 """

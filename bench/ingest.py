@@ -190,7 +190,7 @@ class Server:
             "AGENTMETER_SQLITE_SYNCHRONOUS": synchronous,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
-        command = [sys.executable, "-m", "agentmeter.cli", "serve"]
+        command = [sys.executable, "-m", "agentmeter", "serve"]
         for flag, port in zip(("--grpc-port", "--http-port", "--api-port"), ports, strict=True):
             command += [flag, str(port)]
         with log_path.open("a") as log:

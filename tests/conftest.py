@@ -178,7 +178,7 @@ class RunningServer:
     def start(self) -> None:
         assert self.log_path is not None
         env = {**os.environ, **self.env, "AGENTMETER_DATABASE_URL": self.database_url}
-        command = [sys.executable, "-m", "agentmeter.cli", "serve"]
+        command = [sys.executable, "-m", "agentmeter", "serve"]
         for flag, port in (
             ("--grpc-port", self.grpc_port),
             ("--http-port", self.http_port),

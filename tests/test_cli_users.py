@@ -22,7 +22,7 @@ POLICY = SessionPolicy(idle=timedelta(minutes=30), absolute=timedelta(hours=12))
 def set_password(
     database_url: str, tenant_id: str, email: str, password: str
 ) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "agentmeter.cli", "user", "set-password", email,
+    command = [sys.executable, "-m", "agentmeter", "user", "set-password", email,
                "--tenant", tenant_id]  # fmt: skip
     env = {"AGENTMETER_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
     return subprocess.run(command, input=password + "\n", env=env, capture_output=True, text=True)

@@ -122,7 +122,7 @@ def test_cli_creates_a_user_reading_the_password_from_stdin(
     engine: Engine, database_url: str
 ) -> None:
     tenant = create_tenant(engine, "T")
-    command = [sys.executable, "-m", "agentmeter.cli", "user", "create", "ops@x.test",
+    command = [sys.executable, "-m", "agentmeter", "user", "create", "ops@x.test",
                "--tenant", tenant.tenant_id, "--role", "billing"]  # fmt: skip
     env = {"AGENTMETER_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
     done = subprocess.run(command, input=PASSWORD + "\n", env=env, capture_output=True, text=True)

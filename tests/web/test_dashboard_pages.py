@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy.orm import Session
 
-from agentmeter.demo import DEMO_CUSTOMERS, seed_demo
+from agentmeter.command.demo import DEMO_CUSTOMERS, seed_demo
 from agentmeter.tables import Budget, Customer, Tenant, utcnow
 from agentmeter.tenants import find_tenant
 from billing_api.credits import service as credits

@@ -87,7 +87,7 @@ def test_settings_are_for_admins(server: RunningServer, engine: Engine, page: Pa
 
 def test_serve_demo_prints_a_dashboard_sign_in(tmp_path: Path, page: Page) -> None:
     env = {**os.environ, "AGENTMETER_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}"}
-    command = [sys.executable, "-m", "agentmeter.cli", "serve", "--demo",
+    command = [sys.executable, "-m", "agentmeter", "serve", "--demo",
                "--grpc-port", "0", "--http-port", "0", "--api-port", "0"]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
     try:

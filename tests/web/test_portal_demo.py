@@ -14,7 +14,7 @@ import httpx
 
 def test_demo_prints_a_portal_link_that_opens(tmp_path: Path) -> None:
     env = {**os.environ, "AGENTMETER_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}"}
-    command = [sys.executable, "-m", "agentmeter.cli", "serve", "--demo"]
+    command = [sys.executable, "-m", "agentmeter", "serve", "--demo"]
     command += ["--grpc-port", "0", "--http-port", "0", "--api-port", "0"]
     with (tmp_path / "server.log").open("w") as log:
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=log, text=True)

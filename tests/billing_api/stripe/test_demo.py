@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from agentmeter.demo import seed_demo
+from agentmeter.command.demo import seed_demo
 from agentmeter.tables import StripeAccount
 
 

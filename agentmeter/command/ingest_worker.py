@@ -1,8 +1,9 @@
 """The ingest worker: OTLP/gRPC (with `UsageService`) and OTLP/HTTP in a process of their own.
 
-`agentmeter serve` starts this module as a child process (`python -m agentmeter.ingest_worker`)
-so that decoding spans never competes with the billing API for one interpreter lock: the
-API stays responsive however hard exporters push. The protocol with the parent is small:
+`agentmeter serve` starts this module as a child process
+(`python -m agentmeter.command.ingest_worker`) so that decoding spans never competes with
+the billing API for one interpreter lock: the API stays responsive however hard exporters
+push. The protocol with the parent is small:
 
 - settings come from the environment (`AGENTMETER_*`, as everywhere), ports included;
 - once both listeners are bound, one JSON line `{"event": "ready", "grpc_port", "http_port"}`
@@ -28,10 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CollectorRegistry
 
+from agentmeter.command.logs import configure_logging
+from agentmeter.command.serving import start_http
 from agentmeter.db import make_engine
-from agentmeter.logs import configure_logging
 from agentmeter.ratelimit import key_rate_limiter
-from agentmeter.serving import start_http
 from agentmeter.settings import Settings
 from agentmeter.tenants import TenantKeys
 from exporter.provider_costs import ProviderCostCatalog

@@ -1,7 +1,7 @@
 """`agentmeter serve`: the billing API in this process, the OTLP receivers in a worker.
 
 The receivers (OTLP/gRPC with `UsageService`, OTLP/HTTP) run in a child process,
-`agentmeter.ingest_worker`, started and supervised here: decoding spans never holds the
+`agentmeter.command.ingest_worker`, started and supervised here: decoding spans never holds the
 API's interpreter lock, so REST reads stay fast under any ingest load. A worker that
 crashes is restarted on the same ports; a SIGTERM/SIGINT stops the API and the worker
 gracefully (exports in flight commit and are answered); if this process dies, the worker
@@ -28,8 +28,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from agentmeter.command.serving import start_http
 from agentmeter.ratelimit import key_rate_limiter
-from agentmeter.serving import start_http
 from agentmeter.settings import Settings
 from billing_api.app import create_app
 from billing_api.budgets.service import sweep_budgets
@@ -42,7 +42,7 @@ from billing_api.webhooks.delivery import deliver_due
 
 logger = logging.getLogger("agentmeter.server")
 
-WORKER_MODULE = "agentmeter.ingest_worker"
+WORKER_MODULE = "agentmeter.command.ingest_worker"
 # A worker stopping gracefully finishes the exports in flight (grace 10 s) first.
 WORKER_STOP_SECONDS = 20.0
 # Startup may wait for a worker of a crashed predecessor to let go of the ports.

@@ -8,8 +8,8 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from agentmeter.command.logs import configure_logging
 from agentmeter.db import make_engine, migrate
-from agentmeter.logs import configure_logging
 from agentmeter.settings import Settings
 from agentmeter.tenants import create_tenant, revoke_key
 
@@ -24,14 +24,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from agentmeter.server import serve
+    from agentmeter.command.server import serve
 
     settings = _settings(args)
     engine = make_engine(settings)
     migrate(engine)
     on_ready: Callable[[str], None] | None = None
     if args.demo:
-        from agentmeter.demo import print_portal_link, seed_demo
+        from agentmeter.command.demo import print_portal_link, seed_demo
 
         tenant_id = seed_demo(engine)
 
