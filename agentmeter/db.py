@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from agentmeter.settings import Settings
 
@@ -17,13 +21,66 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 _READ_ONLY = "agentmeter_read_only"
 
-# Errors that mean "the database cannot serve us now", not "this request is wrong".
-UNAVAILABLE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+# PostgreSQL conditions that pass (SQLSTATE, Appendix A of its manual): connection
+# exceptions (class 08), insufficient resources (53: disk full, out of memory, too many
+# connections), the server shutting down or starting (57P01-57P05), and a transaction
+# aborted by serialization failure or deadlock (40001, 40P01), which a retry redoes.
+_RETRYABLE_SQLSTATE_CLASSES = frozenset({"08", "53"})
+_RETRYABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05", "40001", "40P01"})
+# SQLite's primary result codes that pass: another connection holds the lock past the busy
+# timeout (BUSY, LOCKED), the disk is full or failing (FULL, IOERR), the file cannot be
+# opened (CANTOPEN). Their messages too, for errors raised without a code.
+_RETRYABLE_SQLITE_CODES = frozenset(
+    {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN"}
+)
+_RETRYABLE_SQLITE_MESSAGES = (
+    "database is locked",
+    "database or disk is full",
+    "disk i/o error",
+    "unable to open database file",
+)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """True when `error` means "the database cannot serve us now" (connection lost or
+    refused, a lock or busy timeout, disk full or failing, a serialization failure or
+    deadlock): the same request may succeed later, so the API answers 503 and ingest
+    UNAVAILABLE. Anything else (no such table or column, a syntax error, a constraint the
+    code should have checked) is a bug in the code or the schema: retrying cannot help, so
+    it answers 500/INTERNAL with the traceback logged.
+    """
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, sa_exc.InterfaceError | sa_exc.TimeoutError | sa_exc.DisconnectionError):
+        return True  # the driver lost the connection; the pool timed out waiting for one
+    cause = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    sqlstate = getattr(cause, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate[:2] in _RETRYABLE_SQLSTATE_CLASSES or sqlstate in _RETRYABLE_SQLSTATES
+    if isinstance(cause, psycopg.OperationalError):
+        return True  # no SQLSTATE: the server never answered (refused, closed, unreachable)
+    if isinstance(cause, sqlite3.Error):
+        # Extended codes name their primary one first: SQLITE_IOERR_WRITE is an IOERR.
+        primary = "_".join(str(getattr(cause, "sqlite_errorname", "")).split("_")[:2])
+        message = str(cause).lower()
+        return primary in _RETRYABLE_SQLITE_CODES or any(
+            known in message for known in _RETRYABLE_SQLITE_MESSAGES
+        )
+    return False
 
 
 def is_sqlite(engine: Engine) -> bool:
     """True when the engine writes to an embedded SQLite file."""
     return engine.dialect.name == "sqlite"
+
+
+def dialect_insert(
+    bind: Engine | Connection | Session, table: Table | type[DeclarativeBase]
+) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT into `table` in the dialect of `bind`, so `on_conflict_do_nothing`,
+    `on_conflict_do_update` and `excluded` read the same on SQLite and PostgreSQL."""
+    dialect = bind.get_bind().dialect if isinstance(bind, Session) else bind.dialect
+    return sqlite.insert(table) if dialect.name == "sqlite" else postgresql.insert(table)
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -16,11 +16,10 @@ from enum import StrEnum
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from agentmeter.db import UNAVAILABLE_ERRORS, read_only
-from agentmeter.tables import ApiKey, Tenant, utcnow
-from otel_processor.conventions import DEFAULT_CUSTOMER_KEYS
-from otel_processor.receiver.service import IngestTenant
-from otel_processor.usage import StoreUnavailableError
+from agentmeter.attribution import DEFAULT_CUSTOMER_KEYS
+from agentmeter.clock import utcnow
+from agentmeter.db import read_only
+from agentmeter.tables import ApiKey, Tenant
 
 
 class KeyKind(StrEnum):
@@ -86,34 +85,34 @@ def revoke_key(engine: Engine, key: str) -> bool:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-class TenantKeys:
-    """Resolves keys to tenants against the database (an `IngestKeyResolver`)."""
+@dataclass(frozen=True, slots=True)
+class KeyOwner:
+    """The tenant an unrevoked key belongs to, with its customer attribution settings."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    tenant_id: str
+    customer_keys: tuple[str, ...]
 
-    def tenant_for_key(self, key: str, kind: KeyKind) -> IngestTenant | None:
-        """The tenant owning an unrevoked key of `kind`, else None."""
-        query = (
-            select(Tenant.id, Tenant.customer_attribute_keys)
-            .join(ApiKey, ApiKey.tenant_id == Tenant.id)
-            .where(
-                ApiKey.key_hash == hash_key(key),
-                ApiKey.kind == kind.value,
-                ApiKey.revoked_at.is_(None),
-            )
+
+def key_owner(engine: Engine, key: str, kind: KeyKind) -> KeyOwner | None:
+    """The tenant owning an unrevoked key of `kind`, else None.
+
+    Reads without taking SQLite's write lock. Database errors propagate: the receiver's key
+    resolver (`exporter.keys`) and the API's admin-key auth (`billing_api.auth`) each turn
+    a retryable one into their own "unavailable" answer (`agentmeter.db.is_retryable`)."""
+    query = (
+        select(Tenant.id, Tenant.customer_attribute_keys)
+        .join(ApiKey, ApiKey.tenant_id == Tenant.id)
+        .where(
+            ApiKey.key_hash == hash_key(key),
+            ApiKey.kind == kind.value,
+            ApiKey.revoked_at.is_(None),
         )
-        try:
-            with read_only(self._engine) as connection:
-                row = connection.execute(query).first()
-        except UNAVAILABLE_ERRORS as error:
-            raise StoreUnavailableError(f"key store unavailable: {error}") from None
-        if row is None:
-            return None
-        return IngestTenant(tenant_id=row.id, customer_keys=tuple(row.customer_attribute_keys))
-
-    def tenant_for_ingest_key(self, key: str) -> IngestTenant | None:
-        return self.tenant_for_key(key, KeyKind.INGEST)
+    )
+    with read_only(engine) as connection:
+        row = connection.execute(query).first()
+    if row is None:
+        return None
+    return KeyOwner(tenant_id=row.id, customer_keys=tuple(row.customer_attribute_keys))
 
 
 def tenant_ids(engine: Engine) -> list[str]:

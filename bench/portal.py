@@ -34,8 +34,9 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
+from agentmeter.clock import utcnow  # noqa: E402
 from agentmeter.settings import Settings  # noqa: E402
-from agentmeter.tables import UsageRow, utcnow  # noqa: E402
+from agentmeter.tables import UsageRow  # noqa: E402
 from bench.dataset import build, fresh_postgres  # noqa: E402
 from billing_api.app import create_app  # noqa: E402
 from billing_api.auth import Caller, Role  # noqa: E402

@@ -6,11 +6,10 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import SQLAlchemyError
 
-from agentmeter.db import UNAVAILABLE_ERRORS, read_only
+from agentmeter.db import read_only
 from agentmeter.settings import Settings
-from agentmeter.tenants import TenantKeys
 from billing_api.budgets.endpoints import router as budgets_router
 from billing_api.credits.endpoints import router as credits_router
 from billing_api.customers.endpoints import router as customers_router
@@ -52,7 +51,6 @@ def create_app(
     )
     app.state.engine = engine
     app.state.stripe = stripe
-    app.state.keys = TenantKeys(engine)
     app.state.settings = settings = settings or Settings()
     install_error_handlers(app)
     install_error_responses(app)
@@ -86,7 +84,7 @@ def create_app(
             with read_only(engine) as connection:
                 # A real table, so a missing or replaced database file shows.
                 connection.execute(text("SELECT count(*) FROM alembic_version"))
-        except (*UNAVAILABLE_ERRORS, DatabaseError):
+        except SQLAlchemyError:  # whatever the cause, this process cannot serve now
             return error_response(503, "unavailable", "store unreachable")
         return {"status": "ready"}
 

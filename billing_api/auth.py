@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 
-from billing_api.deps import TenantId
-from billing_api.errors import NotFoundError
+from agentmeter.tenants import KeyKind, key_owner
+from billing_api.errors import NotFoundError, UnauthorizedError, database_errors
+from otel_processor.receiver.service import bearer_token
 
 
 class Role(StrEnum):
@@ -54,6 +55,21 @@ class Caller:
         if customer_id is None:
             raise NotFoundError("no customer given")
         return customer_id
+
+
+def get_tenant_id(request: Request) -> str:
+    """The tenant of the request's admin key (`Authorization: Bearer <admin_key>`)."""
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise UnauthorizedError("missing Authorization: Bearer <admin key>")
+    with database_errors():
+        owner = key_owner(request.app.state.engine, token, KeyKind.ADMIN)
+    if owner is None:
+        raise UnauthorizedError("unknown or revoked admin key")
+    return owner.tenant_id
+
+
+TenantId = Annotated[str, Depends(get_tenant_id)]
 
 
 def admin_caller(tenant_id: TenantId) -> Caller:

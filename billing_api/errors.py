@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentmeter.db import is_retryable
 from agentmeter.money import InexactAmountError
-from otel_processor.usage import StoreUnavailableError
+
+logger = logging.getLogger("agentmeter.api")
 
 
 class ApiError(Exception):
@@ -20,6 +28,11 @@ class ApiError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the error adds (none by default)."""
+        return {}
 
 
 class NotFoundError(ApiError):
@@ -42,17 +55,80 @@ class UnauthorizedError(ApiError):
     code = "unauthenticated"
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
+class ServiceUnavailableError(ApiError):
+    """The database cannot serve the request now (connection lost, locked, disk full); the
+    same request may succeed later, so the answer says when to retry."""
+
+    status = 503
+    code = "unavailable"
+    retry_after_seconds = 2
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after_seconds)}
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Inside, a retryable database error (`agentmeter.db.is_retryable`) becomes
+    `ServiceUnavailableError` (503 with Retry-After); any other propagates as the bug it
+    is (500 `internal_error`, traceback logged)."""
+    try:
+        yield
+    except SQLAlchemyError as error:
+        if not is_retryable(error):
+            raise
+        logger.warning("database unavailable: %s", error)
+        raise ServiceUnavailableError("database unavailable; retry") from None
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """The JSON body every API error has."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+class InternalErrors:
+    """ASGI middleware: an exception no handler answered (a bug in the code or the schema)
+    is logged with its traceback and answered 500 `internal_error`, its text never shown."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            logger.exception(
+                "request failed", extra={"method": scope["method"], "path": scope["path"]}
+            )
+            if started:
+                raise
+            response = error_response(500, "internal_error", "internal error; see the server log")
+            await response(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Render every error, including FastAPI's own, in the one JSON shape."""
+    """Render every error, including FastAPI's own and unexpected ones, in the one JSON
+    shape."""
+    app.add_middleware(InternalErrors)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, error: ApiError) -> JSONResponse:
-        return error_response(error.status, error.code, error.message)
+        return error_response(error.status, error.code, error.message, error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -70,12 +146,6 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _inexact(_: Request, error: InexactAmountError) -> JSONResponse:
         # Money entered finer than its currency's minor unit, found once the currency is.
         return error_response(422, UnprocessableError.code, str(error))
-
-    @app.exception_handler(StoreUnavailableError)
-    async def _unavailable(_: Request, error: StoreUnavailableError) -> JSONResponse:
-        response = error_response(503, "unavailable", str(error))
-        response.headers["retry-after"] = "2"
-        return response
 
 
 class ForbiddenError(ApiError):

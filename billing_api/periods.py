@@ -14,6 +14,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from agentmeter.clock import as_utc
+
 _MONTH = re.compile(r"^([0-9]{4})-([0-9]{2})$")
 MAX_BILLING_DAY = 28
 # Usage times are int64 nanoseconds since 1970 (good to 2262); periods stay well inside, with
@@ -54,7 +56,7 @@ LATEST = datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC)
 def check_moment(moment: datetime) -> datetime:
     """`moment` in UTC (naive read as UTC), if within the times AgentMeter stores: from
     1970 to the end of `LAST_YEAR`. Outside, `ValueError`."""
-    aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    aware = as_utc(moment)
     if not EARLIEST <= aware < LATEST:
         raise ValueError(f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)")
     return aware
@@ -93,7 +95,7 @@ def month_period(label: str, billing_day: int = 1) -> Period:
 
 def period_containing(moment: datetime, billing_day: int = 1) -> Period:
     """The period in which `moment` falls."""
-    moment = moment.astimezone(UTC)
+    moment = as_utc(moment)
     year, month = moment.year, moment.month
     if moment < _start(year, month, check_billing_day(billing_day)):
         year, month = _previous_month(year, month)

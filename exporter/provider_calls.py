@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import Connection, Table, and_, bindparam, func, select, text, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
+from agentmeter.db import dialect_insert
 from agentmeter.tables import AgentSpan as AgentSpanRow
 from agentmeter.tables import UsageRow
 from otel_processor.usage import SOURCE_LLM, AgentSpan, UsageRecord
@@ -237,9 +237,10 @@ def store_agent_spans(connection: Connection, tenant_id: str, spans: Sequence[Ag
     """Record agent spans (the first copy of a span wins; retries are no-ops)."""
     if not spans:
         return
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     connection.execute(
-        insert(_AGENTS).on_conflict_do_nothing(index_elements=["tenant_id", "trace_id", "span_id"]),
+        dialect_insert(connection, _AGENTS).on_conflict_do_nothing(
+            index_elements=["tenant_id", "trace_id", "span_id"]
+        ),
         [
             {"tenant_id": tenant_id, **span._asdict()}
             for span in sorted(set(spans), key=lambda s: (s.trace_id, s.span_id))

@@ -10,9 +10,9 @@ from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
-from agentmeter.db import UNAVAILABLE_ERRORS, is_sqlite, read_only
+from agentmeter.db import dialect_insert, is_retryable, is_sqlite, read_only
 from agentmeter.tables import TraceCustomer, UsageRow
 from exporter.provider_calls import (
     inherit_agent_names,
@@ -57,7 +57,6 @@ class SqlUsageSink:
         self._engine = engine
         self._costs = costs
         self._sqlite = is_sqlite(engine)
-        dialect_insert = sqlite.insert if self._sqlite else postgresql.insert
         # The hot path goes straight to the driver's executemany with tuples: SQLAlchemy's
         # per-row parameter handling cost more than the insert itself, and the driver's
         # rowcount (sum over the batch) is what counts inserted records on both backends.
@@ -67,7 +66,7 @@ class SqlUsageSink:
             f"VALUES ({', '.join([placeholder] * len(_ROW_COLUMNS))}) "
             "ON CONFLICT (tenant_id, trace_id, span_id, meter) DO NOTHING"
         )
-        self._insert_traces: Insert = dialect_insert(_TRACES).on_conflict_do_nothing(
+        self._insert_traces: Insert = dialect_insert(engine, _TRACES).on_conflict_do_nothing(
             index_elements=["tenant_id", "trace_id"]
         )
         self._lock: AbstractContextManager[Any] = (
@@ -89,8 +88,10 @@ class SqlUsageSink:
                 with self._engine.begin() as connection:
                     traces = unattributed | set(batch.trace_customers)
                     _attribute_traces(connection, tenant_id, traces)
-        except UNAVAILABLE_ERRORS as error:
-            raise StoreUnavailableError(f"usage store unavailable: {error}") from None
+        except SQLAlchemyError as error:
+            if is_retryable(error):
+                raise StoreUnavailableError(f"usage store unavailable: {error}") from None
+            raise  # a bug in the code or the schema: answered INTERNAL, never "retry"
         return result
 
     def _provider_costs(self, tenant_id: str, batch: UsageBatch) -> list[int | None]:

@@ -5,6 +5,8 @@ OTel GenAI (current and deprecated names), OpenInference, OpenLLMetry and the Ve
 
 from __future__ import annotations
 
+from agentmeter.attribution import DEFAULT_CUSTOMER_KEYS as DEFAULT_CUSTOMER_KEYS
+
 PROVIDER = (
     "gen_ai.provider.name",
     "gen_ai.system",
@@ -76,8 +78,6 @@ TOOL_NAME = ("gen_ai.tool.name", "tool.name", "ai.toolCall.name")
 STEP = "agentmeter.step"
 CUSTOM_METER_PREFIX = "agentmeter.usage."
 SERVICE_NAME = "service.name"
-
-DEFAULT_CUSTOMER_KEYS = ("agentmeter.customer.id", "customer.id")
 
 # Span kinds that repeat the totals of their children: their token counts are never billed.
 OPENINFERENCE_KIND = "openinference.span.kind"

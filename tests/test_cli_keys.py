@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from agentmeter.tenants import KeyKind, TenantKeys, create_tenant
+from agentmeter.tenants import KeyKind, create_tenant, key_owner
 
 AGENTMETER = Path(sys.executable).with_name("agentmeter")
 
@@ -30,15 +30,14 @@ def test_rotate_admin_and_ingest_keys(engine: Engine, database_url: str) -> None
     assert issued.returncode == 0, issued.stderr
     new = json.loads(issued.stdout)
     assert new["tenant_id"] == old.tenant_id
-    keys = TenantKeys(engine)
     for key, kind in ((new["admin_key"], KeyKind.ADMIN), (new["ingest_key"], KeyKind.INGEST)):
-        found = keys.tenant_for_key(key, kind)
+        found = key_owner(engine, key, kind)
         assert found is not None and found.tenant_id == old.tenant_id
     for key in (old.admin_key, old.ingest_key):
         revoked = agentmeter(database_url, "key", "revoke", stdin=key + "\n")
         assert revoked.returncode == 0, revoked.stderr
-    assert keys.tenant_for_key(old.admin_key, KeyKind.ADMIN) is None
-    assert keys.tenant_for_key(old.ingest_key, KeyKind.INGEST) is None
-    assert keys.tenant_for_key(new["admin_key"], KeyKind.ADMIN) is not None
+    assert key_owner(engine, old.admin_key, KeyKind.ADMIN) is None
+    assert key_owner(engine, old.ingest_key, KeyKind.INGEST) is None
+    assert key_owner(engine, new["admin_key"], KeyKind.ADMIN) is not None
     unknown = agentmeter(database_url, "key", "issue", "--tenant", "nope")
     assert unknown.returncode == 2 and "no tenant" in unknown.stderr

@@ -10,7 +10,7 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import utcnow
+from agentmeter.clock import utcnow
 from agentmeter.tenants import create_tenant
 from billing_api.dashboard import accounts
 from billing_api.dashboard.accounts import SessionPolicy

@@ -13,6 +13,7 @@ from decimal import Decimal
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from agentmeter.clock import utcnow
 from agentmeter.settings import Settings
 from agentmeter.tables import (
     Customer,
@@ -22,7 +23,6 @@ from agentmeter.tables import (
     ProviderCostOverride,
     UsageRow,
     to_unix_nano,
-    utcnow,
 )
 from agentmeter.tenants import create_tenant, find_tenant, issue_keys
 from billing_api.stripe import service as stripe_sync

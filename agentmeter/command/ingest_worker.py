@@ -34,7 +34,7 @@ from agentmeter.command.serving import start_http
 from agentmeter.db import make_engine
 from agentmeter.ratelimit import key_rate_limiter
 from agentmeter.settings import Settings
-from agentmeter.tenants import TenantKeys
+from exporter.keys import SqlIngestKeys
 from exporter.provider_costs import ProviderCostCatalog
 from exporter.sql_sink import SqlUsageSink
 from exporter.usage_service import usage_service_handler
@@ -55,7 +55,7 @@ async def run_receivers(settings: Settings, stop: asyncio.Event) -> None:
     executor = ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="store")
     ingest = UsageIngest(
         SqlUsageSink(engine, ProviderCostCatalog()),
-        TenantKeys(engine),
+        SqlIngestKeys(engine),
         max_pending=settings.max_pending_exports,
         executor=executor,
         observers=[IngestMetrics(CollectorRegistry()), ExportLog()],

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from agentmeter.clock import utcnow
 from agentmeter.money import format_minor
-from agentmeter.tables import utcnow
+from billing_api.auth import TenantId
 from billing_api.budgets import service
 from billing_api.budgets.schemas import BudgetSet, BudgetStatusOut
-from billing_api.deps import DbSession, TenantId, WriteSession
+from billing_api.deps import DbSession, WriteSession
 
 router = APIRouter(prefix="/api/v1/customers/{customer_id}/budget", tags=["budgets"])
 

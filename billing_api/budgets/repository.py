@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from agentmeter.db import dialect_insert
 from agentmeter.tables import Budget, BudgetAlert
-
-
-def _insert(session: Session) -> Any:
-    return sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
 
 
 def get(session: Session, tenant_id: str, customer_id: str) -> Budget | None:
@@ -32,7 +27,7 @@ def upsert(
     now: datetime,
 ) -> Budget:
     """Create or replace the customer's budget (one statement, safe under concurrent PUTs)."""
-    insert = _insert(session)(Budget).values(
+    insert = dialect_insert(session, Budget).values(
         tenant_id=tenant_id,
         customer_id=customer_id,
         currency=currency,
@@ -78,7 +73,7 @@ def record_alert(
     concurrent evaluations exactly one records (and so alerts) each threshold.
     """
     inserted = session.execute(
-        _insert(session)(BudgetAlert)
+        dialect_insert(session, BudgetAlert)
         .values(
             tenant_id=budget.tenant_id,
             customer_id=budget.customer_id,

@@ -22,8 +22,9 @@ from decimal import ROUND_DOWN, Decimal
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from agentmeter.clock import utcnow
 from agentmeter.money import format_minor
-from agentmeter.tables import Budget, utcnow
+from agentmeter.tables import Budget
 from billing_api.budgets import repository
 from billing_api.budgets.schemas import BudgetSet
 from billing_api.customers.service import get_customer

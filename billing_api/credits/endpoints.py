@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from agentmeter.clock import utcnow
 from agentmeter.money import format_minor
-from agentmeter.tables import utcnow
+from billing_api.auth import TenantId
 from billing_api.credits import service
 from billing_api.credits.schemas import (
     CreditBalanceOut,
@@ -17,7 +18,7 @@ from billing_api.credits.schemas import (
     CurrencyBalanceOut,
     LedgerEntryOut,
 )
-from billing_api.deps import DbSession, TenantId
+from billing_api.deps import DbSession
 from billing_api.pricing.schemas import UtcDatetime
 
 router = APIRouter(prefix="/api/v1/customers/{customer_id}/credits", tags=["credits"])

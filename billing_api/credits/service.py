@@ -23,8 +23,9 @@ from typing import NamedTuple
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from agentmeter.clock import utcnow
 from agentmeter.money import normalize_currency
-from agentmeter.tables import CreditGrant, CreditLedgerEntry, utcnow
+from agentmeter.tables import CreditGrant, CreditLedgerEntry
 from billing_api.credits import repository
 from billing_api.credits.schemas import CreditGrantCreate
 from billing_api.customers.service import get_customer

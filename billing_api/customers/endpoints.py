@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from billing_api.auth import TenantId
 from billing_api.customers import service
 from billing_api.customers.schemas import CustomerCreate, CustomerOut
-from billing_api.deps import DbSession, TenantId
+from billing_api.deps import DbSession
 
 router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
 

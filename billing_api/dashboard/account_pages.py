@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from agentmeter.tables import utcnow
+from agentmeter.clock import utcnow
 from billing_api.dashboard import accounts
 from billing_api.dashboard.accounts import ThrottledError
 from billing_api.dashboard.http import (

@@ -13,8 +13,9 @@ from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Engine
 
+from agentmeter.clock import utcnow
 from agentmeter.money import to_minor
-from agentmeter.tables import BillingException, BillingRun, Invoice, utcnow
+from agentmeter.tables import BillingException, BillingRun, Invoice
 from billing_api.auth import Caller
 from billing_api.customers.service import list_customers
 from billing_api.dashboard.access import BILLING, require

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import utcnow
+from agentmeter.clock import utcnow
 from billing_api.auth import Caller
 from billing_api.budgets import repository as budgets
 from billing_api.budgets.schemas import BudgetSet

@@ -19,16 +19,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
-from agentmeter.db import UNAVAILABLE_ERRORS
+from agentmeter.clock import utcnow
 from agentmeter.settings import Settings
-from agentmeter.tables import utcnow
 from billing_api.auth import Caller, Role
 from billing_api.dashboard.access import allowed
 from billing_api.dashboard.accounts import SessionPolicy, resolve_session
-from billing_api.errors import ApiError
+from billing_api.errors import ApiError, database_errors
 from billing_api.web import PageError, Pages
 from billing_api.web.formatting import LocaleFormat
-from otel_processor.usage import StoreUnavailableError
 
 PREFIX = "/dashboard"
 SESSION_COOKIE = "agentmeter_dashboard"
@@ -70,11 +68,8 @@ def staff_caller(request: Request) -> Caller:
     if not token:
         raise SignInRequired
     policy = session_policy(request.app.state.settings)
-    try:
-        with Session(request.app.state.engine) as session, session.begin():
-            caller = resolve_session(session, token, policy, utcnow())
-    except UNAVAILABLE_ERRORS as error:
-        raise StoreUnavailableError(f"database unavailable: {error}") from None
+    with database_errors(), Session(request.app.state.engine) as session, session.begin():
+        caller = resolve_session(session, token, policy, utcnow())
     if caller is None:
         raise SignInRequired
     return caller

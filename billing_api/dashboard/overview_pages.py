@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from agentmeter.clock import utcnow
 from agentmeter.money import from_minor
-from agentmeter.tables import utcnow
 from billing_api.dashboard import overview
 from billing_api.dashboard.http import PREFIX, DashboardRoute, StaffCaller, render
 from billing_api.deps import DbSession

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import utcnow
+from agentmeter.clock import utcnow
 from billing_api.auth import Caller
 from billing_api.dashboard import price_drafts, what_if
 from billing_api.dashboard.access import BILLING, require

@@ -12,10 +12,12 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from agentmeter.clock import utcnow
 from agentmeter.money import exact_minor
 from agentmeter.settings import Settings
-from agentmeter.tables import Customer, Invoice, utcnow
-from billing_api.deps import AppSettings, DbSession, TenantId
+from agentmeter.tables import Customer, Invoice
+from billing_api.auth import TenantId
+from billing_api.deps import AppSettings, DbSession
 from billing_api.errors import NotFoundError
 from billing_api.invoicing import exports, finalize, repository, review, service
 from billing_api.invoicing.leases import lease_duration, observed_status

@@ -23,8 +23,9 @@ from types import TracebackType
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from agentmeter.clock import utcnow
 from agentmeter.settings import Settings
-from agentmeter.tables import BillingRun, utcnow
+from agentmeter.tables import BillingRun
 from billing_api.invoicing import repository
 
 logger = logging.getLogger("agentmeter.billing")

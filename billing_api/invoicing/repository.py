@@ -8,12 +8,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, Select, and_, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from agentmeter.clock import utcnow
+from agentmeter.db import dialect_insert
 from agentmeter.tables import (
     AuditEntry,
     BillingException,
@@ -29,16 +30,11 @@ from agentmeter.tables import (
     Tenant,
     UsageRow,
     to_unix_nano,
-    utcnow,
 )
 from billing_api.periods import Period
 
 # A billing run being worked on (the other statuses: billing_api.invoicing.leases).
 RUNNING = "running"
-
-
-def _insert(session: Session) -> Any:
-    return sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
 
 
 def _locked(session: Session, statement: Select[Invoice]) -> Invoice | None:
@@ -74,7 +70,7 @@ def lock_invoices_for_period(
     if not currencies:
         return {}
     session.execute(
-        _insert(session)(Invoice)
+        dialect_insert(session, Invoice)
         .values(
             [
                 {
@@ -405,7 +401,7 @@ def next_number(session: Session, tenant_id: str, kind: str, year: int) -> int:
     concurrent finalizations queue here and a rolled-back one gives its number back.
     """
     statement = (
-        _insert(session)(InvoiceSequence)
+        dialect_insert(session, InvoiceSequence)
         .values(tenant_id=tenant_id, kind=kind, year=year, last_number=1)
         .on_conflict_do_update(
             index_elements=["tenant_id", "kind", "year"],

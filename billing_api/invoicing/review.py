@@ -9,6 +9,7 @@ from decimal import Decimal
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from agentmeter.clock import utcnow
 from agentmeter.money import to_minor
 from agentmeter.tables import (
     BillingException,
@@ -17,7 +18,6 @@ from agentmeter.tables import (
     InvoiceLine,
     TraceCustomer,
     UsageRow,
-    utcnow,
 )
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import repository

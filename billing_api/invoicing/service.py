@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import BillingException, BillingRun, Invoice, InvoiceLine, utcnow
+from agentmeter.clock import utcnow
+from agentmeter.tables import BillingException, BillingRun, Invoice, InvoiceLine
 from billing_api.credits.service import preview_credits
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import checks, leases, repository

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from billing_api.deps import DbSession, TenantId
+from billing_api.auth import TenantId
+from billing_api.deps import DbSession
 from billing_api.meters import service
 from billing_api.meters.schemas import MeterCreate, MeterOut
 

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import Meter, utcnow
+from agentmeter.clock import utcnow
+from agentmeter.tables import Meter
 from billing_api.errors import ConflictError, UnprocessableError
 from billing_api.meters import repository
 from billing_api.meters.schemas import MeterCreate, MeterOut

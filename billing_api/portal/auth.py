@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from agentmeter.tables import utcnow
+from agentmeter.clock import utcnow
 from billing_api.auth import Caller
 from billing_api.deps import DbSession
 from billing_api.errors import UnauthorizedError

@@ -8,8 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from agentmeter.clock import utcnow
 from agentmeter.settings import Settings
-from agentmeter.tables import utcnow
 from billing_api.auth import AdminCaller
 from billing_api.deps import DbSession
 from billing_api.portal import branding, service

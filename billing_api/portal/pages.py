@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import utcnow
+from agentmeter.clock import utcnow
 from billing_api.auth import Caller
 from billing_api.deps import DbSession
 from billing_api.errors import NotFoundError

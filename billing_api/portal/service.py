@@ -18,6 +18,7 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
+from agentmeter.clock import as_utc
 from agentmeter.tables import Invoice
 from billing_api.auth import Caller
 from billing_api.budgets.service import BudgetStatus, budget_progress
@@ -172,9 +173,7 @@ def usage_window(session: Session, caller: Caller, which: UsageRange, now: datet
         return this
     if which is UsageRange.LAST_PERIOD:
         return previous_periods(this, 1, billing_day)[0]
-    tomorrow = datetime.combine(
-        now.astimezone(UTC).date() + timedelta(days=1), datetime.min.time(), UTC
-    )
+    tomorrow = datetime.combine(as_utc(now).date() + timedelta(days=1), datetime.min.time(), UTC)
     days = {UsageRange.LAST_30_DAYS: 30, UsageRange.LAST_90_DAYS: 90}.get(which, 365)
     return Period(tomorrow - timedelta(days=days), tomorrow)
 

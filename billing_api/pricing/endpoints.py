@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from billing_api.deps import DbSession, TenantId
+from billing_api.auth import TenantId
+from billing_api.deps import DbSession
 from billing_api.pricing import service
 from billing_api.pricing.schemas import (
     ComponentsReplace,

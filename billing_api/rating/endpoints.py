@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from agentmeter.tables import utcnow
-from billing_api.deps import DbSession, TenantId
+from agentmeter.clock import utcnow
+from billing_api.auth import TenantId
+from billing_api.deps import DbSession
 from billing_api.periods import PeriodLabel
 from billing_api.rating import service
 from billing_api.rating.schemas import EstimateOut

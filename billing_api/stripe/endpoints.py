@@ -10,10 +10,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from agentmeter.db import UNAVAILABLE_ERRORS
-from agentmeter.tables import utcnow
-from billing_api.deps import DbSession, TenantId, WriteSession
-from billing_api.errors import ApiError
+from agentmeter.clock import utcnow
+from billing_api.auth import TenantId
+from billing_api.deps import DbSession, WriteSession
+from billing_api.errors import ApiError, database_errors
 from billing_api.stripe import events, service
 from billing_api.stripe.gateway import StripeGateway, WebhookSignatureError
 from billing_api.stripe.schemas import (
@@ -25,7 +25,6 @@ from billing_api.stripe.schemas import (
     InvoiceSyncOut,
     WebhookReceived,
 )
-from otel_processor.usage import StoreUnavailableError
 
 router = APIRouter(prefix="/api/v1", tags=["stripe"])
 
@@ -130,11 +129,8 @@ def retry_invoice_sync(invoice_id: str, session: DbSession, tenant_id: TenantId)
 
 
 def _store(engine: Engine, event: dict[str, Any]) -> bool:
-    try:
-        with Session(engine) as session, session.begin():
-            return events.store_event(session, event)
-    except UNAVAILABLE_ERRORS as error:
-        raise StoreUnavailableError(f"database unavailable: {error}") from None
+    with database_errors(), Session(engine) as session, session.begin():
+        return events.store_event(session, event)
 
 
 @router.post("/stripe/webhooks")

@@ -24,7 +24,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import Invoice, StripeEvent, utcnow
+from agentmeter.clock import utcnow
+from agentmeter.tables import Invoice, StripeEvent
 from billing_api.stripe import repository
 from billing_api.stripe.states import EventStatus, PaymentStatus
 

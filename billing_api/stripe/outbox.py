@@ -33,7 +33,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import BillingException, Invoice, StripeCustomer, utcnow
+from agentmeter.clock import utcnow
+from agentmeter.tables import BillingException, Invoice, StripeCustomer
 from billing_api.invoicing.repository import credit_notes
 from billing_api.stripe import repository
 from billing_api.stripe.gateway import StripeCallError, StripeGateway

@@ -20,6 +20,7 @@ from decimal import Decimal
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from agentmeter.clock import utcnow
 from agentmeter.tables import (
     CreditNote,
     Invoice,
@@ -27,7 +28,6 @@ from agentmeter.tables import (
     StripeCustomer,
     StripeJob,
     StripeOAuthState,
-    utcnow,
 )
 from billing_api.errors import ApiError, ConflictError, NotFoundError
 from billing_api.invoicing.repository import credit_notes

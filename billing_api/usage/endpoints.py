@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from billing_api.deps import DbSession, TenantId
+from billing_api.auth import TenantId
+from billing_api.deps import DbSession
 from billing_api.usage import service
 from billing_api.usage.schemas import UsageAnswer, UsageQuery
 

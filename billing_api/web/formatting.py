@@ -14,6 +14,7 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_percent
 
+from agentmeter.clock import as_utc
 from agentmeter.money import from_minor
 
 DEFAULT_LOCALE = "en_US"
@@ -63,7 +64,7 @@ class LocaleFormat:
 
     def date(self, moment: datetime | date) -> str:
         """A calendar date, medium length: "Nov 3, 2026"."""
-        day = moment.astimezone(UTC).date() if isinstance(moment, datetime) else moment
+        day = as_utc(moment).date() if isinstance(moment, datetime) else moment
         return format_date(day, format="medium", locale=self.locale)
 
     def datetime(self, moment: datetime) -> str:

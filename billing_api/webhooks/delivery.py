@@ -47,8 +47,8 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from agentmeter.clock import utcnow
 from agentmeter.settings import Settings
-from agentmeter.tables import utcnow
 from billing_api.webhooks import repository, targets
 
 logger = logging.getLogger("agentmeter.webhooks")

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from billing_api.deps import AppSettings, DbSession, TenantId
+from billing_api.auth import TenantId
+from billing_api.deps import AppSettings, DbSession
 from billing_api.webhooks import service
 from billing_api.webhooks.delivery import SIGNATURE_HEADER
 from billing_api.webhooks.schemas import (

@@ -16,7 +16,8 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import WebhookDelivery, utcnow
+from agentmeter.clock import utcnow
+from agentmeter.tables import WebhookDelivery
 from billing_api.errors import ApiError
 from billing_api.webhooks import repository, targets
 

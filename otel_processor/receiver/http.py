@@ -129,6 +129,13 @@ class OtlpHttpApp:
                 "usage store unavailable; retry",
                 {"retry-after": str(self._retry_after)},
             ) from None
+        except Exception:
+            # A bug (in the code or the store's schema), not a reason to retry: OTLP/HTTP
+            # exporters retry 503 but not 500. Log it, tell nothing.
+            logger.exception("export failed")
+            raise _Refusal(
+                500, code_pb2.INTERNAL, "internal error; see the server log", {}
+            ) from None
         return export_response(outcome.rejected, outcome.error_message)
 
     def _too_large(self) -> _Refusal:

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import Budget, to_unix_nano, utcnow
+from agentmeter.clock import utcnow
+from agentmeter.tables import Budget, to_unix_nano
 from billing_api.errors import ConflictError
 from billing_api.invoicing import repository, review
 from billing_api.invoicing.finalize import finalize_invoice

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
+from agentmeter.clock import utcnow
 from agentmeter.tables import (
     Customer,
     PriceBook,
@@ -24,7 +25,6 @@ from agentmeter.tables import (
     PriceVersion,
     UsageRow,
     to_unix_nano,
-    utcnow,
 )
 from agentmeter.tenants import create_tenant
 from billing_api.errors import NotFoundError

@@ -31,7 +31,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from agentmeter.tables import to_unix_nano, utcnow
+from agentmeter.clock import utcnow
+from agentmeter.tables import to_unix_nano
 from billing_api.periods import period_containing, previous_periods
 from tests.conftest import RunningServer
 

@@ -16,7 +16,8 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import StaffUser, utcnow
+from agentmeter.clock import utcnow
+from agentmeter.tables import StaffUser
 from agentmeter.tenants import create_tenant
 from billing_api.auth import Role
 from billing_api.dashboard import accounts

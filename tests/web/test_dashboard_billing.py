@@ -9,7 +9,8 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import Customer, utcnow
+from agentmeter.clock import utcnow
+from agentmeter.tables import Customer
 from billing_api.invoicing import repository
 from billing_api.periods import period_containing
 from tests.web.conftest import LiveApp, screenshot

@@ -10,8 +10,9 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy.orm import Session
 
+from agentmeter.clock import utcnow
 from agentmeter.command.demo import DEMO_CUSTOMERS, seed_demo
-from agentmeter.tables import Budget, Customer, Tenant, utcnow
+from agentmeter.tables import Budget, Customer, Tenant
 from agentmeter.tenants import find_tenant
 from billing_api.credits import service as credits
 from billing_api.dashboard.accounts import create_user

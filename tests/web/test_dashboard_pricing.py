@@ -11,7 +11,8 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import PriceBook, PriceVersion, utcnow
+from agentmeter.clock import utcnow
+from agentmeter.tables import PriceBook, PriceVersion
 from agentmeter.tenants import issue_keys
 from billing_api.periods import period_containing, previous_periods
 from tests.web.conftest import LiveApp, screenshot

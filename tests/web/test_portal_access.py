@@ -12,7 +12,8 @@ from itsdangerous import URLSafeTimedSerializer
 from playwright.sync_api import Page, expect
 from sqlalchemy import Engine, update
 
-from agentmeter.tables import PortalSession, utcnow
+from agentmeter.clock import utcnow
+from agentmeter.tables import PortalSession
 from tests.web.conftest import BrowserPage
 from tests.web.portal_scenario import CUSTOMER, OTHER_CUSTOMER, XSS_NAME, Portal
 

@@ -14,8 +14,9 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from agentmeter.clock import utcnow
 from agentmeter.settings import Settings
-from agentmeter.tables import Customer, utcnow
+from agentmeter.tables import Customer
 from agentmeter.tenants import create_tenant
 from billing_api.app import create_app
 from billing_api.auth import Caller, Role

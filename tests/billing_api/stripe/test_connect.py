@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import StripeOAuthState, utcnow
+from agentmeter.clock import utcnow
+from agentmeter.tables import StripeOAuthState
 from agentmeter.tenants import create_tenant
 from billing_api.app import create_app
 from tests.billing_api.stripe.conftest import ACCOUNT, Month

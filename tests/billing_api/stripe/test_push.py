@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import StripeJob, utcnow
+from agentmeter.clock import utcnow
+from agentmeter.tables import StripeJob
 from billing_api.stripe.gateway import StripeGateway
 from billing_api.stripe.outbox import LEASE, run_due_jobs
 from tests.billing_api.stripe.conftest import ACCOUNT, SUBTOTALS, TOTALS, Month

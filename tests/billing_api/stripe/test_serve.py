@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import StripeJob, utcnow
+from agentmeter.clock import utcnow
+from agentmeter.tables import StripeJob
 from billing_api.app import create_app
 from billing_api.stripe.gateway import StripeGateway
 from billing_api.stripe.outbox import LEASE, run_due_jobs
