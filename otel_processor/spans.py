@@ -23,6 +23,7 @@ from otel_processor.usage import (
     INPUT_TOKENS,
     MAX_QUANTITY,
     MAX_TIME_UNIX_NANO,
+    METER_NAME_PATTERN,
     OUTPUT_REASONING_TOKENS,
     OUTPUT_TOKENS,
     QUANTITY_PLACES,
@@ -33,12 +34,12 @@ from otel_processor.usage import (
     AgentSpan,
     Quantity,
     UsageRecord,
+    is_meter_name,
 )
 
 Attributes = Mapping[str, object]
 
 MAX_DIMENSION_LENGTH = 256
-_METER_NAME = re.compile(r"[a-z][a-z0-9_.]{0,127}")
 _LEADING_ID = re.compile(r'\s*\{\s*"id"\s*:\s*"([^"\\]{1,256})"')
 _QUANTUM = Decimal(1).scaleb(-QUANTITY_PLACES)
 _TOKEN_FIELDS = (
@@ -285,9 +286,9 @@ def _token_count(key: str, value: object) -> int:
 
 
 def _custom_meter_name(key: str, meter: str) -> str:
-    if not _METER_NAME.fullmatch(meter):
+    if not is_meter_name(meter):
         raise SpanRejectedError(
-            f"{key}: meter name must match {_METER_NAME.pattern}", RejectReason.INVALID_METER
+            f"{key}: meter name must match {METER_NAME_PATTERN}", RejectReason.INVALID_METER
         )
     if meter in CANONICAL_METERS:
         raise SpanRejectedError(

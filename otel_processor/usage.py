@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,18 @@ TOKEN_METERS = (
     OUTPUT_REASONING_TOKENS,
 )
 CANONICAL_METERS = (*TOKEN_METERS, TOOL_CALLS)
+# A meter's name, canonical or custom (`agentmeter.usage.<name>`): lower case, digits, `_`
+# and `.`, at most MAX_METER_NAME_LENGTH characters (the store's meter columns).
+MAX_METER_NAME_LENGTH = 128
+METER_NAME_PATTERN = rf"[a-z][a-z0-9_.]{{0,{MAX_METER_NAME_LENGTH - 1}}}"
+_METER_NAME = re.compile(METER_NAME_PATTERN)
+
+
+def is_meter_name(name: str) -> bool:
+    """True when `name` is a well-formed meter name (the whole of it; see
+    `METER_NAME_PATTERN`). Canonical meters are well-formed too."""
+    return _METER_NAME.fullmatch(name) is not None
+
 
 SOURCE_LLM = "llm"
 SOURCE_TOOL = "tool"

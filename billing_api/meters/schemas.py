@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from otel_processor.usage import METER_NAME_PATTERN
+
 MeterOrigin = Literal["canonical", "declared", "usage"]
 
 
@@ -15,7 +17,7 @@ class MeterCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_.]{0,127}$", examples=["web_searches"])
+    name: str = Field(pattern=f"^{METER_NAME_PATTERN}$", examples=["web_searches"])
     description: str = Field(default="", max_length=500)
 
 

@@ -38,8 +38,7 @@ from billing_api.pricing.components import (
     PER_UNIT,
     VOLUME,
 )
-from otel_processor.spans import _METER_NAME
-from otel_processor.usage import CANONICAL_METERS
+from otel_processor.usage import CANONICAL_METERS, METER_NAME_PATTERN, is_meter_name
 
 PRICE_PLACES = 12
 # Prices are stored as text of at most 64 characters; no price comes near this bound.
@@ -127,11 +126,11 @@ UtcDatetime = UtcMoment
 
 def check_meter(meter: str) -> str:
     """A canonical meter or a custom meter name as spans report them."""
-    if meter in CANONICAL_METERS or _METER_NAME.match(meter):
+    if is_meter_name(meter):
         return meter
     raise ValueError(
         f"unknown meter {meter!r}: use one of {', '.join(CANONICAL_METERS)} or a custom "
-        f"meter name matching {_METER_NAME.pattern}"
+        f"meter name matching {METER_NAME_PATTERN}"
     )
 
 

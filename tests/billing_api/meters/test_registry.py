@@ -101,3 +101,36 @@ def test_per_units_defaults_to_one_everywhere(api: TestClient) -> None:
         "effective_from": "2026-01-01T00:00:00Z",
     }
     assert api.post("/api/v1/provider-costs", json=cost).json()["per_units"] == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("web-searches", id="hyphen"),
+        pytest.param("web searches", id="space"),
+        pytest.param("w" * 200, id="longer-than-the-column"),
+    ],
+)
+def test_malformed_meter_names_are_refused_by_pricing_and_meters(
+    api: TestClient, name: str
+) -> None:
+    """Issue 14: the pricing API matched only a prefix of the meter name (`.match`), so these
+    passed its check (the last one overflowing the column on PostgreSQL); both APIs now
+    refuse them with the same rule as spans (`otel_processor.usage.is_meter_name`)."""
+    component = version(api, per_unit(name))
+    assert component.status_code == 422, component.text
+    assert "custom meter name matching" in component.json()["error"]["message"]
+    cost = {
+        "provider": "openai",
+        "model": "gpt-4o",
+        "meter": name,
+        "unit_cost_usd": "1",
+        "effective_from": "2026-01-01T00:00:00Z",
+    }
+    refused = api.post("/api/v1/provider-costs", json=cost)
+    assert refused.status_code == 422, refused.text
+    assert "custom meter name matching" in refused.json()["error"]["message"]
+    declared = api.post("/api/v1/meters", json={"name": name})
+    assert declared.status_code == 422, declared.text
+    assert declared.json()["error"]["code"] == "validation_error"
+    assert name not in {meter["name"] for meter in api.get("/api/v1/meters").json()}
