@@ -23,7 +23,6 @@ from agentmeter.db import UNAVAILABLE_ERRORS
 from agentmeter.settings import Settings
 from agentmeter.tables import utcnow
 from billing_api.auth import Caller, Role
-from billing_api.dashboard.access import allowed
 from billing_api.dashboard.accounts import SessionPolicy, resolve_session
 from billing_api.errors import ApiError
 from billing_api.web import PageError, Pages
@@ -132,8 +131,8 @@ def render(
         context={
             "caller": caller,
             "page": page,
-            "can_bill": caller is not None and allowed(caller, Role.BILLING),
-            "is_admin": caller is not None and allowed(caller),
+            "can_bill": caller is not None and caller.may(Role.BILLING),
+            "is_admin": caller is not None and caller.may(),
             **(context or {}),
         },
         status=status,

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MeterOrigin = Literal["canonical", "declared", "usage"]
+from billing_api.meters.service import MeterOrigin
 
 
 class MeterCreate(BaseModel):
@@ -20,6 +19,8 @@ class MeterCreate(BaseModel):
 
 
 class MeterOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     name: str
     origin: MeterOrigin = Field(
         description="canonical: built in; declared: through this API; usage: found in usage"

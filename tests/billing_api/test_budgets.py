@@ -44,6 +44,7 @@ from billing_api.webhooks.delivery import (
 )
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
+from tests.billing_api.callers import staff
 from tests.conftest import RunningServer
 
 NOW = datetime(2026, 11, 15, 12, tzinfo=UTC)
@@ -176,12 +177,20 @@ def use(engine: Engine, tenant_id: str, tokens: int, at: datetime, customer: str
 def set_budget(engine: Engine, tenant_id: str, limit: str = "100.00", **fields: Any) -> None:
     body = BudgetSet.model_validate({"limit": limit, "currency": "USD", **fields})
     with Session(engine) as session, session.begin():
-        budgets.put_budget(session, tenant_id, "acme", body, NOW)
+        budgets.put_budget(
+            session,
+            staff(tenant_id),
+            "acme",
+            currency=body.currency,
+            limit_minor=body.limit_minor,
+            thresholds=body.thresholds,
+            now=NOW,
+        )
 
 
 def evaluate(engine: Engine, tenant_id: str, now: datetime = NOW) -> budgets.BudgetStatus:
     with Session(engine) as session, session.begin():
-        return budgets.evaluate_budget(session, tenant_id, "acme", now)
+        return budgets.evaluate_budget(session, staff(tenant_id), "acme", now)
 
 
 def alerts(engine: Engine, tenant_id: str) -> list[tuple[datetime, int]]:
@@ -306,7 +315,7 @@ class TestEvaluate:
 
 def endpoint(engine: Engine, tenant_id: str, url: str) -> str:
     with Session(engine) as session, session.begin():
-        return webhooks.set_endpoint(session, tenant_id, url, allow_private=True)
+        return webhooks.set_endpoint(session, staff(tenant_id), url, allow_private=True)
 
 
 class TestDelivery:

@@ -37,6 +37,7 @@ from billing_api.rating.service import rate_period
 from billing_api.rating.terms import UsageGroup
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import SOURCE_CUSTOM, UsageBatch, UsageRecord
+from tests.billing_api.callers import staff
 from tests.conftest import RunningServer
 
 D = Decimal
@@ -578,7 +579,7 @@ def test_service_estimate_of_an_unknown_customer_raises(engine: Engine) -> None:
     tenant = create_tenant(engine, "subscriptions").tenant_id
     add_book(engine, tenant, [(LONG_AGO, [component("platform", "flat_fee", amount=D("49"))])])
     with Session(engine) as session, pytest.raises(NotFoundError):
-        service.estimate(session, tenant, "nobody", utcnow())
+        service.estimate(session, staff(tenant), "nobody", utcnow())
 
 
 def test_estimate_quantities_are_plain_decimal_strings(
