@@ -161,7 +161,7 @@ def invoice_page(
         "credit_notes": repository.credit_notes(session, invoice.id),
         "credited_minor": finalize.credited_minor(session, invoice.id),
         "audit": sorted(audit, key=lambda a: a.id, reverse=True),
-        "sync": stripe.invoice_sync(session, caller.tenant_id, invoice.id),
+        "sync": stripe.invoice_sync(session, caller, invoice.id),
         "early": finalize.before_period_end(invoice, utcnow()),
     }
     title = invoice.number or f"Draft {invoice.period} {invoice.customer_id}"
@@ -266,7 +266,7 @@ def retry_stripe_sync(session: DbSession, caller: StaffCaller, invoice_id: str) 
     """Queue the invoice's failed Stripe jobs again (or its first push), as
     `POST /api/v1/invoices/{id}/stripe-sync` does; the worker runs them."""
     caller.require(Role.BILLING)
-    stripe.retry_sync(session, caller.tenant_id, invoice_id, now=utcnow())
+    stripe.retry_sync(session, caller, invoice_id, now=utcnow())
     return see_other(f"/invoices/{invoice_id}#stripe")
 
 

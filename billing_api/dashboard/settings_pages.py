@@ -64,7 +64,7 @@ def _page(
         "errors": {},
         "brand": _brand_input(session, caller),
         "brand_errors": {},
-        "stripe": stripe.get_connection(session, caller.tenant_id, stripe_gateway(request)),
+        "stripe": stripe.get_connection(session, caller, stripe_gateway(request)),
         "stripe_errors": {},
         "stripe_input": {},
         **extra,
@@ -184,9 +184,7 @@ def connect_stripe(
     if body is None:
         return _page(request, session, caller, status=422, stripe_errors=errors,
                      stripe_input=entered)  # fmt: skip
-    stripe.connect_account(
-        session, caller.tenant_id, gateway, body.account_id, body.application_fee_percent
-    )
+    stripe.connect_account(session, caller, gateway, body.account_id, body.application_fee_percent)
     return see_other("/settings#stripe")
 
 
@@ -194,5 +192,5 @@ def connect_stripe(
 def disconnect_stripe(session: DbSession, caller: StaffCaller) -> Response:
     """Forget the Stripe connection; invoices finalized later are not pushed."""
     caller.require()
-    stripe.disconnect_account(session, caller.tenant_id)
+    stripe.disconnect_account(session, caller)
     return see_other("/settings#stripe")
