@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -20,7 +20,7 @@ from billing_api.credits.schemas import CreditGrantCreate
 from billing_api.credits.service import CreditDraw, GrantBalance, plan_credit_application
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from tests.billing_api.callers import staff
-from tests.conftest import RunningServer
+from tests.billing_api.inprocess import api_client
 
 PERIOD_START = datetime(2026, 11, 1, tzinfo=UTC)
 PERIOD_END = datetime(2026, 12, 1, tzinfo=UTC)
@@ -379,18 +379,19 @@ def test_concurrent_apply_never_overdraws(
 
 
 @pytest.fixture
-def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.api_url, headers=server.admin_headers, timeout=30) as client:
+def api(engine: Engine) -> Iterator[TestClient]:
+    """The API in-process (what is tested is the API's answers, not the server's)."""
+    with api_client(engine, create_tenant(engine, "credits").admin_key) as client:
         client.post("/api/v1/customers", json={"id": "acme", "name": "Acme"}).raise_for_status()
         yield client
 
 
-def ok(response: httpx.Response, status: int = 200) -> Any:
+def ok(response: Any, status: int = 200) -> Any:
     assert response.status_code == status, response.text
     return response.json()
 
 
-def test_credits_api(api: httpx.Client) -> None:
+def test_credits_api(api: TestClient) -> None:
     expires = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     pack = ok(
         api.post(
@@ -461,7 +462,7 @@ INVALID_GRANTS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def test_credits_api_rejects(api: httpx.Client) -> None:
+def test_credits_api_rejects(api: TestClient) -> None:
     for case, body in INVALID_GRANTS:
         response = api.post("/api/v1/customers/acme/credits", json=body)
         assert response.status_code == 422, (case, response.text)
@@ -469,7 +470,7 @@ def test_credits_api_rejects(api: httpx.Client) -> None:
     assert ok(api.get("/api/v1/customers/acme/credits")) == []
 
 
-def test_credits_api_unknown_customer_and_grant(api: httpx.Client) -> None:
+def test_credits_api_unknown_customer_and_grant(api: TestClient) -> None:
     for method, path, body in [
         ("POST", "/api/v1/customers/ghost/credits", {"amount": "1", "currency": "USD"}),
         ("GET", "/api/v1/customers/ghost/credits", None),
@@ -482,13 +483,12 @@ def test_credits_api_unknown_customer_and_grant(api: httpx.Client) -> None:
         assert response.json()["error"]["code"] == "not_found"
 
 
-def test_credits_are_per_tenant(server: RunningServer, engine: Engine, api: httpx.Client) -> None:
+def test_credits_are_per_tenant(engine: Engine, api: TestClient) -> None:
     pack = ok(
         api.post("/api/v1/customers/acme/credits", json={"amount": "1", "currency": "USD"}), 201
     )
     other = create_tenant(engine, "other")
-    headers = {"authorization": f"Bearer {other.admin_key}"}
-    with httpx.Client(base_url=server.api_url, headers=headers, timeout=30) as client:
+    with api_client(engine, other.admin_key) as client:
         client.post(
             "/api/v1/customers", json={"id": "acme", "name": "Other Acme"}
         ).raise_for_status()
