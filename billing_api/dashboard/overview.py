@@ -156,7 +156,9 @@ def customer_figures(
 
 def trend(session: Session, caller: Caller, now: datetime) -> list[TrendPoint]:
     """The last `TREND_PERIODS` periods, oldest first, each rated with today's terms (for a
-    closed period that is what its draft would say; its invoices may differ by review)."""
+    closed period that is what its draft would say; its invoices may differ by review).
+    Staff only: cost and margin."""
+    caller.require_staff()
     current = period_containing(now)
     periods = [*reversed(previous_periods(current, TREND_PERIODS - 1)), current]
     points = []
@@ -174,6 +176,7 @@ def trend(session: Session, caller: Caller, now: datetime) -> list[TrendPoint]:
 
 def overview(session: Session, caller: Caller, now: datetime) -> Overview:
     """This period's figures for the caller's tenant (staff only: cost and margin)."""
+    caller.require_staff()
     period = period_containing(now)
     rated = rate_period(session, caller.tenant_id, period)
     rows = customer_figures(session, caller, period, rated)

@@ -1,12 +1,17 @@
-"""The estimate holds provider cost and margin: staff get it, a customer never does."""
+"""The estimate and the dashboard's figures hold provider cost and margin: staff get them,
+a customer never does."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from billing_api.auth import Role
+from billing_api.auth import Caller, Role
+from billing_api.dashboard import overview
 from billing_api.errors import ForbiddenError
 from billing_api.rating import service as rating
 from tests.billing_api.callers import customer, staff
@@ -31,3 +36,13 @@ class TestEstimate:
     ) -> None:
         with Session(engine) as session, pytest.raises(ForbiddenError):
             rating.estimate(session, customer(scenario.tenant_id, "acme"), customer_id, NOW)
+
+
+@pytest.mark.parametrize("figures", [overview.overview, overview.trend])
+def test_dashboard_figures_refuse_a_customer(
+    engine: Engine, scenario: Scenario, figures: Callable[[Session, Caller, datetime], object]
+) -> None:
+    with Session(engine) as session:
+        assert figures(session, staff(scenario.tenant_id, Role.VIEWER), NOW)
+        with pytest.raises(ForbiddenError):
+            figures(session, customer(scenario.tenant_id, "acme"), NOW)
