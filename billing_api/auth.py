@@ -14,19 +14,28 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from agentmeter.tenants import KeyKind, key_owner
-from billing_api.errors import NotFoundError, UnauthorizedError, database_errors
+from agentmeter.tenants import KeyKind, hash_key, key_owner
+from billing_api.errors import ForbiddenError, NotFoundError, UnauthorizedError, database_errors
 from otel_processor.receiver.service import bearer_token
 
 
 class Role(StrEnum):
-    """What a caller may do. Staff roles come with the dashboard; `CUSTOMER` reads only
-    its own usage and invoices."""
+    """What a caller may do, the one role rule every service checks:
+
+    - viewer: reads everything of its tenant, changes nothing;
+    - billing: also prices, customers, credits, budgets, billing runs and invoice review;
+    - admin: everything, including staff users, keys, tenant settings and webhooks;
+    - customer: reads only its own usage and invoices (a portal token).
+    """
 
     ADMIN = "admin"
     BILLING = "billing"
     VIEWER = "viewer"
     CUSTOMER = "customer"
+
+
+STAFF = (Role.BILLING, Role.VIEWER)
+"""The roles that read a tenant's internal figures (admins always may)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,19 @@ class Caller:
             raise NotFoundError("no customer given")
         return customer_id
 
+    def may(self, *roles: Role) -> bool:
+        """Whether this caller has one of `roles`; admins may do everything."""
+        return self.role is Role.ADMIN or self.role in roles
+
+    def require(self, *roles: Role) -> None:
+        """Refuse (403) a caller whose role is not among `roles` (admins always pass)."""
+        if not self.may(*roles):
+            raise ForbiddenError(f"the {self.role.value} role may not do this")
+
+    def require_staff(self) -> None:
+        """Refuse (403) a customer-scoped caller: what follows is the tenant's own."""
+        self.require(*STAFF)
+
 
 def get_tenant_id(request: Request) -> str:
     """The tenant of the request's admin key (`Authorization: Bearer <admin_key>`)."""
@@ -72,9 +94,17 @@ def get_tenant_id(request: Request) -> str:
 TenantId = Annotated[str, Depends(get_tenant_id)]
 
 
-def admin_caller(tenant_id: TenantId) -> Caller:
-    """The caller of a request authenticated by an admin key."""
-    return Caller(tenant_id=tenant_id, actor="admin", role=Role.ADMIN)
+def admin_key_actor(key: str) -> str:
+    """The audit actor of an admin key: the head of its stored hash, which names the key
+    (`api_keys.key_hash`) without revealing it."""
+    return f"admin-key:{hash_key(key)[:12]}"
+
+
+def admin_caller(request: Request, tenant_id: TenantId) -> Caller:
+    """The caller of a request authenticated by an admin key (already checked by
+    `TenantId`)."""
+    token = bearer_token(request.headers.get("authorization")) or ""
+    return Caller(tenant_id=tenant_id, actor=admin_key_actor(token), role=Role.ADMIN)
 
 
 AdminCaller = Annotated[Caller, Depends(admin_caller)]

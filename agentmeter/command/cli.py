@@ -138,6 +138,7 @@ def _tenant_set_customer_keys(args: argparse.Namespace) -> int:
     from sqlalchemy.orm import Session
 
     from agentmeter.tenants import find_tenant, tenant_exists
+    from billing_api.auth import Caller, Role
     from billing_api.errors import NotFoundError
     from billing_api.tenant.schemas import TenantUpdate
     from billing_api.tenant.service import update_tenant
@@ -155,7 +156,9 @@ def _tenant_set_customer_keys(args: argparse.Namespace) -> int:
     )
     try:
         with Session(engine) as session, session.begin():
-            tenant = update_tenant(session, tenant_id or "", update)
+            caller = Caller(tenant_id=tenant_id or "", actor="command", role=Role.ADMIN)
+            keys_given = update.customer_attribute_keys
+            tenant = update_tenant(session, caller, customer_attribute_keys=keys_given)
             keys = list(tenant.customer_attribute_keys)
     except NotFoundError:
         print(f"no tenant {args.tenant!r}", file=sys.stderr)

@@ -25,6 +25,7 @@ from agentmeter.tables import (
     to_unix_nano,
 )
 from agentmeter.tenants import create_tenant, find_tenant, issue_keys
+from billing_api.auth import Caller, Role
 from billing_api.stripe import service as stripe_sync
 from billing_api.stripe.states import SyncStatus
 from exporter.provider_costs import ProviderCostCatalog
@@ -59,7 +60,8 @@ def seed_demo(engine: Engine) -> str:
     demo["admin_key"] = keys.admin_key
     # Where the demo's invoices go when finalized: "not_connected" until an account is.
     with Session(engine) as session:
-        account = stripe_sync.get_connection(session, keys.tenant_id, None).account_id
+        demo_caller = Caller(tenant_id=keys.tenant_id, actor="demo", role=Role.ADMIN)
+        account = stripe_sync.get_connection(session, demo_caller, None).account_id
     demo["stripe"] = account or SyncStatus.NOT_CONNECTED
     demo.update(_demo_sign_in(engine, keys.tenant_id))
     sys.stdout.write(json.dumps(demo) + "\n")
@@ -68,7 +70,6 @@ def seed_demo(engine: Engine) -> str:
 
 def print_portal_link(engine: Engine, settings: Settings, tenant_id: str, base_url: str) -> None:
     """Print one customer portal link of the demo tenant (valid 24 hours) as a JSON line."""
-    from billing_api.auth import Caller, Role
     from billing_api.portal.sessions import DEFAULT_EXPIRES_IN, PortalTokens
     from billing_api.web.secrets import signing_keys
 

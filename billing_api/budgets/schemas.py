@@ -8,7 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
-from agentmeter.money import to_minor
+from agentmeter.money import format_minor, to_minor
+from billing_api.budgets.service import BudgetStatus
 from billing_api.credits.schemas import exact_minor
 from billing_api.pricing.schemas import Currency, Price
 
@@ -63,3 +64,24 @@ class BudgetStatusOut(BaseModel):
     percent_used: str
     thresholds: list[int]
     thresholds_crossed: list[int]
+
+    @classmethod
+    def of(cls, status: BudgetStatus) -> BudgetStatusOut:
+        """The budget service's status, money as decimal strings and minor units."""
+        currency = status.currency
+        return cls(
+            customer_id=status.customer_id,
+            currency=currency,
+            limit=format_minor(status.limit_minor, currency),
+            limit_minor=status.limit_minor,
+            spent=format_minor(status.spent_minor, currency),
+            spent_minor=status.spent_minor,
+            remaining=format_minor(status.remaining_minor, currency),
+            remaining_minor=status.remaining_minor,
+            period_start=status.period.start,
+            period_end=status.period.end,
+            within_limit=status.within_limit,
+            percent_used=str(status.percent_used),
+            thresholds=status.thresholds,
+            thresholds_crossed=status.crossed,
+        )

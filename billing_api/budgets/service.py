@@ -10,6 +10,9 @@ customer and period in `budget_alerts`, and each newly recorded one enqueues a
 (and PUT) of a budget and in the background sweep; recording is idempotent and safe under
 concurrent evaluations. Alerts stay recorded when a budget is changed or deleted, so a
 threshold alerts at most once per period.
+
+Staff read budgets, the billing role sets and deletes them; a customer-scoped caller reads
+only its own (spend is what it is charged: no cost or margin in a budget).
 """
 
 from __future__ import annotations
@@ -25,13 +28,13 @@ from sqlalchemy.orm import Session
 from agentmeter.clock import utcnow
 from agentmeter.money import format_minor
 from agentmeter.tables import Budget
+from billing_api.auth import Caller, Role
 from billing_api.budgets import repository
-from billing_api.budgets.schemas import BudgetSet
 from billing_api.customers.service import get_customer
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.periods import Period
 from billing_api.rating.engine import RatedPeriod
-from billing_api.rating.service import estimate
+from billing_api.rating.service import estimate_period
 from billing_api.webhooks.service import enqueue_event
 
 logger = logging.getLogger("agentmeter.budgets")
@@ -88,44 +91,65 @@ def crossed_thresholds(spent_minor: int, limit_minor: int, thresholds: list[int]
 
 
 def put_budget(
-    session: Session, tenant_id: str, customer_id: str, body: BudgetSet, now: datetime
+    session: Session,
+    caller: Caller,
+    customer_id: str,
+    *,
+    currency: str,
+    limit_minor: int,
+    thresholds: list[int],
+    now: datetime,
 ) -> BudgetStatus:
     """Set (or replace) the customer's budget, then evaluate it."""
-    get_customer(session, tenant_id, customer_id)
-    rated = estimate(session, tenant_id, customer_id, now)
-    if rated.book_id is not None and rated.currency != body.currency:
+    caller.require(Role.BILLING)
+    get_customer(session, caller, customer_id)
+    rated = estimate_period(session, caller.tenant_id, customer_id, now)
+    if rated.book_id is not None and rated.currency != currency:
         raise UnprocessableError(
             f"customer {customer_id!r} is billed in {rated.currency}; "
-            f"set the budget in {rated.currency}, not {body.currency}"
+            f"set the budget in {rated.currency}, not {currency}"
         )
     budget = repository.upsert(
         session,
-        tenant_id,
+        caller.tenant_id,
         customer_id,
-        currency=body.currency,
-        limit_minor=body.limit_minor,
-        thresholds=list(body.thresholds),
+        currency=currency,
+        limit_minor=limit_minor,
+        thresholds=list(thresholds),
         now=now,
     )
     return _evaluate(session, budget, _spent(rated, budget), rated.period, now)
 
 
-def delete_budget(session: Session, tenant_id: str, customer_id: str) -> None:
-    get_customer(session, tenant_id, customer_id)
-    if not repository.delete_budget(session, tenant_id, customer_id):
+def delete_budget(session: Session, caller: Caller, customer_id: str) -> None:
+    """Remove the customer's budget (its recorded alerts stay)."""
+    caller.require(Role.BILLING)
+    get_customer(session, caller, customer_id)
+    if not repository.delete_budget(session, caller.tenant_id, customer_id):
         raise NotFoundError(f"customer {customer_id!r} has no budget")
+
+
+def get_budget(session: Session, caller: Caller, customer_id: str) -> Budget | None:
+    """The customer's budget as set, if any (nothing evaluated)."""
+    return repository.get(session, caller.tenant_id, caller.customer(customer_id))
 
 
 def evaluate_budget(
-    session: Session, tenant_id: str, customer_id: str, now: datetime
+    session: Session, caller: Caller, customer_id: str, now: datetime
 ) -> BudgetStatus:
     """The budget against the current period's spend so far; records and alerts the
     thresholds crossed for the first time this period."""
-    get_customer(session, tenant_id, customer_id)
+    get_customer(session, caller, customer_id)
+    return _evaluate_budget(session, caller.tenant_id, customer_id, now)
+
+
+def _evaluate_budget(
+    session: Session, tenant_id: str, customer_id: str, now: datetime
+) -> BudgetStatus:
     budget = repository.get(session, tenant_id, customer_id)
     if budget is None:
         raise NotFoundError(f"customer {customer_id!r} has no budget")
-    rated = estimate(session, tenant_id, customer_id, now)
+    rated = estimate_period(session, tenant_id, customer_id, now)
     return _evaluate(session, budget, _spent(rated, budget), rated.period, now)
 
 
@@ -139,7 +163,8 @@ def sweep_budgets(engine: Engine, now: datetime | None = None) -> int:
     for tenant_id, customer_id in keys:
         try:
             with Session(engine) as session, session.begin():
-                alerts += len(evaluate_budget(session, tenant_id, customer_id, now).newly_alerted)
+                status = _evaluate_budget(session, tenant_id, customer_id, now)
+                alerts += len(status.newly_alerted)
         except (NotFoundError, ConflictError) as error:
             logger.warning(
                 "budget not evaluated: %s",
@@ -190,13 +215,11 @@ def _status(budget: Budget, spent_minor: int, period: Period) -> BudgetStatus:
     )
 
 
-def budget_progress(
-    session: Session, tenant_id: str, customer_id: str, rated: RatedPeriod
-) -> BudgetStatus | None:
-    """The customer's budget against `rated`, its current period's estimate, read only
-    (nothing recorded, no alert). None without a budget, or while the budget's currency is
-    not the one the customer is billed in."""
-    budget = repository.get(session, tenant_id, customer_id)
+def budget_progress(session: Session, caller: Caller, rated: RatedPeriod) -> BudgetStatus | None:
+    """The budget of `rated`'s customer against `rated`, its current period's estimate,
+    read only (nothing recorded, no alert). None without a budget, or while the budget's
+    currency is not the one the customer is billed in."""
+    budget = get_budget(session, caller, rated.customer_id)
     if budget is None:
         return None
     try:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from agentmeter.clock import utcnow
 from agentmeter.money import format_minor
-from billing_api.auth import TenantId
+from billing_api.auth import AdminCaller
 from billing_api.credits import service
 from billing_api.credits.schemas import (
     CreditBalanceOut,
@@ -26,32 +26,42 @@ router = APIRouter(prefix="/api/v1/customers/{customer_id}/credits", tags=["cred
 
 @router.post("", status_code=201)
 def grant_credits(
-    customer_id: str, body: CreditGrantCreate, session: DbSession, tenant_id: TenantId
+    customer_id: str, body: CreditGrantCreate, session: DbSession, caller: AdminCaller
 ) -> CreditGrantOut:
     """Grant prepaid credit. Invoices in the grant's currency draw it when finalized:
     lowest `priority` first, then soonest expiry, then oldest."""
     now = utcnow()
-    grant, remaining = service.grant_credits(session, tenant_id, customer_id, body, now)
+    grant, remaining = service.grant_credits(
+        session,
+        caller,
+        customer_id,
+        currency=body.currency,
+        amount_minor=body.amount_minor,
+        now=now,
+        priority=body.priority,
+        expires_at=body.expires_at,
+        description=body.description,
+    )
     return CreditGrantOut.of(grant, remaining, now)
 
 
 @router.get("")
-def list_grants(customer_id: str, session: DbSession, tenant_id: TenantId) -> list[CreditGrantOut]:
+def list_grants(customer_id: str, session: DbSession, caller: AdminCaller) -> list[CreditGrantOut]:
     """Every grant, oldest first, with what remains of it."""
     now = utcnow()
     return [
         CreditGrantOut.of(grant, remaining, now)
-        for grant, remaining in service.list_grants(session, tenant_id, customer_id)
+        for grant, remaining in service.list_grants(session, caller, customer_id)
     ]
 
 
 @router.get("/balance")
 def get_balance(
-    customer_id: str, session: DbSession, tenant_id: TenantId, at: UtcDatetime | None = None
+    customer_id: str, session: DbSession, caller: AdminCaller, at: UtcDatetime | None = None
 ) -> CreditBalanceOut:
     """Credit usable at `at` (default now) per currency; credit expired by then is not."""
     moment = utcnow() if at is None else at
-    balances = service.balance(session, tenant_id, customer_id, moment)
+    balances = service.balance(session, caller, customer_id, moment)
     return CreditBalanceOut(
         customer_id=customer_id,
         at=moment,
@@ -68,14 +78,14 @@ def get_balance(
 def get_ledger(
     customer_id: str,
     session: DbSession,
-    tenant_id: TenantId,
+    caller: AdminCaller,
     grant_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[LedgerEntryOut]:
     """Every credit movement, oldest first: grant, draw, reversal, void, expire."""
     return [
         LedgerEntryOut.of(entry, currency)
-        for entry, currency in service.ledger(session, tenant_id, customer_id, grant_id, limit)
+        for entry, currency in service.ledger(session, caller, customer_id, grant_id, limit)
     ]
 
 
@@ -85,11 +95,9 @@ def void_grant(
     grant_id: str,
     body: CreditGrantVoid,
     session: DbSession,
-    tenant_id: TenantId,
+    caller: AdminCaller,
 ) -> CreditGrantOut:
     """Void a grant; what remained of it leaves the balance (a "void" ledger entry)."""
     now = utcnow()
-    grant, remaining = service.void_grant(
-        session, tenant_id, customer_id, grant_id, body.reason, now
-    )
+    grant, remaining = service.void_grant(session, caller, customer_id, grant_id, body.reason, now)
     return CreditGrantOut.of(grant, remaining, now)

@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session
 from agentmeter.clock import utcnow
 from agentmeter.money import normalize_currency
 from agentmeter.tables import CreditGrant, CreditLedgerEntry
+from billing_api.auth import Caller, Role
 from billing_api.credits import repository
-from billing_api.credits.schemas import CreditGrantCreate
 from billing_api.customers.service import get_customer
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 
@@ -117,46 +117,58 @@ def plan_credit_application(
 
 
 def grant_credits(
-    session: Session, tenant_id: str, customer_id: str, body: CreditGrantCreate, now: datetime
+    session: Session,
+    caller: Caller,
+    customer_id: str,
+    *,
+    currency: str,
+    amount_minor: int,
+    now: datetime,
+    priority: int = 0,
+    expires_at: datetime | None = None,
+    description: str = "",
 ) -> tuple[CreditGrant, int]:
     """Grant a credit pack: the grant and its opening ledger entry."""
-    get_customer(session, tenant_id, customer_id)
-    if body.expires_at is not None and body.expires_at <= now:
+    caller.require(Role.BILLING)
+    get_customer(session, caller, customer_id)
+    if expires_at is not None and expires_at <= now:
         raise UnprocessableError("expires_at must be in the future")
     grant = CreditGrant(
         id=uuid.uuid4().hex,
-        tenant_id=tenant_id,
+        tenant_id=caller.tenant_id,
         customer_id=customer_id,
-        currency=body.currency,
-        amount_minor=body.amount_minor,
-        priority=body.priority,
+        currency=currency,
+        amount_minor=amount_minor,
+        priority=priority,
         granted_at=now,
-        expires_at=body.expires_at,
-        description=body.description,
+        expires_at=expires_at,
+        description=description,
     )
     repository.add_grant(session, grant)
     repository.add_entries(
-        session, [_entry(grant, repository.GRANT, grant.amount_minor, now, note=body.description)]
+        session, [_entry(grant, repository.GRANT, grant.amount_minor, now, note=description)]
     )
     return grant, grant.amount_minor
 
 
 def list_grants(
-    session: Session, tenant_id: str, customer_id: str
+    session: Session, caller: Caller, customer_id: str
 ) -> list[tuple[CreditGrant, int]]:
     """The customer's grants, oldest first, each with its remaining balance."""
-    get_customer(session, tenant_id, customer_id)
-    grants = repository.list_grants(session, tenant_id, customer_id)
+    get_customer(session, caller, customer_id)
+    grants = repository.list_grants(session, caller.tenant_id, customer_id)
     left = repository.remaining(session, [g.id for g in grants])
     return [(grant, left[grant.id]) for grant in grants]
 
 
-def balance(session: Session, tenant_id: str, customer_id: str, at: datetime) -> dict[str, int]:
+def balance(session: Session, caller: Caller, customer_id: str, at: datetime) -> dict[str, int]:
     """Credit usable at `at`, per currency: the ledger as recorded up to `at`, without the
     grants that had expired (or been voided) by then."""
-    get_customer(session, tenant_id, customer_id)
+    get_customer(session, caller, customer_id)
     grants = [
-        g for g in repository.list_grants(session, tenant_id, customer_id) if g.granted_at <= at
+        g
+        for g in repository.list_grants(session, caller.tenant_id, customer_id)
+        if g.granted_at <= at
     ]
     left = repository.remaining(session, [g.id for g in grants], as_of=at)
     totals: dict[str, int] = {g.currency: 0 for g in grants}
@@ -168,22 +180,23 @@ def balance(session: Session, tenant_id: str, customer_id: str, at: datetime) ->
 
 def ledger(
     session: Session,
-    tenant_id: str,
+    caller: Caller,
     customer_id: str,
     grant_id: str | None = None,
     limit: int = 1000,
 ) -> Sequence[tuple[CreditLedgerEntry, str]]:
     """Ledger entries (with their currency), oldest first."""
-    get_customer(session, tenant_id, customer_id)
-    return repository.ledger(session, tenant_id, customer_id, grant_id, limit)
+    get_customer(session, caller, customer_id)
+    return repository.ledger(session, caller.tenant_id, customer_id, grant_id, limit)
 
 
 def void_grant(
-    session: Session, tenant_id: str, customer_id: str, grant_id: str, reason: str, now: datetime
+    session: Session, caller: Caller, customer_id: str, grant_id: str, reason: str, now: datetime
 ) -> tuple[CreditGrant, int]:
     """Void a grant: its remaining credit leaves the ledger as a "void" entry."""
-    get_customer(session, tenant_id, customer_id)
-    if repository.get_grant(session, tenant_id, customer_id, grant_id) is None:
+    caller.require(Role.BILLING)
+    get_customer(session, caller, customer_id)
+    if repository.get_grant(session, caller.tenant_id, customer_id, grant_id) is None:
         raise NotFoundError(f"no credit grant {grant_id!r} for customer {customer_id!r}")
     (grant,) = repository.lock_grants(session, [grant_id])
     if grant.voided_at is not None:

@@ -1,5 +1,8 @@
 """Customer registration. Usage may arrive before its customer is registered: it is kept
-under the customer id and belongs to the customer as soon as it exists."""
+under the customer id and belongs to the customer as soon as it exists.
+
+Staff list and read customers, the billing role registers them; a customer-scoped caller
+reads only itself (another id answers 404, as an unknown one does)."""
 
 from __future__ import annotations
 
@@ -8,26 +11,34 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import Customer
+from billing_api.auth import Caller, Role
 from billing_api.customers.repository import CustomerRepository
-from billing_api.customers.schemas import CustomerCreate
 from billing_api.errors import ConflictError, NotFoundError
 
 
-def create_customer(session: Session, tenant_id: str, body: CustomerCreate) -> Customer:
+def create_customer(
+    session: Session, caller: Caller, customer_id: str, name: str, email: str | None = None
+) -> Customer:
+    """Register a customer under the id its agents put on spans."""
+    caller.require(Role.BILLING)
     repository = CustomerRepository(session)
-    if repository.get(tenant_id, body.id) is not None:
-        raise ConflictError(f"customer {body.id!r} already exists")
-    customer = Customer(tenant_id=tenant_id, id=body.id, name=body.name, email=body.email)
+    if repository.get(caller.tenant_id, customer_id) is not None:
+        raise ConflictError(f"customer {customer_id!r} already exists")
+    customer = Customer(tenant_id=caller.tenant_id, id=customer_id, name=name, email=email)
     repository.add(customer)
     return customer
 
 
-def get_customer(session: Session, tenant_id: str, customer_id: str) -> Customer:
-    customer = CustomerRepository(session).get(tenant_id, customer_id)
+def get_customer(session: Session, caller: Caller, customer_id: str) -> Customer:
+    """One customer of the caller's tenant (a scoped caller: only its own)."""
+    customer_id = caller.customer(customer_id)
+    customer = CustomerRepository(session).get(caller.tenant_id, customer_id)
     if customer is None:
         raise NotFoundError(f"no customer {customer_id!r}")
     return customer
 
 
-def list_customers(session: Session, tenant_id: str) -> Sequence[Customer]:
-    return CustomerRepository(session).list(tenant_id)
+def list_customers(session: Session, caller: Caller) -> Sequence[Customer]:
+    """Every registered customer of the tenant (staff only)."""
+    caller.require_staff()
+    return CustomerRepository(session).list(caller.tenant_id)

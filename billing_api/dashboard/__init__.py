@@ -3,7 +3,8 @@ margin, manage customers, prices, billing runs and keys — in the browser.
 
 Built on the page layer (`billing_api.web`): templates in `templates/dashboard/`, routes
 in the `*_pages` modules, which only translate between forms and the domain services the
-REST API uses; who may do what is `access`, staff accounts and sessions are `accounts`.
+REST API uses; who may do what is `billing_api.auth.Role` (the services check it), staff
+accounts and sessions are `accounts`.
 """
 
 from fastapi import APIRouter

@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 
 from agentmeter.tables import StaffLoginFailure, StaffSession, StaffUser, Tenant
 from billing_api.auth import Caller, Role
-from billing_api.dashboard.access import require
 from billing_api.errors import ApiError, ConflictError, NotFoundError, UnprocessableError
 
 STAFF_ROLES = (Role.ADMIN, Role.BILLING, Role.VIEWER)
@@ -242,7 +241,7 @@ def sign_out(session: Session, token: str) -> None:
 
 def list_users(session: Session, caller: Caller) -> Sequence[StaffAccount]:
     """The tenant's staff users, oldest first (admins only)."""
-    require(caller, Role.ADMIN)
+    caller.require()
     query = (
         select(StaffUser)
         .where(StaffUser.tenant_id == caller.tenant_id)
@@ -256,7 +255,7 @@ def set_disabled(
 ) -> StaffAccount:
     """Disable (ending its sessions) or enable a user of the caller's tenant (admins only;
     nobody disables themselves, so a tenant always keeps the admin who is acting)."""
-    require(caller, Role.ADMIN)
+    caller.require()
     user = session.get(StaffUser, user_id)
     if user is None or user.tenant_id != caller.tenant_id:
         raise NotFoundError(f"no user {user_id!r}")

@@ -16,9 +16,8 @@ from sqlalchemy import Engine
 from agentmeter.clock import utcnow
 from agentmeter.money import to_minor
 from agentmeter.tables import BillingException, BillingRun, Invoice
-from billing_api.auth import Caller
+from billing_api.auth import Caller, Role
 from billing_api.customers.service import list_customers
-from billing_api.dashboard.access import BILLING, require
 from billing_api.dashboard.forms import Model, parse
 from billing_api.dashboard.http import (
     PREFIX,
@@ -92,7 +91,7 @@ def billing(
         "others": [i for i in invoices if i.status != "draft"],
         "open_per_invoice": per_invoice,
         "run_exceptions": [e for e in open_exceptions if not e.invoice_id],
-        "customers": list_customers(session, caller.tenant_id),
+        "customers": list_customers(session, caller),
         "unregistered": checks.UNREGISTERED_CUSTOMER,
         "unattributed": checks.UNATTRIBUTED_USAGE,
     }
@@ -116,7 +115,7 @@ def start_run(
     period: Annotated[str, Form(max_length=7)],
 ) -> Response:
     """Start drafting every customer's invoice for `period`; the run page shows progress."""
-    require(caller, *BILLING)
+    caller.require(Role.BILLING)
     body = _checked(RunCreate, {"period": period})
     run_id = service.start_run(session, caller.tenant_id, body.period).id
     engine: Engine = request.app.state.engine
@@ -163,7 +162,7 @@ def invoice_page(
         "credit_notes": repository.credit_notes(session, invoice.id),
         "credited_minor": finalize.credited_minor(session, invoice.id),
         "audit": sorted(audit, key=lambda a: a.id, reverse=True),
-        "sync": stripe.invoice_sync(session, caller.tenant_id, invoice.id),
+        "sync": stripe.invoice_sync(session, caller, invoice.id),
         "early": finalize.before_period_end(invoice, utcnow()),
     }
     title = invoice.number or f"Draft {invoice.period} {invoice.customer_id}"
@@ -180,7 +179,7 @@ def set_exception(
     note: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Resolve, waive (a note says why) or reopen an exception of the invoice."""
-    require(caller, *BILLING)
+    caller.require(Role.BILLING)
     body = _checked(ExceptionUpdate, {"status": status, "note": note})
     exception = repository.get_exception(session, caller.tenant_id, exception_id)
     if exception is None or exception.invoice_id != _invoice(session, caller, invoice_id).id:
@@ -200,7 +199,7 @@ def adjust_line(
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Set a draft line's amount by hand, with a reason."""
-    require(caller, *BILLING)
+    caller.require(Role.BILLING)
     body = _checked(LineAdjust, {"amount": amount, "reason": reason})
     invoice = _invoice(session, caller, invoice_id)
     review.adjust_line(session, caller.tenant_id, invoice.id, line_id,
@@ -221,7 +220,7 @@ def add_line(
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Add a manual charge or a discount to a draft."""
-    require(caller, *BILLING)
+    caller.require(Role.BILLING)
     data = {"description": description, "quantity": quantity, "unit_price": unit_price,
             "discount": bool(discount), "reason": reason}  # fmt: skip
     body = _checked(LineCreate, data)
@@ -241,7 +240,7 @@ def finalize_invoice(
 ) -> Response:
     """Number and freeze the invoice (refused while blocking exceptions are open); before
     its period ends only with the box ticked and a reason, as the API's body says."""
-    require(caller, *BILLING)
+    caller.require(Role.BILLING)
     body = _checked(FinalizeRequest, {"before_period_end": before_period_end, "reason": reason})
     finalize.finalize_invoice(session, caller.tenant_id, invoice_id, actor=caller.actor,
                               now=utcnow(), early_reason=body.early_reason)  # fmt: skip
@@ -256,7 +255,7 @@ def void_invoice(
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Void the invoice, saying why."""
-    require(caller, *BILLING)
+    caller.require(Role.BILLING)
     body = _checked(VoidRequest, {"reason": reason})
     finalize.void_invoice(session, caller.tenant_id, invoice_id, reason=body.reason,
                           actor=caller.actor, now=utcnow())  # fmt: skip
@@ -267,8 +266,8 @@ def void_invoice(
 def retry_stripe_sync(session: DbSession, caller: StaffCaller, invoice_id: str) -> Response:
     """Queue the invoice's failed Stripe jobs again (or its first push), as
     `POST /api/v1/invoices/{id}/stripe-sync` does; the worker runs them."""
-    require(caller, *BILLING)
-    stripe.retry_sync(session, caller.tenant_id, invoice_id, now=utcnow())
+    caller.require(Role.BILLING)
+    stripe.retry_sync(session, caller, invoice_id, now=utcnow())
     return see_other(f"/invoices/{invoice_id}#stripe")
 
 
@@ -281,7 +280,7 @@ def credit_note(
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Credit a finalized invoice, in full (no amount) or in part."""
-    require(caller, *BILLING)
+    caller.require(Role.BILLING)
     body = _checked(CreditNoteCreate, {"amount": amount, "reason": reason})
     invoice = _invoice(session, caller, invoice_id)
     amount_minor = None if body.amount is None else to_minor(body.amount, invoice.currency)
@@ -308,7 +307,7 @@ def register_customer(
     email: Annotated[str, Form(max_length=320)] = "",
 ) -> Response:
     """Register the customer id usage arrived under; its draft is made at once."""
-    require(caller, *BILLING)
+    caller.require(Role.BILLING)
     exception = _run_exception(session, caller, exception_id, checks.UNREGISTERED_CUSTOMER)
     body = _checked(RegisterCustomer, {"customer_id": exception.evidence["customer_id"],
                                        "name": name, "email": email})  # fmt: skip
@@ -326,7 +325,7 @@ def map_customer(
     to_customer_id: Annotated[str, Form(max_length=256)],
 ) -> Response:
     """Move the usage of an unregistered id to a registered customer."""
-    require(caller, *BILLING)
+    caller.require(Role.BILLING)
     exception = _run_exception(session, caller, exception_id, checks.UNREGISTERED_CUSTOMER)
     review.map_customer(session, caller.tenant_id, exception.period,
                         from_id=exception.evidence["customer_id"], to_id=to_customer_id,
@@ -342,7 +341,7 @@ def assign_unattributed(
     customer_id: Annotated[str, Form(max_length=256)],
 ) -> Response:
     """Attribute the period's customer-less traces (those the run found) to a customer."""
-    require(caller, *BILLING)
+    caller.require(Role.BILLING)
     exception = _run_exception(session, caller, exception_id, checks.UNATTRIBUTED_USAGE)
     review.assign_unattributed(session, caller.tenant_id, exception.period,
                                trace_ids=list(exception.evidence["trace_ids"]),

@@ -5,7 +5,6 @@ price book and invoices; credit grants, voids, the price book assignment and por
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -13,14 +12,12 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
 from agentmeter.clock import utcnow
-from billing_api.auth import Caller
-from billing_api.budgets import repository as budgets
+from billing_api.auth import Caller, Role
 from billing_api.budgets.schemas import BudgetSet
-from billing_api.budgets.service import put_budget
+from billing_api.budgets.service import get_budget, put_budget
 from billing_api.credits import service as credits
 from billing_api.credits.schemas import CreditGrantCreate, CreditGrantOut
 from billing_api.customers.service import get_customer, list_customers
-from billing_api.dashboard.access import BILLING, require
 from billing_api.dashboard.forms import parse
 from billing_api.dashboard.http import PREFIX, DashboardRoute, StaffCaller, render, see_other
 from billing_api.dashboard.overview import margin_percent
@@ -30,9 +27,9 @@ from billing_api.portal.auth import tokens
 from billing_api.portal.endpoints import portal_link
 from billing_api.portal.schemas import PortalSessionCreate
 from billing_api.pricing import service as pricing
+from billing_api.pricing.schemas import OverrideOut
 from billing_api.rating.service import estimate
-from billing_api.usage.schemas import UsageQuery
-from billing_api.usage.service import query_usage
+from billing_api.usage.service import UsageSelection, query_usage
 
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
 
@@ -46,7 +43,7 @@ def customers(request: Request, session: DbSession, caller: StaffCaller, q: str 
     needle = q.strip().casefold()
     found = [
         c
-        for c in list_customers(session, caller.tenant_id)
+        for c in list_customers(session, caller)
         if needle in f"{c.id}\n{c.name}\n{c.email or ''}".casefold()
     ]
     context = {"customers": found, "q": q}
@@ -55,23 +52,23 @@ def customers(request: Request, session: DbSession, caller: StaffCaller, q: str 
 
 
 def _detail(session: Session, caller: Caller, customer_id: str, now: datetime) -> dict[str, Any]:
-    customer = get_customer(session, caller.tenant_id, customer_id)
-    rated = estimate(session, caller.tenant_id, customer_id, now)
+    customer = get_customer(session, caller, customer_id)
+    rated = estimate(session, caller, customer_id, now)
     usage = {}
     for dimension, _label in USAGE_DIMENSIONS:
-        query = UsageQuery(
+        selection = UsageSelection(
             customer_id=customer_id,
             start=rated.period.start,
             end=rated.period.end,
-            group_by=[dimension],
+            group_by=(dimension,),
         )
         usage[dimension] = [
-            (row[dimension], row["meter"], Decimal(row["quantity"]))
-            for row in query_usage(session, caller.tenant_id, query).rows
+            (a.dimensions[dimension], a.meter, a.quantity)
+            for a in query_usage(session, caller, selection)
         ]
     grants = [
         CreditGrantOut.of(grant, left, now)
-        for grant, left in credits.list_grants(session, caller.tenant_id, customer_id)
+        for grant, left in credits.list_grants(session, caller, customer_id)
     ]
     return {
         "customer": customer,
@@ -79,11 +76,13 @@ def _detail(session: Session, caller: Caller, customer_id: str, now: datetime) -
         "margin_percent": margin_percent(rated.subtotal_minor, rated.margin_minor),
         "usage": usage,
         "dimensions": USAGE_DIMENSIONS,
-        "budget": budgets.get(session, caller.tenant_id, customer_id),
+        "budget": get_budget(session, caller, customer_id),
         "grants": grants,
-        "balance": credits.balance(session, caller.tenant_id, customer_id, now),
-        "books": pricing.list_price_books(session, caller.tenant_id),
-        "overrides": pricing.list_overrides(session, caller.tenant_id, customer_id),
+        "balance": credits.balance(session, caller, customer_id, now),
+        "books": pricing.list_price_books(session, caller),
+        "overrides": [
+            OverrideOut.of(o) for o in pricing.list_overrides(session, caller, customer_id)
+        ],
         "invoices": invoicing.list_invoices(session, caller.tenant_id, customer_id=customer_id),
         "grant_errors": {},
         "grant_input": {},
@@ -130,12 +129,15 @@ def grant(
     description: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
     """Grant prepaid credit; field errors show next to the fields."""
-    require(caller, *BILLING)
+    caller.require(Role.BILLING)  # before the form is read: a viewer learns nothing from it
     data = {"amount": amount, "currency": currency, "priority": priority,
             "expires_at": expires_at, "description": description}  # fmt: skip
     body, errors = parse(CreditGrantCreate, data)
     if body is not None:
-        credits.grant_credits(session, caller.tenant_id, customer_id, body, utcnow())
+        credits.grant_credits(session, caller, customer_id, currency=body.currency,
+                              amount_minor=body.amount_minor, now=utcnow(),
+                              priority=body.priority, expires_at=body.expires_at,
+                              description=body.description)  # fmt: skip
         return see_other(f"/customers/{customer_id}#credits")
     return _detail_page(request, session, caller, customer_id, status=422,
                         grant_errors=errors, grant_input=data)  # fmt: skip
@@ -150,8 +152,7 @@ def void(
     reason: Annotated[str, Form(min_length=1, max_length=500)],
 ) -> Response:
     """Void a grant; what remained of it leaves the balance."""
-    require(caller, *BILLING)
-    credits.void_grant(session, caller.tenant_id, customer_id, grant_id, reason, utcnow())
+    credits.void_grant(session, caller, customer_id, grant_id, reason, utcnow())
     return see_other(f"/customers/{customer_id}#credits")
 
 
@@ -163,8 +164,7 @@ def assign_price_book(
     price_book_id: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
     """Put the customer on a book; empty: the tenant's default book."""
-    require(caller, *BILLING)
-    pricing.set_customer_price_book(session, caller.tenant_id, customer_id, price_book_id or None)
+    pricing.set_customer_price_book(session, caller, customer_id, price_book_id or None)
     return see_other(f"/customers/{customer_id}#terms")
 
 
@@ -179,7 +179,7 @@ def set_budget(
     thresholds: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """Set the customer's spend limit per period and its alert thresholds (percent)."""
-    require(caller, *BILLING)
+    caller.require(Role.BILLING)  # before the form is read: a viewer learns nothing from it
     entered = {"limit": limit, "currency": currency, "thresholds": thresholds}
     parts = [p.strip() for p in thresholds.split(",") if p.strip()]
     data: dict[str, Any] = {"limit": limit, "currency": currency}
@@ -194,7 +194,8 @@ def set_budget(
     if body is None or errors:
         return _detail_page(request, session, caller, customer_id, status=422,
                             budget_errors=errors, budget_input=entered)  # fmt: skip
-    put_budget(session, caller.tenant_id, customer_id, body, utcnow())
+    put_budget(session, caller, customer_id, currency=body.currency, limit_minor=body.limit_minor,
+               thresholds=body.thresholds, now=utcnow())  # fmt: skip
     return see_other(f"/customers/{customer_id}#budget")
 
 
@@ -208,7 +209,7 @@ def new_portal_link(
 ) -> Response:
     """A signed portal link for the customer, as `POST /api/v1/customers/{id}/portal-sessions`
     issues it; shown on this response only (no redirect: the token is never stored)."""
-    require(caller, *BILLING)
+    caller.require(Role.BILLING)  # before the form is read: a viewer learns nothing from it
     seconds = str(int(hours) * 3600) if hours.isdigit() else hours
     body, errors = parse(PortalSessionCreate, {"expires_in": seconds})
     if body is None:

@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 from agentmeter.clock import utcnow
 from agentmeter.settings import Settings
 from billing_api.auth import Caller, Role
-from billing_api.dashboard.access import allowed
 from billing_api.dashboard.accounts import SessionPolicy, resolve_session
 from billing_api.errors import ApiError, database_errors
 from billing_api.web import PageError, Pages
@@ -127,8 +126,8 @@ def render(
         context={
             "caller": caller,
             "page": page,
-            "can_bill": caller is not None and allowed(caller, Role.BILLING),
-            "is_admin": caller is not None and allowed(caller),
+            "can_bill": caller is not None and caller.may(Role.BILLING),
+            "is_admin": caller is not None and caller.may(),
             **(context or {}),
         },
         status=status,

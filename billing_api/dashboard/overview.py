@@ -27,8 +27,7 @@ from billing_api.invoicing import repository as invoicing
 from billing_api.periods import Period, period_containing, previous_periods
 from billing_api.rating.engine import RatedPeriod
 from billing_api.rating.service import rate_period
-from billing_api.usage.schemas import UsageQuery
-from billing_api.usage.service import query_usage
+from billing_api.usage.service import UsageSelection, query_usage
 from otel_processor.usage import from_micros
 
 TREND_PERIODS = 6
@@ -124,7 +123,7 @@ def customer_figures(
 ) -> list[CustomerFigures]:
     """Per customer (registered, or with usage), the period's figures, flagged first."""
     tenant = invoicing.tenant(session, caller.tenant_id)
-    names = {c.id: c.name for c in list_customers(session, caller.tenant_id)}
+    names = {c.id: c.name for c in list_customers(session, caller)}
     invoiced: dict[str, int] = defaultdict(int)
     for invoice in invoicing.list_invoices(
         session, caller.tenant_id, period=period.label, status=FINALIZED
@@ -155,18 +154,11 @@ def customer_figures(
     return sorted(rows, key=lambda r: (not r.flagged, r.customer_id))
 
 
-def _usage(
-    session: Session, caller: Caller, period: Period, **query: object
-) -> list[dict[str, str]]:
-    answer = query_usage(
-        session, caller.tenant_id, UsageQuery(start=period.start, end=period.end, **query)
-    )
-    return answer.rows
-
-
 def trend(session: Session, caller: Caller, now: datetime) -> list[TrendPoint]:
     """The last `TREND_PERIODS` periods, oldest first, each rated with today's terms (for a
-    closed period that is what its draft would say; its invoices may differ by review)."""
+    closed period that is what its draft would say; its invoices may differ by review).
+    Staff only: cost and margin."""
+    caller.require_staff()
     current = period_containing(now)
     periods = [*reversed(previous_periods(current, TREND_PERIODS - 1)), current]
     points = []
@@ -184,6 +176,7 @@ def trend(session: Session, caller: Caller, now: datetime) -> list[TrendPoint]:
 
 def overview(session: Session, caller: Caller, now: datetime) -> Overview:
     """This period's figures for the caller's tenant (staff only: cost and margin)."""
+    caller.require_staff()
     period = period_containing(now)
     rated = rate_period(session, caller.tenant_id, period)
     rows = customer_figures(session, caller, period, rated)
@@ -194,8 +187,10 @@ def overview(session: Session, caller: Caller, now: datetime) -> Overview:
     for result in rated.values():
         for meter, micros in result.usage_micros.items():
             by_meter[meter] += from_micros(micros)
-    traces = {r["trace_id"] for r in _usage(session, caller, period, unattributed=True,
-                                            group_by=["trace_id"])}  # fmt: skip
+    unattributed = UsageSelection(
+        unattributed=True, start=period.start, end=period.end, group_by=("trace_id",)
+    )
+    traces = {a.dimensions["trace_id"] for a in query_usage(session, caller, unattributed)}
     return Overview(
         period=period,
         margin_floor_percent=invoicing.tenant(session, caller.tenant_id).margin_floor_percent,

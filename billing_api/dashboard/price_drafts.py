@@ -30,16 +30,6 @@ COMPONENT_FIELDS = (
     "markup",
     "priority",
 )
-CHARGE_MODELS = (
-    "per_unit",
-    "graduated",
-    "volume",
-    "package",
-    "flat_fee",
-    "allowance",
-    "minimum",
-    "cost_plus",
-)
 BLANK_ROWS = 2
 
 

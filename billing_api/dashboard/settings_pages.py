@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 
 from agentmeter.tenants import KeyKind, create_key, list_keys, revoke_key_id
 from billing_api.auth import Caller
-from billing_api.dashboard.access import require
 from billing_api.dashboard.forms import parse
 from billing_api.dashboard.http import PREFIX, DashboardRoute, StaffCaller, render, see_other
 from billing_api.deps import DbSession
@@ -58,14 +57,14 @@ def _page(
     context = {
         "keys": [k for k in list_keys(session, caller.tenant_id) if k.kind == KeyKind.INGEST],
         "customer_keys": tenant.customer_attribute_keys,
-        "webhook_url": webhooks.get_endpoint(session, caller.tenant_id),
-        "deliveries": webhooks.list_deliveries(session, caller.tenant_id, limit=20),
+        "webhook_url": webhooks.get_endpoint(session, caller),
+        "deliveries": webhooks.list_deliveries(session, caller, limit=20),
         "new_key": None,
         "new_secret": None,
         "errors": {},
         "brand": _brand_input(session, caller),
         "brand_errors": {},
-        "stripe": stripe.get_connection(session, caller.tenant_id, stripe_gateway(request)),
+        "stripe": stripe.get_connection(session, caller, stripe_gateway(request)),
         "stripe_errors": {},
         "stripe_input": {},
         **extra,
@@ -77,14 +76,14 @@ def _page(
 @router.get("/settings", response_class=HTMLResponse)
 def settings(request: Request, session: DbSession, caller: StaffCaller) -> Response:
     """Keys, attribute keys and webhooks (admins only: they hold secrets)."""
-    require(caller)
+    caller.require()
     return _page(request, session, caller)
 
 
 @router.post("/settings/ingest-keys", response_model=None)
 def new_ingest_key(request: Request, session: DbSession, caller: StaffCaller) -> Response:
     """A new ingest key, shown on this response only (no redirect: it is never stored)."""
-    require(caller)
+    caller.require()
     key = create_key(session, caller.tenant_id, KeyKind.INGEST)
     session.flush()
     return _page(request, session, caller, new_key=key)
@@ -93,7 +92,7 @@ def new_ingest_key(request: Request, session: DbSession, caller: StaffCaller) ->
 @router.post("/settings/ingest-keys/{key_id}/revoke")
 def revoke(session: DbSession, caller: StaffCaller, key_id: str) -> Response:
     """Revoke an ingest key: exports with it are refused from now on."""
-    require(caller)
+    caller.require()
     kinds = {k.id: k.kind for k in list_keys(session, caller.tenant_id)}
     if kinds.get(key_id) != KeyKind.INGEST or not revoke_key_id(session, caller.tenant_id, key_id):
         raise NotFoundError(f"no active ingest key {key_id!r}")
@@ -108,14 +107,14 @@ def customer_keys(
     keys: Annotated[str, Form(max_length=6000)] = "",
 ) -> Response:
     """Replace the attribute keys that name the customer (one a line, first match wins)."""
-    require(caller)
+    caller.require()
     lines = [line.strip() for line in keys.splitlines() if line.strip()]
     update, errors = parse(TenantUpdate, {"customer_attribute_keys": lines})
     if update is None:
         return _page(
             request, session, caller, status=422, errors={"keys": "; ".join(errors.values())}
         )
-    update_tenant(session, caller.tenant_id, update)
+    update_tenant(session, caller, customer_attribute_keys=update.customer_attribute_keys)
     return see_other("/settings#customer-keys")
 
 
@@ -127,13 +126,13 @@ def webhook(
     url: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Point events at `url`; the new signing secret is shown on this response only."""
-    require(caller)
+    caller.require()
     body, errors = parse(WebhookEndpointSet, {"url": url})
     if body is None:
         return _page(request, session, caller, status=422, errors=errors)
     secret = webhooks.set_endpoint(
         session,
-        caller.tenant_id,
+        caller,
         body.url,
         allow_private=request.app.state.settings.webhook_allow_private,
     )
@@ -155,7 +154,7 @@ def brand(
 ) -> Response:
     """Replace the portal's brand, checked as `PUT /api/v1/branding` checks it (empty
     fields are cleared); refusals show next to the field."""
-    require(caller)
+    caller.require()
     entered = {"name": name, "logo_url": logo_url, "primary_color": primary_color,
                "support_email": support_email, "support_url": support_url, "locale": locale,
                "frame_ancestors": frame_ancestors}  # fmt: skip
@@ -179,21 +178,19 @@ def connect_stripe(
 ) -> Response:
     """Connect a Stripe account onboarded elsewhere (checked with Stripe first), as
     `PUT /api/v1/stripe/account` does."""
-    require(caller)
+    caller.require()
     entered = {"account_id": account_id, "application_fee_percent": application_fee_percent}
     body, errors = parse(AccountConnect, entered)
     if body is None:
         return _page(request, session, caller, status=422, stripe_errors=errors,
                      stripe_input=entered)  # fmt: skip
-    stripe.connect_account(
-        session, caller.tenant_id, gateway, body.account_id, body.application_fee_percent
-    )
+    stripe.connect_account(session, caller, gateway, body.account_id, body.application_fee_percent)
     return see_other("/settings#stripe")
 
 
 @router.post("/settings/stripe/disconnect")
 def disconnect_stripe(session: DbSession, caller: StaffCaller) -> Response:
     """Forget the Stripe connection; invoices finalized later are not pushed."""
-    require(caller)
-    stripe.disconnect_account(session, caller.tenant_id)
+    caller.require()
+    stripe.disconnect_account(session, caller)
     return see_other("/settings#stripe")

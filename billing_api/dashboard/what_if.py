@@ -15,8 +15,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from billing_api.auth import Caller
-from billing_api.dashboard.access import BILLING, require
+from billing_api.auth import Caller, Role
 from billing_api.periods import Period, period_containing, previous_periods
 from billing_api.pricing import service as pricing
 from billing_api.pricing.schemas import VersionCreate
@@ -69,13 +68,15 @@ def preview_version(
     """Re-rate the current and the last closed period with `draft` as a new version of
     `book_id`; nothing is written (see the module docstring). Pricing errors of the draft
     (an existing version at the same moment, an unknown book) raise as publishing would."""
-    require(caller, *BILLING)
+    caller.require(Role.BILLING)  # before re-rating: the draft's creation would refuse too
     current = period_containing(now)
     periods = [current, *previous_periods(current, 1)]
     before = {p.label: rate_period(session, caller.tenant_id, p) for p in periods}
     savepoint = session.begin_nested()
     try:
-        pricing.create_version(session, caller.tenant_id, book_id, draft)
+        pricing.create_version(session, caller, book_id, draft.effective_from,
+                               [c.component() for c in draft.components],
+                               copy_from_version=draft.copy_from_version)  # fmt: skip
         session.flush()
         after = {p.label: rate_period(session, caller.tenant_id, p) for p in periods}
     finally:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from billing_api.pricing.components import COST_PLUS
+from billing_api.pricing.components import ChargeModel
 from billing_api.rating.engine import RatedPeriod
 
 BLOCKING = "blocking"
@@ -83,7 +83,7 @@ def invoice_findings(
     for line in rated.lines:
         if line.unknown_cost_records:
             # Cost-plus bills the cost itself: unknown cost there means a wrong amount.
-            cost_plus = line.charge == COST_PLUS
+            cost_plus = line.charge == ChargeModel.COST_PLUS
             findings.append(
                 Finding(
                     UNKNOWN_COST,

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from billing_api.meters.service import MeterOrigin
 from otel_processor.usage import METER_NAME_PATTERN
-
-MeterOrigin = Literal["canonical", "declared", "usage"]
 
 
 class MeterCreate(BaseModel):
@@ -22,6 +20,8 @@ class MeterCreate(BaseModel):
 
 
 class MeterOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     name: str
     origin: MeterOrigin = Field(
         description="canonical: built in; declared: through this API; usage: found in usage"

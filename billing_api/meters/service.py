@@ -5,57 +5,74 @@ declared with `POST /api/v1/meters`, and custom ones found in the tenant's usage
 in the registry when a price first names them). A price naming any other meter is refused
 with the nearest known names as a hint, so a typo (`input_token`) fails when it is written,
 not silently at billing time.
+
+Staff read the registry; the billing role (which writes prices) declares meters.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
 from agentmeter.clock import utcnow
 from agentmeter.tables import Meter
+from billing_api.auth import Caller, Role
 from billing_api.errors import ConflictError, UnprocessableError
 from billing_api.meters import repository
-from billing_api.meters.schemas import MeterCreate, MeterOut
 from otel_processor.usage import CANONICAL_METERS
 
-DECLARED = "declared"
-USAGE = "usage"
+
+class MeterOrigin(StrEnum):
+    """Where a known meter comes from."""
+
+    CANONICAL = "canonical"
+    DECLARED = "declared"
+    USAGE = "usage"
 
 
-def list_meters(session: Session, tenant_id: str) -> list[MeterOut]:
+@dataclass(frozen=True, slots=True)
+class KnownMeter:
+    """A meter name prices may use."""
+
+    name: str
+    origin: MeterOrigin
+    description: str = ""
+    created_at: datetime | None = None
+
+
+def list_meters(session: Session, caller: Caller) -> list[KnownMeter]:
     """Canonical meters, then the tenant's declared and usage meters, by name."""
-    rows = {m.name: m for m in repository.registered(session, tenant_id)}
-    found = [
-        MeterOut(name=name, origin="canonical", description="", created_at=None)
-        for name in CANONICAL_METERS
-    ]
-    seen = repository.usage_meters(session, tenant_id) - set(CANONICAL_METERS) - set(rows)
+    caller.require_staff()
+    rows = {m.name: m for m in repository.registered(session, caller.tenant_id)}
+    found = [KnownMeter(name, MeterOrigin.CANONICAL) for name in CANONICAL_METERS]
+    seen = repository.usage_meters(session, caller.tenant_id) - set(CANONICAL_METERS) - set(rows)
     custom = [
-        MeterOut(name=m.name, origin=DECLARED if m.origin == DECLARED else USAGE,
-                 description=m.description, created_at=m.created_at)
+        KnownMeter(m.name, MeterOrigin.DECLARED if m.origin == MeterOrigin.DECLARED
+                   else MeterOrigin.USAGE, m.description, m.created_at)
         for m in rows.values()
-    ] + [MeterOut(name=n, origin=USAGE, description="", created_at=None) for n in seen]  # fmt: skip
+    ] + [KnownMeter(n, MeterOrigin.USAGE) for n in seen]  # fmt: skip
     return found + sorted(custom, key=lambda m: m.name)
 
 
-def declare_meter(session: Session, tenant_id: str, body: MeterCreate) -> MeterOut:
+def declare_meter(session: Session, caller: Caller, name: str, description: str = "") -> KnownMeter:
     """Add a custom meter to the registry; 409 if the name is known already."""
-    if body.name in CANONICAL_METERS or repository.get(session, tenant_id, body.name):
-        raise ConflictError(f"meter {body.name!r} is already known")
+    caller.require(Role.BILLING)
+    if name in CANONICAL_METERS or repository.get(session, caller.tenant_id, name):
+        raise ConflictError(f"meter {name!r} is already known")
     meter = Meter(
-        tenant_id=tenant_id,
-        name=body.name,
-        origin=DECLARED,
-        description=body.description,
+        tenant_id=caller.tenant_id,
+        name=name,
+        origin=MeterOrigin.DECLARED.value,
+        description=description,
         created_at=utcnow(),
     )
     repository.add(session, meter)
-    return MeterOut(
-        name=meter.name, origin=DECLARED, description=meter.description, created_at=meter.created_at
-    )
+    return KnownMeter(meter.name, MeterOrigin.DECLARED, meter.description, meter.created_at)
 
 
 def check_known(session: Session, tenant_id: str, names: Iterable[str | None]) -> None:
@@ -69,7 +86,10 @@ def check_known(session: Session, tenant_id: str, names: Iterable[str | None]) -
     from_usage = repository.in_usage(session, tenant_id, unknown)
     for name in sorted(from_usage):
         repository.add(
-            session, Meter(tenant_id=tenant_id, name=name, origin=USAGE, created_at=utcnow())
+            session,
+            Meter(
+                tenant_id=tenant_id, name=name, origin=MeterOrigin.USAGE.value, created_at=utcnow()
+            ),
         )
     missing = sorted(unknown - from_usage)
     if missing:

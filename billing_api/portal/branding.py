@@ -60,7 +60,8 @@ def get_brand(session: Session, caller: Caller) -> Brand:
 
 
 def get_settings(session: Session, caller: Caller) -> BrandSettings:
-    """The brand fields as the builder set them."""
+    """The brand fields as the builder set them (staff)."""
+    caller.require_staff()
     tenant = repository.tenant(session, caller.tenant_id)
     return BrandSettings(
         name=tenant.brand_name,
@@ -74,7 +75,8 @@ def get_settings(session: Session, caller: Caller) -> BrandSettings:
 
 
 def put_settings(session: Session, caller: Caller, brand: BrandSettings) -> BrandSettings:
-    """Replace the brand (already validated by the API schema)."""
+    """Replace the brand (already validated by the API schema); admins only."""
+    caller.require()
     tenant = repository.tenant(session, caller.tenant_id)
     tenant.brand_name = brand.name
     tenant.brand_logo_url = brand.logo_url

@@ -26,6 +26,7 @@ from billing_api.portal.schemas import (
 )
 from billing_api.portal.service import SeriesBy, UsageRange
 from billing_api.portal.sessions import revoke
+from billing_api.usage.schemas import usage_row
 
 admin = APIRouter(prefix="/api/v1", tags=["portal"])
 customer_api = APIRouter(prefix="/portal/api", tags=["portal"])
@@ -96,7 +97,7 @@ def portal_usage(
 ) -> PortalUsageOut:
     """The customer's usage per day, meter, model, step, tool and source in the range."""
     window = service.usage_window(session, caller, range, utcnow())
-    return PortalUsageOut(rows=service.usage_rows(session, caller, window))
+    return PortalUsageOut(rows=[usage_row(a) for a in service.usage_rows(session, caller, window)])
 
 
 @customer_api.get("/usage/daily")

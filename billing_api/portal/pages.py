@@ -29,6 +29,7 @@ from billing_api.portal.auth import (
 from billing_api.portal.endpoints import public_base
 from billing_api.portal.service import BREAKDOWNS, SeriesBy, UsageRange
 from billing_api.portal.sessions import InvalidPortalToken
+from billing_api.usage.schemas import usage_row
 from billing_api.web import PageError, Pages
 from billing_api.web.formatting import LocaleFormat
 from billing_api.web.security import page_headers
@@ -194,7 +195,8 @@ def usage_csv(session: DbSession, caller: PortalPageCaller, range: str | None = 
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(USAGE_CSV_COLUMNS)
-    for row in service.usage_rows(session, caller, window):
+    for amount in service.usage_rows(session, caller, window):
+        row = usage_row(amount)
         writer.writerow([row[column] for column in USAGE_CSV_COLUMNS])
     name = f"usage-{window.start.date()}-{window.end.date()}.csv"
     return Response(

@@ -28,10 +28,9 @@ from billing_api.errors import NotFoundError, UnprocessableError
 from billing_api.invoicing import exports
 from billing_api.invoicing import repository as invoices
 from billing_api.periods import Period, period_containing, previous_periods
-from billing_api.rating.service import estimate
+from billing_api.rating.service import estimate_period
 from billing_api.stripe.states import PaymentStatus
-from billing_api.usage.schemas import UsageQuery
-from billing_api.usage.service import query_usage
+from billing_api.usage.service import UsageAmount, UsageSelection, query_usage
 
 # Breakdown tables of the usage page, in this order.
 BREAKDOWNS = ("step", "model", "tool", "source")
@@ -135,14 +134,14 @@ class InvoiceDocument:
 
 def customer_name(session: Session, caller: Caller) -> str:
     """The name of the caller's customer, for the page header."""
-    return get_customer(session, caller.tenant_id, caller.customer()).name
+    return get_customer(session, caller, caller.customer()).name
 
 
 def current_period(session: Session, caller: Caller, now: datetime) -> CurrentPeriod:
     """Usage and estimated charges of the current period so far, budget and credit."""
-    customer = get_customer(session, caller.tenant_id, caller.customer())
-    rated = estimate(session, caller.tenant_id, customer.id, now)
-    credit = balance(session, caller.tenant_id, customer.id, now)
+    customer = get_customer(session, caller, caller.customer())
+    rated = estimate_period(session, caller.tenant_id, customer.id, now)
+    credit = balance(session, caller, customer.id, now)
     return CurrentPeriod(
         customer_id=customer.id,
         customer_name=customer.name,
@@ -160,14 +159,14 @@ def current_period(session: Session, caller: Caller, now: datetime) -> CurrentPe
             for line in rated.lines
         ],
         subtotal_minor=rated.subtotal_minor,
-        budget=budget_progress(session, caller.tenant_id, customer.id, rated),
+        budget=budget_progress(session, caller, rated),
         credit_balance_minor=credit.get(rated.currency, 0),
     )
 
 
 def usage_window(session: Session, caller: Caller, which: UsageRange, now: datetime) -> Period:
     """The half-open UTC interval a usage range covers at `now` (whole days)."""
-    billing_day = get_customer(session, caller.tenant_id, caller.customer()).billing_day
+    billing_day = get_customer(session, caller, caller.customer()).billing_day
     this = period_containing(now, billing_day)
     if which is UsageRange.THIS_PERIOD:
         return this
@@ -178,17 +177,30 @@ def usage_window(session: Session, caller: Caller, which: UsageRange, now: datet
     return Period(tomorrow - timedelta(days=days), tomorrow)
 
 
-def _query(caller: Caller, window: Period, **fields: object) -> UsageQuery:
-    return UsageQuery.model_validate(
-        {"customer_id": caller.customer(), "start": window.start, "end": window.end, **fields}
+def _usage(
+    session: Session,
+    caller: Caller,
+    window: Period,
+    group_by: tuple[str, ...] = (),
+    *,
+    by_day: bool = False,
+    meter: str | None = None,
+) -> list[UsageAmount]:
+    selection = UsageSelection(
+        customer_id=caller.customer(),
+        start=window.start,
+        end=window.end,
+        group_by=group_by,
+        by_day=by_day,
+        meter=meter,
     )
+    return query_usage(session, caller, selection)
 
 
-def usage_rows(session: Session, caller: Caller, window: Period) -> list[dict[str, str]]:
+def usage_rows(session: Session, caller: Caller, window: Period) -> list[UsageAmount]:
     """The customer's usage per day, meter and dimension: the rows of
     `GET /api/v1/usage?customer_id=…&group_by=model,step,tool,source&interval=day`."""
-    query = _query(caller, window, group_by=list(BREAKDOWNS), interval="day")
-    return query_usage(session, caller.tenant_id, query).rows
+    return _usage(session, caller, window, BREAKDOWNS, by_day=True)
 
 
 def usage_breakdowns(
@@ -196,13 +208,12 @@ def usage_breakdowns(
 ) -> dict[str, list[UsageTotal]]:
     """Total per meter and value of each of `BREAKDOWNS` over the window, from one query
     grouped by all four (few rows, unlike `usage_rows`, which adds the day)."""
-    query = _query(caller, window, group_by=list(BREAKDOWNS))
-    rows = query_usage(session, caller.tenant_id, query).rows
+    amounts = _usage(session, caller, window, BREAKDOWNS)
     breakdowns = {}
     for dimension in BREAKDOWNS:
         totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-        for row in rows:
-            totals[row["meter"], row[dimension]] += Decimal(row["quantity"])
+        for amount in amounts:
+            totals[amount.meter, amount.dimensions[dimension]] += amount.quantity
         breakdowns[dimension] = [UsageTotal(m, key, q) for (m, key), q in sorted(totals.items())]
     return breakdowns
 
@@ -211,19 +222,21 @@ def daily_usage(
     session: Session, caller: Caller, window: Period, by: SeriesBy, meter: str | None
 ) -> DailySeries:
     """One series per meter (`by` meter) or per model of `meter` (`by` model), per day."""
-    fields: dict[str, object] = {"interval": "day"}
+    group_by: tuple[str, ...] = ()
     if by is SeriesBy.MODEL:
         if meter is None:
             raise UnprocessableError("series by model need a meter (e.g. meter=input_tokens)")
-        fields.update(group_by=["model"], meter=meter)
-    answer = query_usage(session, caller.tenant_id, _query(caller, window, **fields))
+        group_by = ("model",)
+    else:
+        meter = None
+    amounts = _usage(session, caller, window, group_by, by_day=True, meter=meter)
     first = window.start.date()
     days = [first + timedelta(days=n) for n in range((window.end.date() - first).days)]
-    index = {day.isoformat(): n for n, day in enumerate(days)}
+    index = {day: n for n, day in enumerate(days)}
     series: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0)] * len(days))
-    for row in answer.rows:
-        label = (row["model"] or "(none)") if by is SeriesBy.MODEL else row["meter"]
-        series[label][index[row["day"]]] += Decimal(row["quantity"])
+    for amount in amounts:
+        label = (amount.dimensions["model"] or "(none)") if by is SeriesBy.MODEL else amount.meter
+        series[label][index[amount.day]] += amount.quantity  # type: ignore[index]
     return DailySeries(days=days, series=dict(sorted(series.items())))
 
 

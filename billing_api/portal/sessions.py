@@ -57,8 +57,10 @@ class PortalTokens:
         expires_in: timedelta,
         now: datetime,
     ) -> IssuedSession:
-        """A link for `customer_id` (registered) valid for `expires_in` from `now`."""
-        get_customer(session, caller.tenant_id, caller.customer(customer_id))
+        """A link for `customer_id` (registered) valid for `expires_in` from `now`; staff
+        of the billing role issue them."""
+        caller.require(Role.BILLING)
+        get_customer(session, caller, customer_id)
         row = PortalSession(
             id=secrets.token_hex(16),
             tenant_id=caller.tenant_id,
@@ -98,7 +100,10 @@ class PortalTokens:
 
 
 def revoke(session: Session, caller: Caller, session_id: str, now: datetime) -> None:
-    """Revoke a portal session of the caller's tenant; revoking twice is harmless."""
+    """Revoke a portal session of the caller's tenant (billing staff, or the session's own
+    customer); revoking twice is harmless."""
+    if caller.customer_id is None:
+        caller.require(Role.BILLING)
     row = repository.get_session(session, caller.tenant_id, session_id)
     if row is None or (caller.customer_id is not None and row.customer_id != caller.customer_id):
         raise NotFoundError(f"no portal session {session_id!r}")

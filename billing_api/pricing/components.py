@@ -9,19 +9,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from agentmeter.tables import PriceComponent
 
-# The charge models a component can have.
-PER_UNIT = "per_unit"
-GRADUATED = "graduated"
-VOLUME = "volume"
-PACKAGE = "package"
-FLAT_FEE = "flat_fee"
-ALLOWANCE = "allowance"
-MINIMUM = "minimum"
-COST_PLUS = "cost_plus"
+
+class ChargeModel(StrEnum):
+    """The charge models a component can have (the one list: API, rating and pages)."""
+
+    PER_UNIT = "per_unit"
+    GRADUATED = "graduated"
+    VOLUME = "volume"
+    PACKAGE = "package"
+    FLAT_FEE = "flat_fee"
+    ALLOWANCE = "allowance"
+    MINIMUM = "minimum"
+    COST_PLUS = "cost_plus"
+
 
 # Usage dimensions a component can filter on (fnmatch globs allowed in the patterns).
 FILTER_DIMENSIONS = (
@@ -86,7 +91,7 @@ class Component:
     name: str
     meter: str | None = None
     filters: Mapping[str, str] = NO_FILTERS
-    charge: str
+    charge: ChargeModel
     unit_price: Decimal | None = None
     per_units: int = 1
     tiers: tuple[Tier, ...] = ()
@@ -124,7 +129,7 @@ def component_from_row(row: PriceComponent) -> Component:
         name=row.name,
         meter=row.meter,
         filters=Filters(row.filters or {}),
-        charge=row.charge,
+        charge=ChargeModel(row.charge),
         unit_price=row.unit_price,
         per_units=row.per_units,
         tiers=tuple(tier_from_json(t) for t in row.tiers or ()),

@@ -11,7 +11,7 @@ import re
 from datetime import datetime
 from decimal import Decimal
 from itertools import pairwise
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
@@ -28,16 +28,13 @@ from pydantic import (
 from agentmeter.money import UnknownCurrencyError, normalize_currency
 from billing_api.periods import UtcMoment
 from billing_api.pricing.components import (
-    ALLOWANCE,
-    COST_PLUS,
     FILTER_DIMENSIONS,
-    FLAT_FEE,
-    GRADUATED,
-    MINIMUM,
-    PACKAGE,
-    PER_UNIT,
-    VOLUME,
+    ChargeModel,
+    Component,
+    Filters,
+    Tier,
 )
+from billing_api.pricing.service import BookDetail, OverrideDetail, VersionDetail
 from otel_processor.usage import CANONICAL_METERS, METER_NAME_PATTERN, is_meter_name
 
 PRICE_PLACES = 12
@@ -162,30 +159,26 @@ class TierIn(BaseModel):
     flat_fee: Price = Decimal(0)
 
 
-ChargeModel = Literal[
-    "per_unit", "graduated", "volume", "package", "flat_fee", "allowance", "minimum", "cost_plus"
-]
-
 # Per charge model: the fields it requires, and the optional ones it also accepts.
-_REQUIRED: dict[str, tuple[str, ...]] = {
-    PER_UNIT: ("meter", "unit_price"),
-    GRADUATED: ("meter", "tiers"),
-    VOLUME: ("meter", "tiers"),
-    PACKAGE: ("meter", "package_size", "unit_price"),
-    FLAT_FEE: ("amount",),
-    ALLOWANCE: ("meter", "included_quantity", "unit_price"),
-    MINIMUM: ("amount",),
-    COST_PLUS: ("meter", "markup"),
+_REQUIRED: dict[ChargeModel, tuple[str, ...]] = {
+    ChargeModel.PER_UNIT: ("meter", "unit_price"),
+    ChargeModel.GRADUATED: ("meter", "tiers"),
+    ChargeModel.VOLUME: ("meter", "tiers"),
+    ChargeModel.PACKAGE: ("meter", "package_size", "unit_price"),
+    ChargeModel.FLAT_FEE: ("amount",),
+    ChargeModel.ALLOWANCE: ("meter", "included_quantity", "unit_price"),
+    ChargeModel.MINIMUM: ("amount",),
+    ChargeModel.COST_PLUS: ("meter", "markup"),
 }
-_OPTIONAL: dict[str, tuple[str, ...]] = {
-    PER_UNIT: ("per_units", "filters"),
-    GRADUATED: ("per_units", "filters"),
-    VOLUME: ("per_units", "filters"),
-    PACKAGE: ("filters",),
-    FLAT_FEE: (),
-    ALLOWANCE: ("per_units", "filters"),
-    MINIMUM: (),
-    COST_PLUS: ("unit_price", "per_units", "filters"),
+_OPTIONAL: dict[ChargeModel, tuple[str, ...]] = {
+    ChargeModel.PER_UNIT: ("per_units", "filters"),
+    ChargeModel.GRADUATED: ("per_units", "filters"),
+    ChargeModel.VOLUME: ("per_units", "filters"),
+    ChargeModel.PACKAGE: ("filters",),
+    ChargeModel.FLAT_FEE: (),
+    ChargeModel.ALLOWANCE: ("per_units", "filters"),
+    ChargeModel.MINIMUM: (),
+    ChargeModel.COST_PLUS: ("unit_price", "per_units", "filters"),
 }
 # Fields whose presence depends on the charge model; name, charge and priority always apply.
 _CHARGE_FIELDS = (
@@ -274,9 +267,26 @@ class ComponentIn(BaseModel):
             raise ValueError(
                 f"{self.charge} component {self.name!r} does not take {', '.join(extra)}"
             )
-        if self.charge == MINIMUM and self.amount is not None and self.amount <= 0:
+        if self.charge == ChargeModel.MINIMUM and self.amount is not None and self.amount <= 0:
             raise ValueError(f"minimum component {self.name!r} needs an amount above 0")
         return self
+
+    def component(self) -> Component:
+        """The component as the pricing service takes it."""
+        return Component(
+            name=self.name,
+            meter=self.meter,
+            filters=Filters(self.filters),
+            charge=self.charge,
+            unit_price=self.unit_price,
+            per_units=self.per_units,
+            tiers=tuple(Tier(t.up_to, t.unit_price, t.flat_fee) for t in self.tiers or ()),
+            package_size=self.package_size,
+            included_quantity=self.included_quantity,
+            amount=self.amount,
+            markup=self.markup,
+            priority=self.priority,
+        )
 
     def _given(self, name: str) -> bool:
         # Defaults count as not given, so a component read back from the API (nulls,
@@ -322,6 +332,28 @@ class ComponentOut(BaseModel):
     amount: DecimalOut | None
     markup: DecimalOut | None
     priority: int
+
+    @classmethod
+    def of(cls, component: Component) -> ComponentOut:
+        """The component as the API shows it (stored components with tiers have at
+        least one, so no tiers reads as null)."""
+        tiers = [TierOut(up_to=t.up_to, unit_price=t.unit_price, flat_fee=t.flat_fee)
+                 for t in component.tiers]  # fmt: skip
+        return cls(
+            id=component.id,
+            name=component.name,
+            meter=component.meter,
+            filters=dict(component.filters),
+            charge=component.charge,
+            unit_price=component.unit_price,
+            per_units=component.per_units,
+            tiers=tiers or None,
+            package_size=component.package_size,
+            included_quantity=component.included_quantity,
+            amount=component.amount,
+            markup=component.markup,
+            priority=component.priority,
+        )
 
 
 # --- Price books and versions ----------------------------------------------------------
@@ -397,6 +429,19 @@ class VersionOut(VersionSummary):
     book_id: str
     components: list[ComponentOut]
 
+    @classmethod
+    def of(cls, detail: VersionDetail) -> VersionOut:
+        """A version with its components."""
+        version = detail.version
+        return cls(
+            book_id=version.book_id,
+            number=version.number,
+            effective_from=version.effective_from,
+            locked_at=version.locked_at,
+            created_at=version.created_at,
+            components=[ComponentOut.of(c) for c in detail.components],
+        )
+
 
 class PriceBookOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -412,6 +457,12 @@ class PriceBookOut(BaseModel):
 class PriceBookDetail(PriceBookOut):
     versions: list[VersionSummary]
 
+    @classmethod
+    def of(cls, detail: BookDetail) -> PriceBookDetail:
+        """A book with a summary of each version."""
+        versions = [VersionSummary.model_validate(v) for v in detail.versions]
+        return cls(**PriceBookOut.model_validate(detail.book).model_dump(), versions=versions)
+
 
 # --- Customer terms --------------------------------------------------------------------
 
@@ -425,6 +476,8 @@ class CustomerPriceBookSet(BaseModel):
 
 
 class CustomerPriceBookOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     customer_id: str
     price_book_id: str | None
 
@@ -454,6 +507,20 @@ class OverrideOut(BaseModel):
     note: str
     created_at: datetime
     components: list[ComponentOut]
+
+    @classmethod
+    def of(cls, detail: OverrideDetail) -> OverrideOut:
+        """An override with its components."""
+        override = detail.override
+        return cls(
+            id=override.id,
+            customer_id=override.customer_id,
+            effective_from=override.effective_from,
+            effective_until=override.effective_until,
+            note=override.note,
+            created_at=override.created_at,
+            components=[ComponentOut.of(c) for c in detail.components],
+        )
 
 
 # --- Provider costs --------------------------------------------------------------------

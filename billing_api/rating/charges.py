@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-from billing_api.pricing.components import (
-    ALLOWANCE,
-    COST_PLUS,
-    GRADUATED,
-    PACKAGE,
-    PER_UNIT,
-    VOLUME,
-    Component,
-    Tier,
-)
+from billing_api.pricing.components import ChargeModel, Component, Tier
 
-USAGE_CHARGES = frozenset({PER_UNIT, GRADUATED, VOLUME, PACKAGE, ALLOWANCE, COST_PLUS})
+USAGE_CHARGES = frozenset(
+    {
+        ChargeModel.PER_UNIT,
+        ChargeModel.GRADUATED,
+        ChargeModel.VOLUME,
+        ChargeModel.PACKAGE,
+        ChargeModel.ALLOWANCE,
+        ChargeModel.COST_PLUS,
+    }
+)
 
 ZERO = Decimal(0)
 
@@ -99,14 +99,14 @@ def volume_tier(component: Component, period_quantity: Decimal) -> Tier:
 def cumulative(component: Component, quantity: Decimal) -> Decimal:
     """F(q): the amount owed for the first q units of a period under `component`."""
     charge = component.charge
-    if charge == PER_UNIT:
+    if charge == ChargeModel.PER_UNIT:
         return quantity * _rate(component.unit_price, component.per_units)
-    if charge == GRADUATED:
+    if charge == ChargeModel.GRADUATED:
         return graduated_slice(component, ZERO, quantity)[0]
-    if charge == PACKAGE:
+    if charge == ChargeModel.PACKAGE:
         assert component.package_size
         return _ceil_div(quantity, component.package_size) * (component.unit_price or ZERO)
-    if charge == ALLOWANCE:
+    if charge == ChargeModel.ALLOWANCE:
         overage = max(ZERO, quantity - (component.included_quantity or ZERO))
         return overage * _rate(component.unit_price, component.per_units)
     raise ValueError(f"{charge} is not a cumulative charge model")
@@ -126,7 +126,7 @@ def usage_charge(
     cost of those units in the book's currency (cost-plus)."""
     charge = component.charge
     after = before + quantity
-    if charge == VOLUME:
+    if charge == ChargeModel.VOLUME:
         tier = volume_tier(component, period_quantity)
         amount = quantity * _rate(tier.unit_price, component.per_units)
         # The tier's flat fee is owed once per period, on its last slice, and only when
@@ -137,7 +137,7 @@ def usage_charge(
             tier.unit_price,
             {"tier_up_to": "" if tier.up_to is None else str(tier.up_to), "flat_fee": str(flat)},
         )
-    if charge == COST_PLUS:
+    if charge == ChargeModel.COST_PLUS:
         markup = component.markup or ZERO
         fee = quantity * _rate(component.unit_price, component.per_units)
         return Charge(
@@ -148,14 +148,14 @@ def usage_charge(
     amount = cumulative(component, after) - cumulative(component, before)
     detail: dict[str, Any] = {"before": str(before), "after": str(after)}
     unit_price: Decimal | None = component.unit_price
-    if charge == GRADUATED:
+    if charge == ChargeModel.GRADUATED:
         amount, detail["tiers"] = graduated_slice(component, before, after)
         unit_price = None
-    elif charge == ALLOWANCE:
+    elif charge == ChargeModel.ALLOWANCE:
         included = component.included_quantity or ZERO
         detail["included"] = str(included)
         detail["overage"] = str(max(ZERO, after - included) - max(ZERO, before - included))
-    elif charge == PACKAGE:
+    elif charge == ChargeModel.PACKAGE:
         assert component.package_size
         detail["packages"] = str(
             _ceil_div(after, component.package_size) - _ceil_div(before, component.package_size)

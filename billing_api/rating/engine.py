@@ -22,7 +22,7 @@ from typing import Any
 
 from agentmeter.money import from_minor, to_minor
 from billing_api.periods import Period
-from billing_api.pricing.components import FLAT_FEE, MINIMUM, Component
+from billing_api.pricing.components import ChargeModel, Component
 from billing_api.rating import charges
 from billing_api.rating.terms import BookTerms, SliceTerms, TenantPricing, UsageGroup
 from otel_processor.usage import (
@@ -228,7 +228,7 @@ def rate_customer(
 
     opening = pricing.terms_at(customer_id, period.start)
     for component in opening.components:
-        if component.charge == FLAT_FEE:
+        if component.charge == ChargeModel.FLAT_FEE:
             line = _line(lines, component, opening, currency)
             line.quantity = Decimal(1)
             line.unit_price = line.amount = component.amount or Decimal(0)
@@ -243,7 +243,7 @@ def rate_customer(
         usage_micros=dict(usage_micros),
     )
     for component in opening.components:
-        if component.charge == MINIMUM:
+        if component.charge == ChargeModel.MINIMUM:
             # A true-up to the commitment, on top of every other line of the period.
             commitment = to_minor(component.amount or Decimal(0), currency)
             shortfall = commitment - rated.subtotal_minor

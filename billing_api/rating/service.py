@@ -1,5 +1,10 @@
 """Rating a period for one customer or all: terms and aggregates from the repository,
-prices from the engine."""
+prices from the engine.
+
+A rated period carries provider cost, margin and internal price ids, so `estimate`, the
+entry points' way in, answers staff only. `rate_period` and `estimate_period` take a tenant
+id: they serve other services and jobs (billing runs, budgets, the portal's own view, which
+leaves cost out), never an endpoint directly."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from itertools import pairwise
 
 from sqlalchemy.orm import Session
 
+from billing_api.auth import Caller
 from billing_api.errors import NotFoundError
 from billing_api.periods import Period, month_period, period_containing
 from billing_api.rating.engine import RatedPeriod, rate_customer
@@ -60,10 +66,19 @@ def current_period(pricing: TenantPricing, customer_id: str, now: datetime) -> P
 
 
 def estimate(
-    session: Session, tenant_id: str, customer_id: str, now: datetime, month: str | None = None
+    session: Session, caller: Caller, customer_id: str, now: datetime, month: str | None = None
 ) -> RatedPeriod:
     """The running total of the customer's current period, or of the period starting in
-    `month` ("2026-10") on the customer's billing day (nothing is recorded)."""
+    `month` ("2026-10") on the customer's billing day (nothing is recorded). Staff only:
+    the result holds provider cost and margin."""
+    caller.require_staff()
+    return estimate_period(session, caller.tenant_id, customer_id, now, month)
+
+
+def estimate_period(
+    session: Session, tenant_id: str, customer_id: str, now: datetime, month: str | None = None
+) -> RatedPeriod:
+    """`estimate` for a service that already knows its caller may see the customer."""
     pricing = load_pricing(session, tenant_id)
     period = (
         current_period(pricing, customer_id, now)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from agentmeter.clock import utcnow
-from billing_api.auth import TenantId
+from billing_api.auth import AdminCaller
 from billing_api.deps import DbSession, WriteSession
 from billing_api.errors import ApiError, database_errors
 from billing_api.stripe import events, service
@@ -54,30 +54,30 @@ def _account_out(connection: service.Connection) -> AccountOut:
 
 @router.put("/stripe/account")
 def connect_account(
-    body: AccountConnect, session: DbSession, tenant_id: TenantId, gateway: Gateway
+    body: AccountConnect, session: DbSession, caller: AdminCaller, gateway: Gateway
 ) -> AccountOut:
     """Connect a Stripe account onboarded elsewhere (checked with Stripe first)."""
     return _account_out(
         service.connect_account(
-            session, tenant_id, gateway, body.account_id, body.application_fee_percent
+            session, caller, gateway, body.account_id, body.application_fee_percent
         )
     )
 
 
 @router.get("/stripe/account")
-def get_account(session: DbSession, tenant_id: TenantId, gateway: Gateway) -> AccountOut:
-    return _account_out(service.get_connection(session, tenant_id, gateway))
+def get_account(session: DbSession, caller: AdminCaller, gateway: Gateway) -> AccountOut:
+    return _account_out(service.get_connection(session, caller, gateway))
 
 
 @router.delete("/stripe/account", status_code=204)
-def disconnect_account(session: DbSession, tenant_id: TenantId) -> None:
-    service.disconnect_account(session, tenant_id)
+def disconnect_account(session: DbSession, caller: AdminCaller) -> None:
+    service.disconnect_account(session, caller)
 
 
 @router.get("/stripe/connect")
-def start_oauth(session: DbSession, tenant_id: TenantId, gateway: Gateway) -> ConnectUrlOut:
+def start_oauth(session: DbSession, caller: AdminCaller, gateway: Gateway) -> ConnectUrlOut:
     """The Stripe OAuth URL to open; Stripe sends the builder back to the callback."""
-    return ConnectUrlOut(url=service.start_oauth(session, tenant_id, gateway, now=utcnow()))
+    return ConnectUrlOut(url=service.start_oauth(session, caller, gateway, now=utcnow()))
 
 
 @router.get("/stripe/connect/callback")
@@ -98,33 +98,33 @@ def finish_oauth(
 
 @router.put("/stripe/customers/{customer_id}")
 def set_customer_terms(
-    customer_id: str, body: CustomerTermsSet, session: DbSession, tenant_id: TenantId
+    customer_id: str, body: CustomerTermsSet, session: DbSession, caller: AdminCaller
 ) -> CustomerTermsOut:
     """How the customer's invoices are collected on Stripe (default send_invoice, 30 days)."""
     terms = service.set_customer_terms(
-        session, tenant_id, customer_id, body.collection_method, body.days_until_due
+        session, caller, customer_id, body.collection_method, body.days_until_due
     )
     return CustomerTermsOut.model_validate(terms)
 
 
 @router.get("/stripe/customers/{customer_id}")
 def get_customer_terms(
-    customer_id: str, session: DbSession, tenant_id: TenantId
+    customer_id: str, session: DbSession, caller: AdminCaller
 ) -> CustomerTermsOut:
-    return CustomerTermsOut.model_validate(service.customer_terms(session, tenant_id, customer_id))
+    return CustomerTermsOut.model_validate(service.customer_terms(session, caller, customer_id))
 
 
 @router.get("/invoices/{invoice_id}/stripe-sync")
-def get_invoice_sync(invoice_id: str, session: DbSession, tenant_id: TenantId) -> InvoiceSyncOut:
+def get_invoice_sync(invoice_id: str, session: DbSession, caller: AdminCaller) -> InvoiceSyncOut:
     """The invoice's Stripe state and its outbox jobs."""
-    return InvoiceSyncOut.model_validate(service.invoice_sync(session, tenant_id, invoice_id))
+    return InvoiceSyncOut.model_validate(service.invoice_sync(session, caller, invoice_id))
 
 
 @router.post("/invoices/{invoice_id}/stripe-sync", status_code=202)
-def retry_invoice_sync(invoice_id: str, session: DbSession, tenant_id: TenantId) -> InvoiceSyncOut:
+def retry_invoice_sync(invoice_id: str, session: DbSession, caller: AdminCaller) -> InvoiceSyncOut:
     """Queue the invoice's failed Stripe jobs again (or its first push, if it was finalized
     before an account was connected); the worker runs them."""
-    sync = service.retry_sync(session, tenant_id, invoice_id, now=utcnow())
+    sync = service.retry_sync(session, caller, invoice_id, now=utcnow())
     return InvoiceSyncOut.model_validate(sync)
 
 

@@ -29,6 +29,7 @@ from agentmeter.tables import (
     StripeJob,
     StripeOAuthState,
 )
+from billing_api.auth import Caller, Role
 from billing_api.errors import ApiError, ConflictError, NotFoundError
 from billing_api.invoicing.repository import credit_notes
 from billing_api.stripe import repository
@@ -122,9 +123,10 @@ def _connection(gateway: StripeGateway | None, account: StripeAccount | None) ->
     )
 
 
-def get_connection(session: Session, tenant_id: str, gateway: StripeGateway | None) -> Connection:
+def get_connection(session: Session, caller: Caller, gateway: StripeGateway | None) -> Connection:
     """The tenant's connection (no account: not connected), and whether Stripe is on."""
-    return _connection(gateway, repository.account_of_tenant(session, tenant_id))
+    caller.require_staff()
+    return _connection(gateway, repository.account_of_tenant(session, caller.tenant_id))
 
 
 def _store_account(
@@ -155,13 +157,14 @@ def _store_account(
 
 def connect_account(
     session: Session,
-    tenant_id: str,
+    caller: Caller,
     gateway: StripeGateway | None,
     account_id: str,
     application_fee_percent: Decimal | None,
 ) -> Connection:
     """Connect an account onboarded elsewhere, after checking the platform can act on it.
-    Connecting again updates the platform fee (None: no fee)."""
+    Connecting again updates the platform fee (None: no fee). Admins only."""
+    caller.require()
     client = _require(gateway)
     try:
         exists = client.account_exists(account_id)
@@ -170,14 +173,20 @@ def connect_account(
     if not exists:
         raise ApiError(f"Stripe account {account_id} is not connected to this platform")
     account = _store_account(
-        session, tenant_id, account_id, ConnectedVia.API, application_fee_percent, keep_fee=False
+        session,
+        caller.tenant_id,
+        account_id,
+        ConnectedVia.API,
+        application_fee_percent,
+        keep_fee=False,
     )
     return _connection(gateway, account)
 
 
-def disconnect_account(session: Session, tenant_id: str) -> None:
-    """Forget the connection; invoices finalized later are not pushed."""
-    account = repository.account_of_tenant(session, tenant_id)
+def disconnect_account(session: Session, caller: Caller) -> None:
+    """Forget the connection; invoices finalized later are not pushed. Admins only."""
+    caller.require()
+    account = repository.account_of_tenant(session, caller.tenant_id)
     if account is None:
         raise NotFoundError("no Stripe account is connected")
     repository.delete_account(session, account)
@@ -188,10 +197,11 @@ def _hash_state(state: str) -> str:
 
 
 def start_oauth(
-    session: Session, tenant_id: str, gateway: StripeGateway | None, *, now: datetime
+    session: Session, caller: Caller, gateway: StripeGateway | None, *, now: datetime
 ) -> str:
     """The Stripe OAuth URL to send the builder to; its `state` names this tenant, works
-    once, and expires after `OAUTH_STATE_TTL`."""
+    once, and expires after `OAUTH_STATE_TTL`. Admins only."""
+    caller.require()
     client = _require(gateway)
     if not client.oauth_enabled:
         raise StripeNotConfiguredError("OAuth is off: set AGENTMETER_STRIPE_CLIENT_ID")
@@ -199,7 +209,9 @@ def start_oauth(
     repository.add_state(
         session,
         StripeOAuthState(
-            state_hash=_hash_state(state), tenant_id=tenant_id, expires_at=now + OAUTH_STATE_TTL
+            state_hash=_hash_state(state),
+            tenant_id=caller.tenant_id,
+            expires_at=now + OAUTH_STATE_TTL,
         ),
     )
     return client.authorize_url(state)
@@ -249,22 +261,26 @@ def _terms(customer_id: str, found: StripeCustomer | None) -> CustomerTerms:
     )
 
 
-def customer_terms(session: Session, tenant_id: str, customer_id: str) -> CustomerTerms:
+def customer_terms(session: Session, caller: Caller, customer_id: str) -> CustomerTerms:
     """How the customer is invoiced on Stripe (send_invoice, 30 days unless set)."""
-    if repository.customer(session, tenant_id, customer_id) is None:
+    caller.require_staff()
+    if repository.customer(session, caller.tenant_id, customer_id) is None:
         raise NotFoundError(f"no customer {customer_id!r}")
-    return _terms(customer_id, repository.stripe_customer(session, tenant_id, customer_id))
+    found = repository.stripe_customer(session, caller.tenant_id, customer_id)
+    return _terms(customer_id, found)
 
 
 def set_customer_terms(
     session: Session,
-    tenant_id: str,
+    caller: Caller,
     customer_id: str,
     collection_method: CollectionMethod,
     days_until_due: int | None,
 ) -> CustomerTerms:
     """Invoice the customer by email with `days_until_due` (send_invoice), or charge its
     default payment method (charge_automatically, no due days)."""
+    caller.require(Role.BILLING)
+    tenant_id = caller.tenant_id
     if repository.customer(session, tenant_id, customer_id) is None:
         raise NotFoundError(f"no customer {customer_id!r}")
     if collection_method is CollectionMethod.SEND_INVOICE:
@@ -363,17 +379,21 @@ def _sync_view(session: Session, invoice: Invoice) -> InvoiceSync:
     )
 
 
-def invoice_sync(session: Session, tenant_id: str, invoice_id: str) -> InvoiceSync:
-    """The invoice's Stripe state and its outbox jobs, oldest first."""
-    invoice = repository.invoice(session, tenant_id, invoice_id)
+def invoice_sync(session: Session, caller: Caller, invoice_id: str) -> InvoiceSync:
+    """The invoice's Stripe state and its outbox jobs, oldest first (staff: the jobs'
+    errors are the builder's, not the customer's)."""
+    caller.require_staff()
+    invoice = repository.invoice(session, caller.tenant_id, invoice_id)
     if invoice is None:
         raise NotFoundError(f"no invoice {invoice_id!r}")
     return _sync_view(session, invoice)
 
 
-def retry_sync(session: Session, tenant_id: str, invoice_id: str, *, now: datetime) -> InvoiceSync:
+def retry_sync(session: Session, caller: Caller, invoice_id: str, *, now: datetime) -> InvoiceSync:
     """Retry an invoice's failed Stripe jobs now; an invoice finalized before the account
     was connected is pushed (with its void and credit notes)."""
+    caller.require(Role.BILLING)
+    tenant_id = caller.tenant_id
     invoice = repository.lock_invoice(session, tenant_id, invoice_id)
     if invoice is None:
         raise NotFoundError(f"no invoice {invoice_id!r}")

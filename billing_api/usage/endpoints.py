@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from billing_api.auth import TenantId
+from billing_api.auth import AdminCaller
 from billing_api.deps import DbSession
 from billing_api.usage import service
 from billing_api.usage.schemas import UsageAnswer, UsageQuery
@@ -16,9 +16,9 @@ router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
 
 @router.get("")
 def get_usage(
-    query: Annotated[UsageQuery, Query()], session: DbSession, tenant_id: TenantId
+    query: Annotated[UsageQuery, Query()], session: DbSession, caller: AdminCaller
 ) -> UsageAnswer:
     """Usage totals per customer and meter (and each `group_by` dimension), as exact
     decimal strings. Filters: `customer_id`, `unattributed=true`, `meter`, and the
     half-open UTC range [`start`, `end`)."""
-    return service.query_usage(session, tenant_id, query)
+    return UsageAnswer.of(service.query_usage(session, caller, query.selection()))

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, RowMapping, func, select
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import UsageRow, to_unix_nano
-from billing_api.usage.schemas import UsageQuery
+
+if TYPE_CHECKING:
+    from billing_api.usage.service import UsageSelection
 
 NANOS_PER_DAY = 86_400 * 10**9
 
 
-def aggregate_usage(session: Session, tenant_id: str, query: UsageQuery) -> Sequence[RowMapping]:
+def aggregate_usage(
+    session: Session, tenant_id: str, query: UsageSelection
+) -> Sequence[RowMapping]:
     """Total quantity (micro-units) per customer, meter and requested dimensions (and UTC
-    day number, `day_number`, when `query.interval` is "day")."""
+    day number, `day_number`, when `query.by_day`)."""
     keys: list[ColumnElement[Any]] = [
         UsageRow.__table__.c.customer_id,
         UsageRow.__table__.c.meter,
         *(UsageRow.__table__.c[d] for d in query.group_by),
     ]
-    if query.interval == "day":
+    if query.by_day:
         # Integer division on both backends: the UTC day number since the epoch.
         keys.append((UsageRow.time_unix_nano // NANOS_PER_DAY).label("day_number"))
     statement = select(*keys, func.sum(UsageRow.quantity_micros).label("quantity_micros")).where(

@@ -8,6 +8,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from billing_api.periods import UtcMoment
 from billing_api.pricing.components import FILTER_DIMENSIONS
+from billing_api.usage.service import UsageAmount, UsageSelection
 
 # Dimensions usage can be grouped by, besides customer_id and meter (always present).
 GROUP_DIMENSIONS = (*FILTER_DIMENSIONS, "trace_id")
@@ -52,8 +53,35 @@ class UsageQuery(BaseModel):
             raise ValueError("customer_id and unattributed=true exclude each other")
         return self
 
+    def selection(self) -> UsageSelection:
+        """The query as the usage service takes it."""
+        return UsageSelection(
+            customer_id=self.customer_id,
+            unattributed=self.unattributed,
+            meter=self.meter,
+            start=self.start,
+            end=self.end,
+            group_by=tuple(self.group_by),
+            by_day=self.interval == "day",
+        )
+
+
+def usage_row(amount: UsageAmount) -> dict[str, str]:
+    """One row of a usage answer: `{"customer_id", "meter", <each group_by dim>, ["day",]
+    "quantity": "<decimal>"}` (the portal's usage JSON and CSV use the same row)."""
+    row = {"customer_id": amount.customer_id, "meter": amount.meter, **amount.dimensions}
+    if amount.day is not None:
+        row["day"] = amount.day.isoformat()
+    row["quantity"] = str(amount.quantity)
+    return row
+
 
 class UsageAnswer(BaseModel):
     """Rows of `{"customer_id", "meter", <each group_by dim>, ["day",] "quantity": "<decimal>"}`."""
 
     rows: list[dict[str, str]]
+
+    @classmethod
+    def of(cls, amounts: list[UsageAmount]) -> UsageAnswer:
+        """The answer of the usage service's totals."""
+        return cls(rows=[usage_row(amount) for amount in amounts])

@@ -1,25 +1,66 @@
-"""Usage queries: stored micro-units become exact decimal strings here."""
+"""Usage queries: totals per customer, meter and the dimensions asked for, as exact decimals.
+
+A customer-scoped caller sees only its own usage: the service narrows the selection to the
+caller's customer and refuses unattributed usage, whatever the entry point asked for.
+"""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
+from billing_api.auth import Caller
+from billing_api.errors import ForbiddenError
 from billing_api.usage.repository import aggregate_usage
-from billing_api.usage.schemas import UsageAnswer, UsageQuery
 from otel_processor.usage import from_micros
 
 _EPOCH_DAY = date(1970, 1, 1)
 
 
-def query_usage(session: Session, tenant_id: str, query: UsageQuery) -> UsageAnswer:
-    rows = []
-    for values in aggregate_usage(session, tenant_id, query):
-        out = {"customer_id": values["customer_id"], "meter": values["meter"]}
-        out.update({dim: values[dim] for dim in query.group_by})
-        if query.interval == "day":
-            out["day"] = (_EPOCH_DAY + timedelta(days=int(values["day_number"]))).isoformat()
-        out["quantity"] = str(from_micros(int(values["quantity_micros"])))
-        rows.append(out)
-    return UsageAnswer(rows=rows)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageSelection:
+    """Which usage to total: filters, the half-open UTC range [start, end), the dimensions
+    to group by besides customer and meter, and `by_day` for one total per UTC day."""
+
+    customer_id: str | None = None
+    unattributed: bool = False
+    meter: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    group_by: tuple[str, ...] = ()
+    by_day: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UsageAmount:
+    """The total quantity of one meter for one customer and group (and day, if asked)."""
+
+    customer_id: str
+    meter: str
+    quantity: Decimal
+    dimensions: Mapping[str, str] = field(default_factory=dict)
+    day: date | None = None
+
+
+def query_usage(session: Session, caller: Caller, selection: UsageSelection) -> list[UsageAmount]:
+    """Usage totals of the caller's tenant, ordered by customer, meter, group and day."""
+    if caller.customer_id is not None:
+        if selection.unattributed:
+            raise ForbiddenError("a customer sees only its own usage")
+        selection = replace(selection, customer_id=caller.customer(selection.customer_id))
+    return [
+        UsageAmount(
+            customer_id=values["customer_id"],
+            meter=values["meter"],
+            quantity=from_micros(int(values["quantity_micros"])),
+            dimensions={dimension: values[dimension] for dimension in selection.group_by},
+            day=_EPOCH_DAY + timedelta(days=int(values["day_number"]))
+            if selection.by_day
+            else None,
+        )
+        for values in aggregate_usage(session, caller.tenant_id, selection)
+    ]

@@ -3,6 +3,9 @@
 Events are recorded in the outbox (`webhook_deliveries`) in the caller's transaction, so an
 event exists if and only if the change that caused it was committed; `delivery` sends them
 afterwards. One delivery per event: its id is the event id receivers deduplicate by.
+
+The endpoint and the outbox are an admin's (they lead to the signing secret); other
+domains record events with `enqueue_event` in their own transaction.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from agentmeter.clock import utcnow
 from agentmeter.tables import WebhookDelivery
+from billing_api.auth import Caller
 from billing_api.errors import ApiError
 from billing_api.webhooks import repository, targets
 
@@ -25,27 +29,30 @@ SECRET_PREFIX = "whsec_"
 NO_ENDPOINT = "no webhook URL configured when the event occurred"
 
 
-def set_endpoint(session: Session, tenant_id: str, url: str, *, allow_private: bool) -> str:
+def set_endpoint(session: Session, caller: Caller, url: str, *, allow_private: bool) -> str:
     """Point the tenant's events at `url` with a new signing secret, returned this once.
 
     A URL deliveries must not reach (`targets.check_resolved`) is refused with a 400.
     Setting the endpoint again rotates the secret: later deliveries, retries included, are
     signed with the new one.
     """
+    caller.require()
     try:
         targets.check_resolved(url, allow_private=allow_private)
     except targets.TargetRefusedError as error:
         raise ApiError(str(error)) from None
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    tenant = repository.tenant(session, tenant_id)
+    tenant = repository.tenant(session, caller.tenant_id)
     tenant.webhook_url = url
     tenant.webhook_secret = secret
     session.flush()
     return secret
 
 
-def get_endpoint(session: Session, tenant_id: str) -> str | None:
-    return repository.tenant(session, tenant_id).webhook_url
+def get_endpoint(session: Session, caller: Caller) -> str | None:
+    """The URL events go to, if any."""
+    caller.require()
+    return repository.tenant(session, caller.tenant_id).webhook_url
 
 
 def enqueue_event(
@@ -87,7 +94,8 @@ def enqueue_event(
 
 
 def list_deliveries(
-    session: Session, tenant_id: str, status: str | None = None, limit: int = 100
+    session: Session, caller: Caller, status: str | None = None, limit: int = 100
 ) -> Sequence[WebhookDelivery]:
     """The tenant's outbox, newest first."""
-    return repository.list_deliveries(session, tenant_id, status, limit)
+    caller.require()
+    return repository.list_deliveries(session, caller.tenant_id, status, limit)

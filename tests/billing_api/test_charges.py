@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing_api.pricing.components import COST_PLUS, FLAT_FEE, MINIMUM, Component, Tier
-from billing_api.pricing.components import VOLUME as VOLUME_CHARGE
+from billing_api.pricing.components import ChargeModel, Component, Tier
 from billing_api.rating import charges
 from billing_api.rating.charges import cumulative, usage_charge
 
@@ -22,7 +21,7 @@ D = Decimal
 PER_MILLION = Component(
     name="input",
     meter="input_tokens",
-    charge="per_unit",
+    charge=ChargeModel.PER_UNIT,
     unit_price=D("2.50"),
     per_units=1_000_000,
 )
@@ -34,7 +33,7 @@ PER_MILLION = Component(
 GRADUATED = Component(
     name="searches",
     meter="web_searches",
-    charge="graduated",
+    charge=ChargeModel.GRADUATED,
     tiers=(
         Tier(up_to=100, unit_price=D("0.10"), flat_fee=D("1.00")),
         Tier(up_to=1000, unit_price=D("0.05"), flat_fee=D("2.00")),
@@ -46,7 +45,7 @@ GRADUATED = Component(
 GRADUATED_PER_MILLION = Component(
     name="output",
     meter="output_tokens",
-    charge="graduated",
+    charge=ChargeModel.GRADUATED,
     per_units=1_000_000,
     tiers=(
         Tier(up_to=10_000_000, unit_price=D("3.00")),
@@ -59,7 +58,7 @@ GRADUATED_PER_MILLION = Component(
 VOLUME = Component(
     name="searches",
     meter="web_searches",
-    charge="volume",
+    charge=ChargeModel.VOLUME,
     tiers=(
         Tier(up_to=100, unit_price=D("0.10")),
         Tier(up_to=1000, unit_price=D("0.05"), flat_fee=D("2.00")),
@@ -71,7 +70,7 @@ VOLUME = Component(
 VOLUME_WITH_BASE_FEE = Component(
     name="searches",
     meter="web_searches",
-    charge="volume",
+    charge=ChargeModel.VOLUME,
     tiers=(
         Tier(up_to=1000, unit_price=D("0.01"), flat_fee=D("10.00")),
         Tier(up_to=None, unit_price=D("0.005"), flat_fee=D("20.00")),
@@ -82,7 +81,7 @@ VOLUME_WITH_BASE_FEE = Component(
 PACKAGE = Component(
     name="sandbox",
     meter="sandbox_seconds",
-    charge="package",
+    charge=ChargeModel.PACKAGE,
     package_size=1000,
     unit_price=D("5.00"),
 )
@@ -91,7 +90,7 @@ PACKAGE = Component(
 ALLOWANCE = Component(
     name="included tokens",
     meter="input_tokens",
-    charge="allowance",
+    charge=ChargeModel.ALLOWANCE,
     included_quantity=D(1_000_000),
     unit_price=D("4.00"),
     per_units=1_000_000,
@@ -157,7 +156,7 @@ class TestPerUnit:
 
     def test_per_units_one_is_the_unit_price(self) -> None:
         component = Component(
-            name="calls", meter="tool_calls", charge="per_unit", unit_price=D("0.002")
+            name="calls", meter="tool_calls", charge=ChargeModel.PER_UNIT, unit_price=D("0.002")
         )
         # 1,234 × 0.002 = 2.468
         assert cumulative(component, D(1234)) == D("2.468")
@@ -382,7 +381,7 @@ class TestCostPlus:
         component = Component(
             name="resold",
             meter="input_tokens",
-            charge="cost_plus",
+            charge=ChargeModel.COST_PLUS,
             markup=markup,
             unit_price=unit_price,
             per_units=per_units,
@@ -401,9 +400,9 @@ class TestCostPlus:
 
 @pytest.mark.parametrize(
     "charge",
-    [VOLUME_CHARGE, COST_PLUS, FLAT_FEE, MINIMUM],
+    [ChargeModel.VOLUME, ChargeModel.COST_PLUS, ChargeModel.FLAT_FEE, ChargeModel.MINIMUM],
 )
-def test_non_cumulative_models_refuse_cumulative(charge: str) -> None:
+def test_non_cumulative_models_refuse_cumulative(charge: ChargeModel) -> None:
     with pytest.raises(ValueError, match=charge):
         cumulative(Component(name="x", charge=charge), D(1))
 
@@ -454,11 +453,15 @@ per_units_values = st.sampled_from([1, 1000, 1_000_000])
 
 
 def graduated(tiers: tuple[Tier, ...], per_units: int) -> Component:
-    return Component(name="g", meter="m", charge="graduated", tiers=tiers, per_units=per_units)
+    return Component(
+        name="g", meter="m", charge=ChargeModel.GRADUATED, tiers=tiers, per_units=per_units
+    )
 
 
 def volume(tiers: tuple[Tier, ...], per_units: int) -> Component:
-    return Component(name="v", meter="m", charge="volume", tiers=tiers, per_units=per_units)
+    return Component(
+        name="v", meter="m", charge=ChargeModel.VOLUME, tiers=tiers, per_units=per_units
+    )
 
 
 @given(tier_lists(), per_units_values, quantities, quantities)
@@ -499,7 +502,7 @@ def test_volume_is_linear_at_a_fixed_tier(
 cumulative_components = st.one_of(
     st.builds(
         lambda price, per_units: Component(
-            name="u", meter="m", charge="per_unit", unit_price=price, per_units=per_units
+            name="u", meter="m", charge=ChargeModel.PER_UNIT, unit_price=price, per_units=per_units
         ),
         prices,
         per_units_values,
@@ -507,7 +510,7 @@ cumulative_components = st.one_of(
     st.builds(graduated, tier_lists(), per_units_values),
     st.builds(
         lambda size, price: Component(
-            name="p", meter="m", charge="package", package_size=size, unit_price=price
+            name="p", meter="m", charge=ChargeModel.PACKAGE, package_size=size, unit_price=price
         ),
         st.integers(min_value=1, max_value=10_000),
         prices,
@@ -516,7 +519,7 @@ cumulative_components = st.one_of(
         lambda included, price, per_units: Component(
             name="a",
             meter="m",
-            charge="allowance",
+            charge=ChargeModel.ALLOWANCE,
             included_quantity=D(included),
             unit_price=price,
             per_units=per_units,

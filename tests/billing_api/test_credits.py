@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -19,7 +19,8 @@ from billing_api.credits import service
 from billing_api.credits.schemas import CreditGrantCreate
 from billing_api.credits.service import CreditDraw, GrantBalance, plan_credit_application
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
-from tests.conftest import RunningServer
+from tests.billing_api.callers import staff
+from tests.billing_api.inprocess import api_client
 
 PERIOD_START = datetime(2026, 11, 1, tzinfo=UTC)
 PERIOD_END = datetime(2026, 12, 1, tzinfo=UTC)
@@ -176,20 +177,30 @@ def give(
 ) -> str:
     body = CreditGrantCreate.model_validate({"amount": amount, "currency": "USD", **fields})
     with Session(engine) as session, session.begin():
-        created, _ = service.grant_credits(session, tenant_id, "acme", body, now)
+        created, _ = service.grant_credits(
+            session,
+            staff(tenant_id),
+            "acme",
+            currency=body.currency,
+            amount_minor=body.amount_minor,
+            now=now,
+            priority=body.priority,
+            expires_at=body.expires_at,
+            description=body.description,
+        )
         return created.id
 
 
 def balance(engine: Engine, tenant_id: str, at: datetime) -> dict[str, int]:
     with Session(engine) as session:
-        return service.balance(session, tenant_id, "acme", at)
+        return service.balance(session, staff(tenant_id), "acme", at)
 
 
 def kinds(engine: Engine, tenant_id: str) -> list[tuple[str, int, str | None]]:
     with Session(engine) as session:
         return [
             (e.kind, e.amount_minor, e.invoice_id)
-            for e, _ in service.ledger(session, tenant_id, "acme")
+            for e, _ in service.ledger(session, staff(tenant_id), "acme")
         ]
 
 
@@ -234,7 +245,9 @@ class TestLedger:
             drawn = service.apply_credits(session, tenant_id, "acme", "USD", 1500, now, "inv1")
         assert drawn == [CreditDraw(first, 1000), CreditDraw(later, 500)]
         with Session(engine) as session:
-            remaining = dict((g.id, r) for g, r in service.list_grants(session, tenant_id, "acme"))
+            remaining = dict(
+                (g.id, r) for g, r in service.list_grants(session, staff(tenant_id), "acme")
+            )
         assert remaining == {first: 0, later: 500}
 
     def test_void(self, engine: Engine, customer: tuple[str, str]) -> None:
@@ -245,15 +258,15 @@ class TestLedger:
             service.apply_credits(session, tenant_id, "acme", "USD", 500, now, "inv1")
         with Session(engine) as session, session.begin():
             voided, remaining = service.void_grant(
-                session, tenant_id, "acme", grant_id, "refunded", now
+                session, staff(tenant_id), "acme", grant_id, "refunded", now
             )
             assert voided.voided_at is not None and remaining == 0
         assert balance(engine, tenant_id, datetime.now(UTC)) == {"USD": 0}
         assert kinds(engine, tenant_id)[-1] == ("void", -1500, None)
         with Session(engine) as session, session.begin(), pytest.raises(ConflictError):
-            service.void_grant(session, tenant_id, "acme", grant_id, "again", now)
+            service.void_grant(session, staff(tenant_id), "acme", grant_id, "again", now)
         with Session(engine) as session, session.begin(), pytest.raises(NotFoundError):
-            service.void_grant(session, tenant_id, "acme", "nope", "x", now)
+            service.void_grant(session, staff(tenant_id), "acme", "nope", "x", now)
         # The voided invoice's credit goes back to the grant, and leaves with the void.
         with Session(engine) as session, session.begin():
             service.reverse_credits(session, tenant_id, "inv1")
@@ -291,7 +304,7 @@ class TestLedger:
                 CreditDraw(
                     next(
                         g.id
-                        for g, _ in service.list_grants(session, tenant_id, "acme")
+                        for g, _ in service.list_grants(session, staff(tenant_id), "acme")
                         if g.id != grant_id
                     ),
                     500,
@@ -316,7 +329,7 @@ class TestLedger:
         with pytest.raises(UnprocessableError):
             give(engine, tenant_id, "1", now, expires_at=now - timedelta(seconds=1))
         with pytest.raises(NotFoundError), Session(engine) as session:
-            service.balance(session, tenant_id, "nobody", now)
+            service.balance(session, staff(tenant_id), "nobody", now)
 
 
 @pytest.mark.parametrize("threads", [8])
@@ -366,18 +379,19 @@ def test_concurrent_apply_never_overdraws(
 
 
 @pytest.fixture
-def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.api_url, headers=server.admin_headers, timeout=30) as client:
+def api(engine: Engine) -> Iterator[TestClient]:
+    """The API in-process (what is tested is the API's answers, not the server's)."""
+    with api_client(engine, create_tenant(engine, "credits").admin_key) as client:
         client.post("/api/v1/customers", json={"id": "acme", "name": "Acme"}).raise_for_status()
         yield client
 
 
-def ok(response: httpx.Response, status: int = 200) -> Any:
+def ok(response: Any, status: int = 200) -> Any:
     assert response.status_code == status, response.text
     return response.json()
 
 
-def test_credits_api(api: httpx.Client) -> None:
+def test_credits_api(api: TestClient) -> None:
     expires = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     pack = ok(
         api.post(
@@ -448,7 +462,7 @@ INVALID_GRANTS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def test_credits_api_rejects(api: httpx.Client) -> None:
+def test_credits_api_rejects(api: TestClient) -> None:
     for case, body in INVALID_GRANTS:
         response = api.post("/api/v1/customers/acme/credits", json=body)
         assert response.status_code == 422, (case, response.text)
@@ -456,7 +470,7 @@ def test_credits_api_rejects(api: httpx.Client) -> None:
     assert ok(api.get("/api/v1/customers/acme/credits")) == []
 
 
-def test_credits_api_unknown_customer_and_grant(api: httpx.Client) -> None:
+def test_credits_api_unknown_customer_and_grant(api: TestClient) -> None:
     for method, path, body in [
         ("POST", "/api/v1/customers/ghost/credits", {"amount": "1", "currency": "USD"}),
         ("GET", "/api/v1/customers/ghost/credits", None),
@@ -469,13 +483,12 @@ def test_credits_api_unknown_customer_and_grant(api: httpx.Client) -> None:
         assert response.json()["error"]["code"] == "not_found"
 
 
-def test_credits_are_per_tenant(server: RunningServer, engine: Engine, api: httpx.Client) -> None:
+def test_credits_are_per_tenant(engine: Engine, api: TestClient) -> None:
     pack = ok(
         api.post("/api/v1/customers/acme/credits", json={"amount": "1", "currency": "USD"}), 201
     )
     other = create_tenant(engine, "other")
-    headers = {"authorization": f"Bearer {other.admin_key}"}
-    with httpx.Client(base_url=server.api_url, headers=headers, timeout=30) as client:
+    with api_client(engine, other.admin_key) as client:
         client.post(
             "/api/v1/customers", json={"id": "acme", "name": "Other Acme"}
         ).raise_for_status()

@@ -37,7 +37,6 @@ from agentmeter.tables import (
     PriceVersion,
 )
 from agentmeter.tenants import create_tenant
-from billing_api.credits.schemas import CreditGrantCreate
 from billing_api.credits.service import balance as credit_balance
 from billing_api.credits.service import grant_credits
 from billing_api.errors import ConflictError, UnprocessableError
@@ -46,6 +45,7 @@ from billing_api.invoicing.finalize import create_credit_note, finalize_invoice
 from billing_api.invoicing.service import execute_run, start_run
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
+from tests.billing_api.callers import staff
 
 PERIOD = "2026-11"
 FINALIZED_AT = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)  # numbers carry this year: 2026
@@ -345,10 +345,11 @@ class TestFinalizingOneDraftTwice:
         with Session(engine) as session, session.begin():
             grant_credits(
                 session,
-                tenant,
+                staff(tenant),
                 "acme",
-                CreditGrantCreate(amount=Decimal("20.00"), currency="USD"),
-                datetime(2026, 11, 1, tzinfo=UTC),
+                currency="USD",
+                amount_minor=2000,
+                now=datetime(2026, 11, 1, tzinfo=UTC),
             )
         execute_run(engine, tenant, new_run(engine, tenant))
         (draft,) = invoices_of(engine, tenant)
@@ -369,7 +370,9 @@ class TestFinalizingOneDraftTwice:
         with Session(engine) as session:
             sequence = session.get(InvoiceSequence, (tenant, "invoice", 2026))
             assert sequence is not None and sequence.last_number == 1
-            balance = credit_balance(session, tenant, "acme", datetime(2026, 12, 1, tzinfo=UTC))
+            balance = credit_balance(
+                session, staff(tenant), "acme", datetime(2026, 12, 1, tzinfo=UTC)
+            )
         assert balance == {"USD": 0}
 
 

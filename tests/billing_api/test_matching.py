@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentmeter.patterns import is_glob
-from billing_api.pricing.components import Component, Filters
+from billing_api.pricing.components import ChargeModel, Component, Filters
 from billing_api.rating.matching import best_component, matches
 
 GPT_4O = {"provider": "openai", "model": "gpt-4o-2024-08-06", "operation": "chat"}
@@ -30,7 +30,7 @@ def component(
         name=name,
         meter=meter,
         filters=Filters(filters or {}),
-        charge="per_unit",
+        charge=ChargeModel.PER_UNIT,
         priority=priority,
         position=position,
     )

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billing_api.periods import month_period
-from billing_api.pricing.components import Component, Filters, Tier
+from billing_api.pricing.components import ChargeModel, Component, Filters, Tier
 from billing_api.rating.engine import PricedLine, RatedPeriod, rate_customer
 from billing_api.rating.terms import (
     BookTerms,
@@ -74,7 +74,7 @@ def per_unit(
         id=id or name,
         name=name,
         meter=meter,
-        charge="per_unit",
+        charge=ChargeModel.PER_UNIT,
         unit_price=D(price),
         per_units=per_units,
         position=position,
@@ -252,7 +252,12 @@ SEARCH_TIERS_V2 = (Tier(up_to=100, unit_price=D("0.20")), Tier(up_to=None, unit_
 
 def searches(tiers: tuple[Tier, ...], id: str) -> Component:
     return Component(
-        id=id, name="searches", meter="web_searches", charge="graduated", tiers=tiers, position=1
+        id=id,
+        name="searches",
+        meter="web_searches",
+        charge=ChargeModel.GRADUATED,
+        tiers=tiers,
+        position=1,
     )
 
 
@@ -312,7 +317,9 @@ class TestVersionChange:
 
 
 def volume(tiers: tuple[Tier, ...], id: str) -> Component:
-    return Component(id=id, name="searches", meter="web_searches", charge="volume", tiers=tiers)
+    return Component(
+        id=id, name="searches", meter="web_searches", charge=ChargeModel.VOLUME, tiers=tiers
+    )
 
 
 class TestVolumeAndPackageInTheEngine:
@@ -346,7 +353,7 @@ class TestVolumeAndPackageInTheEngine:
             id="sandbox",
             name="sandbox",
             meter="sandbox_seconds",
-            charge="package",
+            charge=ChargeModel.PACKAGE,
             package_size=3600,
             unit_price=D("1.20"),
         )
@@ -430,12 +437,12 @@ class TestOverrides:
 
 # --- Subscriptions, pay-as-you-go, minimums ------------------------------------------------
 
-PLATFORM = Component(id="platform", name="platform", charge="flat_fee", amount=D("49.00"))
+PLATFORM = Component(id="platform", name="platform", charge=ChargeModel.FLAT_FEE, amount=D("49.00"))
 INCLUDED = Component(
     id="included",
     name="included tokens",
     meter="input_tokens",
-    charge="allowance",
+    charge=ChargeModel.ALLOWANCE,
     included_quantity=D(10_000_000),
     unit_price=D("1.50"),
     per_units=1_000_000,
@@ -497,7 +504,9 @@ class TestPayAsYouGo:
         assert [line.component_name for line in rated.lines] == ["input", "output", "tool calls"]
 
 
-COMMITMENT = Component(id="commit", name="commitment", charge="minimum", amount=D("20.00"))
+COMMITMENT = Component(
+    id="commit", name="commitment", charge=ChargeModel.MINIMUM, amount=D("20.00")
+)
 
 
 class TestMinimumCommitment:
@@ -527,7 +536,7 @@ class TestMinimumCommitment:
             assert rated.lines[-1].component_name == "commitment"
 
     def test_counts_the_subscription(self) -> None:
-        fee = Component(id="fee", name="platform", charge="flat_fee", amount=D("5.00"))
+        fee = Component(id="fee", name="platform", charge=ChargeModel.FLAT_FEE, amount=D("5.00"))
         rated = rate(
             pricing(version(1, EARLIER, INPUT, fee, COMMITMENT)),
             whole(usage("input_tokens", 4_000_000)),
@@ -560,7 +569,7 @@ class TestRounding:
 
     def test_jpy_tokens_and_minimum(self) -> None:
         tokens = per_unit("input", "input_tokens", "375")
-        floor = Component(id="min", name="commitment", charge="minimum", amount=D(1000))
+        floor = Component(id="min", name="commitment", charge=ChargeModel.MINIMUM, amount=D(1000))
         rated = rate(
             pricing(version(1, EARLIER, tokens, floor), currency="JPY", usd_rate="150"),
             whole(usage("input_tokens", 1_234_567, cost_usd="1.00")),
@@ -707,7 +716,7 @@ class TestProviderCost:
             id="resold",
             name="resold",
             meter="input_tokens",
-            charge="cost_plus",
+            charge=ChargeModel.COST_PLUS,
             markup=D("0.25"),
             unit_price=D("0.10"),
             per_units=1_000_000,
@@ -744,7 +753,7 @@ def monotone_books(draw: st.DrawFn) -> TenantPricing:
                 id=meter,
                 name=meter,
                 meter=meter,
-                charge="graduated",
+                charge=ChargeModel.GRADUATED,
                 per_units=1000,
                 position=position,
                 tiers=tuple(

@@ -1,19 +1,20 @@
 """Rating against the database on SQLite and PostgreSQL: `rate_period` sums usage in SQL and
 agrees with the pure engine on the same data; a month split by a version change;
-unattributed usage is not rated; and the estimate endpoint of a running server."""
+unattributed usage is not rated; and the estimate endpoint (in-process: what is tested is
+the API's answer, not the server around it)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import count
 from typing import Any
 
-import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
@@ -26,7 +27,7 @@ from agentmeter.tables import (
     UsageRow,
     to_unix_nano,
 )
-from agentmeter.tenants import create_tenant
+from agentmeter.tenants import NewTenant, create_tenant
 from billing_api.errors import NotFoundError
 from billing_api.periods import month_period, period_containing
 from billing_api.pricing.components import FILTER_DIMENSIONS as DIMENSIONS
@@ -37,7 +38,8 @@ from billing_api.rating.service import rate_period
 from billing_api.rating.terms import UsageGroup
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import SOURCE_CUSTOM, UsageBatch, UsageRecord
-from tests.conftest import RunningServer
+from tests.billing_api.callers import staff
+from tests.billing_api.inprocess import api_client
 
 D = Decimal
 MARCH = month_period("2026-03")
@@ -459,18 +461,27 @@ class TestAttribution:
 # --- The estimate endpoint ------------------------------------------------------------------
 
 
-def estimate(
-    server: RunningServer, customer_id: str, headers: dict[str, str] | None = None
-) -> httpx.Response:
-    return httpx.get(
-        f"{server.api_url}/api/v1/customers/{customer_id}/estimate",
-        headers=server.admin_headers if headers is None else headers,
-        timeout=30,
-    )
+@pytest.fixture
+def tenant(engine: Engine) -> NewTenant:
+    return create_tenant(engine, "rating")
 
 
-def load_estimate_data(server: RunningServer, engine: Engine) -> None:
-    tenant = server.tenant.tenant_id
+@pytest.fixture
+def api(engine: Engine) -> Iterator[TestClient]:
+    """The API in-process, no credentials by default (each request brings its own)."""
+    with api_client(engine, None) as client:
+        yield client
+
+
+def admin(tenant: NewTenant) -> dict[str, str]:
+    return {"authorization": f"Bearer {tenant.admin_key}"}
+
+
+def estimate(api: TestClient, customer_id: str, headers: dict[str, str]) -> Any:
+    return api.get(f"/api/v1/customers/{customer_id}/estimate", headers=headers)
+
+
+def load_estimate_data(tenant: str, engine: Engine) -> None:
     add_book(
         engine,
         tenant,
@@ -511,11 +522,11 @@ def load_estimate_data(server: RunningServer, engine: Engine) -> None:
     )
 
 
-def test_estimate_endpoint(server: RunningServer, engine: Engine) -> None:
-    load_estimate_data(server, engine)
+def test_estimate_endpoint(api: TestClient, tenant: NewTenant, engine: Engine) -> None:
+    load_estimate_data(tenant.tenant_id, engine)
     period = period_containing(utcnow())
 
-    response = estimate(server, "acme")
+    response = estimate(api, "acme", admin(tenant))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["customer_id"] == "acme"
@@ -536,41 +547,43 @@ def test_estimate_endpoint(server: RunningServer, engine: Engine) -> None:
     assert body["provider_cost_minor"] is None
 
     # JPY: 1,234,567 × ¥375/1M = ¥462.962625 → "463", no decimals
-    tokyo = estimate(server, "tokyo").json()
+    tokyo = estimate(api, "tokyo", admin(tenant)).json()
     assert tokyo["currency"] == "JPY"
     assert [(x["amount"], x["amount_minor"]) for x in tokyo["lines"]] == [("463", 463)]
     assert (tokyo["subtotal"], tokyo["subtotal_minor"]) == ("463", 463)
 
     # Registered without usage: the subscription alone.
-    idle = estimate(server, "idle").json()
+    idle = estimate(api, "idle", admin(tenant)).json()
     assert [(x["component"], x["amount"]) for x in idle["lines"]] == [("platform", "49.00")]
     # Not registered but with usage: 1M × 2.50/1M + 49.00
-    assert estimate(server, "newco").json()["subtotal"] == "51.50"
+    assert estimate(api, "newco", admin(tenant)).json()["subtotal"] == "51.50"
 
-    assert estimate(server, "acme", headers={}).status_code == 401
-    assert estimate(server, "acme", headers=server.ingest_headers).status_code == 401
+    assert estimate(api, "acme", {}).status_code == 401
+    assert (
+        estimate(api, "acme", {"authorization": f"Bearer {tenant.ingest_key}"}).status_code == 401
+    )
 
 
-def test_estimate_unknown_customer_is_404(server: RunningServer, engine: Engine) -> None:
+def test_estimate_unknown_customer_is_404(api: TestClient, engine: Engine) -> None:
     # A tenant whose book has no subscription: nothing at all is owed by an unknown id.
     other = create_tenant(engine, "pay as you go")
     add_book(engine, other.tenant_id, [(LONG_AGO, [per_unit("input", "input_tokens", "2.50")])])
     add_customer(engine, other.tenant_id, "acme")
     headers = {"authorization": f"Bearer {other.admin_key}"}
-    unknown = estimate(server, "nobody", headers)
+    unknown = estimate(api, "nobody", headers)
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "not_found"
     # A registered customer without usage is not unknown: an empty estimate.
-    acme = estimate(server, "acme", headers)
+    acme = estimate(api, "acme", headers)
     assert acme.status_code == 200
     assert (acme.json()["lines"], acme.json()["subtotal"]) == ([], "0.00")
 
 
 def test_estimate_unknown_customer_is_404_with_a_subscription_book(
-    server: RunningServer, engine: Engine
+    api: TestClient, tenant: NewTenant, engine: Engine
 ) -> None:
-    load_estimate_data(server, engine)  # default book has the 49.00 platform fee
-    unknown = estimate(server, "nobody")
+    load_estimate_data(tenant.tenant_id, engine)  # default book has the 49.00 platform fee
+    unknown = estimate(api, "nobody", admin(tenant))
     assert unknown.status_code == 404, unknown.text
 
 
@@ -578,12 +591,12 @@ def test_service_estimate_of_an_unknown_customer_raises(engine: Engine) -> None:
     tenant = create_tenant(engine, "subscriptions").tenant_id
     add_book(engine, tenant, [(LONG_AGO, [component("platform", "flat_fee", amount=D("49"))])])
     with Session(engine) as session, pytest.raises(NotFoundError):
-        service.estimate(session, tenant, "nobody", utcnow())
+        service.estimate(session, staff(tenant), "nobody", utcnow())
 
 
 def test_estimate_quantities_are_plain_decimal_strings(
-    server: RunningServer, engine: Engine
+    api: TestClient, tenant: NewTenant, engine: Engine
 ) -> None:
-    load_estimate_data(server, engine)
-    body = estimate(server, "acme").json()
+    load_estimate_data(tenant.tenant_id, engine)
+    body = estimate(api, "acme", admin(tenant)).json()
     assert [x["quantity"] for x in body["lines"]] == ["800000", "200000", "1"]

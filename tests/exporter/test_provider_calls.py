@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from agentmeter.tables import UsageRow
 from billing_api.rating.repository import aggregate_usage as rating_usage
 from billing_api.usage.repository import aggregate_usage
-from billing_api.usage.schemas import UsageQuery
+from billing_api.usage.service import UsageSelection
 from exporter.provider_calls import CallRecord, supersessions
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import AgentSpan, UsageBatch, UsageRecord, to_micros
@@ -78,7 +78,7 @@ CALL = {
 def billed(engine: Engine, tenant: str = TENANT) -> dict[str, int]:
     """meter → billed quantity, read through the usage API's own query."""
     with Session(engine) as session:
-        rows = aggregate_usage(session, tenant, UsageQuery())
+        rows = aggregate_usage(session, tenant, UsageSelection())
     return {row["meter"]: row["quantity_micros"] // 10**6 for row in rows}
 
 

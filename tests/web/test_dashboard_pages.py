@@ -19,6 +19,7 @@ from billing_api.dashboard.accounts import create_user
 from billing_api.periods import period_containing
 from billing_api.rating.service import estimate, rate_period
 from billing_api.web.formatting import LocaleFormat
+from tests.billing_api.callers import staff
 from tests.web.conftest import LiveApp, screenshot
 from tests.web.dashboard_helpers import PASSWORD, browser_client, csrf, sign_in
 
@@ -81,7 +82,7 @@ def test_customers_search_and_detail(
     page.get_by_role("link", name="Globex Corp").click()
     expect(page.locator("body.dashboard-customer")).to_be_visible()
     with Session(live_app.engine) as session:
-        rated = estimate(session, demo, "globex", utcnow())
+        rated = estimate(session, staff(demo), "globex", utcnow())
     expect(page.locator('[data-total="estimate"]')).to_have_text(
         LocaleFormat().money(rated.subtotal_minor, "USD")
     )
@@ -96,7 +97,7 @@ def test_customers_search_and_detail(
                              data={**csrf(client), "amount": "10", "currency": "USD"})  # fmt: skip
         assert forged.status_code == 403
     with Session(live_app.engine) as session:
-        assert credits.list_grants(session, demo, "globex") == []
+        assert credits.list_grants(session, staff(demo), "globex") == []
 
 
 def test_credit_grant_field_errors_then_grant_and_void(
@@ -119,13 +120,13 @@ def test_credit_grant_field_errors_then_grant_and_void(
     expect(page.locator("#credits")).to_contain_text("$25.00")
     expect(page.locator("#credits")).to_contain_text(XSS)
     with Session(live_app.engine) as session:
-        ((grant, left),) = credits.list_grants(session, demo, "evil")
+        ((grant, left),) = credits.list_grants(session, staff(demo), "evil")
     assert (grant.amount_minor, left, grant.description) == (2500, 2500, XSS)
     page.get_by_label("Reason").fill("test")
     page.get_by_role("button", name="Void").click()
     expect(page.locator("#credits")).to_contain_text("voided")
     with Session(live_app.engine) as session:
-        ((grant, left),) = credits.list_grants(session, demo, "evil")
+        ((grant, left),) = credits.list_grants(session, staff(demo), "evil")
     assert grant.voided_at is not None and left == 0
     assert page.title() == f"{XSS} · AgentMeter"
 

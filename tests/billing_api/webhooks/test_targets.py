@@ -25,6 +25,7 @@ from billing_api.app import create_app
 from billing_api.webhooks import service as webhooks
 from billing_api.webhooks.delivery import deliver_due
 from billing_api.webhooks.targets import TargetRefusedError, check_url, is_public
+from tests.billing_api.callers import staff
 
 NOW = datetime(2026, 11, 15, 12, tzinfo=UTC)
 SECRET_BODY = b"ami-id: i-0123 SECRET-ACCESS-KEY=abc"
@@ -142,7 +143,7 @@ def pending_event(engine: Engine, url: str) -> str:
     tenant = create_tenant(engine, "t")
     with Session(engine) as session, session.begin():
         webhooks.set_endpoint(
-            session, tenant.tenant_id, "https://93.184.215.14/", allow_private=False
+            session, staff(tenant.tenant_id), "https://93.184.215.14/", allow_private=False
         )
         session.execute(update(Tenant).where(Tenant.id == tenant.tenant_id).values(webhook_url=url))
         webhooks.enqueue_event(session, tenant.tenant_id, "test.event", {"n": 1}, now=NOW)

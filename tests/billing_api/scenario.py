@@ -1,0 +1,81 @@
+"""One tenant with two customers, prices, a negotiated provider cost and usage, built
+through the services themselves: the ground the caller rules are checked on."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from agentmeter.tables import to_unix_nano
+from agentmeter.tenants import create_tenant
+from billing_api.customers import service as customers
+from billing_api.pricing import service as pricing
+from billing_api.pricing.components import ChargeModel, Component
+from exporter.sql_sink import SqlUsageSink
+from otel_processor.usage import UsageBatch, UsageRecord
+from tests.billing_api.callers import staff
+
+NOW = datetime(2026, 11, 15, 12, tzinfo=UTC)
+SINCE = datetime(2026, 1, 1, tzinfo=UTC)
+MILLION = 1_000_000
+INPUT = Component(
+    name="input",
+    meter="input_tokens",
+    charge=ChargeModel.PER_UNIT,
+    unit_price=Decimal("10"),
+    per_units=MILLION,
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    tenant_id: str
+    book_id: str
+    cost_id: str
+
+
+def usage(engine: Engine, tenant_id: str, customer_id: str, tokens: int) -> None:
+    """`tokens` input tokens of gpt-4o for `customer_id` ("" for unattributed) at NOW."""
+    record = UsageRecord(
+        trace_id=uuid.uuid4().hex,
+        span_id=uuid.uuid4().hex[:16],
+        meter="input_tokens",
+        quantity=tokens,
+        customer_id=customer_id,
+        time_unix_nano=to_unix_nano(NOW),
+        provider="openai",
+        model="gpt-4o",
+        operation="chat",
+    )
+    SqlUsageSink(engine).write(tenant_id, UsageBatch([record]))
+
+
+def build(engine: Engine) -> Scenario:
+    """acme and globex on one book, acme with an override, and a provider cost."""
+    tenant_id = create_tenant(engine, "services").tenant_id
+    admin = staff(tenant_id)
+    usage(engine, tenant_id, "acme", 2_000_000)
+    usage(engine, tenant_id, "globex", 5_000_000)
+    usage(engine, tenant_id, "", 7_000)
+    with Session(engine) as session, session.begin():
+        customers.create_customer(session, admin, "acme", "Acme Inc")
+        customers.create_customer(session, admin, "globex", "Globex Corp")
+        book = pricing.create_price_book(session, admin, "list", "USD")
+        pricing.create_version(session, admin, book.id, SINCE, [INPUT])
+        pricing.create_override(session, admin, "acme", SINCE, [INPUT], note="contract")
+        cost = pricing.create_provider_cost(
+            session,
+            admin,
+            provider="openai",
+            model="gpt-4o",
+            meter="input_tokens",
+            unit_cost_usd=Decimal("2"),
+            per_units=MILLION,
+            effective_from=SINCE,
+        )
+        return Scenario(tenant_id, book.id, cost.id)
