@@ -3,7 +3,8 @@ functions too), read from the source with `ast`:
 
 - `billing_api` → `exporter` → `otel_processor` → `proto`, never the other way;
 - the foundation (`agentmeter` but its command) imports none of them; everything may import it;
-- nothing but the command (`agentmeter.command`, `python -m agentmeter`) imports `billing_api`;
+- nothing but the command (`agentmeter.command`, `python -m agentmeter[.cli]`) imports
+  `billing_api`;
 - `stripe` is imported only under `billing_api/stripe/`;
 - no module uses another package's private (`_name`) names.
 """
@@ -19,6 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("agentmeter", "otel_processor", "exporter", "billing_api", "proto")
 COMMAND = "command"
+# The command's entry modules: `python -m agentmeter` and its earlier `python -m agentmeter.cli`.
+ENTRY_MODULES = ("agentmeter.__main__", "agentmeter.cli")
 FOUNDATION = "foundation"
 # Which layers each layer may import (its own included).
 ALLOWED = {
@@ -66,7 +69,7 @@ def layer(module: str) -> str | None:
     """The layer of one of our modules; None for a third-party one."""
     top = module.split(".")[0]
     if top == "agentmeter":
-        is_command = module == "agentmeter.__main__" or module.startswith("agentmeter.command")
+        is_command = module in ENTRY_MODULES or module.startswith("agentmeter.command")
         return COMMAND if is_command else FOUNDATION
     return top if top in PACKAGES else None
 
