@@ -77,7 +77,7 @@ def _bill(args: argparse.Namespace) -> int:
 
     from agentmeter.tenants import tenant_exists, tenant_ids
     from billing_api.errors import ApiError
-    from billing_api.invoicing.service import execute_run, start_run
+    from billing_api.invoicing.runs import execute_run, start_run
 
     engine = make_engine(Settings())
     migrate(engine)

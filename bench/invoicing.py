@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from agentmeter.tables import Invoice, InvoiceLine  # noqa: E402
 from bench.dataset import PERIOD, build, run_on_backends  # noqa: E402
-from billing_api.invoicing.service import execute_run, start_run  # noqa: E402
+from billing_api.invoicing.runs import execute_run, start_run  # noqa: E402
 
 
 def run(label: str, url: str, customers: int, records: int) -> None:

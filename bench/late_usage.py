@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 from agentmeter.tables import Invoice, InvoiceLine, to_unix_nano  # noqa: E402
 from bench.dataset import END, PERIOD, build, run_on_backends  # noqa: E402
 from billing_api.invoicing import repository  # noqa: E402
-from billing_api.invoicing.service import execute_run, start_run  # noqa: E402
+from billing_api.invoicing.runs import execute_run, start_run  # noqa: E402
 from exporter.sql_sink import SqlUsageSink  # noqa: E402
 from otel_processor.usage import UsageBatch, UsageRecord  # noqa: E402
 

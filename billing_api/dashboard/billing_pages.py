@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from agentmeter.money import to_minor
 from agentmeter.tables import BillingException, BillingRun, Invoice, utcnow
+from billing_api.audit import log as audit_log
 from billing_api.auth import Caller
 from billing_api.customers.service import list_customers
 from billing_api.dashboard.access import BILLING, require
@@ -29,7 +30,7 @@ from billing_api.dashboard.http import (
 )
 from billing_api.deps import DbSession
 from billing_api.errors import NotFoundError, UnprocessableError
-from billing_api.invoicing import checks, finalize, repository, review, service
+from billing_api.invoicing import checks, exceptions, finalize, repository, review, runs
 from billing_api.invoicing.schemas import (
     CreditNoteCreate,
     ExceptionUpdate,
@@ -101,7 +102,7 @@ def billing(
 
 def _execute(engine: Engine, tenant_id: str, run_id: str) -> None:
     try:
-        service.execute_run(engine, tenant_id, run_id)
+        runs.execute_run(engine, tenant_id, run_id)
     except Exception:  # recorded on the run (status failed) and logged by execute_run
         return
 
@@ -117,7 +118,7 @@ def start_run(
     """Start drafting every customer's invoice for `period`; the run page shows progress."""
     require(caller, *BILLING)
     body = _checked(RunCreate, {"period": period})
-    run_id = service.start_run(session, caller.tenant_id, body.period).id
+    run_id = runs.start_run(session, caller.tenant_id, body.period).id
     engine: Engine = request.app.state.engine
     # As the API does: the run starts once this request's transaction has committed.
     thread = threading.Thread(
@@ -152,8 +153,8 @@ def invoice_page(
     invoice = _invoice(session, caller, invoice_id)
     exceptions = repository.list_exceptions(session, caller.tenant_id, invoice_id=invoice.id)
     audit = [
-        *repository.audit_trail(session, caller.tenant_id, invoice.id),
-        *(a for e in exceptions for a in repository.audit_trail(session, caller.tenant_id, e.id)),
+        *audit_log.trail(session, caller.tenant_id, invoice.id),
+        *(a for e in exceptions for a in audit_log.trail(session, caller.tenant_id, e.id)),
     ]
     context = {
         "invoice": invoice,
@@ -184,7 +185,7 @@ def set_exception(
     exception = repository.get_exception(session, caller.tenant_id, exception_id)
     if exception is None or exception.invoice_id != _invoice(session, caller, invoice_id).id:
         raise NotFoundError(f"no exception {exception_id!r} on invoice {invoice_id!r}")
-    review.set_exception_status(session, caller.tenant_id, exception_id, status=body.status,
+    exceptions.set_exception_status(session, caller.tenant_id, exception_id, status=body.status,
                                 note=body.note, actor=caller.actor, now=utcnow())  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 from agentmeter.money import exact_minor
 from agentmeter.settings import Settings
 from agentmeter.tables import Customer, Invoice, utcnow
+from billing_api.audit import log as audit_log
 from billing_api.deps import AppSettings, DbSession, TenantId
 from billing_api.errors import NotFoundError
-from billing_api.invoicing import exports, finalize, repository, review, service
+from billing_api.invoicing import exceptions, exports, finalize, repository, review, runs
 from billing_api.invoicing.leases import lease_duration, observed_status
 from billing_api.invoicing.schemas import (
     AssignUnattributed,
@@ -80,7 +81,7 @@ def create_run(
 ) -> RunOut:
     """Draft every customer's invoice for a month, in the background; poll the run.
     Interrupted runs of the month (their worker died) are superseded by this one."""
-    run = service.start_run(session, tenant_id, body.period, lease=lease_duration(settings))
+    run = runs.start_run(session, tenant_id, body.period, lease=lease_duration(settings))
     engine: Engine = request.app.state.engine
     # Runs once the request's transaction, which created the run, has committed.
     background.add_task(_start_run_thread, engine, tenant_id, run.id, settings)
@@ -98,9 +99,7 @@ def resume_run(
 ) -> RunOut:
     """Run an interrupted run again from the start (drafting converges: nothing is billed
     twice); 409 unless the run is interrupted."""
-    run = service.resume_run(
-        session, tenant_id, run_id, now=utcnow(), lease=lease_duration(settings)
-    )
+    run = runs.resume_run(session, tenant_id, run_id, now=utcnow(), lease=lease_duration(settings))
     background.add_task(_start_run_thread, request.app.state.engine, tenant_id, run.id, settings)
     return RunOut.of(run, run.status)
 
@@ -116,7 +115,7 @@ def _start_run_thread(engine: Engine, tenant_id: str, run_id: str, settings: Set
 
 def _run_quietly(engine: Engine, tenant_id: str, run_id: str, lease: timedelta) -> None:
     try:
-        service.execute_run(engine, tenant_id, run_id, lease=lease)
+        runs.execute_run(engine, tenant_id, run_id, lease=lease)
     except Exception:  # recorded on the run (status failed) and logged by execute_run
         return
 
@@ -342,9 +341,7 @@ def list_credit_notes(
 @router.get("/invoices/{invoice_id}/audit")
 def audit(invoice_id: str, session: DbSession, tenant_id: TenantId) -> list[AuditOut]:
     invoice = _invoice(session, tenant_id, invoice_id)
-    return [
-        AuditOut.model_validate(a) for a in repository.audit_trail(session, tenant_id, invoice.id)
-    ]
+    return [AuditOut.model_validate(a) for a in audit_log.trail(session, tenant_id, invoice.id)]
 
 
 @router.get("/invoices/{invoice_id}/export.json")
@@ -396,7 +393,7 @@ def update_exception(
     tenant_id: TenantId,
     actor: Actor,
 ) -> ExceptionOut:
-    exception = review.set_exception_status(
+    exception = exceptions.set_exception_status(
         session,
         tenant_id,
         exception_id,

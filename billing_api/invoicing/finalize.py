@@ -13,10 +13,12 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import CreditNote, Invoice
+from billing_api.audit import log as audit_log
 from billing_api.credits.service import apply_credits, reverse_credits
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
-from billing_api.invoicing.service import credit_date, new_id
+from billing_api.invoicing.drafts import credit_date
+from billing_api.invoicing.repository import new_id
 from billing_api.stripe import service as stripe_sync
 
 INVOICE = "invoice"
@@ -82,7 +84,7 @@ def finalize_invoice(
     repository.lock_versions_of_components(
         session, [line.component_id for line in lines if line.component_id]
     )
-    repository.add_audit(
+    audit_log.record(
         session,
         tenant_id,
         entity="invoice",
@@ -116,7 +118,7 @@ def void_invoice(
     invoice.status = "void"
     invoice.voided_at = now
     invoice.void_reason = reason
-    repository.add_audit(
+    audit_log.record(
         session,
         tenant_id,
         entity="invoice",
@@ -172,7 +174,7 @@ def create_credit_note(
     )
     session.add(note)
     stripe_sync.credit_note_created(session, invoice, note)
-    repository.add_audit(
+    audit_log.record(
         session,
         tenant_id,
         entity="invoice",

@@ -1,7 +1,8 @@
-"""All SQL of invoicing: invoices and lines, exceptions, runs, numbering, audit."""
+"""All SQL of invoicing: invoices and lines, exceptions, runs, numbering."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,7 +16,6 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from agentmeter.tables import (
-    AuditEntry,
     BillingException,
     BillingRun,
     Budget,
@@ -35,6 +35,11 @@ from billing_api.periods import Period
 
 # A billing run being worked on (the other statuses: billing_api.invoicing.leases).
 RUNNING = "running"
+
+
+def new_id() -> str:
+    """A new row's id."""
+    return uuid.uuid4().hex
 
 
 def _insert(session: Session) -> Any:
@@ -498,40 +503,6 @@ def get_exception(session: Session, tenant_id: str, exception_id: str) -> Billin
             BillingException.tenant_id == tenant_id, BillingException.id == exception_id
         )
     ).first()
-
-
-def add_audit(
-    session: Session,
-    tenant_id: str,
-    *,
-    entity: str,
-    entity_id: str,
-    action: str,
-    actor: str,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    reason: str = "",
-) -> None:
-    session.add(
-        AuditEntry(
-            tenant_id=tenant_id,
-            entity=entity,
-            entity_id=entity_id,
-            action=action,
-            actor=actor,
-            before=before,
-            after=after,
-            reason=reason,
-        )
-    )
-
-
-def audit_trail(session: Session, tenant_id: str, entity_id: str) -> Sequence[AuditEntry]:
-    return session.scalars(
-        select(AuditEntry)
-        .where(AuditEntry.tenant_id == tenant_id, AuditEntry.entity_id == entity_id)
-        .order_by(AuditEntry.id)
-    ).all()
 
 
 def credit_notes(session: Session, invoice_id: str) -> Sequence[CreditNote]:

@@ -3,15 +3,14 @@ with who, when, before and after."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from agentmeter.money import to_minor
 from agentmeter.tables import (
-    BillingException,
     Customer,
     Invoice,
     InvoiceLine,
@@ -19,17 +18,18 @@ from agentmeter.tables import (
     UsageRow,
     utcnow,
 )
+from billing_api.audit import log as audit_log
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
 from billing_api.invoicing.checks import UNREGISTERED_CUSTOMER
-from billing_api.invoicing.service import (
+from billing_api.invoicing.drafts import (
     DISCOUNT,
     MANUAL,
-    new_id,
     recompute_totals,
     redraft_customer,
-    snapshot,
 )
+from billing_api.invoicing.exceptions import set_exception_status
+from billing_api.invoicing.repository import new_id
 
 
 def _draft(session: Session, tenant_id: str, invoice_id: str) -> Invoice:
@@ -68,7 +68,7 @@ def adjust_line(
     if line.provider_cost_minor is not None:
         line.margin_minor = amount_minor - line.provider_cost_minor
     recompute_totals(session, invoice, lines)
-    repository.add_audit(
+    audit_log.record(
         session,
         tenant_id,
         entity="invoice_line",
@@ -115,7 +115,7 @@ def add_line(
     )
     session.add(line)
     recompute_totals(session, invoice, [*lines, line])
-    repository.add_audit(
+    audit_log.record(
         session,
         tenant_id,
         entity="invoice_line",
@@ -142,7 +142,7 @@ def remove_line(
         raise ConflictError("only manual lines and discounts can be removed; adjust rated lines")
     repository.delete_lines(session, [line.id])
     recompute_totals(session, invoice, [item for item in lines if item.id != line.id])
-    repository.add_audit(
+    audit_log.record(
         session,
         tenant_id,
         entity="invoice_line",
@@ -162,7 +162,7 @@ def rerate(session: Session, tenant_id: str, invoice_id: str, *, actor: str) -> 
         session, tenant_id, invoice.customer_id, invoice.period, run_id=None
     )
     result = redrafted or invoice
-    repository.add_audit(
+    audit_log.record(
         session,
         tenant_id,
         entity="invoice",
@@ -173,44 +173,6 @@ def rerate(session: Session, tenant_id: str, invoice_id: str, *, actor: str) -> 
         after={"subtotal_minor": result.subtotal_minor},
     )
     return result
-
-
-def set_exception_status(
-    session: Session,
-    tenant_id: str,
-    exception_id: str,
-    *,
-    status: str,
-    note: str,
-    actor: str,
-    now: datetime,
-) -> BillingException:
-    """Resolve or waive an exception (or reopen it), with who and why."""
-    if status not in ("resolved", "waived", "open"):
-        raise UnprocessableError("status must be resolved, waived or open")
-    if status != "open" and not note.strip():
-        raise UnprocessableError("a note is required to resolve or waive an exception")
-    exception = repository.get_exception(session, tenant_id, exception_id)
-    if exception is None:
-        raise NotFoundError(f"no exception {exception_id!r}")
-    before = {"status": exception.status, "note": exception.note}
-    exception.status = status
-    exception.note = note
-    exception.resolved_by = "" if status == "open" else actor
-    exception.resolved_at = None if status == "open" else now
-    repository.add_audit(
-        session,
-        tenant_id,
-        entity="exception",
-        entity_id=exception.id,
-        action=status,
-        actor=actor,
-        before=before,
-        after={"status": status, "note": note},
-        reason=note,
-    )
-    session.flush()
-    return exception
 
 
 def register_customer(
@@ -228,7 +190,7 @@ def register_customer(
         raise ConflictError(f"customer {customer_id!r} already exists")
     session.add(Customer(tenant_id=tenant_id, id=customer_id, name=name, email=email))
     session.flush()
-    repository.add_audit(
+    audit_log.record(
         session,
         tenant_id,
         entity="customer",
@@ -288,7 +250,7 @@ def map_customer(
     )
     repository.delete_drafts_of(session, tenant_id, from_id)
     _settle_unregistered(session, tenant_id, period, from_id, actor, f"mapped to {to_id!r}")
-    repository.add_audit(
+    audit_log.record(
         session,
         tenant_id,
         entity="customer",
@@ -324,7 +286,7 @@ def assign_unattributed(
         )
         .values(customer_id=customer_id)
     ).rowcount  # type: ignore[attr-defined]
-    repository.add_audit(
+    audit_log.record(
         session,
         tenant_id,
         entity="customer",
@@ -334,3 +296,17 @@ def assign_unattributed(
         after={"trace_ids": trace_ids, "records": moved},
     )
     return redraft_customer(session, tenant_id, customer_id, period, run_id=None)
+
+
+def snapshot(line: InvoiceLine) -> dict[str, Any]:
+    """A line as the audit log records it."""
+    return {
+        "id": line.id,
+        "kind": line.kind,
+        "description": line.description,
+        "quantity": str(line.quantity),
+        "unit_price": None if line.unit_price is None else str(line.unit_price),
+        "amount_minor": line.amount_minor,
+        "rated_amount_minor": line.rated_amount_minor,
+        "adjustment_reason": line.adjustment_reason,
+    }

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from agentmeter.money import MAX_MINOR
 from agentmeter.tables import Tenant
+from billing_api.audit import log as audit_log
 from billing_api.invoicing import repository
 
 
@@ -73,7 +74,7 @@ def update_settings(
     before = BillingSettings.of(tenant).model_dump(mode="json")
     for name, value in body.model_dump(exclude_unset=True).items():
         setattr(tenant, name, value)
-    repository.add_audit(
+    audit_log.record(
         session,
         tenant_id,
         entity="tenant",

@@ -30,9 +30,9 @@ from agentmeter.tenants import create_tenant
 from billing_api.errors import ConflictError
 from billing_api.invoicing import checks, repository
 from billing_api.invoicing.checks import Finding, ReviewRules, invoice_findings
+from billing_api.invoicing.exceptions import set_exception_status, sync_exceptions
 from billing_api.invoicing.finalize import finalize_invoice
-from billing_api.invoicing.review import set_exception_status
-from billing_api.invoicing.service import execute_run, start_run, sync_exceptions
+from billing_api.invoicing.runs import execute_run, start_run
 from billing_api.periods import month_period
 from billing_api.rating.engine import PricedLine, RatedPeriod, UnpricedUsage
 from exporter.provider_costs import ProviderCostCatalog

@@ -43,7 +43,7 @@ from billing_api.credits.service import grant_credits
 from billing_api.errors import ConflictError, UnprocessableError
 from billing_api.invoicing import repository
 from billing_api.invoicing.finalize import create_credit_note, finalize_invoice
-from billing_api.invoicing.service import execute_run, start_run
+from billing_api.invoicing.runs import execute_run, start_run
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
 

@@ -63,7 +63,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import to_unix_nano
-from billing_api.invoicing.service import execute_run, start_run
+from billing_api.invoicing.runs import execute_run, start_run
 from tests.conftest import RunningServer
 
 PERIOD = "2026-11"

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from agentmeter.tables import Budget, to_unix_nano, utcnow
 from billing_api.errors import ConflictError
 from billing_api.invoicing import repository, review
+from billing_api.invoicing.drafts import OUTDATED_ADJUSTMENT
 from billing_api.invoicing.finalize import finalize_invoice
-from billing_api.invoicing.service import OUTDATED_ADJUSTMENT
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
 from tests.billing_api.test_late_usage import bill, setup_tenant, write_span

@@ -49,7 +49,7 @@ from agentmeter.tables import (
 from agentmeter.tenants import create_tenant
 from billing_api.invoicing import repository
 from billing_api.invoicing.finalize import finalize_invoice
-from billing_api.invoicing.service import execute_run, start_run
+from billing_api.invoicing.runs import execute_run, start_run
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
 

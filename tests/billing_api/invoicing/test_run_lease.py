@@ -27,7 +27,7 @@ from agentmeter.tables import BillingRun, Customer, Invoice, PriceBook, PriceCom
 from agentmeter.tenants import create_tenant
 from billing_api.app import create_app
 from billing_api.invoicing.leases import INTERRUPTED, observed_status
-from billing_api.invoicing.service import CHUNK, execute_run, start_run
+from billing_api.invoicing.runs import CHUNK, execute_run, start_run
 
 AGENTMETER = Path(sys.executable).with_name("agentmeter")
 PERIOD = "2026-10"

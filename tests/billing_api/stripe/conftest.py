@@ -33,7 +33,7 @@ from agentmeter.tables import (
 )
 from agentmeter.tenants import NewTenant, create_tenant
 from billing_api.app import create_app
-from billing_api.invoicing.service import execute_run, start_run
+from billing_api.invoicing.runs import execute_run, start_run
 from billing_api.stripe.gateway import StripeGateway, build_gateway
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord

@@ -1,0 +1,118 @@
+"""Billing exceptions: what a reviewer must settle, kept in step with the rules' findings.
+
+A finding (`checks`) becomes an exception in a scope (`invoice:<id>`, `run:<period>`,
+`late:<invoice id>`), identified there by its type and fingerprint. Re-checking a scope
+makes its exceptions match the findings: new ones open, known ones keep the reviewer's
+status (a waiver survives a re-run) with fresh evidence, and gone ones are resolved by the
+system. A reviewer resolves or waives an exception with a note, or reopens it; each change
+is in the audit log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from agentmeter.tables import BillingException, utcnow
+from billing_api.audit import log as audit_log
+from billing_api.errors import NotFoundError, UnprocessableError
+from billing_api.invoicing import repository
+from billing_api.invoicing.checks import Finding
+from billing_api.invoicing.repository import new_id
+
+# Who resolves an exception that no longer applies.
+SYSTEM = "system"
+
+
+def sync_exceptions(
+    session: Session,
+    tenant_id: str,
+    *,
+    scope: str,
+    period: str,
+    customer_id: str,
+    invoice_id: str | None,
+    findings: Iterable[Finding],
+    known_in_scope: Sequence[BillingException] | None = None,
+) -> None:
+    """Make the scope's exceptions match `findings`: new ones open, known ones keep their
+    status (a waiver survives a re-run) with fresh evidence, gone ones are resolved by the
+    system. `known_in_scope` saves the query when the caller loaded them in bulk."""
+    if known_in_scope is None:
+        known_in_scope = repository.exceptions_in_scope(session, tenant_id, scope)
+    known = {(e.type, e.fingerprint): e for e in known_in_scope}
+    seen = set()
+    for finding in findings:
+        key = (finding.type, finding.fingerprint)
+        seen.add(key)
+        exception = known.get(key)
+        if exception is None:
+            session.add(
+                BillingException(
+                    id=new_id(),
+                    tenant_id=tenant_id,
+                    scope=scope,
+                    invoice_id=invoice_id,
+                    period=period,
+                    customer_id=customer_id,
+                    type=finding.type,
+                    severity=finding.severity,
+                    fingerprint=finding.fingerprint,
+                    message=finding.message,
+                    evidence=finding.evidence,
+                )
+            )
+            continue
+        exception.message = finding.message
+        exception.evidence = finding.evidence
+        if exception.status == "resolved" and exception.resolved_by == SYSTEM:
+            exception.status = "open"  # it came back
+            exception.resolved_at = None
+            exception.resolved_by = ""
+    for key, exception in known.items():
+        if key not in seen and exception.status == "open":
+            exception.status = "resolved"
+            exception.resolved_at = utcnow()
+            exception.resolved_by = SYSTEM
+            exception.note = "no longer applies after re-rating"
+    session.flush()
+
+
+def set_exception_status(
+    session: Session,
+    tenant_id: str,
+    exception_id: str,
+    *,
+    status: str,
+    note: str,
+    actor: str,
+    now: datetime,
+) -> BillingException:
+    """Resolve or waive an exception (or reopen it), with who and why."""
+    if status not in ("resolved", "waived", "open"):
+        raise UnprocessableError("status must be resolved, waived or open")
+    if status != "open" and not note.strip():
+        raise UnprocessableError("a note is required to resolve or waive an exception")
+    exception = repository.get_exception(session, tenant_id, exception_id)
+    if exception is None:
+        raise NotFoundError(f"no exception {exception_id!r}")
+    before = {"status": exception.status, "note": exception.note}
+    exception.status = status
+    exception.note = note
+    exception.resolved_by = "" if status == "open" else actor
+    exception.resolved_at = None if status == "open" else now
+    audit_log.record(
+        session,
+        tenant_id,
+        entity="exception",
+        entity_id=exception.id,
+        action=status,
+        actor=actor,
+        before=before,
+        after={"status": status, "note": note},
+        reason=note,
+    )
+    session.flush()
+    return exception
