@@ -30,7 +30,7 @@ from billing_api.dashboard.http import (
 )
 from billing_api.deps import DbSession
 from billing_api.errors import NotFoundError, UnprocessableError
-from billing_api.invoicing import checks, exceptions, finalize, repository, review, runs
+from billing_api.invoicing import exceptions, finalize, repository, review, runs
 from billing_api.invoicing.schemas import (
     CreditNoteCreate,
     ExceptionUpdate,
@@ -41,12 +41,11 @@ from billing_api.invoicing.schemas import (
     RunCreate,
     VoidRequest,
 )
+from billing_api.invoicing.states import ExceptionKind, ExceptionStatus, InvoiceStatus, RunStatus
 from billing_api.periods import period_containing, previous_periods
 from billing_api.stripe import service as stripe
 
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
-
-RUNNING = "running"
 
 
 def _checked(schema: type[Model], data: Mapping[str, Any]) -> Model:
@@ -77,10 +76,12 @@ def billing(
     """The review queue of a period (default: the last closed one)."""
     label = _checked(RunCreate, {"period": period}).period if period else None
     label = label or previous_periods(period_containing(utcnow()), 1)[0].label
-    drafts = repository.list_invoices(session, caller.tenant_id, period=label, status="draft")
+    drafts = repository.list_invoices(
+        session, caller.tenant_id, period=label, status=InvoiceStatus.DRAFT
+    )
     invoices = repository.list_invoices(session, caller.tenant_id, period=label)
     open_exceptions = repository.list_exceptions(
-        session, caller.tenant_id, period=label, status="open"
+        session, caller.tenant_id, period=label, status=ExceptionStatus.OPEN
     )
     per_invoice: dict[str, int] = {}
     for exception in open_exceptions:
@@ -89,12 +90,12 @@ def billing(
     context = {
         "period": label,
         "drafts": drafts,
-        "others": [i for i in invoices if i.status != "draft"],
+        "others": [i for i in invoices if i.status != InvoiceStatus.DRAFT],
         "open_per_invoice": per_invoice,
         "run_exceptions": [e for e in open_exceptions if not e.invoice_id],
         "customers": list_customers(session, caller.tenant_id),
-        "unregistered": checks.UNREGISTERED_CUSTOMER,
-        "unattributed": checks.UNATTRIBUTED_USAGE,
+        "unregistered": ExceptionKind.UNREGISTERED_CUSTOMER,
+        "unattributed": ExceptionKind.UNATTRIBUTED_USAGE,
     }
     return render(request, caller, "billing.html", page="billing", title="Billing",
                   context=context)  # fmt: skip
@@ -133,7 +134,7 @@ def run_page(request: Request, session: DbSession, caller: StaffCaller, run_id: 
     """A run's progress; while it runs, htmx refreshes the progress every second."""
     run = _run(session, caller, run_id)
     return render(request, caller, "run.html", page="billing", title=f"Billing run {run.period}",
-                  context={"run": run, "running": RUNNING})  # fmt: skip
+                  context={"run": run, "running": RunStatus.RUNNING})  # fmt: skip
 
 
 @router.get("/billing/runs/{run_id}/progress", response_class=HTMLResponse)
@@ -142,7 +143,7 @@ def run_progress(
 ) -> Response:
     """The progress block alone (what htmx swaps in)."""
     run = _run(session, caller, run_id)
-    return fragment(request, "run_progress.html", {"run": run, "running": RUNNING})
+    return fragment(request, "run_progress.html", {"run": run, "running": RunStatus.RUNNING})
 
 
 @router.get("/invoices/{invoice_id}", response_class=HTMLResponse)
@@ -185,8 +186,9 @@ def set_exception(
     exception = repository.get_exception(session, caller.tenant_id, exception_id)
     if exception is None or exception.invoice_id != _invoice(session, caller, invoice_id).id:
         raise NotFoundError(f"no exception {exception_id!r} on invoice {invoice_id!r}")
-    exceptions.set_exception_status(session, caller.tenant_id, exception_id, status=body.status,
-                                note=body.note, actor=caller.actor, now=utcnow())  # fmt: skip
+    exceptions.set_exception_status(session, caller.tenant_id, exception_id,
+                                    status=ExceptionStatus(body.status), note=body.note,
+                                    actor=caller.actor, now=utcnow())  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 
 
@@ -309,7 +311,7 @@ def register_customer(
 ) -> Response:
     """Register the customer id usage arrived under; its draft is made at once."""
     require(caller, *BILLING)
-    exception = _run_exception(session, caller, exception_id, checks.UNREGISTERED_CUSTOMER)
+    exception = _run_exception(session, caller, exception_id, ExceptionKind.UNREGISTERED_CUSTOMER)
     body = _checked(RegisterCustomer, {"customer_id": exception.evidence["customer_id"],
                                        "name": name, "email": email})  # fmt: skip
     review.register_customer(session, caller.tenant_id, exception.period,
@@ -327,7 +329,7 @@ def map_customer(
 ) -> Response:
     """Move the usage of an unregistered id to a registered customer."""
     require(caller, *BILLING)
-    exception = _run_exception(session, caller, exception_id, checks.UNREGISTERED_CUSTOMER)
+    exception = _run_exception(session, caller, exception_id, ExceptionKind.UNREGISTERED_CUSTOMER)
     review.map_customer(session, caller.tenant_id, exception.period,
                         from_id=exception.evidence["customer_id"], to_id=to_customer_id,
                         actor=caller.actor)  # fmt: skip
@@ -343,7 +345,7 @@ def assign_unattributed(
 ) -> Response:
     """Attribute the period's customer-less traces (those the run found) to a customer."""
     require(caller, *BILLING)
-    exception = _run_exception(session, caller, exception_id, checks.UNATTRIBUTED_USAGE)
+    exception = _run_exception(session, caller, exception_id, ExceptionKind.UNATTRIBUTED_USAGE)
     review.assign_unattributed(session, caller.tenant_id, exception.period,
                                trace_ids=list(exception.evidence["trace_ids"]),
                                customer_id=customer_id, actor=caller.actor)  # fmt: skip

@@ -22,19 +22,19 @@ from billing_api.invoicing import checks, repository
 from billing_api.invoicing.checks import Finding, ReviewRules
 from billing_api.invoicing.exceptions import sync_exceptions
 from billing_api.invoicing.repository import new_id
+from billing_api.invoicing.states import (
+    ExceptionKind,
+    InvoiceStatus,
+    LateUsagePolicy,
+    LineKind,
+    Severity,
+)
 from billing_api.periods import Period, month_period, previous_periods
 from billing_api.rating.engine import RatedPeriod, rate_customer
 from billing_api.rating.repository import load_pricing
 from billing_api.rating.service import rate_period
 from billing_api.rating.terms import TenantPricing
 
-RATED = "rated"
-MANUAL = "manual"
-DISCOUNT = "discount"
-PRIOR_PERIOD = "prior_period"
-ADJUST_NEXT = "adjust_next"
-OUTDATED_ADJUSTMENT = "adjustment_outdated"
-EXCEPTION_ONLY = "exception_only"
 # Spikes compare with the average of the customer's billed periods among this many.
 SPIKE_WINDOW = 3
 
@@ -82,7 +82,7 @@ def _rated_lines(
     adjustments = {
         _line_key(line): line
         for line in existing
-        if line.kind == RATED and line.rated_amount_minor is not None
+        if line.kind == LineKind.RATED and line.rated_amount_minor is not None
     }
     lines: list[InvoiceLine] = []
     for priced in rated.lines:
@@ -90,7 +90,7 @@ def _rated_lines(
             id=new_id(),
             invoice_id=invoice.id,
             position=len(lines),
-            kind=RATED,
+            kind=LineKind.RATED,
             description=priced.component_name,
             component_id=priced.component_id,
             charge=priced.charge,
@@ -112,7 +112,7 @@ def _rated_lines(
                 line.details = [
                     *line.details,
                     {
-                        OUTDATED_ADJUSTMENT: {
+                        ExceptionKind.ADJUSTMENT_OUTDATED: {
                             "rated_when_adjusted_minor": adjusted.rated_amount_minor,
                             "rated_now_minor": line.amount_minor,
                             "adjusted_to_minor": adjusted.amount_minor,
@@ -147,7 +147,7 @@ def write_drafts(
         {r.customer_id: r.currency for r in rated},
         new_id=new_id,
     )
-    drafts = {c: i for c, i in invoices.items() if i.status == "draft"}
+    drafts = {c: i for c, i in invoices.items() if i.status == InvoiceStatus.DRAFT}
     existing = repository.lines_of(session, [i.id for i in drafts.values()])
     with_credit = repository.customers_with_credit(session, tenant_id, list(drafts))
     stale: list[str] = []
@@ -158,11 +158,11 @@ def write_drafts(
         if invoice is None:
             continue
         old = existing.get(invoice.id, [])
-        stale += [line.id for line in old if line.kind in (RATED, PRIOR_PERIOD)]
+        stale += [line.id for line in old if line.kind in (LineKind.RATED, LineKind.PRIOR_PERIOD)]
         lines = _rated_lines(invoice, result, old)
         for extra in [
             *prior_lines.get(result.customer_id, []),
-            *(line for line in old if line.kind in (MANUAL, DISCOUNT)),
+            *(line for line in old if line.kind in (LineKind.MANUAL, LineKind.DISCOUNT)),
         ]:
             extra.invoice_id = invoice.id
             extra.position = len(lines)
@@ -233,12 +233,12 @@ def _outdated_adjustments(lines: Sequence[InvoiceLine]) -> list[Finding]:
     findings = []
     for line in lines:
         for detail in line.details:
-            if OUTDATED_ADJUSTMENT in detail:
-                evidence = detail[OUTDATED_ADJUSTMENT]
+            if ExceptionKind.ADJUSTMENT_OUTDATED in detail:
+                evidence = detail[ExceptionKind.ADJUSTMENT_OUTDATED]
                 findings.append(
                     Finding(
-                        OUTDATED_ADJUSTMENT,
-                        checks.BLOCKING,
+                        ExceptionKind.ADJUSTMENT_OUTDATED,
+                        Severity.BLOCKING,
                         f"{line.component_id}|{line.version_number}",
                         f"{line.description!r} was adjusted to {evidence['adjusted_to_minor']} "
                         f"when it rated {evidence['rated_when_adjusted_minor']}; it now rates "
@@ -275,8 +275,8 @@ def _late_usage_adjustment(
         "adjustment_minor": delta,
     }
     finding = Finding(
-        checks.LATE_USAGE,
-        checks.WARNING,
+        ExceptionKind.LATE_USAGE,
+        Severity.WARNING,
         finalized.id,
         f"{found.spans} spans of usage for {finalized.period} (invoice {finalized.number}) "
         f"arrived after it was finalized; adjustment {delta} minor units",
@@ -286,7 +286,7 @@ def _late_usage_adjustment(
         id=new_id(),
         invoice_id="",
         position=0,
-        kind=PRIOR_PERIOD,
+        kind=LineKind.PRIOR_PERIOD,
         description=f"Adjustment for {finalized.period} (usage received late)",
         quantity=Decimal(1),
         unit_price=None,
@@ -324,7 +324,7 @@ def draft_customers(
     for customer_id, found in late.items():
         for item in found:
             adjustment = None
-            if context.policy == ADJUST_NEXT:
+            if context.policy == LateUsagePolicy.ADJUST_NEXT:
                 adjustment = _late_usage_adjustment(session, tenant_id, pricing, item)
             if adjustment is None:
                 on_finalized.append(item)
@@ -342,7 +342,7 @@ def draft_customers(
             run_id=run_id,
             prior_lines=prior_lines,
         )
-        drafts = [i for i in invoices.values() if i.status == "draft"]
+        drafts = [i for i in invoices.values() if i.status == InvoiceStatus.DRAFT]
         known = repository.exceptions_in_scopes(
             session, tenant_id, [f"invoice:{i.id}" for i in drafts]
         )
@@ -389,8 +389,8 @@ def _late_usage_exceptions(
             invoice_id=finalized.id,
             findings=[
                 Finding(
-                    checks.LATE_USAGE,
-                    checks.WARNING,
+                    ExceptionKind.LATE_USAGE,
+                    Severity.WARNING,
                     finalized.id,
                     f"{found.spans} spans of usage for {finalized.period} arrived after "
                     f"invoice {finalized.number} was finalized",

@@ -39,6 +39,7 @@ from billing_api.invoicing.schemas import (
     VoidRequest,
 )
 from billing_api.invoicing.settings import BillingSettings, BillingSettingsUpdate, update_settings
+from billing_api.invoicing.states import ExceptionStatus, RunStatus
 from billing_api.web.security import page_headers
 
 router = APIRouter(prefix="/api/v1", tags=["invoicing"])
@@ -85,7 +86,7 @@ def create_run(
     engine: Engine = request.app.state.engine
     # Runs once the request's transaction, which created the run, has committed.
     background.add_task(_start_run_thread, engine, tenant_id, run.id, settings)
-    return RunOut.of(run, run.status)
+    return RunOut.of(run, RunStatus(run.status))
 
 
 @router.post("/billing-runs/{run_id}/resume", status_code=202)
@@ -101,7 +102,7 @@ def resume_run(
     twice); 409 unless the run is interrupted."""
     run = runs.resume_run(session, tenant_id, run_id, now=utcnow(), lease=lease_duration(settings))
     background.add_task(_start_run_thread, request.app.state.engine, tenant_id, run.id, settings)
-    return RunOut.of(run, run.status)
+    return RunOut.of(run, RunStatus(run.status))
 
 
 def _start_run_thread(engine: Engine, tenant_id: str, run_id: str, settings: Settings) -> None:
@@ -397,7 +398,7 @@ def update_exception(
         session,
         tenant_id,
         exception_id,
-        status=body.status,
+        status=ExceptionStatus(body.status),
         note=body.note,
         actor=actor,
         now=utcnow(),

@@ -21,9 +21,7 @@ from billing_api.errors import NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
 from billing_api.invoicing.checks import Finding
 from billing_api.invoicing.repository import new_id
-
-# Who resolves an exception that no longer applies.
-SYSTEM = "system"
+from billing_api.invoicing.states import SYSTEM_ACTOR, ExceptionStatus
 
 
 def sync_exceptions(
@@ -43,9 +41,9 @@ def sync_exceptions(
     if known_in_scope is None:
         known_in_scope = repository.exceptions_in_scope(session, tenant_id, scope)
     known = {(e.type, e.fingerprint): e for e in known_in_scope}
-    seen = set()
+    seen: set[tuple[str, str]] = set()
     for finding in findings:
-        key = (finding.type, finding.fingerprint)
+        key: tuple[str, str] = (finding.type, finding.fingerprint)
         seen.add(key)
         exception = known.get(key)
         if exception is None:
@@ -67,15 +65,15 @@ def sync_exceptions(
             continue
         exception.message = finding.message
         exception.evidence = finding.evidence
-        if exception.status == "resolved" and exception.resolved_by == SYSTEM:
-            exception.status = "open"  # it came back
+        if exception.status == ExceptionStatus.RESOLVED and exception.resolved_by == SYSTEM_ACTOR:
+            exception.status = ExceptionStatus.OPEN  # it came back
             exception.resolved_at = None
             exception.resolved_by = ""
     for key, exception in known.items():
-        if key not in seen and exception.status == "open":
-            exception.status = "resolved"
+        if key not in seen and exception.status == ExceptionStatus.OPEN:
+            exception.status = ExceptionStatus.RESOLVED
             exception.resolved_at = utcnow()
-            exception.resolved_by = SYSTEM
+            exception.resolved_by = SYSTEM_ACTOR
             exception.note = "no longer applies after re-rating"
     session.flush()
 
@@ -85,15 +83,13 @@ def set_exception_status(
     tenant_id: str,
     exception_id: str,
     *,
-    status: str,
+    status: ExceptionStatus,
     note: str,
     actor: str,
     now: datetime,
 ) -> BillingException:
     """Resolve or waive an exception (or reopen it), with who and why."""
-    if status not in ("resolved", "waived", "open"):
-        raise UnprocessableError("status must be resolved, waived or open")
-    if status != "open" and not note.strip():
+    if status != ExceptionStatus.OPEN and not note.strip():
         raise UnprocessableError("a note is required to resolve or waive an exception")
     exception = repository.get_exception(session, tenant_id, exception_id)
     if exception is None:
@@ -101,8 +97,8 @@ def set_exception_status(
     before = {"status": exception.status, "note": exception.note}
     exception.status = status
     exception.note = note
-    exception.resolved_by = "" if status == "open" else actor
-    exception.resolved_at = None if status == "open" else now
+    exception.resolved_by = "" if status == ExceptionStatus.OPEN else actor
+    exception.resolved_at = None if status == ExceptionStatus.OPEN else now
     audit_log.record(
         session,
         tenant_id,

@@ -19,6 +19,7 @@ from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
 from billing_api.invoicing.drafts import credit_date
 from billing_api.invoicing.repository import new_id
+from billing_api.invoicing.states import InvoiceStatus
 from billing_api.stripe import service as stripe_sync
 
 INVOICE = "invoice"
@@ -50,7 +51,7 @@ def finalize_invoice(
     """Number and freeze a draft. Before its period ends (usage may still come) only with
     `early_reason`, which the audit log keeps."""
     invoice = _invoice(session, tenant_id, invoice_id)
-    if invoice.status != "draft":
+    if invoice.status != InvoiceStatus.DRAFT:
         raise ConflictError(f"invoice {invoice_id} is {invoice.status}, only drafts finalize")
     blocking = repository.open_blocking(session, tenant_id, invoice.id)
     if blocking:
@@ -78,7 +79,7 @@ def finalize_invoice(
     tenant = repository.tenant(session, tenant_id)
     number = repository.next_number(session, tenant_id, INVOICE, now.year)
     invoice.number = f"{tenant.invoice_prefix}-{now.year}-{number:06d}"
-    invoice.status = "finalized"
+    invoice.status = InvoiceStatus.FINALIZED
     invoice.finalized_at = now
     lines = repository.lines(session, invoice.id)
     repository.lock_versions_of_components(
@@ -112,10 +113,10 @@ def void_invoice(
     if not reason.strip():
         raise UnprocessableError("a reason is required to void an invoice")
     invoice = _invoice(session, tenant_id, invoice_id)
-    if invoice.status != "finalized":
+    if invoice.status != InvoiceStatus.FINALIZED:
         raise ConflictError(f"invoice {invoice_id} is {invoice.status}; only finalized ones void")
     reverse_credits(session, tenant_id, invoice.id)
-    invoice.status = "void"
+    invoice.status = InvoiceStatus.VOID
     invoice.voided_at = now
     invoice.void_reason = reason
     audit_log.record(
@@ -125,8 +126,8 @@ def void_invoice(
         entity_id=invoice.id,
         action="void",
         actor=actor,
-        before={"status": "finalized"},
-        after={"status": "void"},
+        before={"status": InvoiceStatus.FINALIZED},
+        after={"status": InvoiceStatus.VOID},
         reason=reason,
     )
     stripe_sync.invoice_voided(session, invoice)
@@ -153,7 +154,7 @@ def create_credit_note(
     if not reason.strip():
         raise UnprocessableError("a reason is required for a credit note")
     invoice = _invoice(session, tenant_id, invoice_id)
-    if invoice.status != "finalized":
+    if invoice.status != InvoiceStatus.FINALIZED:
         raise ConflictError(f"invoice {invoice_id} is {invoice.status}; credit finalized ones")
     creditable = invoice.total_minor - credited_minor(session, invoice.id)
     amount = creditable if amount_minor is None else amount_minor

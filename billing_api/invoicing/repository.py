@@ -31,10 +31,14 @@ from agentmeter.tables import (
     to_unix_nano,
     utcnow,
 )
+from billing_api.invoicing.states import (
+    ExceptionStatus,
+    InvoiceStatus,
+    LineKind,
+    RunStatus,
+    Severity,
+)
 from billing_api.periods import Period
-
-# A billing run being worked on (the other statuses: billing_api.invoicing.leases).
-RUNNING = "running"
 
 
 def new_id() -> str:
@@ -90,7 +94,7 @@ def lock_invoices_for_period(
                     "period_start": period.start,
                     "period_end": period.end,
                     "currency": currency,
-                    "status": "draft",
+                    "status": InvoiceStatus.DRAFT,
                     "versions": [],
                     "subtotal_minor": 0,
                     "credits_minor": 0,
@@ -203,7 +207,7 @@ def delete_drafts_of(session: Session, tenant_id: str, customer_id: str) -> None
     drafts = select(Invoice.id).where(
         Invoice.tenant_id == tenant_id,
         Invoice.customer_id == customer_id,
-        Invoice.status == "draft",
+        Invoice.status == InvoiceStatus.DRAFT,
     )
     ids = list(session.scalars(drafts))
     if not ids:
@@ -274,8 +278,8 @@ def late_usage(
         .join(InvoiceLine, InvoiceLine.invoice_id == Invoice.id)
         .where(
             Invoice.tenant_id == tenant_id,
-            Invoice.status == "finalized",
-            InvoiceLine.kind == "prior_period",
+            Invoice.status == InvoiceStatus.FINALIZED,
+            InvoiceLine.kind == LineKind.PRIOR_PERIOD,
         )
         .group_by(Invoice.customer_id, InvoiceLine.adjusts_period)
         .subquery()
@@ -303,7 +307,7 @@ def late_usage(
         )
         .where(
             Invoice.tenant_id == tenant_id,
-            Invoice.status == "finalized",
+            Invoice.status == InvoiceStatus.FINALIZED,
             Invoice.period_start < before,
         )
         .group_by(Invoice.id, adjusted.c.settled_at)
@@ -359,9 +363,9 @@ def billed_prior_period_adjustments(
         .where(
             Invoice.tenant_id == tenant_id,
             Invoice.customer_id == customer_id,
-            Invoice.status == "finalized",
+            Invoice.status == InvoiceStatus.FINALIZED,
             Invoice.id != exclude_invoice_id,
-            InvoiceLine.kind == "prior_period",
+            InvoiceLine.kind == LineKind.PRIOR_PERIOD,
             InvoiceLine.adjusts_period == period,
         )
     )
@@ -452,8 +456,8 @@ def open_blocking(session: Session, tenant_id: str, invoice_id: str) -> list[Bil
             select(BillingException).where(
                 BillingException.tenant_id == tenant_id,
                 BillingException.invoice_id == invoice_id,
-                BillingException.severity == "blocking",
-                BillingException.status == "open",
+                BillingException.severity == Severity.BLOCKING,
+                BillingException.status == ExceptionStatus.OPEN,
             )
         )
     )
@@ -528,7 +532,7 @@ def claim_run(
         .where(
             BillingRun.tenant_id == tenant_id,
             BillingRun.id == run_id,
-            BillingRun.status == RUNNING,
+            BillingRun.status == RunStatus.RUNNING,
             or_(
                 BillingRun.holder == "",
                 BillingRun.heartbeat_at.is_(None),
@@ -551,7 +555,7 @@ def renew_run_lease(
             BillingRun.tenant_id == tenant_id,
             BillingRun.id == run_id,
             BillingRun.holder == holder,
-            BillingRun.status == RUNNING,
+            BillingRun.status == RunStatus.RUNNING,
         )
         .values(heartbeat_at=now)
         .execution_options(synchronize_session=False)
@@ -565,6 +569,6 @@ def running_runs(session: Session, tenant_id: str, period: str) -> Sequence[Bill
         select(BillingRun).where(
             BillingRun.tenant_id == tenant_id,
             BillingRun.period == period,
-            BillingRun.status == RUNNING,
+            BillingRun.status == RunStatus.RUNNING,
         )
     ).all()

@@ -21,22 +21,20 @@ from agentmeter.tables import (
 from billing_api.audit import log as audit_log
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
-from billing_api.invoicing.checks import UNREGISTERED_CUSTOMER
 from billing_api.invoicing.drafts import (
-    DISCOUNT,
-    MANUAL,
     recompute_totals,
     redraft_customer,
 )
 from billing_api.invoicing.exceptions import set_exception_status
 from billing_api.invoicing.repository import new_id
+from billing_api.invoicing.states import ExceptionKind, ExceptionStatus, InvoiceStatus, LineKind
 
 
 def _draft(session: Session, tenant_id: str, invoice_id: str) -> Invoice:
     invoice = repository.lock_invoice(session, tenant_id, invoice_id)
     if invoice is None:
         raise NotFoundError(f"no invoice {invoice_id!r}")
-    if invoice.status != "draft":
+    if invoice.status != InvoiceStatus.DRAFT:
         raise ConflictError(f"invoice {invoice_id} is {invoice.status}; only drafts change")
     return invoice
 
@@ -105,7 +103,7 @@ def add_line(
         id=new_id(),
         invoice_id=invoice.id,
         position=len(lines),
-        kind=DISCOUNT if discount else MANUAL,
+        kind=LineKind.DISCOUNT if discount else LineKind.MANUAL,
         description=description,
         quantity=quantity,
         unit_price=unit_price,
@@ -138,7 +136,7 @@ def remove_line(
     line = next((item for item in lines if item.id == line_id), None)
     if line is None:
         raise NotFoundError(f"no line {line_id!r} on invoice {invoice_id}")
-    if line.kind not in (MANUAL, DISCOUNT):
+    if line.kind not in (LineKind.MANUAL, LineKind.DISCOUNT):
         raise ConflictError("only manual lines and discounts can be removed; adjust rated lines")
     repository.delete_lines(session, [line.id])
     recompute_totals(session, invoice, [item for item in lines if item.id != line.id])
@@ -209,15 +207,15 @@ def _settle_unregistered(
     """Resolve the run's `unregistered_customer` exception for this id, if open."""
     for exception in repository.exceptions_in_scope(session, tenant_id, f"run:{period}"):
         if (
-            exception.type == UNREGISTERED_CUSTOMER
+            exception.type == ExceptionKind.UNREGISTERED_CUSTOMER
             and exception.fingerprint == customer_id
-            and exception.status == "open"
+            and exception.status == ExceptionStatus.OPEN
         ):
             set_exception_status(
                 session,
                 tenant_id,
                 exception.id,
-                status="resolved",
+                status=ExceptionStatus.RESOLVED,
                 note=f"customer id {customer_id!r} {how}",
                 actor=actor,
                 now=utcnow(),
@@ -234,7 +232,7 @@ def map_customer(
     orphan = [
         i
         for i in repository.list_invoices(session, tenant_id, customer_id=from_id)
-        if i.status != "draft"
+        if i.status != InvoiceStatus.DRAFT
     ]
     if orphan:
         raise ConflictError(f"{from_id!r} already has finalized invoices; credit them instead")

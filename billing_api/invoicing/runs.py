@@ -22,11 +22,12 @@ from sqlalchemy.orm import Session
 
 from agentmeter.tables import BillingRun, utcnow
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
-from billing_api.invoicing import checks, leases, repository
+from billing_api.invoicing import leases, repository
 from billing_api.invoicing.checks import Finding
 from billing_api.invoicing.drafts import draft_customers
 from billing_api.invoicing.exceptions import sync_exceptions
 from billing_api.invoicing.repository import new_id
+from billing_api.invoicing.states import ExceptionKind, RunStatus, Severity
 from billing_api.periods import Period, month_period
 from billing_api.rating.repository import load_pricing
 from billing_api.rating.service import rate_period
@@ -50,8 +51,8 @@ def run_findings(
     if records:
         findings.append(
             Finding(
-                checks.UNATTRIBUTED_USAGE,
-                checks.WARNING,
+                ExceptionKind.UNATTRIBUTED_USAGE,
+                Severity.WARNING,
                 "unattributed",
                 f"{records} usage records in {period.label} have no customer",
                 {"records": records, "quantity_micros": quantity, "trace_ids": traces},
@@ -60,8 +61,8 @@ def run_findings(
     for customer_id in sorted(set(drafted) - pricing.registered):
         findings.append(
             Finding(
-                checks.UNREGISTERED_CUSTOMER,
-                checks.WARNING,
+                ExceptionKind.UNREGISTERED_CUSTOMER,
+                Severity.WARNING,
                 customer_id,
                 f"usage for customer id {customer_id!r}, which is not a registered customer: "
                 "register it or map the usage to an existing customer",
@@ -95,10 +96,12 @@ def start_run(
     if begins > now:
         raise UnprocessableError(f"period {period_label} has not begun; nothing to bill yet")
     lease = lease or leases.lease_duration()
-    run = BillingRun(id=new_id(), tenant_id=tenant_id, period=period_label, status=leases.RUNNING)
+    run = BillingRun(
+        id=new_id(), tenant_id=tenant_id, period=period_label, status=RunStatus.RUNNING
+    )
     for stale in repository.running_runs(session, tenant_id, period_label):
-        if leases.observed_status(stale, now, lease) == leases.INTERRUPTED:
-            stale.status = leases.SUPERSEDED
+        if leases.observed_status(stale, now, lease) == RunStatus.INTERRUPTED:
+            stale.status = RunStatus.SUPERSEDED
             stale.holder = ""  # a worker that was only stuck stops at its next chunk
             stale.error = f"interrupted; superseded by run {run.id}"
             stale.finished_at = now
@@ -115,7 +118,7 @@ def resume_run(
     if run is None:
         raise NotFoundError(f"no billing run {run_id!r}")
     status = leases.observed_status(run, now, lease)
-    if status != leases.INTERRUPTED:
+    if status != RunStatus.INTERRUPTED:
         raise ConflictError(f"billing run {run_id} is {status}; only an interrupted run resumes")
     run.holder = ""
     run.heartbeat_at = now
@@ -152,7 +155,7 @@ def execute_run(
 def _held(session: Session, tenant_id: str, run_id: str, holder: str) -> BillingRun:
     """The run, if this worker still holds it (checked in the transaction that writes)."""
     run = repository.get_run(session, tenant_id, run_id)
-    if run is None or run.holder != holder or run.status != leases.RUNNING:
+    if run is None or run.holder != holder or run.status != RunStatus.RUNNING:
         raise leases.LeaseLostError(f"billing run {run_id} is no longer held by this worker")
     run.heartbeat_at = utcnow()
     return run
@@ -217,7 +220,7 @@ def _execute_held_run(
                 findings=run_findings(session, tenant_id, first, pricing, all_drafted),
             )
             run = _held(session, tenant_id, run_id, holder)
-            run.status = leases.COMPLETED
+            run.status = RunStatus.COMPLETED
             run.finished_at = utcnow()
         return run
     except leases.LeaseLostError:
@@ -228,7 +231,7 @@ def _execute_held_run(
         with Session(engine, expire_on_commit=False) as session, session.begin():
             failed = repository.get_run(session, tenant_id, run_id)
             if failed is not None and failed.holder == holder:
-                failed.status = leases.FAILED
+                failed.status = RunStatus.FAILED
                 failed.error = str(error)[:2000]
                 failed.finished_at = utcnow()
         raise

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agentmeter.money import format_minor, plain_decimal
 from agentmeter.tables import BillingException, BillingRun, Invoice, InvoiceLine
+from billing_api.invoicing.states import RunStatus
 from billing_api.periods import PeriodLabel
 
 # Amounts entered by hand stay far inside 64-bit minor units, whatever the currency.
 MAX_AMOUNT = Decimal(10) ** 12
-
-
-RunStatus = Literal["running", "completed", "failed", "interrupted", "superseded"]
 
 
 class RunCreate(BaseModel):
@@ -45,7 +43,7 @@ class RunOut(BaseModel):
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, run: BillingRun, status: str) -> RunOut:
+    def of(cls, run: BillingRun, status: RunStatus) -> RunOut:
         """`run` as clients see it, with its observed `status` (see `leases`)."""
         return cls.model_validate(run).model_copy(update={"status": status})
 

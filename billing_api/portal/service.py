@@ -26,6 +26,7 @@ from billing_api.customers.service import get_customer
 from billing_api.errors import NotFoundError, UnprocessableError
 from billing_api.invoicing import exports
 from billing_api.invoicing import repository as invoices
+from billing_api.invoicing.states import InvoiceStatus
 from billing_api.periods import Period, period_containing, previous_periods
 from billing_api.rating.service import estimate
 from billing_api.stripe.states import PaymentStatus
@@ -35,7 +36,7 @@ from billing_api.usage.service import query_usage
 # Breakdown tables of the usage page, in this order.
 BREAKDOWNS = ("step", "model", "tool", "source")
 # Drafts are still under the builder's review: customers see issued invoices only.
-VISIBLE_STATUSES = ("finalized", "void")
+VISIBLE_STATUSES = (InvoiceStatus.FINALIZED, InvoiceStatus.VOID)
 
 
 class UsageRange(StrEnum):

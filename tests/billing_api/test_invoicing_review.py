@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from agentmeter.tables import Budget, to_unix_nano, utcnow
 from billing_api.errors import ConflictError
 from billing_api.invoicing import repository, review
-from billing_api.invoicing.drafts import OUTDATED_ADJUSTMENT
 from billing_api.invoicing.finalize import finalize_invoice
+from billing_api.invoicing.states import ExceptionKind
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
 from tests.billing_api.test_late_usage import bill, setup_tenant, write_span
@@ -45,12 +45,12 @@ class TestOutdatedAdjustment:
             )  # fmt: skip
         # The same usage re-rated: the adjustment stands, nothing to confirm.
         invoice = bill(engine, tenant_id, "2026-11")
-        assert OUTDATED_ADJUSTMENT not in _open_types(engine, tenant_id, invoice.id)
+        assert ExceptionKind.ADJUSTMENT_OUTDATED not in _open_types(engine, tenant_id, invoice.id)
         assert invoice.subtotal_minor == 250 + 4900
 
         write_span(engine, tenant_id, NOV, 1_000_000)  # now rates 600
         invoice = bill(engine, tenant_id, "2026-11")
-        assert OUTDATED_ADJUSTMENT in _open_types(engine, tenant_id, invoice.id)
+        assert ExceptionKind.ADJUSTMENT_OUTDATED in _open_types(engine, tenant_id, invoice.id)
         assert invoice.subtotal_minor == 250 + 4900  # kept, but flagged
         with Session(engine) as session, session.begin(), pytest.raises(ConflictError):
             finalize_invoice(session, tenant_id, invoice.id, actor="amy", now=utcnow())

@@ -26,8 +26,9 @@ from agentmeter.settings import Settings
 from agentmeter.tables import BillingRun, Customer, Invoice, PriceBook, PriceComponent, PriceVersion
 from agentmeter.tenants import create_tenant
 from billing_api.app import create_app
-from billing_api.invoicing.leases import INTERRUPTED, observed_status
+from billing_api.invoicing.leases import observed_status
 from billing_api.invoicing.runs import CHUNK, execute_run, start_run
+from billing_api.invoicing.states import RunStatus
 
 AGENTMETER = Path(sys.executable).with_name("agentmeter")
 PERIOD = "2026-10"
@@ -150,8 +151,8 @@ def test_killed_run_reads_interrupted_then_resumes(
     engine: Engine, killed: tuple[str, str, str], api: TestClient
 ) -> None:
     tenant_id, _, run_id = killed
-    run = poll(api, run_id, {INTERRUPTED})
-    assert run["status"] == INTERRUPTED
+    run = poll(api, run_id, {RunStatus.INTERRUPTED})
+    assert run["status"] == RunStatus.INTERRUPTED
     assert 0 < run["processed_customers"] < CUSTOMERS
 
     resumed = api.post(f"/api/v1/billing-runs/{run_id}/resume")
@@ -174,7 +175,7 @@ def test_new_run_supersedes_the_interrupted_one(
     engine: Engine, killed: tuple[str, str, str], api: TestClient
 ) -> None:
     tenant_id, _, run_id = killed
-    assert poll(api, run_id, {INTERRUPTED})["status"] == INTERRUPTED
+    assert poll(api, run_id, {RunStatus.INTERRUPTED})["status"] == RunStatus.INTERRUPTED
     new = api.post("/api/v1/billing-runs", json={"period": PERIOD})
     assert new.status_code == 202, new.text
     done = poll(api, new.json()["id"], {"completed", "failed"})
@@ -202,7 +203,7 @@ def test_superseded_worker_stops_at_its_next_chunk(engine: Engine) -> None:
     with Session(engine) as session, session.begin():
         stale = session.get(BillingRun, run_id)
         assert stale is not None
-        assert observed_status(stale, datetime.now(UTC), lease) == INTERRUPTED
+        assert observed_status(stale, datetime.now(UTC), lease) == RunStatus.INTERRUPTED
         new_id = start_run(session, tenant_id, PERIOD, lease=lease).id
     with Session(engine) as session:
         stale = session.get(BillingRun, run_id)
