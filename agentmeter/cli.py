@@ -76,6 +76,7 @@ def _bill(args: argparse.Namespace) -> int:
     from sqlalchemy.orm import Session
 
     from agentmeter.tenants import tenant_exists, tenant_ids
+    from billing_api.auth import Caller, Role
     from billing_api.errors import ApiError
     from billing_api.invoicing.runs import execute_run, start_run
 
@@ -94,7 +95,8 @@ def _bill(args: argparse.Namespace) -> int:
         return 2
     try:
         with Session(engine) as session, session.begin():
-            run_id = start_run(session, tenant_id, args.period).id
+            caller = Caller(tenant_id=tenant_id, actor="agentmeter bill", role=Role.ADMIN)
+            run_id = start_run(session, caller, args.period).id
     except ApiError as error:  # a bad or future period
         print(error.message, file=sys.stderr)
         return 2

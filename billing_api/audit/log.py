@@ -13,28 +13,28 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import AuditEntry
+from billing_api.auth import Caller
 
 
 def record(
     session: Session,
-    tenant_id: str,
+    caller: Caller,
     *,
     entity: str,
     entity_id: str,
     action: str,
-    actor: str,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
     reason: str = "",
 ) -> None:
-    """Add an entry to the log (in the caller's transaction)."""
+    """Add an entry to the log (in the caller's transaction), by the caller's actor."""
     session.add(
         AuditEntry(
-            tenant_id=tenant_id,
+            tenant_id=caller.tenant_id,
             entity=entity,
             entity_id=entity_id,
             action=action,
-            actor=actor,
+            actor=caller.actor,
             before=before,
             after=after,
             reason=reason,

@@ -15,6 +15,7 @@ threshold alerts at most once per period.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
@@ -203,3 +204,11 @@ def budget_progress(
     except ConflictError:
         return None
     return _status(budget, spent, rated.period)
+
+
+def budget_limits(
+    session: Session, tenant_id: str, customer_ids: Sequence[str]
+) -> dict[tuple[str, str], int]:
+    """The budget limits of these customers, by (customer, currency), in minor units: a
+    budget compares only with charges in its own currency."""
+    return repository.limits_of(session, tenant_id, customer_ids)

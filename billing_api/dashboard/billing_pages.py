@@ -13,7 +13,6 @@ from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Engine
 
-from agentmeter.money import to_minor
 from agentmeter.tables import BillingException, BillingRun, Invoice, utcnow
 from billing_api.audit import log as audit_log
 from billing_api.auth import Caller
@@ -119,7 +118,7 @@ def start_run(
     """Start drafting every customer's invoice for `period`; the run page shows progress."""
     require(caller, *BILLING)
     body = _checked(RunCreate, {"period": period})
-    run_id = runs.start_run(session, caller.tenant_id, body.period).id
+    run_id = runs.start_run(session, caller, body.period).id
     engine: Engine = request.app.state.engine
     # As the API does: the run starts once this request's transaction has committed.
     thread = threading.Thread(
@@ -186,9 +185,9 @@ def set_exception(
     exception = repository.get_exception(session, caller.tenant_id, exception_id)
     if exception is None or exception.invoice_id != _invoice(session, caller, invoice_id).id:
         raise NotFoundError(f"no exception {exception_id!r} on invoice {invoice_id!r}")
-    exceptions.set_exception_status(session, caller.tenant_id, exception_id,
+    exceptions.set_exception_status(session, caller, exception_id,
                                     status=ExceptionStatus(body.status), note=body.note,
-                                    actor=caller.actor, now=utcnow())  # fmt: skip
+                                    now=utcnow())  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 
 
@@ -204,10 +203,8 @@ def adjust_line(
     """Set a draft line's amount by hand, with a reason."""
     require(caller, *BILLING)
     body = _checked(LineAdjust, {"amount": amount, "reason": reason})
-    invoice = _invoice(session, caller, invoice_id)
-    review.adjust_line(session, caller.tenant_id, invoice.id, line_id,
-                       amount_minor=to_minor(body.amount, invoice.currency),
-                       reason=body.reason, actor=caller.actor)  # fmt: skip
+    review.adjust_line(session, caller, invoice_id, line_id, amount=body.amount,
+                       reason=body.reason)  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 
 
@@ -227,9 +224,9 @@ def add_line(
     data = {"description": description, "quantity": quantity, "unit_price": unit_price,
             "discount": bool(discount), "reason": reason}  # fmt: skip
     body = _checked(LineCreate, data)
-    review.add_line(session, caller.tenant_id, invoice_id, description=body.description,
+    review.add_line(session, caller, invoice_id, description=body.description,
                     quantity=body.quantity, unit_price=body.unit_price,
-                    discount=body.discount, reason=body.reason, actor=caller.actor)  # fmt: skip
+                    discount=body.discount, reason=body.reason)  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 
 
@@ -245,8 +242,8 @@ def finalize_invoice(
     its period ends only with the box ticked and a reason, as the API's body says."""
     require(caller, *BILLING)
     body = _checked(FinalizeRequest, {"before_period_end": before_period_end, "reason": reason})
-    finalize.finalize_invoice(session, caller.tenant_id, invoice_id, actor=caller.actor,
-                              now=utcnow(), early_reason=body.early_reason)  # fmt: skip
+    finalize.finalize_invoice(session, caller, invoice_id, now=utcnow(),
+                              early_reason=body.early_reason)  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 
 
@@ -260,8 +257,8 @@ def void_invoice(
     """Void the invoice, saying why."""
     require(caller, *BILLING)
     body = _checked(VoidRequest, {"reason": reason})
-    finalize.void_invoice(session, caller.tenant_id, invoice_id, reason=body.reason,
-                          actor=caller.actor, now=utcnow())  # fmt: skip
+    finalize.void_invoice(session, caller, invoice_id, reason=body.reason,
+                          now=utcnow())  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 
 
@@ -285,10 +282,8 @@ def credit_note(
     """Credit a finalized invoice, in full (no amount) or in part."""
     require(caller, *BILLING)
     body = _checked(CreditNoteCreate, {"amount": amount, "reason": reason})
-    invoice = _invoice(session, caller, invoice_id)
-    amount_minor = None if body.amount is None else to_minor(body.amount, invoice.currency)
-    finalize.create_credit_note(session, caller.tenant_id, invoice.id, amount_minor=amount_minor,
-                                reason=body.reason, actor=caller.actor, now=utcnow())  # fmt: skip
+    finalize.create_credit_note(session, caller, invoice_id, amount=body.amount,
+                                reason=body.reason, now=utcnow())  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 
 
@@ -314,9 +309,9 @@ def register_customer(
     exception = _run_exception(session, caller, exception_id, ExceptionKind.UNREGISTERED_CUSTOMER)
     body = _checked(RegisterCustomer, {"customer_id": exception.evidence["customer_id"],
                                        "name": name, "email": email})  # fmt: skip
-    review.register_customer(session, caller.tenant_id, exception.period,
-                             customer_id=body.customer_id, name=body.name, email=body.email,
-                             actor=caller.actor)  # fmt: skip
+    review.register_customer(session, caller, exception.period,
+                             customer_id=body.customer_id, name=body.name,
+                             email=body.email)  # fmt: skip
     return see_other(f"/billing?period={exception.period}#unattributed")
 
 
@@ -330,9 +325,9 @@ def map_customer(
     """Move the usage of an unregistered id to a registered customer."""
     require(caller, *BILLING)
     exception = _run_exception(session, caller, exception_id, ExceptionKind.UNREGISTERED_CUSTOMER)
-    review.map_customer(session, caller.tenant_id, exception.period,
-                        from_id=exception.evidence["customer_id"], to_id=to_customer_id,
-                        actor=caller.actor)  # fmt: skip
+    review.map_customer(session, caller, exception.period,
+                        from_id=exception.evidence["customer_id"],
+                        to_id=to_customer_id)  # fmt: skip
     return see_other(f"/billing?period={exception.period}#unattributed")
 
 
@@ -346,7 +341,7 @@ def assign_unattributed(
     """Attribute the period's customer-less traces (those the run found) to a customer."""
     require(caller, *BILLING)
     exception = _run_exception(session, caller, exception_id, ExceptionKind.UNATTRIBUTED_USAGE)
-    review.assign_unattributed(session, caller.tenant_id, exception.period,
+    review.assign_unattributed(session, caller, exception.period,
                                trace_ids=list(exception.evidence["trace_ids"]),
-                               customer_id=customer_id, actor=caller.actor)  # fmt: skip
+                               customer_id=customer_id)  # fmt: skip
     return see_other(f"/billing?period={exception.period}#unattributed")

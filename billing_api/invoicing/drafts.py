@@ -17,7 +17,8 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import Invoice, InvoiceLine, utcnow
-from billing_api.credits.service import preview_credits
+from billing_api.budgets.service import budget_limits
+from billing_api.credits.service import customers_with_credit, preview_credits
 from billing_api.invoicing import checks, repository
 from billing_api.invoicing.checks import Finding, ReviewRules
 from billing_api.invoicing.exceptions import sync_exceptions
@@ -149,7 +150,7 @@ def write_drafts(
     )
     drafts = {c: i for c, i in invoices.items() if i.status == InvoiceStatus.DRAFT}
     existing = repository.lines_of(session, [i.id for i in drafts.values()])
-    with_credit = repository.customers_with_credit(session, tenant_id, list(drafts))
+    with_credit = customers_with_credit(session, tenant_id, list(drafts))
     stale: list[str] = []
     fresh: list[InvoiceLine] = []
     by_invoice: dict[str, list[InvoiceLine]] = {}
@@ -224,7 +225,7 @@ def _context(
         }
         for customer_id, periods in billed.items()
     }
-    budgets = repository.budget_limits(session, tenant_id, customer_ids)
+    budgets = budget_limits(session, tenant_id, customer_ids)
     return _Context(rules, policy, trailing, budgets)
 
 

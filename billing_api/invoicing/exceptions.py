@@ -17,11 +17,13 @@ from sqlalchemy.orm import Session
 
 from agentmeter.tables import BillingException, utcnow
 from billing_api.audit import log as audit_log
+from billing_api.auth import Caller
 from billing_api.errors import NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
 from billing_api.invoicing.checks import Finding
 from billing_api.invoicing.repository import new_id
 from billing_api.invoicing.states import SYSTEM_ACTOR, ExceptionStatus
+from billing_api.invoicing.views import ExceptionView
 
 
 def sync_exceptions(
@@ -80,35 +82,34 @@ def sync_exceptions(
 
 def set_exception_status(
     session: Session,
-    tenant_id: str,
+    caller: Caller,
     exception_id: str,
     *,
     status: ExceptionStatus,
     note: str,
-    actor: str,
     now: datetime,
-) -> BillingException:
-    """Resolve or waive an exception (or reopen it), with who and why."""
+) -> ExceptionView:
+    """Resolve or waive an exception (or reopen it), with who (the caller's actor) and
+    why."""
     if status != ExceptionStatus.OPEN and not note.strip():
         raise UnprocessableError("a note is required to resolve or waive an exception")
-    exception = repository.get_exception(session, tenant_id, exception_id)
+    exception = repository.get_exception(session, caller.tenant_id, exception_id)
     if exception is None:
         raise NotFoundError(f"no exception {exception_id!r}")
     before = {"status": exception.status, "note": exception.note}
     exception.status = status
     exception.note = note
-    exception.resolved_by = "" if status == ExceptionStatus.OPEN else actor
+    exception.resolved_by = "" if status == ExceptionStatus.OPEN else caller.actor
     exception.resolved_at = None if status == ExceptionStatus.OPEN else now
     audit_log.record(
         session,
-        tenant_id,
+        caller,
         entity="exception",
         entity_id=exception.id,
         action=status,
-        actor=actor,
         before=before,
         after={"status": status, "note": note},
         reason=note,
     )
     session.flush()
-    return exception
+    return ExceptionView.of(exception)

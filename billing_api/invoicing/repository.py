@@ -18,14 +18,10 @@ from sqlalchemy.sql.functions import FunctionElement
 from agentmeter.tables import (
     BillingException,
     BillingRun,
-    Budget,
-    CreditGrant,
     CreditNote,
     Invoice,
     InvoiceLine,
     InvoiceSequence,
-    PriceComponent,
-    PriceVersion,
     Tenant,
     UsageRow,
     to_unix_nano,
@@ -132,21 +128,6 @@ def lines_of(session: Session, invoice_ids: Sequence[str]) -> dict[str, list[Inv
         for line in session.scalars(query):
             found.setdefault(line.invoice_id, []).append(line)
     return found
-
-
-def customers_with_credit(
-    session: Session, tenant_id: str, customer_ids: Sequence[str]
-) -> set[str]:
-    """Customers that hold any credit grant (only they need a credit preview)."""
-    if not customer_ids:
-        return set()
-    return set(
-        session.scalars(
-            select(CreditGrant.customer_id)
-            .where(CreditGrant.tenant_id == tenant_id, CreditGrant.customer_id.in_(customer_ids))
-            .distinct()
-        )
-    )
 
 
 def exceptions_in_scopes(
@@ -341,18 +322,6 @@ def customers_with_usage(
     )
 
 
-def budget_limits(
-    session: Session, tenant_id: str, customer_ids: Sequence[str]
-) -> dict[tuple[str, str], int]:
-    """(customer, currency) → budget limit in minor units."""
-    rows = session.execute(
-        select(Budget.customer_id, Budget.currency, Budget.limit_minor).where(
-            Budget.tenant_id == tenant_id, Budget.customer_id.in_(customer_ids)
-        )
-    )
-    return {(customer_id, currency): limit for customer_id, currency, limit in rows}
-
-
 def billed_prior_period_adjustments(
     session: Session, tenant_id: str, customer_id: str, period: str, exclude_invoice_id: str
 ) -> int:
@@ -424,20 +393,6 @@ def next_number(session: Session, tenant_id: str, kind: str, year: int) -> int:
     )
     number = session.execute(statement).scalar_one()
     return int(number)
-
-
-def lock_versions_of_components(session: Session, component_ids: Sequence[str]) -> None:
-    """Make the price versions these components belong to immutable (idempotent)."""
-    if not component_ids:
-        return
-    version_ids = select(PriceComponent.version_id).where(
-        PriceComponent.id.in_(component_ids), PriceComponent.version_id.is_not(None)
-    )
-    session.execute(
-        update(PriceVersion)
-        .where(PriceVersion.id.in_(version_ids), PriceVersion.locked_at.is_(None))
-        .values(locked_at=utcnow())
-    )
 
 
 def exceptions_in_scope(session: Session, tenant_id: str, scope: str) -> list[BillingException]:

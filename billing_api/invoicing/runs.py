@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
 
@@ -21,6 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import BillingRun, utcnow
+from billing_api.auth import Caller
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import leases, repository
 from billing_api.invoicing.checks import Finding
@@ -38,6 +40,57 @@ logger = logging.getLogger("agentmeter.billing")
 CHUNK = 500
 
 Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """A billing run's progress, with its status as observed (see `leases`)."""
+
+    id: str
+    period: str
+    status: RunStatus
+    total_customers: int
+    processed_customers: int
+    drafted: int
+    error: str
+    created_at: datetime
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, run: BillingRun, status: RunStatus) -> RunView:
+        return cls(
+            id=run.id,
+            period=run.period,
+            status=status,
+            total_customers=run.total_customers,
+            processed_customers=run.processed_customers,
+            drafted=run.drafted,
+            error=run.error,
+            created_at=run.created_at,
+            heartbeat_at=run.heartbeat_at,
+            finished_at=run.finished_at,
+        )
+
+
+def get_run(
+    session: Session, caller: Caller, run_id: str, *, now: datetime, lease: timedelta
+) -> RunView:
+    """A run's progress; readable while it works (reads never wait for the writer)."""
+    run = _run(session, caller.tenant_id, run_id)
+    return RunView.of(run, leases.observed_status(run, now, lease))
+
+
+def run_period(session: Session, caller: Caller, run_id: str) -> str:
+    """The month a run bills (what its findings are about)."""
+    return _run(session, caller.tenant_id, run_id).period
+
+
+def _run(session: Session, tenant_id: str, run_id: str) -> BillingRun:
+    run = repository.get_run(session, tenant_id, run_id)
+    if run is None:
+        raise NotFoundError(f"no billing run {run_id!r}")
+    return run
 
 
 def run_findings(
@@ -80,14 +133,15 @@ def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:
 
 def start_run(
     session: Session,
-    tenant_id: str,
+    caller: Caller,
     period_label: str,
     *,
     now: datetime | None = None,
     lease: timedelta | None = None,
-) -> BillingRun:
-    """Record a new run of `period_label` (a month that has begun by `now`); runs of the
-    period whose worker died (see `leases`) are marked superseded by it."""
+) -> RunView:
+    """Record a new run of `period_label` (a month that has begun by `now`) for a worker
+    to execute; runs of the period whose worker died (see `leases`) are marked superseded
+    by it."""
     now = now or utcnow()
     try:
         begins = month_period(period_label).start
@@ -96,6 +150,7 @@ def start_run(
     if begins > now:
         raise UnprocessableError(f"period {period_label} has not begun; nothing to bill yet")
     lease = lease or leases.lease_duration()
+    tenant_id = caller.tenant_id
     run = BillingRun(
         id=new_id(), tenant_id=tenant_id, period=period_label, status=RunStatus.RUNNING
     )
@@ -107,16 +162,14 @@ def start_run(
             stale.finished_at = now
     session.add(run)
     session.flush()
-    return run
+    return RunView.of(run, RunStatus.RUNNING)
 
 
 def resume_run(
-    session: Session, tenant_id: str, run_id: str, *, now: datetime, lease: timedelta
-) -> BillingRun:
-    """Make an interrupted run claimable again; the caller then executes it."""
-    run = repository.get_run(session, tenant_id, run_id)
-    if run is None:
-        raise NotFoundError(f"no billing run {run_id!r}")
+    session: Session, caller: Caller, run_id: str, *, now: datetime, lease: timedelta
+) -> RunView:
+    """Make an interrupted run claimable again, for a worker to execute."""
+    run = _run(session, caller.tenant_id, run_id)
     status = leases.observed_status(run, now, lease)
     if status != RunStatus.INTERRUPTED:
         raise ConflictError(f"billing run {run_id} is {status}; only an interrupted run resumes")
@@ -124,7 +177,7 @@ def resume_run(
     run.heartbeat_at = now
     run.error = ""
     session.flush()
-    return run
+    return RunView.of(run, RunStatus.RUNNING)
 
 
 def execute_run(

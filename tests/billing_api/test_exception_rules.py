@@ -39,6 +39,7 @@ from billing_api.rating.engine import PricedLine, RatedPeriod, UnpricedUsage
 from exporter.provider_costs import ProviderCostCatalog
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
+from tests.billing_api.callers import staff
 
 D = Decimal
 NOVEMBER = month_period("2026-11")
@@ -352,11 +353,10 @@ def set_status(engine: Engine, tenant_id: str, exception_id: str, status: Except
     with Session(engine) as session, session.begin():
         set_exception_status(
             session,
-            tenant_id,
+            staff(tenant_id, "reviewer"),
             exception_id,
             status=status,
             note=f"{status} by a reviewer",
-            actor="reviewer",
             now=datetime.now(UTC),
         )
 
@@ -504,7 +504,7 @@ def invoice_exceptions(
 def bill(engine: Engine, tenant_id: str, period: str = "2026-11") -> str:
     """Run billing for `period`; acme's invoice id of it."""
     with Session(engine) as session, session.begin():
-        run_id = start_run(session, tenant_id, period).id
+        run_id = start_run(session, staff(tenant_id), period).id
     assert execute_run(engine, tenant_id, run_id).status == "completed"
     with Session(engine) as session:
         (invoice,) = repository.list_invoices(session, tenant_id, period=period)
@@ -530,7 +530,7 @@ class TestThroughBillingRuns:
             Session(engine) as session,
             session.begin(),
         ):
-            finalize_invoice(session, tenant, invoice_id, actor="t", now=datetime.now(UTC))
+            finalize_invoice(session, staff(tenant), invoice_id, now=datetime.now(UTC))
 
         set_status(engine, tenant, exception.id, ExceptionStatus.WAIVED)
         assert bill(engine, tenant) == invoice_id
@@ -539,7 +539,7 @@ class TestThroughBillingRuns:
         assert (again.id, again.status) == (exception.id, "waived")
         with Session(engine) as session, session.begin():
             final = finalize_invoice(
-                session, tenant, invoice_id, actor="t", now=datetime(2026, 12, 1, tzinfo=UTC)
+                session, staff(tenant), invoice_id, now=datetime(2026, 12, 1, tzinfo=UTC)
             )
             assert final.number == "INV-2026-000001"
 

@@ -29,6 +29,7 @@ from billing_api.app import create_app
 from billing_api.invoicing.leases import observed_status
 from billing_api.invoicing.runs import CHUNK, execute_run, start_run
 from billing_api.invoicing.states import RunStatus
+from tests.billing_api.callers import staff
 
 AGENTMETER = Path(sys.executable).with_name("agentmeter")
 PERIOD = "2026-10"
@@ -192,7 +193,7 @@ def test_superseded_worker_stops_at_its_next_chunk(engine: Engine) -> None:
     tenant_id, _ = setup_tenant(engine)
     lease = timedelta(seconds=LEASE_SECONDS)
     with Session(engine) as session, session.begin():
-        run_id = start_run(session, tenant_id, PERIOD, lease=lease).id
+        run_id = start_run(session, staff(tenant_id), PERIOD, lease=lease).id
     with Session(engine) as session, session.begin():
         # As if a worker had claimed it and then stalled for longer than the lease.
         session.execute(
@@ -204,7 +205,7 @@ def test_superseded_worker_stops_at_its_next_chunk(engine: Engine) -> None:
         stale = session.get(BillingRun, run_id)
         assert stale is not None
         assert observed_status(stale, datetime.now(UTC), lease) == RunStatus.INTERRUPTED
-        new_id = start_run(session, tenant_id, PERIOD, lease=lease).id
+        new_id = start_run(session, staff(tenant_id), PERIOD, lease=lease).id
     with Session(engine) as session:
         stale = session.get(BillingRun, run_id)
         assert stale is not None and (stale.status, stale.holder) == ("superseded", "")
@@ -222,7 +223,7 @@ def test_progress_is_readable_while_a_writer_holds_sqlite(
         pytest.skip("the write lock that readers must not wait for is SQLite's")
     tenant_id, admin_key = setup_tenant(engine)
     with Session(engine) as session, session.begin():
-        run_id = start_run(session, tenant_id, PERIOD).id
+        run_id = start_run(session, staff(tenant_id), PERIOD).id
     # Queued behind the writer, the GET would wait the busy timeout and answer 503.
     app = create_app(engine, CollectorRegistry(), Settings())
     with (
