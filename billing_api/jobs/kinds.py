@@ -1,0 +1,10 @@
+"""Every job kind and its handler, registered once; each handler lives in its domain."""
+
+from __future__ import annotations
+
+from billing_api.jobs.worker import JobRegistry
+
+
+def job_registry() -> JobRegistry:
+    """The registry `agentmeter serve` (and `agentmeter jobs run`) works from."""
+    return JobRegistry()
