@@ -228,6 +228,20 @@ def _user_set_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jobs_run(args: argparse.Namespace) -> int:
+    """Run the background jobs due now once (what `agentmeter serve` does periodically)."""
+    from dataclasses import asdict
+
+    from billing_api.jobs.kinds import job_registry
+    from billing_api.jobs.worker import run_due_jobs
+
+    engine = make_engine(Settings())
+    migrate(engine)
+    report = run_due_jobs(engine, job_registry(), limit=args.limit)
+    print(json.dumps(asdict(report)))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentmeter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -286,6 +300,13 @@ def _parser() -> argparse.ArgumentParser:
     user_password.add_argument("email")
     user_password.add_argument("--tenant", required=True, help="tenant id")
     user_password.set_defaults(run=_user_set_password)
+
+    jobs = commands.add_parser("jobs", help="background jobs").add_subparsers(
+        dest="jobs_command", required=True
+    )
+    jobs_run = jobs.add_parser("run", help="run the jobs due now once and print the counts")
+    jobs_run.add_argument("--limit", type=int, default=1000, help="at most this many jobs")
+    jobs_run.set_defaults(run=_jobs_run)
     return parser
 
 

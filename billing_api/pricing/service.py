@@ -28,6 +28,7 @@ from billing_api.errors import ConflictError, NotFoundError
 from billing_api.meters.service import check_known
 from billing_api.pricing import repository as pricing_sql
 from billing_api.pricing.components import Tier, component_from_row, tier_to_json
+from billing_api.pricing.recost import enqueue_recost
 from billing_api.pricing.repository import PricingRepository
 from billing_api.pricing.schemas import (
     ComponentIn,
@@ -46,7 +47,6 @@ from billing_api.pricing.schemas import (
     VersionOut,
     VersionSummary,
 )
-from exporter.provider_costs import recost_usage
 
 
 def _new_id() -> str:
@@ -464,9 +464,9 @@ def delete_provider_cost(session: Session, tenant_id: str, cost_id: str) -> None
 
 
 def _recost(session: Session, tenant_id: str, start: datetime) -> None:
-    """Provider cost of stored usage from `start` on, recomputed with the current rates,
-    in the request's transaction so the rate change and its effect commit together."""
-    recost_usage(session.connection(), tenant_id, start=start)
+    """Provider cost of stored usage from `start` on, recomputed with the current rates by
+    a job queued in the request's transaction (it runs once the rate change commits)."""
+    enqueue_recost(session, tenant_id, start)
 
 
 def lock_versions_of_components(
