@@ -96,7 +96,7 @@ def _bill(args: argparse.Namespace) -> int:
     try:
         with Session(engine) as session, session.begin():
             caller = Caller(tenant_id=tenant_id, actor="agentmeter bill", role=Role.ADMIN)
-            run_id = start_run(session, caller, args.period).id
+            run_id = start_run(session, caller, args.period, queue=False).id
     except ApiError as error:  # a bad or future period
         print(error.message, file=sys.stderr)
         return 2

@@ -5,13 +5,11 @@ its entry in the audit trail shown on the same page."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import Engine
 
 from agentmeter.tables import BillingException, BillingRun, Invoice, utcnow
 from billing_api.audit import log as audit_log
@@ -30,6 +28,7 @@ from billing_api.dashboard.http import (
 from billing_api.deps import DbSession
 from billing_api.errors import NotFoundError, UnprocessableError
 from billing_api.invoicing import exceptions, finalize, repository, review, runs
+from billing_api.invoicing.leases import lease_duration
 from billing_api.invoicing.schemas import (
     CreditNoteCreate,
     ExceptionUpdate,
@@ -100,13 +99,6 @@ def billing(
                   context=context)  # fmt: skip
 
 
-def _execute(engine: Engine, tenant_id: str, run_id: str) -> None:
-    try:
-        runs.execute_run(engine, tenant_id, run_id)
-    except Exception:  # recorded on the run (status failed) and logged by execute_run
-        return
-
-
 @router.post("/billing/runs")
 def start_run(
     request: Request,
@@ -118,13 +110,10 @@ def start_run(
     """Start drafting every customer's invoice for `period`; the run page shows progress."""
     require(caller, *BILLING)
     body = _checked(RunCreate, {"period": period})
-    run_id = runs.start_run(session, caller, body.period).id
-    engine: Engine = request.app.state.engine
-    # As the API does: the run starts once this request's transaction has committed.
-    thread = threading.Thread(
-        target=_execute, args=(engine, caller.tenant_id, run_id), name=f"run-{run_id}", daemon=True
-    )
-    background.add_task(thread.start)
+    settings = request.app.state.settings
+    run_id = runs.start_run(session, caller, body.period, lease=lease_duration(settings)).id
+    # As the API does: the job worker is woken once this request's transaction commits.
+    background.add_task(request.app.state.jobs.wake)
     return see_other(f"/billing/runs/{run_id}")
 
 

@@ -4,12 +4,8 @@ services called with the caller, their values out."""
 
 from __future__ import annotations
 
-import threading
-from datetime import timedelta
-
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import Engine
 
 from agentmeter.tables import utcnow
 from billing_api.auth import AdminCaller
@@ -56,12 +52,11 @@ def create_run(
     caller: AdminCaller,
     settings: AppSettings,
 ) -> RunOut:
-    """Draft every customer's invoice for a month, in the background; poll the run.
+    """Draft every customer's invoice for a month, in a background job; poll the run.
     Interrupted runs of the month (their worker died) are superseded by this one."""
     run = runs.start_run(session, caller, body.period, lease=lease_duration(settings))
-    # Runs once the request's transaction, which created the run, has committed.
-    background.add_task(_start_run_thread, request.app.state.engine, caller.tenant_id, run.id,
-                        lease_duration(settings))  # fmt: skip
+    # The job worker is woken once the request's transaction, which queued the job, commits.
+    background.add_task(request.app.state.jobs.wake)
     return RunOut.of(run)
 
 
@@ -77,25 +72,8 @@ def resume_run(
     """Run an interrupted run again from the start (drafting converges: nothing is billed
     twice); 409 unless the run is interrupted."""
     run = runs.resume_run(session, caller, run_id, now=utcnow(), lease=lease_duration(settings))
-    background.add_task(_start_run_thread, request.app.state.engine, caller.tenant_id, run.id,
-                        lease_duration(settings))  # fmt: skip
+    background.add_task(request.app.state.jobs.wake)
     return RunOut.of(run)
-
-
-def _start_run_thread(engine: Engine, tenant_id: str, run_id: str, lease: timedelta) -> None:
-    threading.Thread(
-        target=_run_quietly,
-        args=(engine, tenant_id, run_id, lease),
-        name=f"run-{run_id}",
-        daemon=True,
-    ).start()
-
-
-def _run_quietly(engine: Engine, tenant_id: str, run_id: str, lease: timedelta) -> None:
-    try:
-        runs.execute_run(engine, tenant_id, run_id, lease=lease)
-    except Exception:  # recorded on the run (status failed) and logged by execute_run
-        return
 
 
 @router.get("/billing-runs/{run_id}")

@@ -30,6 +30,8 @@ from billing_api.invoicing.drafts import draft_customers
 from billing_api.invoicing.exceptions import sync_exceptions
 from billing_api.invoicing.repository import new_id
 from billing_api.invoicing.states import ExceptionKind, RunStatus, Severity
+from billing_api.jobs.service import enqueue
+from billing_api.jobs.worker import ClaimedJob, PermanentJobError
 from billing_api.periods import Period, month_period
 from billing_api.rating.repository import load_pricing
 from billing_api.rating.service import rate_period
@@ -38,6 +40,8 @@ from billing_api.rating.terms import TenantPricing
 logger = logging.getLogger("agentmeter.billing")
 
 CHUNK = 500
+# The job that executes a run started from the API or the dashboard (`run_billing_run`).
+RUN_JOB = "invoicing.run"
 
 Progress = Callable[[int, int], None]
 
@@ -138,10 +142,12 @@ def start_run(
     *,
     now: datetime | None = None,
     lease: timedelta | None = None,
+    queue: bool = True,
 ) -> RunView:
-    """Record a new run of `period_label` (a month that has begun by `now`) for a worker
-    to execute; runs of the period whose worker died (see `leases`) are marked superseded
-    by it."""
+    """Record a new run of `period_label` (a month that has begun by `now`); runs of the
+    period whose worker died (see `leases`) are marked superseded by it. With `queue`, a
+    job executes it once the caller's transaction commits (`run_billing_run`); without,
+    the caller executes it (`execute_run`), as `agentmeter bill` does."""
     now = now or utcnow()
     try:
         begins = month_period(period_label).start
@@ -162,13 +168,16 @@ def start_run(
             stale.finished_at = now
     session.add(run)
     session.flush()
+    if queue:
+        _queue(session, run, lease)
     return RunView.of(run, RunStatus.RUNNING)
 
 
 def resume_run(
     session: Session, caller: Caller, run_id: str, *, now: datetime, lease: timedelta
 ) -> RunView:
-    """Make an interrupted run claimable again, for a worker to execute."""
+    """Make an interrupted run claimable again and queue its job (it runs again from the
+    start once the caller's transaction commits; drafting converges)."""
     run = _run(session, caller.tenant_id, run_id)
     status = leases.observed_status(run, now, lease)
     if status != RunStatus.INTERRUPTED:
@@ -177,7 +186,39 @@ def resume_run(
     run.heartbeat_at = now
     run.error = ""
     session.flush()
+    _queue(session, run, lease)
     return RunView.of(run, RunStatus.RUNNING)
+
+
+def _queue(session: Session, run: BillingRun, lease: timedelta) -> None:
+    enqueue(
+        session,
+        RUN_JOB,
+        run.id,
+        {"run_id": run.id, "lease_seconds": lease.total_seconds()},
+        tenant_id=run.tenant_id,
+    )
+
+
+def run_billing_run(engine: Engine, job: ClaimedJob) -> None:
+    """The job's handler: execute the run under its own lease (`execute_run`).
+
+    One attempt only. A run that fails records why (status failed); a run whose worker
+    died reads interrupted until a person resumes it or a new run supersedes it, so a job
+    re-claimed after its worker died does not run it again by itself. A run already held
+    by a live worker, superseded, or finished is left alone."""
+    run_id = str(job.payload["run_id"])
+    assert job.tenant_id is not None
+    if job.attempts > 1:
+        logger.warning("billing run %s interrupted: its worker died; resume it", run_id)
+        return
+    lease = timedelta(seconds=float(job.payload["lease_seconds"]))
+    try:
+        execute_run(engine, job.tenant_id, run_id, lease=lease)
+    except (ConflictError, leases.LeaseLostError):
+        return  # another worker holds it, or it was superseded: nothing of this job's
+    except Exception as error:  # recorded on the run (failed) and logged by execute_run
+        raise PermanentJobError(f"billing run {run_id} failed: {error}") from error
 
 
 def execute_run(

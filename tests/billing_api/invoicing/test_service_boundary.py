@@ -1,6 +1,7 @@
 """Invoicing's service boundary, on both backends: what a caller may see is decided by the
 invoicing service from the caller; the audit log names the caller's actor, whatever a
-client says; review registers customers by the customers service's rules.
+client says; review registers customers by the customers service's rules; billing runs
+started through the API are executed by the job worker, not a thread of the request.
 
 Prices and helpers are those of test_late_usage.py (input 3.00 per 10^6 tokens, output
 12.00 per 10^6, platform fee 49.00; usage stored with a provider cost where genai-prices
@@ -9,18 +10,23 @@ knows the model).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from agentmeter.tables import BillingRun
 from agentmeter.tenants import create_tenant
 from billing_api.auth import Caller, Role
 from billing_api.errors import NotFoundError, UnprocessableError
 from billing_api.invoicing import review, service
-from billing_api.invoicing.runs import start_run
+from billing_api.invoicing.runs import RUN_JOB, run_billing_run, start_run
 from billing_api.invoicing.states import InvoiceStatus
+from billing_api.jobs.worker import ClaimedJob
 from tests.billing_api.callers import staff
 from tests.billing_api.inprocess import api_client
 from tests.billing_api.test_late_usage import bill, finalize, setup_tenant, write_span
@@ -116,3 +122,44 @@ class TestBillingSettingsInput:
             assert refused.status_code == 422, refused.text
             taken = api.patch("/api/v1/billing-settings", json={"review_threshold_minor": 5000})
             assert taken.json()["review_threshold_minor"] == 5000
+
+
+def poll_run(api: TestClient, run_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        run: dict[str, Any] = api.get(f"/api/v1/billing-runs/{run_id}").json()
+        if run["status"] != "running" or time.monotonic() > deadline:
+            return run
+        time.sleep(0.05)
+
+
+class TestRunsAsJobs:
+    def test_a_run_started_by_the_api_is_executed_by_a_job(self, engine: Engine) -> None:
+        tenant = create_tenant(engine, "jobs")
+        with api_client(engine, tenant.admin_key) as api:
+            started = api.post("/api/v1/billing-runs", json={"period": "2026-11"})
+            assert (started.status_code, started.json()["status"]) == (202, "running")
+            assert poll_run(api, started.json()["id"])["status"] == "completed"
+            (job,) = api.get("/api/v1/jobs", params={"kind": RUN_JOB}).json()
+            assert (job["status"], job["attempts"]) == ("done", 1)
+
+    def test_a_job_whose_worker_died_leaves_the_run_to_be_resumed(self, engine: Engine) -> None:
+        tenant = create_tenant(engine, "jobs")
+        with Session(engine) as session, session.begin():
+            run_id = start_run(session, staff(tenant.tenant_id), "2026-11", queue=False).id
+        again = ClaimedJob(
+            id=0,
+            kind=RUN_JOB,
+            key=run_id,
+            tenant_id=tenant.tenant_id,
+            payload={"run_id": run_id, "lease_seconds": 60},
+            attempts=2,  # the first attempt's worker died
+            max_attempts=10,
+            holder="next-worker",
+            lease=timedelta(minutes=1),
+            engine=engine,
+        )
+        run_billing_run(engine, again)
+        with Session(engine) as session:
+            run = session.get(BillingRun, run_id)
+            assert run is not None and (run.status, run.holder) == ("running", "")
