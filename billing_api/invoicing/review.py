@@ -20,8 +20,7 @@ from agentmeter.money import exact_minor, to_minor
 from agentmeter.tables import Invoice, InvoiceLine, utcnow
 from billing_api.audit import log as audit_log
 from billing_api.auth import Caller
-from billing_api.customers.service import get_customer
-from billing_api.customers.service import register_customer as create_customer
+from billing_api.customers import service as customers
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
 from billing_api.invoicing.drafts import recompute_totals, redraft_customer
@@ -183,7 +182,7 @@ def register_customer(
 ) -> Invoice | None:
     """One click for an unregistered customer id: register it (as the customers API
     would, with its validation) and re-draft its invoice."""
-    create_customer(session, caller, customer_id, name, email)
+    customers.register_customer(session, caller, customer_id, name, email)
     session.flush()
     audit_log.record(
         session,
@@ -219,7 +218,7 @@ def _settle_unregistered(
 
 def _registered(session: Session, caller: Caller, customer_id: str) -> None:
     try:
-        get_customer(session, caller.tenant_id, customer_id)
+        customers.get_customer(session, caller.tenant_id, customer_id)
     except NotFoundError:
         raise NotFoundError(f"no customer {customer_id!r}: register it first") from None
 
