@@ -7,6 +7,10 @@ customer with nothing to bill gets no invoice. Each chunk commits on its own, so
 is visible and a crash loses at most one chunk, which a re-run redoes (drafting converges).
 A new run of a month supersedes its interrupted runs. Findings about the period as a whole
 (unattributed usage, unregistered customer ids) are the run's own exceptions.
+
+Started or resumed from the API or the dashboard, a run is executed by a background job
+(`RUN_JOB`, handled by `run_billing_run`), never by a thread of the request; `agentmeter
+bill` executes it in its own process.
 """
 
 from __future__ import annotations
