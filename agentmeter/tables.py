@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -746,3 +747,41 @@ class StaffLoginFailure(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     email: Mapped[str] = mapped_column(String(320))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Job(Base):
+    """A unit of background work (`billing_api/jobs`): enqueued in the transaction of its
+    cause, claimed by one worker at a time under a lease, retried, or dead with its error."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index(None, "status", "due_at"),
+        Index(None, "lane", "id"),
+        # Idempotent enqueue: one pending (not yet started) job per (kind, key).
+        Index(
+            "uq_jobs_pending_kind_key",
+            "kind",
+            "key",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(200))
+    # Jobs of one lane run one at a time, oldest first (e.g. recosts of one tenant).
+    lane: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    tenant_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=10)
+    # Pending or retrying: when it may run; running: when its lease runs out.
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    holder: Mapped[str] = mapped_column(String(100), default="")
+    last_error: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -23,14 +23,15 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from agentmeter.tables import Invoice, InvoiceLine  # noqa: E402
 from bench.dataset import PERIOD, build, run_on_backends  # noqa: E402
-from billing_api.invoicing.service import execute_run, start_run  # noqa: E402
+from billing_api.auth import Caller, Role  # noqa: E402
+from billing_api.invoicing.runs import execute_run, start_run  # noqa: E402
 
 
 def run(label: str, url: str, customers: int, records: int) -> None:
     engine, tenant_id, load_s = build(url, customers, records)
     for attempt in ("first run", "re-run"):
         with Session(engine) as session, session.begin():
-            run_id = start_run(session, tenant_id, PERIOD).id
+            run_id = start_run(session, Caller(tenant_id, "bench", Role.ADMIN), PERIOD).id
         started = time.perf_counter()
         result = execute_run(engine, tenant_id, run_id)
         seconds = time.perf_counter() - started

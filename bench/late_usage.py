@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from agentmeter.tables import Invoice, InvoiceLine, to_unix_nano  # noqa: E402
 from bench.dataset import END, PERIOD, build, run_on_backends  # noqa: E402
+from billing_api.auth import Caller, Role  # noqa: E402
 from billing_api.invoicing import repository  # noqa: E402
-from billing_api.invoicing.service import execute_run, start_run  # noqa: E402
+from billing_api.invoicing.runs import execute_run, start_run  # noqa: E402
 from exporter.sql_sink import SqlUsageSink  # noqa: E402
 from otel_processor.usage import UsageBatch, UsageRecord  # noqa: E402
 
@@ -33,7 +34,7 @@ from otel_processor.usage import UsageBatch, UsageRecord  # noqa: E402
 def bill(engine: Engine, tenant_id: str, period: str) -> float:
     """Seconds of one billing run of `period`."""
     with Session(engine) as session, session.begin():
-        run_id = start_run(session, tenant_id, period).id
+        run_id = start_run(session, Caller(tenant_id, "bench", Role.ADMIN), period).id
     started = time.perf_counter()
     assert execute_run(engine, tenant_id, run_id).status == "completed"
     return time.perf_counter() - started

@@ -17,6 +17,9 @@ from billing_api.dashboard import router as dashboard_router
 from billing_api.errors import error_response, install_error_handlers
 from billing_api.guards import require_encodable_json
 from billing_api.invoicing.endpoints import router as invoicing_router
+from billing_api.jobs.endpoints import router as jobs_router
+from billing_api.jobs.kinds import job_registry
+from billing_api.jobs.waker import JobWaker
 from billing_api.meters.endpoints import router as meters_router
 from billing_api.openapi import install_error_responses
 from billing_api.portal.endpoints import admin as portal_admin_router
@@ -52,6 +55,8 @@ def create_app(
     app.state.engine = engine
     app.state.stripe = stripe
     app.state.settings = settings = settings or Settings()
+    # Runs queued jobs a person waits for (billing runs) without waiting for serve's loop.
+    app.state.jobs = JobWaker(engine, job_registry())
     install_error_handlers(app)
     install_error_responses(app)
     app.include_router(customers_router)
@@ -61,6 +66,7 @@ def create_app(
     app.include_router(credits_router)
     app.include_router(budgets_router)
     app.include_router(webhooks_router)
+    app.include_router(jobs_router)
     app.include_router(invoicing_router)
     app.include_router(meters_router)
     app.include_router(stripe_router)

@@ -55,7 +55,8 @@ Caches. Model lookups and the rates of each price version are cached per catalog
 prices per UTC day, time-of-day prices per minute), so the hot path neither searches
 genai-prices' data nor calls its `calc_price`. Overrides are read from the database on
 every `SqlUsageSink.write` (one indexed query per batch), so every replica applies a new
-override from its commit on; `recost_usage` recomputes records stored before.
+override from its commit on; `exporter.recost.recost_usage` recomputes records stored
+before. This module is pure: no SQL (reading overrides and recosting are `exporter.recost`).
 """
 
 from __future__ import annotations
@@ -76,10 +77,9 @@ from genai_prices.types import (
     TieredPrices,
     TimeOfDateConstraint,
 )
-from sqlalchemy import Connection, Engine, Table, bindparam, select, tuple_, update
 
 from agentmeter.patterns import is_glob, pattern_matches
-from agentmeter.tables import ProviderCostOverride, UsageRow, from_unix_nano, to_unix_nano
+from agentmeter.tables import from_unix_nano, to_unix_nano
 from otel_processor.usage import (
     CACHE_READ_TOKENS,
     CACHE_WRITE_TOKENS,
@@ -89,7 +89,6 @@ from otel_processor.usage import (
     TOKEN_METERS,
     Quantity,
     UsageRecord,
-    from_micros,
 )
 
 __all__ = [
@@ -99,12 +98,7 @@ __all__ = [
     "ProviderCostCatalog",
     "canonical_provider",
     "genai_provider_id",
-    "load_cost_overrides",
-    "recost_usage",
 ]
-
-_USAGE: Table = UsageRow.__table__  # type: ignore[assignment]
-_OVERRIDES: Table = ProviderCostOverride.__table__  # type: ignore[assignment]
 
 PICO_PER_USD = 10**12
 _NANOS_PER_MINUTE = 60 * 10**9
@@ -368,14 +362,22 @@ class CostOverrides:
     """A tenant's provider cost overrides, compiled for lookup (see the module docstring)."""
 
     def __init__(self, overrides: Iterable[CostOverride]) -> None:
+        self._overrides = frozenset(overrides)
         self._by_meter: dict[str, list[CostOverride]] = {}
-        for override in overrides:
+        for override in self._overrides:
             self._by_meter.setdefault(override.meter, []).append(override)
         # (provider, model, meter) → matching overrides, the one to try first first.
         self._matching: dict[tuple[str, str, str], tuple[tuple[int, _Rate], ...]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._by_meter)
+
+    def __eq__(self, other: object) -> bool:
+        """The same overrides (so the same costs): how a writer sees they changed."""
+        return isinstance(other, CostOverrides) and self._overrides == other._overrides
+
+    def __hash__(self) -> int:
+        return hash(self._overrides)
 
     def _rate(self, provider: str, model: str, meter: str, time_unix_nano: int) -> _Rate | None:
         """The overriding rate of `meter` for this provider and model at this time, if any."""
@@ -409,12 +411,6 @@ class CostOverrides:
 
 
 NO_OVERRIDES = CostOverrides(())
-
-
-def load_cost_overrides(connection: Connection, tenant_id: str) -> CostOverrides:
-    """The tenant's `ProviderCostOverride` rows, compiled."""
-    query = select(_OVERRIDES).where(_OVERRIDES.c.tenant_id == tenant_id)
-    return CostOverrides(CostOverride.from_row(row) for row in connection.execute(query))
 
 
 class ProviderCostCatalog:
@@ -584,121 +580,3 @@ class ProviderCostCatalog:
             if found is None:
                 return None
         return found.find_model(model_ref, all_providers=self._providers)
-
-
-def recost_usage(
-    engine_or_connection: Engine | Connection,
-    tenant_id: str,
-    *,
-    start: datetime | None = None,
-    catalog: ProviderCostCatalog | None = None,
-    batch_size: int = 5_000,
-) -> int:
-    """Recompute `provider_cost_pico` of the tenant's stored usage (from `start` on, if
-    given) with today's catalog and overrides; return how many records changed.
-
-    For when the builder adds or changes a cost override. Records are read span by span in
-    batches of about `batch_size` records. Given an engine, each batch commits on its own;
-    given a connection, everything runs in the caller's transaction, which the caller
-    commits.
-    """
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    catalog = catalog or ProviderCostCatalog()
-    if isinstance(engine_or_connection, Engine):
-        with engine_or_connection.connect() as connection:
-            overrides = load_cost_overrides(connection, tenant_id)
-    else:
-        overrides = load_cost_overrides(engine_or_connection, tenant_id)
-
-    changed = 0
-    after: tuple[int, str, str] | None = None
-    while True:
-        if isinstance(engine_or_connection, Engine):
-            with engine_or_connection.begin() as connection:
-                page_changed, after = _recost_page(
-                    connection, tenant_id, start, after, catalog, overrides, batch_size
-                )
-        else:
-            page_changed, after = _recost_page(
-                engine_or_connection, tenant_id, start, after, catalog, overrides, batch_size
-            )
-        changed += page_changed
-        if after is None:
-            return changed
-
-
-_SPAN_KEY = (_USAGE.c.time_unix_nano, _USAGE.c.trace_id, _USAGE.c.span_id)
-_RECOST_COLUMNS = (
-    _USAGE.c.id,
-    *_SPAN_KEY,
-    _USAGE.c.meter,
-    _USAGE.c.quantity_micros,
-    _USAGE.c.provider,
-    _USAGE.c.model,
-    _USAGE.c.provider_cost_pico,
-)
-_SET_COST = (
-    update(_USAGE)
-    .where(_USAGE.c.id == bindparam("row_id"))
-    .values(provider_cost_pico=bindparam("cost"))
-)
-
-
-def _recost_page(
-    connection: Connection,
-    tenant_id: str,
-    start: datetime | None,
-    after: tuple[int, str, str] | None,
-    catalog: ProviderCostCatalog,
-    overrides: CostOverrides,
-    batch_size: int,
-) -> tuple[int, tuple[int, str, str] | None]:
-    """Recost the next whole spans after `after`; return the changes and where to go on
-    (None when done)."""
-    query = select(*_RECOST_COLUMNS).where(_USAGE.c.tenant_id == tenant_id)
-    if start is not None:
-        query = query.where(_USAGE.c.time_unix_nano >= to_unix_nano(start))
-    if after is not None:
-        query = query.where(tuple_(*_SPAN_KEY) > tuple_(*after))
-    rows = list(connection.execute(query.order_by(*_SPAN_KEY).limit(batch_size)))
-    if not rows:
-        return 0, None
-    following: tuple[int, str, str] | None = None  # None: the last page
-    if len(rows) == batch_size:
-        # The page may end inside a span: leave that span whole to the next page, unless
-        # it is the only one on the page, then read all of it here.
-        last = (rows[-1].time_unix_nano, rows[-1].trace_id, rows[-1].span_id)
-        whole = [r for r in rows if (r.time_unix_nano, r.trace_id, r.span_id) != last]
-        if whole:
-            rows = whole
-            following = (rows[-1].time_unix_nano, rows[-1].trace_id, rows[-1].span_id)
-        else:
-            span = select(*_RECOST_COLUMNS).where(
-                _USAGE.c.tenant_id == tenant_id, tuple_(*_SPAN_KEY) == tuple_(*last)
-            )
-            rows = list(connection.execute(span))
-            following = last
-
-    records = [
-        UsageRecord(
-            trace_id=row.trace_id,
-            span_id=row.span_id,
-            meter=row.meter,
-            quantity=from_micros(row.quantity_micros),
-            customer_id="",
-            time_unix_nano=row.time_unix_nano,
-            provider=row.provider,
-            model=row.model,
-        )
-        for row in rows
-    ]
-    costs = catalog.costs(records, overrides)
-    updates = [
-        {"row_id": row.id, "cost": cost}
-        for row, cost in zip(rows, costs, strict=True)
-        if cost != row.provider_cost_pico
-    ]
-    if updates:
-        connection.execute(_SET_COST, updates)
-    return len(updates), following

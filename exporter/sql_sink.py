@@ -20,7 +20,8 @@ from exporter.provider_calls import (
     settle_calls,
     store_agent_spans,
 )
-from exporter.provider_costs import ProviderCostCatalog, canonical_provider, load_cost_overrides
+from exporter.provider_costs import CostOverrides, ProviderCostCatalog, canonical_provider
+from exporter.recost import hold_cost_overrides, load_cost_overrides
 from otel_processor.usage import (
     StoreUnavailableError,
     UsageBatch,
@@ -33,6 +34,8 @@ _USAGE: Table = UsageRow.__table__  # type: ignore[assignment]
 _TRACES: Table = TraceCustomer.__table__  # type: ignore[assignment]
 # Bound on the number of values in one IN (…) list.
 _CHUNK = 500
+# The overrides a batch was costed with, and its records' costs.
+_Costed = tuple[CostOverrides, list[int | None]]
 
 
 class SqlUsageSink:
@@ -50,7 +53,8 @@ class SqlUsageSink:
     (`exporter.provider_calls`).
 
     With `costs`, each record is stored with its provider cost (`provider_cost_pico`),
-    computed before the write from the catalog and the tenant's cost overrides.
+    computed before the write from the catalog and the tenant's cost overrides, and again
+    inside the write if the overrides changed meanwhile (`exporter.recost` says why).
     """
 
     def __init__(self, engine: Engine, costs: ProviderCostCatalog | None = None) -> None:
@@ -78,9 +82,9 @@ class SqlUsageSink:
             raise ValueError("SqlUsageSink.write needs the tenant id")
         batch = _with_canonical_providers(batch)
         try:
-            costs = self._provider_costs(tenant_id, batch)
+            costed = self._provider_costs(tenant_id, batch)
             with self._lock:
-                result, unattributed = self._write(tenant_id, batch, costs)
+                result, unattributed = self._write(tenant_id, batch, costed)
             if not self._sqlite and (unattributed or batch.trace_customers):
                 # A concurrent writer may have committed the other half of a trace (its
                 # customer, or its customer-less spans) after our reads: settle both now
@@ -94,19 +98,32 @@ class SqlUsageSink:
             raise  # a bug in the code or the schema: answered INTERNAL, never "retry"
         return result
 
-    def _provider_costs(self, tenant_id: str, batch: UsageBatch) -> list[int | None]:
+    def _provider_costs(self, tenant_id: str, batch: UsageBatch) -> _Costed | None:
         # Outside the SQLite writer lock: reading overrides and costing need no writer.
         if self._costs is None or not batch.records:
-            return [None] * len(batch.records)
+            return None
         with read_only(self._engine) as connection:
             overrides = load_cost_overrides(connection, tenant_id)
-        return self._costs.costs(batch.records, overrides)
+        return overrides, self._costs.costs(batch.records, overrides)
+
+    def _settled_costs(
+        self, connection: Connection, tenant_id: str, batch: UsageBatch, costed: _Costed | None
+    ) -> list[int | None]:
+        """The costs to store: those computed before the write, unless the overrides have
+        changed since (read again in the write's transaction, under the shared lock)."""
+        if costed is None or self._costs is None:
+            return [None] * len(batch.records)
+        hold_cost_overrides(connection, tenant_id)
+        overrides, costs = costed
+        current = load_cost_overrides(connection, tenant_id)
+        return costs if current == overrides else self._costs.costs(batch.records, current)
 
     def _write(
-        self, tenant_id: str, batch: UsageBatch, costs: list[int | None]
+        self, tenant_id: str, batch: UsageBatch, costed: _Costed | None
     ) -> tuple[WriteResult, set[str]]:
         received = time.time_ns()
         with self._engine.begin() as connection:
+            costs = self._settled_costs(connection, tenant_id, batch, costed)
             lock_calls(connection, tenant_id, batch.records, batch.agent_spans)
             # Rows go in key order: two batches holding the same traces in other orders
             # would otherwise deadlock on PostgreSQL.

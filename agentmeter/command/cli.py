@@ -76,8 +76,9 @@ def _bill(args: argparse.Namespace) -> int:
     from sqlalchemy.orm import Session
 
     from agentmeter.tenants import tenant_exists, tenant_ids
+    from billing_api.auth import Caller, Role
     from billing_api.errors import ApiError
-    from billing_api.invoicing.service import execute_run, start_run
+    from billing_api.invoicing.runs import execute_run, start_run
 
     engine = make_engine(Settings())
     migrate(engine)
@@ -94,7 +95,8 @@ def _bill(args: argparse.Namespace) -> int:
         return 2
     try:
         with Session(engine) as session, session.begin():
-            run_id = start_run(session, tenant_id, args.period).id
+            caller = Caller(tenant_id=tenant_id, actor="agentmeter bill", role=Role.ADMIN)
+            run_id = start_run(session, caller, args.period, queue=False).id
     except ApiError as error:  # a bad or future period
         print(error.message, file=sys.stderr)
         return 2
@@ -229,6 +231,20 @@ def _user_set_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jobs_run(args: argparse.Namespace) -> int:
+    """Run the background jobs due now once (what `agentmeter serve` does periodically)."""
+    from dataclasses import asdict
+
+    from billing_api.jobs.kinds import job_registry
+    from billing_api.jobs.worker import run_due_jobs
+
+    engine = make_engine(Settings())
+    migrate(engine)
+    report = run_due_jobs(engine, job_registry(), limit=args.limit)
+    print(json.dumps(asdict(report)))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentmeter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -287,6 +303,13 @@ def _parser() -> argparse.ArgumentParser:
     user_password.add_argument("email")
     user_password.add_argument("--tenant", required=True, help="tenant id")
     user_password.set_defaults(run=_user_set_password)
+
+    jobs = commands.add_parser("jobs", help="background jobs").add_subparsers(
+        dest="jobs_command", required=True
+    )
+    jobs_run = jobs.add_parser("run", help="run the jobs due now once and print the counts")
+    jobs_run.add_argument("--limit", type=int, default=1000, help="at most this many jobs")
+    jobs_run.set_defaults(run=_jobs_run)
     return parser
 
 

@@ -34,6 +34,9 @@ from agentmeter.settings import Settings
 from billing_api.app import create_app
 from billing_api.budgets.service import sweep_budgets
 from billing_api.credits.service import expire_all_credits
+from billing_api.jobs.kinds import job_registry
+from billing_api.jobs.worker import JobRegistry
+from billing_api.jobs.worker import run_due_jobs as run_jobs
 from billing_api.ratelimit import RateLimitedApi
 from billing_api.stripe.events import process_events
 from billing_api.stripe.gateway import StripeGateway, build_gateway
@@ -170,9 +173,12 @@ def public_base_url(settings: Settings, api_port: int) -> str:
     return f"http://{host}:{api_port}"
 
 
-def run_background_jobs(engine: Engine, stripe: StripeGateway | None = None) -> None:
+def run_background_jobs(
+    engine: Engine, registry: JobRegistry, stripe: StripeGateway | None = None
+) -> None:
     """One pass of the periodic jobs; each logs its own failure and the others still run."""
     jobs: tuple[tuple[str, Callable[[Engine], object]], ...] = (
+        ("job queue", lambda engine: run_jobs(engine, registry)),
         ("budget sweep", sweep_budgets),
         ("credit expiry", expire_all_credits),
         ("webhook delivery", deliver_due),
@@ -190,13 +196,14 @@ async def _background(
     engine: Engine, stripe: StripeGateway | None, interval: float, stop: asyncio.Event
 ) -> None:
     """Every `interval` seconds until `stop`, run the jobs in a worker thread (they block)."""
+    registry = job_registry()
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)
         if stop.is_set():
             return
         try:
-            await asyncio.to_thread(run_background_jobs, engine, stripe)
+            await asyncio.to_thread(run_background_jobs, engine, registry, stripe)
         except Exception:
             logger.exception("background jobs failed")
 

@@ -97,3 +97,15 @@ def all_budgets(session: Session) -> Sequence[tuple[str, str]]:
         select(Budget.tenant_id, Budget.customer_id).order_by(Budget.tenant_id, Budget.customer_id)
     )
     return [(t, c) for t, c in rows]
+
+
+def limits_of(
+    session: Session, tenant_id: str, customer_ids: Sequence[str]
+) -> dict[tuple[str, str], int]:
+    """(customer, currency) → budget limit in minor units, for these customers."""
+    rows = session.execute(
+        select(Budget.customer_id, Budget.currency, Budget.limit_minor).where(
+            Budget.tenant_id == tenant_id, Budget.customer_id.in_(customer_ids)
+        )
+    )
+    return {(customer_id, currency): limit for customer_id, currency, limit in rows}

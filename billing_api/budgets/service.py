@@ -18,6 +18,7 @@ only its own (spend is what it is charged: no cost or margin in a budget).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
@@ -227,3 +228,11 @@ def budget_progress(session: Session, caller: Caller, rated: RatedPeriod) -> Bud
     except ConflictError:
         return None
     return _status(budget, spent, rated.period)
+
+
+def budget_limits(
+    session: Session, tenant_id: str, customer_ids: Sequence[str]
+) -> dict[tuple[str, str], int]:
+    """The budget limits of these customers, by (customer, currency), in minor units: a
+    budget compares only with charges in its own currency."""
+    return repository.limits_of(session, tenant_id, customer_ids)

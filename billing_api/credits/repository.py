@@ -168,3 +168,18 @@ def expired_with_balance(
     if tenant_id is not None:
         query = query.where(CreditGrant.tenant_id == tenant_id)
     return [(t, g) for t, g in session.execute(query)]
+
+
+def customers_with_grants(
+    session: Session, tenant_id: str, customer_ids: Sequence[str]
+) -> set[str]:
+    """Those of these customers that hold any credit grant."""
+    if not customer_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(CreditGrant.customer_id)
+            .where(CreditGrant.tenant_id == tenant_id, CreditGrant.customer_id.in_(customer_ids))
+            .distinct()
+        )
+    )

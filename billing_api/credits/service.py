@@ -370,3 +370,11 @@ def _entry(
         note=note[:500],
         created_at=now,
     )
+
+
+def customers_with_credit(
+    session: Session, tenant_id: str, customer_ids: Sequence[str]
+) -> set[str]:
+    """Those of these customers that hold any credit grant (only they can have credit to
+    preview)."""
+    return repository.customers_with_grants(session, tenant_id, customer_ids)

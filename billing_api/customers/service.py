@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import Customer
 from billing_api.auth import Caller, Role
 from billing_api.customers.repository import CustomerRepository
-from billing_api.errors import ConflictError, NotFoundError
+from billing_api.customers.schemas import CustomerCreate
+from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 
 
 def create_customer(
@@ -42,3 +44,20 @@ def list_customers(session: Session, caller: Caller) -> Sequence[Customer]:
     """Every registered customer of the tenant (staff only)."""
     caller.require_staff()
     return CustomerRepository(session).list(caller.tenant_id)
+
+
+def register_customer(
+    session: Session, caller: Caller, customer_id: str, name: str, email: str | None = None
+) -> Customer:
+    """Register a customer under the rules of `POST /api/v1/customers` (`CustomerCreate`:
+    id, name and email as that endpoint checks them), for callers that do not come
+    through it, such as registering an id a billing run found. 422 for what it would
+    refuse, 409 if the id is taken."""
+    try:
+        body = CustomerCreate(id=customer_id, name=name, email=email)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise UnprocessableError(problems) from None
+    return create_customer(session, caller, body.id, body.name, body.email)

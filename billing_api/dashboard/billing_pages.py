@@ -5,17 +5,15 @@ its entry in the audit trail shown on the same page."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import Engine
 
 from agentmeter.clock import utcnow
-from agentmeter.money import to_minor
 from agentmeter.tables import BillingException, BillingRun, Invoice
+from billing_api.audit import log as audit_log
 from billing_api.auth import Caller, Role
 from billing_api.customers.service import list_customers
 from billing_api.dashboard.forms import Model, parse
@@ -29,7 +27,8 @@ from billing_api.dashboard.http import (
 )
 from billing_api.deps import DbSession
 from billing_api.errors import NotFoundError, UnprocessableError
-from billing_api.invoicing import checks, finalize, repository, review, service
+from billing_api.invoicing import exceptions, finalize, repository, review, runs
+from billing_api.invoicing.leases import lease_duration
 from billing_api.invoicing.schemas import (
     CreditNoteCreate,
     ExceptionUpdate,
@@ -40,12 +39,11 @@ from billing_api.invoicing.schemas import (
     RunCreate,
     VoidRequest,
 )
+from billing_api.invoicing.states import ExceptionKind, ExceptionStatus, InvoiceStatus, RunStatus
 from billing_api.periods import period_containing, previous_periods
 from billing_api.stripe import service as stripe
 
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
-
-RUNNING = "running"
 
 
 def _checked(schema: type[Model], data: Mapping[str, Any]) -> Model:
@@ -76,10 +74,12 @@ def billing(
     """The review queue of a period (default: the last closed one)."""
     label = _checked(RunCreate, {"period": period}).period if period else None
     label = label or previous_periods(period_containing(utcnow()), 1)[0].label
-    drafts = repository.list_invoices(session, caller.tenant_id, period=label, status="draft")
+    drafts = repository.list_invoices(
+        session, caller.tenant_id, period=label, status=InvoiceStatus.DRAFT
+    )
     invoices = repository.list_invoices(session, caller.tenant_id, period=label)
     open_exceptions = repository.list_exceptions(
-        session, caller.tenant_id, period=label, status="open"
+        session, caller.tenant_id, period=label, status=ExceptionStatus.OPEN
     )
     per_invoice: dict[str, int] = {}
     for exception in open_exceptions:
@@ -88,22 +88,15 @@ def billing(
     context = {
         "period": label,
         "drafts": drafts,
-        "others": [i for i in invoices if i.status != "draft"],
+        "others": [i for i in invoices if i.status != InvoiceStatus.DRAFT],
         "open_per_invoice": per_invoice,
         "run_exceptions": [e for e in open_exceptions if not e.invoice_id],
         "customers": list_customers(session, caller),
-        "unregistered": checks.UNREGISTERED_CUSTOMER,
-        "unattributed": checks.UNATTRIBUTED_USAGE,
+        "unregistered": ExceptionKind.UNREGISTERED_CUSTOMER,
+        "unattributed": ExceptionKind.UNATTRIBUTED_USAGE,
     }
     return render(request, caller, "billing.html", page="billing", title="Billing",
                   context=context)  # fmt: skip
-
-
-def _execute(engine: Engine, tenant_id: str, run_id: str) -> None:
-    try:
-        service.execute_run(engine, tenant_id, run_id)
-    except Exception:  # recorded on the run (status failed) and logged by execute_run
-        return
 
 
 @router.post("/billing/runs")
@@ -117,13 +110,10 @@ def start_run(
     """Start drafting every customer's invoice for `period`; the run page shows progress."""
     caller.require(Role.BILLING)
     body = _checked(RunCreate, {"period": period})
-    run_id = service.start_run(session, caller.tenant_id, body.period).id
-    engine: Engine = request.app.state.engine
-    # As the API does: the run starts once this request's transaction has committed.
-    thread = threading.Thread(
-        target=_execute, args=(engine, caller.tenant_id, run_id), name=f"run-{run_id}", daemon=True
-    )
-    background.add_task(thread.start)
+    settings = request.app.state.settings
+    run_id = runs.start_run(session, caller, body.period, lease=lease_duration(settings)).id
+    # As the API does: the job worker is woken once this request's transaction commits.
+    background.add_task(request.app.state.jobs.wake)
     return see_other(f"/billing/runs/{run_id}")
 
 
@@ -132,7 +122,7 @@ def run_page(request: Request, session: DbSession, caller: StaffCaller, run_id: 
     """A run's progress; while it runs, htmx refreshes the progress every second."""
     run = _run(session, caller, run_id)
     return render(request, caller, "run.html", page="billing", title=f"Billing run {run.period}",
-                  context={"run": run, "running": RUNNING})  # fmt: skip
+                  context={"run": run, "running": RunStatus.RUNNING})  # fmt: skip
 
 
 @router.get("/billing/runs/{run_id}/progress", response_class=HTMLResponse)
@@ -141,7 +131,7 @@ def run_progress(
 ) -> Response:
     """The progress block alone (what htmx swaps in)."""
     run = _run(session, caller, run_id)
-    return fragment(request, "run_progress.html", {"run": run, "running": RUNNING})
+    return fragment(request, "run_progress.html", {"run": run, "running": RunStatus.RUNNING})
 
 
 @router.get("/invoices/{invoice_id}", response_class=HTMLResponse)
@@ -152,8 +142,8 @@ def invoice_page(
     invoice = _invoice(session, caller, invoice_id)
     exceptions = repository.list_exceptions(session, caller.tenant_id, invoice_id=invoice.id)
     audit = [
-        *repository.audit_trail(session, caller.tenant_id, invoice.id),
-        *(a for e in exceptions for a in repository.audit_trail(session, caller.tenant_id, e.id)),
+        *audit_log.trail(session, caller.tenant_id, invoice.id),
+        *(a for e in exceptions for a in audit_log.trail(session, caller.tenant_id, e.id)),
     ]
     context = {
         "invoice": invoice,
@@ -184,8 +174,9 @@ def set_exception(
     exception = repository.get_exception(session, caller.tenant_id, exception_id)
     if exception is None or exception.invoice_id != _invoice(session, caller, invoice_id).id:
         raise NotFoundError(f"no exception {exception_id!r} on invoice {invoice_id!r}")
-    review.set_exception_status(session, caller.tenant_id, exception_id, status=body.status,
-                                note=body.note, actor=caller.actor, now=utcnow())  # fmt: skip
+    exceptions.set_exception_status(session, caller, exception_id,
+                                    status=ExceptionStatus(body.status), note=body.note,
+                                    now=utcnow())  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 
 
@@ -201,10 +192,8 @@ def adjust_line(
     """Set a draft line's amount by hand, with a reason."""
     caller.require(Role.BILLING)
     body = _checked(LineAdjust, {"amount": amount, "reason": reason})
-    invoice = _invoice(session, caller, invoice_id)
-    review.adjust_line(session, caller.tenant_id, invoice.id, line_id,
-                       amount_minor=to_minor(body.amount, invoice.currency),
-                       reason=body.reason, actor=caller.actor)  # fmt: skip
+    review.adjust_line(session, caller, invoice_id, line_id, amount=body.amount,
+                       reason=body.reason)  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 
 
@@ -224,9 +213,9 @@ def add_line(
     data = {"description": description, "quantity": quantity, "unit_price": unit_price,
             "discount": bool(discount), "reason": reason}  # fmt: skip
     body = _checked(LineCreate, data)
-    review.add_line(session, caller.tenant_id, invoice_id, description=body.description,
+    review.add_line(session, caller, invoice_id, description=body.description,
                     quantity=body.quantity, unit_price=body.unit_price,
-                    discount=body.discount, reason=body.reason, actor=caller.actor)  # fmt: skip
+                    discount=body.discount, reason=body.reason)  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 
 
@@ -242,8 +231,8 @@ def finalize_invoice(
     its period ends only with the box ticked and a reason, as the API's body says."""
     caller.require(Role.BILLING)
     body = _checked(FinalizeRequest, {"before_period_end": before_period_end, "reason": reason})
-    finalize.finalize_invoice(session, caller.tenant_id, invoice_id, actor=caller.actor,
-                              now=utcnow(), early_reason=body.early_reason)  # fmt: skip
+    finalize.finalize_invoice(session, caller, invoice_id, now=utcnow(),
+                              early_reason=body.early_reason)  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 
 
@@ -257,8 +246,8 @@ def void_invoice(
     """Void the invoice, saying why."""
     caller.require(Role.BILLING)
     body = _checked(VoidRequest, {"reason": reason})
-    finalize.void_invoice(session, caller.tenant_id, invoice_id, reason=body.reason,
-                          actor=caller.actor, now=utcnow())  # fmt: skip
+    finalize.void_invoice(session, caller, invoice_id, reason=body.reason,
+                          now=utcnow())  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 
 
@@ -282,10 +271,8 @@ def credit_note(
     """Credit a finalized invoice, in full (no amount) or in part."""
     caller.require(Role.BILLING)
     body = _checked(CreditNoteCreate, {"amount": amount, "reason": reason})
-    invoice = _invoice(session, caller, invoice_id)
-    amount_minor = None if body.amount is None else to_minor(body.amount, invoice.currency)
-    finalize.create_credit_note(session, caller.tenant_id, invoice.id, amount_minor=amount_minor,
-                                reason=body.reason, actor=caller.actor, now=utcnow())  # fmt: skip
+    finalize.create_credit_note(session, caller, invoice_id, amount=body.amount,
+                                reason=body.reason, now=utcnow())  # fmt: skip
     return see_other(f"/invoices/{invoice_id}#audit")
 
 
@@ -308,12 +295,12 @@ def register_customer(
 ) -> Response:
     """Register the customer id usage arrived under; its draft is made at once."""
     caller.require(Role.BILLING)
-    exception = _run_exception(session, caller, exception_id, checks.UNREGISTERED_CUSTOMER)
+    exception = _run_exception(session, caller, exception_id, ExceptionKind.UNREGISTERED_CUSTOMER)
     body = _checked(RegisterCustomer, {"customer_id": exception.evidence["customer_id"],
                                        "name": name, "email": email})  # fmt: skip
-    review.register_customer(session, caller.tenant_id, exception.period,
-                             customer_id=body.customer_id, name=body.name, email=body.email,
-                             actor=caller.actor)  # fmt: skip
+    review.register_customer(session, caller, exception.period,
+                             customer_id=body.customer_id, name=body.name,
+                             email=body.email)  # fmt: skip
     return see_other(f"/billing?period={exception.period}#unattributed")
 
 
@@ -326,10 +313,10 @@ def map_customer(
 ) -> Response:
     """Move the usage of an unregistered id to a registered customer."""
     caller.require(Role.BILLING)
-    exception = _run_exception(session, caller, exception_id, checks.UNREGISTERED_CUSTOMER)
-    review.map_customer(session, caller.tenant_id, exception.period,
-                        from_id=exception.evidence["customer_id"], to_id=to_customer_id,
-                        actor=caller.actor)  # fmt: skip
+    exception = _run_exception(session, caller, exception_id, ExceptionKind.UNREGISTERED_CUSTOMER)
+    review.map_customer(session, caller, exception.period,
+                        from_id=exception.evidence["customer_id"],
+                        to_id=to_customer_id)  # fmt: skip
     return see_other(f"/billing?period={exception.period}#unattributed")
 
 
@@ -342,8 +329,8 @@ def assign_unattributed(
 ) -> Response:
     """Attribute the period's customer-less traces (those the run found) to a customer."""
     caller.require(Role.BILLING)
-    exception = _run_exception(session, caller, exception_id, checks.UNATTRIBUTED_USAGE)
-    review.assign_unattributed(session, caller.tenant_id, exception.period,
+    exception = _run_exception(session, caller, exception_id, ExceptionKind.UNATTRIBUTED_USAGE)
+    review.assign_unattributed(session, caller, exception.period,
                                trace_ids=list(exception.evidence["trace_ids"]),
-                               customer_id=customer_id, actor=caller.actor)  # fmt: skip
+                               customer_id=customer_id)  # fmt: skip
     return see_other(f"/billing?period={exception.period}#unattributed")

@@ -24,6 +24,7 @@ from billing_api.auth import Caller
 from billing_api.budgets import repository as budgets
 from billing_api.customers.service import list_customers
 from billing_api.invoicing import repository as invoicing
+from billing_api.invoicing.states import InvoiceStatus
 from billing_api.periods import Period, period_containing, previous_periods
 from billing_api.rating.engine import RatedPeriod
 from billing_api.rating.service import rate_period
@@ -31,7 +32,6 @@ from billing_api.usage.service import UsageSelection, query_usage
 from otel_processor.usage import from_micros
 
 TREND_PERIODS = 6
-FINALIZED = "finalized"
 
 
 def margin_percent(revenue_minor: int, margin_minor: int | None) -> Decimal | None:
@@ -126,7 +126,7 @@ def customer_figures(
     names = {c.id: c.name for c in list_customers(session, caller)}
     invoiced: dict[str, int] = defaultdict(int)
     for invoice in invoicing.list_invoices(
-        session, caller.tenant_id, period=period.label, status=FINALIZED
+        session, caller.tenant_id, period=period.label, status=InvoiceStatus.FINALIZED
     ):
         invoiced[invoice.customer_id] += invoice.subtotal_minor
     rows = []

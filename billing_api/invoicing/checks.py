@@ -12,27 +12,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from billing_api.invoicing.states import ExceptionKind, Severity
 from billing_api.pricing.components import ChargeModel
 from billing_api.rating.engine import RatedPeriod
-
-BLOCKING = "blocking"
-WARNING = "warning"
-
-UNPRICED_USAGE = "unpriced_usage"
-UNKNOWN_COST = "unknown_provider_cost"
-USAGE_SPIKE = "usage_spike"
-LOW_MARGIN = "low_margin"
-BUDGET_EXCEEDED = "budget_exceeded"
-REVIEW_THRESHOLD = "total_above_review_threshold"
-LATE_USAGE = "late_usage"
-UNATTRIBUTED_USAGE = "unattributed_usage"
-UNREGISTERED_CUSTOMER = "unregistered_customer"
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    type: str
-    severity: str
+    type: ExceptionKind
+    severity: Severity
     fingerprint: str
     message: str
     evidence: dict[str, Any] = field(default_factory=dict)
@@ -69,8 +57,8 @@ def invoice_findings(
         dims = ",".join(f"{k}={v}" for k, v in item.dims if v)
         findings.append(
             Finding(
-                UNPRICED_USAGE,
-                BLOCKING,
+                ExceptionKind.UNPRICED_USAGE,
+                Severity.BLOCKING,
                 f"{item.meter}|{dims}",
                 f"{item.quantity} {item.meter} ({dims or 'no dimensions'}) match no price",
                 {
@@ -86,8 +74,8 @@ def invoice_findings(
             cost_plus = line.charge == ChargeModel.COST_PLUS
             findings.append(
                 Finding(
-                    UNKNOWN_COST,
-                    BLOCKING if cost_plus else WARNING,
+                    ExceptionKind.UNKNOWN_PROVIDER_COST,
+                    Severity.BLOCKING if cost_plus else Severity.WARNING,
                     line.component_id,
                     f"provider cost unknown for {line.unknown_cost_records} usage records "
                     f"priced by {line.component_name!r}: "
@@ -103,8 +91,8 @@ def invoice_findings(
         ):
             findings.append(
                 Finding(
-                    LOW_MARGIN,
-                    WARNING,
+                    ExceptionKind.LOW_MARGIN,
+                    Severity.WARNING,
                     f"line:{line.component_id}",
                     f"margin on {line.component_name!r} is {margin} minor units "
                     f"on {line.amount_minor}, below the floor of {rules.margin_floor_percent} %",
@@ -122,8 +110,8 @@ def invoice_findings(
     ):
         findings.append(
             Finding(
-                LOW_MARGIN,
-                WARNING,
+                ExceptionKind.LOW_MARGIN,
+                Severity.WARNING,
                 "invoice",
                 f"invoice margin {margin} on {rated.subtotal_minor} is below "
                 f"the floor of {rules.margin_floor_percent} %",
@@ -136,8 +124,8 @@ def invoice_findings(
         if average > 0 and quantity > rules.spike_factor * average:
             findings.append(
                 Finding(
-                    USAGE_SPIKE,
-                    WARNING,
+                    ExceptionKind.USAGE_SPIKE,
+                    Severity.WARNING,
                     meter,
                     f"{meter} is {Decimal(quantity) / average:.1f}× its average over the "
                     f"{len(history)} previous billed period{'s' if len(history) > 1 else ''}",
@@ -152,8 +140,8 @@ def invoice_findings(
     if budget_limit_minor is not None and rated.subtotal_minor > budget_limit_minor:
         findings.append(
             Finding(
-                BUDGET_EXCEEDED,
-                WARNING,
+                ExceptionKind.BUDGET_EXCEEDED,
+                Severity.WARNING,
                 "budget",
                 f"charges {rated.subtotal_minor} exceed the budget of {budget_limit_minor}",
                 {"subtotal_minor": rated.subtotal_minor, "limit_minor": budget_limit_minor},
@@ -162,8 +150,8 @@ def invoice_findings(
     if rules.review_threshold_minor is not None and total_minor > rules.review_threshold_minor:
         findings.append(
             Finding(
-                REVIEW_THRESHOLD,
-                BLOCKING,
+                ExceptionKind.TOTAL_ABOVE_REVIEW_THRESHOLD,
+                Severity.BLOCKING,
                 "total",
                 f"total {total_minor} is above the review threshold {rules.review_threshold_minor}",
                 {"total_minor": total_minor, "threshold_minor": rules.review_threshold_minor},

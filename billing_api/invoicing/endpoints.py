@@ -1,29 +1,22 @@
 """HTTP surface of invoicing: billing runs, drafts and review, finalize, void, credit notes,
-exceptions, exports, and the tenant's billing settings."""
+exceptions, exports, and the tenant's billing settings. Translation only: bodies in,
+services called with the caller, their values out."""
 
 from __future__ import annotations
 
-import threading
-from datetime import timedelta
-from typing import Annotated
-
-from fastapi import APIRouter, BackgroundTasks, Depends, Header, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
 from agentmeter.clock import utcnow
-from agentmeter.money import exact_minor
-from agentmeter.settings import Settings
-from agentmeter.tables import Customer, Invoice
-from billing_api.auth import TenantId
+from billing_api.auth import AdminCaller
 from billing_api.deps import AppSettings, DbSession
-from billing_api.errors import NotFoundError
-from billing_api.invoicing import exports, finalize, repository, review, service
-from billing_api.invoicing.leases import lease_duration, observed_status
+from billing_api.invoicing import exceptions, finalize, review, runs, service
+from billing_api.invoicing.leases import lease_duration
 from billing_api.invoicing.schemas import (
     AssignUnattributed,
     AuditOut,
+    BillingSettingsOut,
+    BillingSettingsUpdate,
     CreditNoteCreate,
     CreditNoteOut,
     CustomerInvoiceOut,
@@ -39,36 +32,15 @@ from billing_api.invoicing.schemas import (
     RunOut,
     VoidRequest,
 )
-from billing_api.invoicing.settings import BillingSettings, BillingSettingsUpdate, update_settings
+from billing_api.invoicing.settings import billing_settings, update_settings
+from billing_api.invoicing.states import ExceptionStatus
 from billing_api.web.security import page_headers
 
 router = APIRouter(prefix="/api/v1", tags=["invoicing"])
 
 
-def _actor(
-    actor: Annotated[str | None, Header(alias="X-AgentMeter-Actor", max_length=200)] = None,
-) -> str:
-    """Who acts, for the audit log: the `X-AgentMeter-Actor` header, else "admin"."""
-    return actor or "admin"
-
-
-Actor = Annotated[str, Depends(_actor)]
-
-
-def _invoice(session: Session, tenant_id: str, invoice_id: str) -> Invoice:
-    invoice = repository.get_invoice(session, tenant_id, invoice_id)
-    if invoice is None:
-        raise NotFoundError(f"no invoice {invoice_id!r}")
-    return invoice
-
-
-def _full(session: Session, tenant_id: str, invoice_id: str) -> InvoiceOut:
-    invoice = _invoice(session, tenant_id, invoice_id)
-    return InvoiceOut.full(
-        invoice,
-        repository.lines(session, invoice.id),
-        list(repository.list_exceptions(session, tenant_id, invoice_id=invoice.id)),
-    )
+def _invoice_out(session: DbSession, caller: AdminCaller, invoice_id: str) -> InvoiceOut:
+    return InvoiceOut.of(service.get_invoice(session, caller, invoice_id))
 
 
 @router.post("/billing-runs", status_code=202)
@@ -77,16 +49,15 @@ def create_run(
     request: Request,
     background: BackgroundTasks,
     session: DbSession,
-    tenant_id: TenantId,
+    caller: AdminCaller,
     settings: AppSettings,
 ) -> RunOut:
-    """Draft every customer's invoice for a month, in the background; poll the run.
+    """Draft every customer's invoice for a month, in a background job; poll the run.
     Interrupted runs of the month (their worker died) are superseded by this one."""
-    run = service.start_run(session, tenant_id, body.period, lease=lease_duration(settings))
-    engine: Engine = request.app.state.engine
-    # Runs once the request's transaction, which created the run, has committed.
-    background.add_task(_start_run_thread, engine, tenant_id, run.id, settings)
-    return RunOut.of(run, run.status)
+    run = runs.start_run(session, caller, body.period, lease=lease_duration(settings))
+    # The job worker is woken once the request's transaction, which queued the job, commits.
+    background.add_task(request.app.state.jobs.wake)
+    return RunOut.of(run)
 
 
 @router.post("/billing-runs/{run_id}/resume", status_code=202)
@@ -95,328 +66,225 @@ def resume_run(
     request: Request,
     background: BackgroundTasks,
     session: DbSession,
-    tenant_id: TenantId,
+    caller: AdminCaller,
     settings: AppSettings,
 ) -> RunOut:
     """Run an interrupted run again from the start (drafting converges: nothing is billed
     twice); 409 unless the run is interrupted."""
-    run = service.resume_run(
-        session, tenant_id, run_id, now=utcnow(), lease=lease_duration(settings)
-    )
-    background.add_task(_start_run_thread, request.app.state.engine, tenant_id, run.id, settings)
-    return RunOut.of(run, run.status)
-
-
-def _start_run_thread(engine: Engine, tenant_id: str, run_id: str, settings: Settings) -> None:
-    threading.Thread(
-        target=_run_quietly,
-        args=(engine, tenant_id, run_id, lease_duration(settings)),
-        name=f"run-{run_id}",
-        daemon=True,
-    ).start()
-
-
-def _run_quietly(engine: Engine, tenant_id: str, run_id: str, lease: timedelta) -> None:
-    try:
-        service.execute_run(engine, tenant_id, run_id, lease=lease)
-    except Exception:  # recorded on the run (status failed) and logged by execute_run
-        return
+    run = runs.resume_run(session, caller, run_id, now=utcnow(), lease=lease_duration(settings))
+    background.add_task(request.app.state.jobs.wake)
+    return RunOut.of(run)
 
 
 @router.get("/billing-runs/{run_id}")
-def get_run(run_id: str, session: DbSession, tenant_id: TenantId, settings: AppSettings) -> RunOut:
+def get_run(run_id: str, session: DbSession, caller: AdminCaller, settings: AppSettings) -> RunOut:
     """The run's progress; readable while it works (reads never wait for the writer)."""
-    run = repository.get_run(session, tenant_id, run_id)
-    if run is None:
-        raise NotFoundError(f"no billing run {run_id!r}")
-    return RunOut.of(run, observed_status(run, utcnow(), lease_duration(settings)))
-
-
-def _run_period(session: Session, tenant_id: str, run_id: str) -> str:
-    run = repository.get_run(session, tenant_id, run_id)
-    if run is None:
-        raise NotFoundError(f"no billing run {run_id!r}")
-    return run.period
+    return RunOut.of(
+        runs.get_run(session, caller, run_id, now=utcnow(), lease=lease_duration(settings))
+    )
 
 
 @router.post("/billing-runs/{run_id}/register-customer")
 def register_customer(
-    run_id: str,
-    body: RegisterCustomer,
-    session: DbSession,
-    tenant_id: TenantId,
-    actor: Actor,
+    run_id: str, body: RegisterCustomer, session: DbSession, caller: AdminCaller
 ) -> InvoiceOut | None:
     """Register an unregistered customer id found by the run and re-draft its invoice."""
-    period = _run_period(session, tenant_id, run_id)
+    period = runs.run_period(session, caller, run_id)
     invoice = review.register_customer(
-        session,
-        tenant_id,
-        period,
-        customer_id=body.customer_id,
-        name=body.name,
-        email=body.email,
-        actor=actor,
+        session, caller, period, customer_id=body.customer_id, name=body.name, email=body.email
     )
-    return None if invoice is None else _full(session, tenant_id, invoice.id)
+    return None if invoice is None else _invoice_out(session, caller, invoice.id)
 
 
 @router.post("/billing-runs/{run_id}/map-customer")
 def map_customer(
-    run_id: str, body: MapCustomer, session: DbSession, tenant_id: TenantId, actor: Actor
+    run_id: str, body: MapCustomer, session: DbSession, caller: AdminCaller
 ) -> InvoiceOut | None:
     """Move usage recorded under a wrong customer id to a registered customer; re-draft."""
-    period = _run_period(session, tenant_id, run_id)
+    period = runs.run_period(session, caller, run_id)
     invoice = review.map_customer(
-        session,
-        tenant_id,
-        period,
-        from_id=body.from_customer_id,
-        to_id=body.to_customer_id,
-        actor=actor,
+        session, caller, period, from_id=body.from_customer_id, to_id=body.to_customer_id
     )
-    return None if invoice is None else _full(session, tenant_id, invoice.id)
+    return None if invoice is None else _invoice_out(session, caller, invoice.id)
 
 
 @router.post("/billing-runs/{run_id}/assign-unattributed")
 def assign_unattributed(
-    run_id: str,
-    body: AssignUnattributed,
-    session: DbSession,
-    tenant_id: TenantId,
-    actor: Actor,
+    run_id: str, body: AssignUnattributed, session: DbSession, caller: AdminCaller
 ) -> InvoiceOut | None:
     """Attribute customer-less usage of the given traces to a customer; re-draft."""
-    period = _run_period(session, tenant_id, run_id)
+    period = runs.run_period(session, caller, run_id)
     invoice = review.assign_unattributed(
-        session,
-        tenant_id,
-        period,
-        trace_ids=body.trace_ids,
-        customer_id=body.customer_id,
-        actor=actor,
+        session, caller, period, trace_ids=body.trace_ids, customer_id=body.customer_id
     )
-    return None if invoice is None else _full(session, tenant_id, invoice.id)
+    return None if invoice is None else _invoice_out(session, caller, invoice.id)
 
 
 @router.get("/invoices")
 def list_invoices(
     session: DbSession,
-    tenant_id: TenantId,
+    caller: AdminCaller,
     period: str | None = None,
     status: str | None = None,
     customer_id: str | None = None,
 ) -> list[InvoiceOut]:
     """Invoices with their lines and exceptions (three queries, whatever their number)."""
-    invoices = repository.list_invoices(
-        session, tenant_id, period=period, status=status, customer_id=customer_id
+    found = service.list_invoices(
+        session, caller, period=period, status=status, customer_id=customer_id
     )
-    ids = [i.id for i in invoices]
-    lines = repository.lines_of(session, ids)
-    exceptions = repository.exceptions_of(session, tenant_id, ids)
-    return [InvoiceOut.full(i, lines.get(i.id, []), exceptions.get(i.id, [])) for i in invoices]
+    return [InvoiceOut.of(invoice) for invoice in found]
 
 
 @router.get("/invoices/{invoice_id}")
-def get_invoice(invoice_id: str, session: DbSession, tenant_id: TenantId) -> InvoiceOut:
-    return _full(session, tenant_id, invoice_id)
+def get_invoice(invoice_id: str, session: DbSession, caller: AdminCaller) -> InvoiceOut:
+    return _invoice_out(session, caller, invoice_id)
 
 
 @router.post("/invoices/{invoice_id}/lines", status_code=201)
 def add_line(
-    invoice_id: str, body: LineCreate, session: DbSession, tenant_id: TenantId, actor: Actor
+    invoice_id: str, body: LineCreate, session: DbSession, caller: AdminCaller
 ) -> InvoiceOut:
     review.add_line(
         session,
-        tenant_id,
+        caller,
         invoice_id,
         description=body.description,
         quantity=body.quantity,
         unit_price=body.unit_price,
         discount=body.discount,
         reason=body.reason,
-        actor=actor,
     )
-    return _full(session, tenant_id, invoice_id)
+    return _invoice_out(session, caller, invoice_id)
 
 
 @router.patch("/invoices/{invoice_id}/lines/{line_id}")
 def adjust_line(
-    invoice_id: str,
-    line_id: str,
-    body: LineAdjust,
-    session: DbSession,
-    tenant_id: TenantId,
-    actor: Actor,
+    invoice_id: str, line_id: str, body: LineAdjust, session: DbSession, caller: AdminCaller
 ) -> InvoiceOut:
-    invoice = _invoice(session, tenant_id, invoice_id)
-    review.adjust_line(
-        session,
-        tenant_id,
-        invoice_id,
-        line_id,
-        amount_minor=exact_minor(body.amount, invoice.currency),
-        reason=body.reason,
-        actor=actor,
-    )
-    return _full(session, tenant_id, invoice_id)
+    review.adjust_line(session, caller, invoice_id, line_id, amount=body.amount, reason=body.reason)
+    return _invoice_out(session, caller, invoice_id)
 
 
 @router.delete("/invoices/{invoice_id}/lines/{line_id}")
 def remove_line(
-    invoice_id: str,
-    line_id: str,
-    session: DbSession,
-    tenant_id: TenantId,
-    actor: Actor,
-    reason: str = "",
+    invoice_id: str, line_id: str, session: DbSession, caller: AdminCaller, reason: str = ""
 ) -> InvoiceOut:
-    review.remove_line(session, tenant_id, invoice_id, line_id, reason=reason, actor=actor)
-    return _full(session, tenant_id, invoice_id)
+    review.remove_line(session, caller, invoice_id, line_id, reason=reason)
+    return _invoice_out(session, caller, invoice_id)
 
 
 @router.post("/invoices/{invoice_id}/rerate")
-def rerate(invoice_id: str, session: DbSession, tenant_id: TenantId, actor: Actor) -> InvoiceOut:
-    review.rerate(session, tenant_id, invoice_id, actor=actor)
-    return _full(session, tenant_id, invoice_id)
+def rerate(invoice_id: str, session: DbSession, caller: AdminCaller) -> InvoiceOut:
+    review.rerate(session, caller, invoice_id)
+    return _invoice_out(session, caller, invoice_id)
 
 
 @router.post("/invoices/{invoice_id}/finalize")
 def finalize_invoice(
-    invoice_id: str,
-    session: DbSession,
-    tenant_id: TenantId,
-    actor: Actor,
-    body: FinalizeRequest | None = None,
+    invoice_id: str, session: DbSession, caller: AdminCaller, body: FinalizeRequest | None = None
 ) -> InvoiceOut:
     """Number and freeze a draft. Before its period ends: 409, unless the body says
     `{"before_period_end": true, "reason": …}` (kept in the audit log)."""
     finalize.finalize_invoice(
         session,
-        tenant_id,
+        caller,
         invoice_id,
-        actor=actor,
         now=utcnow(),
         early_reason=None if body is None else body.early_reason,
     )
-    return _full(session, tenant_id, invoice_id)
+    return _invoice_out(session, caller, invoice_id)
 
 
 @router.post("/invoices/{invoice_id}/void")
 def void_invoice(
-    invoice_id: str, body: VoidRequest, session: DbSession, tenant_id: TenantId, actor: Actor
+    invoice_id: str, body: VoidRequest, session: DbSession, caller: AdminCaller
 ) -> InvoiceOut:
-    finalize.void_invoice(
-        session, tenant_id, invoice_id, reason=body.reason, actor=actor, now=utcnow()
-    )
-    return _full(session, tenant_id, invoice_id)
+    finalize.void_invoice(session, caller, invoice_id, reason=body.reason, now=utcnow())
+    return _invoice_out(session, caller, invoice_id)
 
 
 @router.post("/invoices/{invoice_id}/credit-notes", status_code=201)
 def create_credit_note(
-    invoice_id: str,
-    body: CreditNoteCreate,
-    session: DbSession,
-    tenant_id: TenantId,
-    actor: Actor,
+    invoice_id: str, body: CreditNoteCreate, session: DbSession, caller: AdminCaller
 ) -> CreditNoteOut:
-    invoice = _invoice(session, tenant_id, invoice_id)
     note = finalize.create_credit_note(
-        session,
-        tenant_id,
-        invoice_id,
-        amount_minor=None if body.amount is None else exact_minor(body.amount, invoice.currency),
-        reason=body.reason,
-        actor=actor,
-        now=utcnow(),
+        session, caller, invoice_id, amount=body.amount, reason=body.reason, now=utcnow()
     )
     return CreditNoteOut.model_validate(note)
 
 
 @router.get("/invoices/{invoice_id}/credit-notes")
 def list_credit_notes(
-    invoice_id: str, session: DbSession, tenant_id: TenantId
+    invoice_id: str, session: DbSession, caller: AdminCaller
 ) -> list[CreditNoteOut]:
-    invoice = _invoice(session, tenant_id, invoice_id)
-    return [CreditNoteOut.model_validate(n) for n in repository.credit_notes(session, invoice.id)]
+    found = service.credit_notes(session, caller, invoice_id)
+    return [CreditNoteOut.model_validate(note) for note in found]
 
 
 @router.get("/invoices/{invoice_id}/audit")
-def audit(invoice_id: str, session: DbSession, tenant_id: TenantId) -> list[AuditOut]:
-    invoice = _invoice(session, tenant_id, invoice_id)
-    return [
-        AuditOut.model_validate(a) for a in repository.audit_trail(session, tenant_id, invoice.id)
-    ]
+def audit(invoice_id: str, session: DbSession, caller: AdminCaller) -> list[AuditOut]:
+    found = service.audit_trail(session, caller, invoice_id)
+    return [AuditOut.model_validate(entry) for entry in found]
 
 
 @router.get("/invoices/{invoice_id}/export.json")
-def export_json(invoice_id: str, session: DbSession, tenant_id: TenantId) -> CustomerInvoiceOut:
-    invoice = _invoice(session, tenant_id, invoice_id)
-    return exports.as_json(invoice, repository.lines(session, invoice.id))
+def export_json(invoice_id: str, session: DbSession, caller: AdminCaller) -> CustomerInvoiceOut:
+    return CustomerInvoiceOut.of(service.customer_view(session, caller, invoice_id))
 
 
 @router.get("/invoices/{invoice_id}/export.csv", response_class=Response)
-def export_csv(invoice_id: str, session: DbSession, tenant_id: TenantId) -> Response:
-    invoice = _invoice(session, tenant_id, invoice_id)
-    body = exports.as_csv(invoice, repository.lines(session, invoice.id))
-    name = invoice.number or invoice.id
+def export_csv(invoice_id: str, session: DbSession, caller: AdminCaller) -> Response:
+    document = service.export_invoice(session, caller, invoice_id, "csv")
     return Response(
-        body,
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="{name}.csv"'},
+        document.content,
+        media_type=document.media_type,
+        headers={"content-disposition": f'attachment; filename="{document.filename}"'},
     )
 
 
 @router.get("/invoices/{invoice_id}/invoice.html", response_class=HTMLResponse)
-def export_html(invoice_id: str, session: DbSession, tenant_id: TenantId) -> HTMLResponse:
-    invoice = _invoice(session, tenant_id, invoice_id)
-    tenant = repository.tenant(session, tenant_id)
-    customer = session.get(Customer, (tenant_id, invoice.customer_id))
-    html = exports.as_html(invoice, repository.lines(session, invoice.id), tenant, customer)
+def export_html(invoice_id: str, session: DbSession, caller: AdminCaller) -> HTMLResponse:
+    html = service.export_invoice(session, caller, invoice_id, "html").content
     return HTMLResponse(html, headers=page_headers(html=html))
 
 
 @router.get("/exceptions")
 def list_exceptions(
     session: DbSession,
-    tenant_id: TenantId,
+    caller: AdminCaller,
     period: str | None = None,
     invoice_id: str | None = None,
     status: str | None = None,
 ) -> list[ExceptionOut]:
-    found = repository.list_exceptions(
-        session, tenant_id, period=period, invoice_id=invoice_id, status=status
+    found = service.list_exceptions(
+        session, caller, period=period, invoice_id=invoice_id, status=status
     )
     return [ExceptionOut.of(e) for e in found]
 
 
 @router.patch("/exceptions/{exception_id}")
 def update_exception(
-    exception_id: str,
-    body: ExceptionUpdate,
-    session: DbSession,
-    tenant_id: TenantId,
-    actor: Actor,
+    exception_id: str, body: ExceptionUpdate, session: DbSession, caller: AdminCaller
 ) -> ExceptionOut:
-    exception = review.set_exception_status(
+    exception = exceptions.set_exception_status(
         session,
-        tenant_id,
+        caller,
         exception_id,
-        status=body.status,
+        status=ExceptionStatus(body.status),
         note=body.note,
-        actor=actor,
         now=utcnow(),
     )
     return ExceptionOut.of(exception)
 
 
 @router.get("/billing-settings")
-def get_billing_settings(session: DbSession, tenant_id: TenantId) -> BillingSettings:
-    return BillingSettings.of(repository.tenant(session, tenant_id))
+def get_billing_settings(session: DbSession, caller: AdminCaller) -> BillingSettingsOut:
+    return BillingSettingsOut.model_validate(billing_settings(session, caller))
 
 
 @router.patch("/billing-settings")
 def patch_billing_settings(
-    body: BillingSettingsUpdate, session: DbSession, tenant_id: TenantId, actor: Actor
-) -> BillingSettings:
-    return BillingSettings.of(update_settings(session, tenant_id, body, actor=actor))
+    body: BillingSettingsUpdate, session: DbSession, caller: AdminCaller
+) -> BillingSettingsOut:
+    changed = update_settings(session, caller, body.model_dump(exclude_unset=True))
+    return BillingSettingsOut.model_validate(changed)

@@ -9,8 +9,9 @@ import re
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from agentmeter.tables import Customer, Invoice, InvoiceLine, Tenant
+from agentmeter.tables import Tenant
 from billing_api.invoicing.schemas import CustomerInvoiceOut
+from billing_api.invoicing.views import InvoiceView
 
 _TEMPLATES = Environment(
     loader=PackageLoader("billing_api.invoicing", "templates"),
@@ -31,8 +32,9 @@ CSV_COLUMNS = (
 )
 
 
-def as_json(invoice: Invoice, lines: list[InvoiceLine]) -> CustomerInvoiceOut:
-    return CustomerInvoiceOut.of(invoice, lines)
+def as_json(invoice: InvoiceView) -> CustomerInvoiceOut:
+    """The invoice as the customer's JSON document."""
+    return CustomerInvoiceOut.of(invoice)
 
 
 # Formula injection (OWASP "CSV Injection"): a spreadsheet runs a cell that starts with one
@@ -50,9 +52,9 @@ def spreadsheet_safe(cell: object) -> str:
     return text
 
 
-def as_csv(invoice: Invoice, lines: list[InvoiceLine]) -> str:
+def as_csv(invoice: InvoiceView) -> str:
     """The customer's invoice lines as CSV, every cell made safe for spreadsheets."""
-    view = CustomerInvoiceOut.of(invoice, lines)
+    view = CustomerInvoiceOut.of(invoice)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
@@ -74,10 +76,9 @@ def as_csv(invoice: Invoice, lines: list[InvoiceLine]) -> str:
     return out.getvalue()
 
 
-def as_html(
-    invoice: Invoice, lines: list[InvoiceLine], tenant: Tenant, customer: Customer | None
-) -> str:
-    view = CustomerInvoiceOut.of(invoice, lines)
+def as_html(invoice: InvoiceView, tenant: Tenant, customer_name: str) -> str:
+    """The printable invoice page under the tenant's brand."""
+    view = CustomerInvoiceOut.of(invoice)
     brand = tenant.brand_name or tenant.name
     return _TEMPLATES.get_template("invoice.html").render(
         title=f"{brand} invoice {view.number or '(draft)'}",
@@ -85,5 +86,5 @@ def as_html(
         brand_name=brand,
         brand_color=tenant.brand_color or "#3b5bdb",
         logo_url=tenant.brand_logo_url,
-        customer_name=customer.name if customer else invoice.customer_id,
+        customer_name=customer_name,
     )

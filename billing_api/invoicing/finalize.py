@@ -9,22 +9,29 @@ transaction, so a failure leaves neither a number gap nor a half-finalized invoi
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
+from agentmeter.money import exact_minor
 from agentmeter.tables import CreditNote, Invoice
+from billing_api.audit import log as audit_log
+from billing_api.auth import Caller
 from billing_api.credits.service import apply_credits, reverse_credits
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
-from billing_api.invoicing.service import credit_date, new_id
+from billing_api.invoicing.drafts import credit_date
+from billing_api.invoicing.repository import new_id
+from billing_api.invoicing.states import InvoiceStatus
+from billing_api.pricing.service import lock_versions_of_components
 from billing_api.stripe import service as stripe_sync
 
 INVOICE = "invoice"
 CREDIT_NOTE = "credit_note"
 
 
-def _invoice(session: Session, tenant_id: str, invoice_id: str) -> Invoice:
-    invoice = repository.lock_invoice(session, tenant_id, invoice_id)
+def _invoice(session: Session, caller: Caller, invoice_id: str) -> Invoice:
+    invoice = repository.lock_invoice(session, caller.tenant_id, invoice_id)
     if invoice is None:
         raise NotFoundError(f"no invoice {invoice_id!r}")
     return invoice
@@ -38,17 +45,17 @@ def before_period_end(invoice: Invoice, now: datetime) -> bool:
 
 def finalize_invoice(
     session: Session,
-    tenant_id: str,
+    caller: Caller,
     invoice_id: str,
     *,
-    actor: str,
     now: datetime,
     early_reason: str | None = None,
 ) -> Invoice:
     """Number and freeze a draft. Before its period ends (usage may still come) only with
     `early_reason`, which the audit log keeps."""
-    invoice = _invoice(session, tenant_id, invoice_id)
-    if invoice.status != "draft":
+    tenant_id = caller.tenant_id
+    invoice = _invoice(session, caller, invoice_id)
+    if invoice.status != InvoiceStatus.DRAFT:
         raise ConflictError(f"invoice {invoice_id} is {invoice.status}, only drafts finalize")
     blocking = repository.open_blocking(session, tenant_id, invoice.id)
     if blocking:
@@ -76,19 +83,18 @@ def finalize_invoice(
     tenant = repository.tenant(session, tenant_id)
     number = repository.next_number(session, tenant_id, INVOICE, now.year)
     invoice.number = f"{tenant.invoice_prefix}-{now.year}-{number:06d}"
-    invoice.status = "finalized"
+    invoice.status = InvoiceStatus.FINALIZED
     invoice.finalized_at = now
     lines = repository.lines(session, invoice.id)
-    repository.lock_versions_of_components(
-        session, [line.component_id for line in lines if line.component_id]
+    lock_versions_of_components(
+        session, tenant_id, [line.component_id for line in lines if line.component_id]
     )
-    repository.add_audit(
+    audit_log.record(
         session,
-        tenant_id,
+        caller,
         entity="invoice",
         entity_id=invoice.id,
         action="finalize",
-        actor=actor,
         after={
             "number": invoice.number,
             "subtotal_minor": invoice.subtotal_minor,
@@ -104,27 +110,26 @@ def finalize_invoice(
 
 
 def void_invoice(
-    session: Session, tenant_id: str, invoice_id: str, *, reason: str, actor: str, now: datetime
+    session: Session, caller: Caller, invoice_id: str, *, reason: str, now: datetime
 ) -> Invoice:
     """Void a finalized invoice: it keeps its number, its credit draws are given back."""
     if not reason.strip():
         raise UnprocessableError("a reason is required to void an invoice")
-    invoice = _invoice(session, tenant_id, invoice_id)
-    if invoice.status != "finalized":
+    invoice = _invoice(session, caller, invoice_id)
+    if invoice.status != InvoiceStatus.FINALIZED:
         raise ConflictError(f"invoice {invoice_id} is {invoice.status}; only finalized ones void")
-    reverse_credits(session, tenant_id, invoice.id)
-    invoice.status = "void"
+    reverse_credits(session, caller.tenant_id, invoice.id)
+    invoice.status = InvoiceStatus.VOID
     invoice.voided_at = now
     invoice.void_reason = reason
-    repository.add_audit(
+    audit_log.record(
         session,
-        tenant_id,
+        caller,
         entity="invoice",
         entity_id=invoice.id,
         action="void",
-        actor=actor,
-        before={"status": "finalized"},
-        after={"status": "void"},
+        before={"status": InvoiceStatus.FINALIZED},
+        after={"status": InvoiceStatus.VOID},
         reason=reason,
     )
     stripe_sync.invoice_voided(session, invoice)
@@ -138,24 +143,25 @@ def credited_minor(session: Session, invoice_id: str) -> int:
 
 def create_credit_note(
     session: Session,
-    tenant_id: str,
+    caller: Caller,
     invoice_id: str,
     *,
-    amount_minor: int | None,
+    amount: Decimal | None,
     reason: str,
-    actor: str,
     now: datetime,
 ) -> CreditNote:
     """A full (amount None) or partial credit against a finalized invoice's total; the
     credited sum never exceeds the total."""
     if not reason.strip():
         raise UnprocessableError("a reason is required for a credit note")
-    invoice = _invoice(session, tenant_id, invoice_id)
-    if invoice.status != "finalized":
+    tenant_id = caller.tenant_id
+    invoice = _invoice(session, caller, invoice_id)
+    requested = None if amount is None else exact_minor(amount, invoice.currency)
+    if invoice.status != InvoiceStatus.FINALIZED:
         raise ConflictError(f"invoice {invoice_id} is {invoice.status}; credit finalized ones")
     creditable = invoice.total_minor - credited_minor(session, invoice.id)
-    amount = creditable if amount_minor is None else amount_minor
-    if amount <= 0 or amount > creditable:
+    amount_minor = creditable if requested is None else requested
+    if amount_minor <= 0 or amount_minor > creditable:
         raise UnprocessableError(
             f"credit must be between 1 and {creditable} minor units (what is left to credit)"
         )
@@ -166,20 +172,19 @@ def create_credit_note(
         tenant_id=tenant_id,
         invoice_id=invoice.id,
         number=f"{tenant.invoice_prefix}-CN-{now.year}-{number:06d}",
-        amount_minor=amount,
+        amount_minor=amount_minor,
         reason=reason,
         created_at=now,
     )
     session.add(note)
     stripe_sync.credit_note_created(session, invoice, note)
-    repository.add_audit(
+    audit_log.record(
         session,
-        tenant_id,
+        caller,
         entity="invoice",
         entity_id=invoice.id,
         action="credit_note",
-        actor=actor,
-        after={"credit_note": note.number, "amount_minor": amount},
+        after={"credit_note": note.number, "amount_minor": amount_minor},
         reason=reason,
     )
     session.flush()

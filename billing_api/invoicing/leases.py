@@ -27,15 +27,9 @@ from agentmeter.clock import utcnow
 from agentmeter.settings import Settings
 from agentmeter.tables import BillingRun
 from billing_api.invoicing import repository
+from billing_api.invoicing.states import RunStatus
 
 logger = logging.getLogger("agentmeter.billing")
-
-RUNNING = repository.RUNNING
-COMPLETED = "completed"
-FAILED = "failed"
-INTERRUPTED = "interrupted"
-SUPERSEDED = "superseded"
-RUN_STATUSES = (RUNNING, COMPLETED, FAILED, INTERRUPTED, SUPERSEDED)
 
 
 class LeaseLostError(RuntimeError):
@@ -52,13 +46,13 @@ def new_holder() -> str:
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def observed_status(run: BillingRun, now: datetime, lease: timedelta) -> str:
+def observed_status(run: BillingRun, now: datetime, lease: timedelta) -> RunStatus:
     """The run's status as a client should see it: `interrupted` once a running run's
     heartbeat (or, before its first one, its creation) is older than `lease`."""
     last_sign_of_life = run.heartbeat_at or run.created_at
-    if run.status == RUNNING and last_sign_of_life < now - lease:
-        return INTERRUPTED
-    return run.status
+    if run.status == RunStatus.RUNNING and last_sign_of_life < now - lease:
+        return RunStatus.INTERRUPTED
+    return RunStatus(run.status)
 
 
 class Heartbeat:

@@ -1,7 +1,8 @@
-"""All SQL of invoicing: invoices and lines, exceptions, runs, numbering, audit."""
+"""All SQL of invoicing: invoices and lines, exceptions, runs, numbering."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,25 +17,29 @@ from sqlalchemy.sql.functions import FunctionElement
 from agentmeter.clock import utcnow
 from agentmeter.db import dialect_insert
 from agentmeter.tables import (
-    AuditEntry,
     BillingException,
     BillingRun,
-    Budget,
-    CreditGrant,
     CreditNote,
     Invoice,
     InvoiceLine,
     InvoiceSequence,
-    PriceComponent,
-    PriceVersion,
     Tenant,
     UsageRow,
     to_unix_nano,
 )
+from billing_api.invoicing.states import (
+    ExceptionStatus,
+    InvoiceStatus,
+    LineKind,
+    RunStatus,
+    Severity,
+)
 from billing_api.periods import Period
 
-# A billing run being worked on (the other statuses: billing_api.invoicing.leases).
-RUNNING = "running"
+
+def new_id() -> str:
+    """A new row's id."""
+    return uuid.uuid4().hex
 
 
 def _locked(session: Session, statement: Select[Invoice]) -> Invoice | None:
@@ -81,7 +86,7 @@ def lock_invoices_for_period(
                     "period_start": period.start,
                     "period_end": period.end,
                     "currency": currency,
-                    "status": "draft",
+                    "status": InvoiceStatus.DRAFT,
                     "versions": [],
                     "subtotal_minor": 0,
                     "credits_minor": 0,
@@ -119,21 +124,6 @@ def lines_of(session: Session, invoice_ids: Sequence[str]) -> dict[str, list[Inv
         for line in session.scalars(query):
             found.setdefault(line.invoice_id, []).append(line)
     return found
-
-
-def customers_with_credit(
-    session: Session, tenant_id: str, customer_ids: Sequence[str]
-) -> set[str]:
-    """Customers that hold any credit grant (only they need a credit preview)."""
-    if not customer_ids:
-        return set()
-    return set(
-        session.scalars(
-            select(CreditGrant.customer_id)
-            .where(CreditGrant.tenant_id == tenant_id, CreditGrant.customer_id.in_(customer_ids))
-            .distinct()
-        )
-    )
 
 
 def exceptions_in_scopes(
@@ -194,7 +184,7 @@ def delete_drafts_of(session: Session, tenant_id: str, customer_id: str) -> None
     drafts = select(Invoice.id).where(
         Invoice.tenant_id == tenant_id,
         Invoice.customer_id == customer_id,
-        Invoice.status == "draft",
+        Invoice.status == InvoiceStatus.DRAFT,
     )
     ids = list(session.scalars(drafts))
     if not ids:
@@ -265,8 +255,8 @@ def late_usage(
         .join(InvoiceLine, InvoiceLine.invoice_id == Invoice.id)
         .where(
             Invoice.tenant_id == tenant_id,
-            Invoice.status == "finalized",
-            InvoiceLine.kind == "prior_period",
+            Invoice.status == InvoiceStatus.FINALIZED,
+            InvoiceLine.kind == LineKind.PRIOR_PERIOD,
         )
         .group_by(Invoice.customer_id, InvoiceLine.adjusts_period)
         .subquery()
@@ -294,7 +284,7 @@ def late_usage(
         )
         .where(
             Invoice.tenant_id == tenant_id,
-            Invoice.status == "finalized",
+            Invoice.status == InvoiceStatus.FINALIZED,
             Invoice.period_start < before,
         )
         .group_by(Invoice.id, adjusted.c.settled_at)
@@ -328,18 +318,6 @@ def customers_with_usage(
     )
 
 
-def budget_limits(
-    session: Session, tenant_id: str, customer_ids: Sequence[str]
-) -> dict[tuple[str, str], int]:
-    """(customer, currency) → budget limit in minor units."""
-    rows = session.execute(
-        select(Budget.customer_id, Budget.currency, Budget.limit_minor).where(
-            Budget.tenant_id == tenant_id, Budget.customer_id.in_(customer_ids)
-        )
-    )
-    return {(customer_id, currency): limit for customer_id, currency, limit in rows}
-
-
 def billed_prior_period_adjustments(
     session: Session, tenant_id: str, customer_id: str, period: str, exclude_invoice_id: str
 ) -> int:
@@ -350,9 +328,9 @@ def billed_prior_period_adjustments(
         .where(
             Invoice.tenant_id == tenant_id,
             Invoice.customer_id == customer_id,
-            Invoice.status == "finalized",
+            Invoice.status == InvoiceStatus.FINALIZED,
             Invoice.id != exclude_invoice_id,
-            InvoiceLine.kind == "prior_period",
+            InvoiceLine.kind == LineKind.PRIOR_PERIOD,
             InvoiceLine.adjusts_period == period,
         )
     )
@@ -413,20 +391,6 @@ def next_number(session: Session, tenant_id: str, kind: str, year: int) -> int:
     return int(number)
 
 
-def lock_versions_of_components(session: Session, component_ids: Sequence[str]) -> None:
-    """Make the price versions these components belong to immutable (idempotent)."""
-    if not component_ids:
-        return
-    version_ids = select(PriceComponent.version_id).where(
-        PriceComponent.id.in_(component_ids), PriceComponent.version_id.is_not(None)
-    )
-    session.execute(
-        update(PriceVersion)
-        .where(PriceVersion.id.in_(version_ids), PriceVersion.locked_at.is_(None))
-        .values(locked_at=utcnow())
-    )
-
-
 def exceptions_in_scope(session: Session, tenant_id: str, scope: str) -> list[BillingException]:
     return list(
         session.scalars(
@@ -443,8 +407,8 @@ def open_blocking(session: Session, tenant_id: str, invoice_id: str) -> list[Bil
             select(BillingException).where(
                 BillingException.tenant_id == tenant_id,
                 BillingException.invoice_id == invoice_id,
-                BillingException.severity == "blocking",
-                BillingException.status == "open",
+                BillingException.severity == Severity.BLOCKING,
+                BillingException.status == ExceptionStatus.OPEN,
             )
         )
     )
@@ -496,40 +460,6 @@ def get_exception(session: Session, tenant_id: str, exception_id: str) -> Billin
     ).first()
 
 
-def add_audit(
-    session: Session,
-    tenant_id: str,
-    *,
-    entity: str,
-    entity_id: str,
-    action: str,
-    actor: str,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    reason: str = "",
-) -> None:
-    session.add(
-        AuditEntry(
-            tenant_id=tenant_id,
-            entity=entity,
-            entity_id=entity_id,
-            action=action,
-            actor=actor,
-            before=before,
-            after=after,
-            reason=reason,
-        )
-    )
-
-
-def audit_trail(session: Session, tenant_id: str, entity_id: str) -> Sequence[AuditEntry]:
-    return session.scalars(
-        select(AuditEntry)
-        .where(AuditEntry.tenant_id == tenant_id, AuditEntry.entity_id == entity_id)
-        .order_by(AuditEntry.id)
-    ).all()
-
-
 def credit_notes(session: Session, invoice_id: str) -> Sequence[CreditNote]:
     return session.scalars(
         select(CreditNote)
@@ -553,7 +483,7 @@ def claim_run(
         .where(
             BillingRun.tenant_id == tenant_id,
             BillingRun.id == run_id,
-            BillingRun.status == RUNNING,
+            BillingRun.status == RunStatus.RUNNING,
             or_(
                 BillingRun.holder == "",
                 BillingRun.heartbeat_at.is_(None),
@@ -576,7 +506,7 @@ def renew_run_lease(
             BillingRun.tenant_id == tenant_id,
             BillingRun.id == run_id,
             BillingRun.holder == holder,
-            BillingRun.status == RUNNING,
+            BillingRun.status == RunStatus.RUNNING,
         )
         .values(heartbeat_at=now)
         .execution_options(synchronize_session=False)
@@ -590,6 +520,6 @@ def running_runs(session: Session, tenant_id: str, period: str) -> Sequence[Bill
         select(BillingRun).where(
             BillingRun.tenant_id == tenant_id,
             BillingRun.period == period,
-            BillingRun.status == RUNNING,
+            BillingRun.status == RunStatus.RUNNING,
         )
     ).all()

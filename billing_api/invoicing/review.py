@@ -1,61 +1,61 @@
-"""Review actions on drafts and exceptions; each change lands in the append-only audit log
-with who, when, before and after."""
+"""Review actions on drafts and on the ids a billing run found, by a staff caller; each
+change lands in the append-only audit log with who (the caller's actor), when, before and
+after.
+
+A draft's rated lines are adjusted (never removed), manual lines and discounts added or
+removed; re-rating keeps them. An id a run found that is not a registered customer is
+registered (by the customers service's rules) or its usage is moved to a registered
+customer (by the usage service); customer-less usage of some traces is attributed to a
+customer. Each re-drafts the customer's invoice at once.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from agentmeter.clock import utcnow
-from agentmeter.money import to_minor
-from agentmeter.tables import (
-    BillingException,
-    Customer,
-    Invoice,
-    InvoiceLine,
-    TraceCustomer,
-    UsageRow,
-)
+from agentmeter.money import exact_minor, to_minor
+from agentmeter.tables import Invoice, InvoiceLine
+from billing_api.audit import log as audit_log
+from billing_api.auth import Caller
+from billing_api.customers import service as customers
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
-from billing_api.invoicing.checks import UNREGISTERED_CUSTOMER
-from billing_api.invoicing.service import (
-    DISCOUNT,
-    MANUAL,
-    new_id,
-    recompute_totals,
-    redraft_customer,
-    snapshot,
-)
+from billing_api.invoicing.drafts import recompute_totals, redraft_customer
+from billing_api.invoicing.exceptions import set_exception_status
+from billing_api.invoicing.repository import new_id
+from billing_api.invoicing.states import ExceptionKind, ExceptionStatus, InvoiceStatus, LineKind
+from billing_api.usage.service import attribute_traces, move_customer_usage
 
 
-def _draft(session: Session, tenant_id: str, invoice_id: str) -> Invoice:
-    invoice = repository.lock_invoice(session, tenant_id, invoice_id)
+def _draft(session: Session, caller: Caller, invoice_id: str) -> Invoice:
+    invoice = repository.lock_invoice(session, caller.tenant_id, invoice_id)
     if invoice is None:
         raise NotFoundError(f"no invoice {invoice_id!r}")
-    if invoice.status != "draft":
+    if invoice.status != InvoiceStatus.DRAFT:
         raise ConflictError(f"invoice {invoice_id} is {invoice.status}; only drafts change")
     return invoice
 
 
 def adjust_line(
     session: Session,
-    tenant_id: str,
+    caller: Caller,
     invoice_id: str,
     line_id: str,
     *,
-    amount_minor: int,
+    amount: Decimal,
     reason: str,
-    actor: str,
 ) -> InvoiceLine:
-    """Set a line's amount by hand. The rated amount is kept beside it, and the
-    adjustment survives re-rating (it is re-applied to the same component and version)."""
+    """Set a line's amount (major units of the invoice's currency, exact to its minor
+    unit) by hand. The rated amount is kept beside it, and the adjustment survives
+    re-rating (it is re-applied to the same component and version)."""
     if not reason.strip():
         raise UnprocessableError("a reason is required to adjust a line")
-    invoice = _draft(session, tenant_id, invoice_id)
+    invoice = _draft(session, caller, invoice_id)
+    amount_minor = exact_minor(amount, invoice.currency)
     lines = repository.lines(session, invoice.id)
     line = next((item for item in lines if item.id == line_id), None)
     if line is None:
@@ -68,13 +68,12 @@ def adjust_line(
     if line.provider_cost_minor is not None:
         line.margin_minor = amount_minor - line.provider_cost_minor
     recompute_totals(session, invoice, lines)
-    repository.add_audit(
+    audit_log.record(
         session,
-        tenant_id,
+        caller,
         entity="invoice_line",
         entity_id=invoice.id,
         action="adjust_line",
-        actor=actor,
         before=before,
         after=snapshot(line),
         reason=reason,
@@ -85,7 +84,7 @@ def adjust_line(
 
 def add_line(
     session: Session,
-    tenant_id: str,
+    caller: Caller,
     invoice_id: str,
     *,
     description: str,
@@ -93,19 +92,19 @@ def add_line(
     unit_price: Decimal,
     discount: bool,
     reason: str,
-    actor: str,
 ) -> InvoiceLine:
-    """Add a manual charge, or a discount (entered positive, billed negative)."""
+    """Add a manual charge, or a discount (entered positive, billed negative): quantity ×
+    unit price, rounded once like every line."""
     if quantity <= 0 or unit_price < 0:
         raise UnprocessableError("quantity must be positive and unit_price not negative")
-    invoice = _draft(session, tenant_id, invoice_id)
+    invoice = _draft(session, caller, invoice_id)
     lines = repository.lines(session, invoice.id)
     amount = to_minor(quantity * unit_price, invoice.currency)
     line = InvoiceLine(
         id=new_id(),
         invoice_id=invoice.id,
         position=len(lines),
-        kind=DISCOUNT if discount else MANUAL,
+        kind=LineKind.DISCOUNT if discount else LineKind.MANUAL,
         description=description,
         quantity=quantity,
         unit_price=unit_price,
@@ -115,13 +114,12 @@ def add_line(
     )
     session.add(line)
     recompute_totals(session, invoice, [*lines, line])
-    repository.add_audit(
+    audit_log.record(
         session,
-        tenant_id,
+        caller,
         entity="invoice_line",
         entity_id=invoice.id,
         action="add_discount" if discount else "add_line",
-        actor=actor,
         after=snapshot(line),
         reason=reason,
     )
@@ -130,171 +128,125 @@ def add_line(
 
 
 def remove_line(
-    session: Session, tenant_id: str, invoice_id: str, line_id: str, *, reason: str, actor: str
+    session: Session, caller: Caller, invoice_id: str, line_id: str, *, reason: str
 ) -> None:
     """Remove a manual line or discount (rated lines are adjusted, not removed)."""
-    invoice = _draft(session, tenant_id, invoice_id)
+    invoice = _draft(session, caller, invoice_id)
     lines = repository.lines(session, invoice.id)
     line = next((item for item in lines if item.id == line_id), None)
     if line is None:
         raise NotFoundError(f"no line {line_id!r} on invoice {invoice_id}")
-    if line.kind not in (MANUAL, DISCOUNT):
+    if line.kind not in (LineKind.MANUAL, LineKind.DISCOUNT):
         raise ConflictError("only manual lines and discounts can be removed; adjust rated lines")
     repository.delete_lines(session, [line.id])
     recompute_totals(session, invoice, [item for item in lines if item.id != line.id])
-    repository.add_audit(
+    audit_log.record(
         session,
-        tenant_id,
+        caller,
         entity="invoice_line",
         entity_id=invoice.id,
         action="remove_line",
-        actor=actor,
         before=snapshot(line),
         reason=reason,
     )
     session.flush()
 
 
-def rerate(session: Session, tenant_id: str, invoice_id: str, *, actor: str) -> Invoice:
-    invoice = _draft(session, tenant_id, invoice_id)
+def rerate(session: Session, caller: Caller, invoice_id: str) -> Invoice:
+    """Re-rate one draft now (as a run would), keeping the reviewer's lines."""
+    invoice = _draft(session, caller, invoice_id)
     before = {"subtotal_minor": invoice.subtotal_minor}
     redrafted = redraft_customer(
-        session, tenant_id, invoice.customer_id, invoice.period, run_id=None
+        session, caller.tenant_id, invoice.customer_id, invoice.period, run_id=None
     )
     result = redrafted or invoice
-    repository.add_audit(
+    audit_log.record(
         session,
-        tenant_id,
+        caller,
         entity="invoice",
         entity_id=invoice.id,
         action="rerate",
-        actor=actor,
         before=before,
         after={"subtotal_minor": result.subtotal_minor},
     )
     return result
 
 
-def set_exception_status(
-    session: Session,
-    tenant_id: str,
-    exception_id: str,
-    *,
-    status: str,
-    note: str,
-    actor: str,
-    now: datetime,
-) -> BillingException:
-    """Resolve or waive an exception (or reopen it), with who and why."""
-    if status not in ("resolved", "waived", "open"):
-        raise UnprocessableError("status must be resolved, waived or open")
-    if status != "open" and not note.strip():
-        raise UnprocessableError("a note is required to resolve or waive an exception")
-    exception = repository.get_exception(session, tenant_id, exception_id)
-    if exception is None:
-        raise NotFoundError(f"no exception {exception_id!r}")
-    before = {"status": exception.status, "note": exception.note}
-    exception.status = status
-    exception.note = note
-    exception.resolved_by = "" if status == "open" else actor
-    exception.resolved_at = None if status == "open" else now
-    repository.add_audit(
-        session,
-        tenant_id,
-        entity="exception",
-        entity_id=exception.id,
-        action=status,
-        actor=actor,
-        before=before,
-        after={"status": status, "note": note},
-        reason=note,
-    )
-    session.flush()
-    return exception
-
-
 def register_customer(
     session: Session,
-    tenant_id: str,
+    caller: Caller,
     period: str,
     *,
     customer_id: str,
     name: str,
     email: str | None,
-    actor: str,
 ) -> Invoice | None:
-    """One click for an unregistered customer id: register it and re-draft its invoice."""
-    if session.get(Customer, (tenant_id, customer_id)) is not None:
-        raise ConflictError(f"customer {customer_id!r} already exists")
-    session.add(Customer(tenant_id=tenant_id, id=customer_id, name=name, email=email))
+    """One click for an unregistered customer id: register it (as the customers API
+    would, with its validation) and re-draft its invoice."""
+    customers.register_customer(session, caller, customer_id, name, email)
     session.flush()
-    repository.add_audit(
+    audit_log.record(
         session,
-        tenant_id,
+        caller,
         entity="customer",
         entity_id=customer_id,
         action="register_from_run",
-        actor=actor,
         after={"name": name, "period": period},
     )
-    _settle_unregistered(session, tenant_id, period, customer_id, actor, "registered")
-    return redraft_customer(session, tenant_id, customer_id, period, run_id=None)
+    _settle_unregistered(session, caller, period, customer_id, "registered")
+    return redraft_customer(session, caller.tenant_id, customer_id, period, run_id=None)
 
 
 def _settle_unregistered(
-    session: Session, tenant_id: str, period: str, customer_id: str, actor: str, how: str
+    session: Session, caller: Caller, period: str, customer_id: str, how: str
 ) -> None:
     """Resolve the run's `unregistered_customer` exception for this id, if open."""
-    for exception in repository.exceptions_in_scope(session, tenant_id, f"run:{period}"):
+    for exception in repository.exceptions_in_scope(session, caller.tenant_id, f"run:{period}"):
         if (
-            exception.type == UNREGISTERED_CUSTOMER
+            exception.type == ExceptionKind.UNREGISTERED_CUSTOMER
             and exception.fingerprint == customer_id
-            and exception.status == "open"
+            and exception.status == ExceptionStatus.OPEN
         ):
             set_exception_status(
                 session,
-                tenant_id,
+                caller,
                 exception.id,
-                status="resolved",
+                status=ExceptionStatus.RESOLVED,
                 note=f"customer id {customer_id!r} {how}",
-                actor=actor,
                 now=utcnow(),
             )
 
 
+def _registered(session: Session, caller: Caller, customer_id: str) -> None:
+    try:
+        customers.get_customer(session, caller, customer_id)
+    except NotFoundError:
+        raise NotFoundError(f"no customer {customer_id!r}: register it first") from None
+
+
 def map_customer(
-    session: Session, tenant_id: str, period: str, *, from_id: str, to_id: str, actor: str
+    session: Session, caller: Caller, period: str, *, from_id: str, to_id: str
 ) -> Invoice | None:
     """One click for usage under a wrong customer id: move all of it to a registered
     customer, drop the orphan draft, and re-draft the customer's invoice."""
-    if session.get(Customer, (tenant_id, to_id)) is None:
-        raise NotFoundError(f"no customer {to_id!r}: register it first")
+    tenant_id = caller.tenant_id
+    _registered(session, caller, to_id)
     orphan = [
         i
         for i in repository.list_invoices(session, tenant_id, customer_id=from_id)
-        if i.status != "draft"
+        if i.status != InvoiceStatus.DRAFT
     ]
     if orphan:
         raise ConflictError(f"{from_id!r} already has finalized invoices; credit them instead")
-    moved = session.execute(
-        update(UsageRow)
-        .where(UsageRow.tenant_id == tenant_id, UsageRow.customer_id == from_id)
-        .values(customer_id=to_id)
-    ).rowcount  # type: ignore[attr-defined]
-    session.execute(
-        update(TraceCustomer)
-        .where(TraceCustomer.tenant_id == tenant_id, TraceCustomer.customer_id == from_id)
-        .values(customer_id=to_id)
-    )
+    moved = move_customer_usage(session, caller, from_id, to_id)
     repository.delete_drafts_of(session, tenant_id, from_id)
-    _settle_unregistered(session, tenant_id, period, from_id, actor, f"mapped to {to_id!r}")
-    repository.add_audit(
+    _settle_unregistered(session, caller, period, from_id, f"mapped to {to_id!r}")
+    audit_log.record(
         session,
-        tenant_id,
+        caller,
         entity="customer",
         entity_id=to_id,
         action="map_usage",
-        actor=actor,
         before={"customer_id": from_id},
         after={"customer_id": to_id, "records": moved},
     )
@@ -303,34 +255,35 @@ def map_customer(
 
 def assign_unattributed(
     session: Session,
-    tenant_id: str,
+    caller: Caller,
     period: str,
     *,
     trace_ids: list[str],
     customer_id: str,
-    actor: str,
 ) -> Invoice | None:
     """Attribute the customer-less usage of some traces to a customer, and re-draft."""
-    if session.get(Customer, (tenant_id, customer_id)) is None:
-        raise NotFoundError(f"no customer {customer_id!r}: register it first")
-    if not trace_ids:
-        raise UnprocessableError("name the trace ids to attribute")
-    moved = session.execute(
-        update(UsageRow)
-        .where(
-            UsageRow.tenant_id == tenant_id,
-            UsageRow.customer_id == "",
-            UsageRow.trace_id.in_(trace_ids),
-        )
-        .values(customer_id=customer_id)
-    ).rowcount  # type: ignore[attr-defined]
-    repository.add_audit(
+    _registered(session, caller, customer_id)
+    moved = attribute_traces(session, caller, trace_ids, customer_id)
+    audit_log.record(
         session,
-        tenant_id,
+        caller,
         entity="customer",
         entity_id=customer_id,
         action="assign_unattributed",
-        actor=actor,
         after={"trace_ids": trace_ids, "records": moved},
     )
-    return redraft_customer(session, tenant_id, customer_id, period, run_id=None)
+    return redraft_customer(session, caller.tenant_id, customer_id, period, run_id=None)
+
+
+def snapshot(line: InvoiceLine) -> dict[str, Any]:
+    """A line as the audit log records it."""
+    return {
+        "id": line.id,
+        "kind": line.kind,
+        "description": line.description,
+        "quantity": str(line.quantity),
+        "unit_price": None if line.unit_price is None else str(line.unit_price),
+        "amount_minor": line.amount_minor,
+        "rated_amount_minor": line.rated_amount_minor,
+        "adjustment_reason": line.adjustment_reason,
+    }

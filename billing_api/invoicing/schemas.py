@@ -8,19 +8,18 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agentmeter.money import format_minor, plain_decimal
-from agentmeter.tables import BillingException, BillingRun, Invoice, InvoiceLine
+from agentmeter.money import MAX_MINOR, format_minor, plain_decimal
+from billing_api.invoicing.runs import RunView
+from billing_api.invoicing.states import RunStatus
+from billing_api.invoicing.views import ExceptionView, InvoiceView, LineView
 from billing_api.periods import PeriodLabel
 
 # Amounts entered by hand stay far inside 64-bit minor units, whatever the currency.
 MAX_AMOUNT = Decimal(10) ** 12
-
-
-RunStatus = Literal["running", "completed", "failed", "interrupted", "superseded"]
 
 
 class RunCreate(BaseModel):
@@ -45,9 +44,8 @@ class RunOut(BaseModel):
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, run: BillingRun, status: str) -> RunOut:
-        """`run` as clients see it, with its observed `status` (see `leases`)."""
-        return cls.model_validate(run).model_copy(update={"status": status})
+    def of(cls, run: RunView) -> RunOut:
+        return cls.model_validate(run)
 
 
 class CustomerLineOut(BaseModel):
@@ -82,7 +80,7 @@ class LineOut(CustomerLineOut):
     details: list[dict[str, Any]]
 
 
-def _customer_line(line: InvoiceLine, currency: str) -> dict[str, Any]:
+def _customer_line(line: LineView, currency: str) -> dict[str, Any]:
     return {
         "id": line.id,
         "kind": line.kind,
@@ -117,14 +115,16 @@ class CustomerInvoiceOut(BaseModel):
     finalized_at: datetime | None
 
     @classmethod
-    def of(cls, invoice: Invoice, lines: list[InvoiceLine]) -> CustomerInvoiceOut:
+    def of(cls, invoice: InvoiceView) -> CustomerInvoiceOut:
         return cls(
             **_invoice_fields(invoice),
-            lines=[CustomerLineOut(**_customer_line(line, invoice.currency)) for line in lines],
+            lines=[
+                CustomerLineOut(**_customer_line(line, invoice.currency)) for line in invoice.lines
+            ],
         )
 
 
-def _invoice_fields(invoice: Invoice) -> dict[str, Any]:
+def _invoice_fields(invoice: InvoiceView) -> dict[str, Any]:
     currency = invoice.currency
     return {
         "id": invoice.id,
@@ -162,7 +162,7 @@ class ExceptionOut(BaseModel):
     note: str
 
     @classmethod
-    def of(cls, exception: BillingException) -> ExceptionOut:
+    def of(cls, exception: ExceptionView) -> ExceptionOut:
         return cls.model_validate(exception)
 
 
@@ -183,39 +183,43 @@ class InvoiceOut(CustomerInvoiceOut):
     payment_status: str
 
     @classmethod
-    def full(
-        cls, invoice: Invoice, lines: list[InvoiceLine], exceptions: list[BillingException]
-    ) -> InvoiceOut:
+    def of(cls, invoice: InvoiceView) -> InvoiceOut:
+        """`invoice` as staff see it; the service gives internal figures only to staff."""
+        internal = invoice.internal
+        assert internal is not None, "the builder's view of an invoice asked without them"
         return cls(
             **_invoice_fields(invoice),
-            lines=[
-                LineOut(
-                    **_customer_line(line, invoice.currency),
-                    component_id=line.component_id,
-                    charge=line.charge,
-                    version=line.version_number,
-                    override_id=line.override_id,
-                    rated_amount_minor=line.rated_amount_minor,
-                    adjustment_reason=line.adjustment_reason,
-                    provider_cost_minor=line.provider_cost_minor,
-                    margin_minor=line.margin_minor,
-                    adjusts_period=line.adjusts_period,
-                    details=line.details,
-                )
-                for line in lines
-            ],
-            price_book_id=invoice.price_book_id,
-            versions=invoice.versions,
-            provider_cost_minor=invoice.provider_cost_minor,
-            margin_minor=invoice.margin_minor,
-            voided_at=invoice.voided_at,
-            void_reason=invoice.void_reason,
-            exceptions=[ExceptionOut.of(e) for e in exceptions],
-            stripe_invoice_id=invoice.stripe_invoice_id,
-            stripe_sync_status=invoice.stripe_sync_status,
-            stripe_error=invoice.stripe_error,
-            payment_status=invoice.payment_status,
+            lines=[_line_out(line, invoice.currency) for line in invoice.lines],
+            price_book_id=internal.price_book_id,
+            versions=internal.versions,
+            provider_cost_minor=internal.provider_cost_minor,
+            margin_minor=internal.margin_minor,
+            voided_at=internal.voided_at,
+            void_reason=internal.void_reason,
+            exceptions=[ExceptionOut.of(e) for e in internal.exceptions],
+            stripe_invoice_id=internal.stripe_invoice_id,
+            stripe_sync_status=internal.stripe_sync_status,
+            stripe_error=internal.stripe_error,
+            payment_status=internal.payment_status,
         )
+
+
+def _line_out(line: LineView, currency: str) -> LineOut:
+    internal = line.internal
+    assert internal is not None, "the builder's view of a line asked without its figures"
+    return LineOut(
+        **_customer_line(line, currency),
+        component_id=internal.component_id,
+        charge=internal.charge,
+        version=internal.version,
+        override_id=internal.override_id,
+        rated_amount_minor=internal.rated_amount_minor,
+        adjustment_reason=internal.adjustment_reason,
+        provider_cost_minor=internal.provider_cost_minor,
+        margin_minor=internal.margin_minor,
+        adjusts_period=internal.adjusts_period,
+        details=internal.details,
+    )
 
 
 class LineAdjust(BaseModel):
@@ -326,3 +330,45 @@ class AuditOut(BaseModel):
     after: dict[str, Any] | None
     reason: str
     created_at: datetime
+
+
+class BillingSettingsOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    invoice_prefix: str
+    late_usage_policy: str
+    spike_factor: Decimal
+    margin_floor_percent: Decimal
+    review_threshold_minor: int | None
+    brand_name: str | None
+    brand_color: str | None
+    brand_logo_url: str | None
+
+
+class BillingSettingsUpdate(BaseModel):
+    """Fields left out are unchanged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    invoice_prefix: str | None = Field(default=None, pattern=r"^[A-Z0-9]{1,12}$")
+    late_usage_policy: str | None = Field(default=None, pattern="^(adjust_next|exception_only)$")
+    spike_factor: Decimal | None = Field(default=None, gt=1, le=1000, decimal_places=6)
+    margin_floor_percent: Decimal | None = Field(default=None, ge=-100, le=100, decimal_places=6)
+    # Strict: JSON false is not a threshold of 0.
+    review_threshold_minor: int | None = Field(
+        default=None, ge=0, le=MAX_MINOR, strict=True, description="null: no review threshold"
+    )
+    brand_name: str | None = Field(default=None, max_length=200)
+    # Only a hex colour: it goes into the invoice's stylesheet.
+    brand_color: str | None = Field(default=None, pattern=r"^#[0-9a-fA-F]{3}([0-9a-fA-F]{3})?$")
+    brand_logo_url: str | None = Field(default=None, pattern=r"^https://\S+$", max_length=2000)
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> Self:
+        """Only the nullable settings may be set to null; the others can only change."""
+        for name in _REQUIRED_SETTINGS:
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null; leave it out to keep it")
+        return self
+
+
+_REQUIRED_SETTINGS = ("invoice_prefix", "late_usage_policy", "spike_factor", "margin_floor_percent")

@@ -25,8 +25,10 @@ from billing_api.budgets.service import BudgetStatus, budget_progress
 from billing_api.credits.service import balance
 from billing_api.customers.service import get_customer
 from billing_api.errors import NotFoundError, UnprocessableError
-from billing_api.invoicing import exports
 from billing_api.invoicing import repository as invoices
+from billing_api.invoicing import service as invoicing
+from billing_api.invoicing.service import ISSUED
+from billing_api.invoicing.views import InvoiceDocument
 from billing_api.periods import Period, period_containing, previous_periods
 from billing_api.rating.service import estimate_period
 from billing_api.stripe.states import PaymentStatus
@@ -34,8 +36,6 @@ from billing_api.usage.service import UsageAmount, UsageSelection, query_usage
 
 # Breakdown tables of the usage page, in this order.
 BREAKDOWNS = ("step", "model", "tool", "source")
-# Drafts are still under the builder's review: customers see issued invoices only.
-VISIBLE_STATUSES = ("finalized", "void")
 
 
 class UsageRange(StrEnum):
@@ -121,15 +121,6 @@ class InvoiceView:
     total_minor: int
     finalized_at: datetime | None
     lines: list[ChargeLine]
-
-
-@dataclass(frozen=True, slots=True)
-class InvoiceDocument:
-    """An export of an invoice: a file name, a media type and its content."""
-
-    filename: str
-    media_type: str
-    content: str
 
 
 def customer_name(session: Session, caller: Caller) -> str:
@@ -269,17 +260,13 @@ def _view(session: Session, invoice: Invoice) -> InvoiceView:
 def list_invoices(session: Session, caller: Caller) -> list[InvoiceView]:
     """The customer's issued invoices, newest period first."""
     found = invoices.list_invoices(session, caller.tenant_id, customer_id=caller.customer())
-    visible = [i for i in found if i.status in VISIBLE_STATUSES]
+    visible = [i for i in found if i.status in ISSUED]
     return [_view(session, i) for i in sorted(visible, key=lambda i: i.period_start, reverse=True)]
 
 
 def _invoice(session: Session, caller: Caller, invoice_id: str) -> Invoice:
     invoice = invoices.get_invoice(session, caller.tenant_id, invoice_id)
-    if (
-        invoice is None
-        or invoice.customer_id != caller.customer()
-        or invoice.status not in VISIBLE_STATUSES
-    ):
+    if invoice is None or invoice.customer_id != caller.customer() or invoice.status not in ISSUED:
         raise NotFoundError(f"no invoice {invoice_id!r}")
     return invoice
 
@@ -291,12 +278,4 @@ def get_invoice(session: Session, caller: Caller, invoice_id: str) -> InvoiceVie
 
 def export_invoice(session: Session, caller: Caller, invoice_id: str, kind: str) -> InvoiceDocument:
     """The invoice as the REST export gives it: `kind` "csv" or "json"."""
-    invoice = _invoice(session, caller, invoice_id)
-    lines = invoices.lines(session, invoice.id)
-    name = invoice.number or invoice.id
-    if kind == "csv":
-        return InvoiceDocument(
-            f"{name}.csv", "text/csv; charset=utf-8", exports.as_csv(invoice, lines)
-        )
-    body = exports.as_json(invoice, lines).model_dump_json(indent=2)
-    return InvoiceDocument(f"{name}.json", "application/json", body)
+    return invoicing.export_invoice(session, caller, invoice_id, "csv" if kind == "csv" else "json")

@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from agentmeter.clock import utcnow
 from agentmeter.tables import (
     CustomerOverride,
     PriceBook,
@@ -171,3 +172,23 @@ class PricingRepository:
     def delete_provider_cost(self, cost: ProviderCostOverride) -> None:
         self._session.delete(cost)
         self._session.flush()
+
+
+def lock_versions_of_components(
+    session: Session, tenant_id: str, component_ids: Sequence[str]
+) -> None:
+    """Make the tenant's price versions these components belong to immutable (idempotent)."""
+    if not component_ids:
+        return
+    version_ids = select(PriceComponent.version_id).where(
+        PriceComponent.id.in_(component_ids), PriceComponent.version_id.is_not(None)
+    )
+    session.execute(
+        update(PriceVersion)
+        .where(
+            PriceVersion.id.in_(version_ids),
+            PriceVersion.book_id.in_(select(PriceBook.id).where(PriceBook.tenant_id == tenant_id)),
+            PriceVersion.locked_at.is_(None),
+        )
+        .values(locked_at=utcnow())
+    )

@@ -33,9 +33,10 @@ from billing_api.auth import Caller, Role
 from billing_api.customers.service import get_customer
 from billing_api.errors import ConflictError, NotFoundError
 from billing_api.meters.service import check_known
+from billing_api.pricing import repository as pricing_sql
 from billing_api.pricing.components import Component, component_from_row, tier_to_json
+from billing_api.pricing.recost import enqueue_recost
 from billing_api.pricing.repository import PricingRepository
-from exporter.provider_costs import recost_usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,6 +496,14 @@ def delete_provider_cost(session: Session, caller: Caller, cost_id: str) -> None
 
 
 def _recost(session: Session, tenant_id: str, start: datetime) -> None:
-    """Provider cost of stored usage from `start` on, recomputed with the current rates,
-    in the request's transaction so the rate change and its effect commit together."""
-    recost_usage(session.connection(), tenant_id, start=start)
+    """Provider cost of stored usage from `start` on, recomputed with the current rates by
+    a job queued in the request's transaction (it runs once the rate change commits)."""
+    enqueue_recost(session, tenant_id, start)
+
+
+def lock_versions_of_components(
+    session: Session, tenant_id: str, component_ids: Sequence[str]
+) -> None:
+    """Lock the price versions that priced a finalized invoice (by its lines' components):
+    from then on their prices change only through a new version."""
+    pricing_sql.lock_versions_of_components(session, tenant_id, component_ids)

@@ -36,6 +36,13 @@ from sqlalchemy.orm import Session
 from agentmeter.clock import utcnow
 from agentmeter.tables import BillingException, Invoice, StripeCustomer
 from billing_api.invoicing.repository import credit_notes
+from billing_api.invoicing.states import (
+    SYSTEM_ACTOR,
+    ExceptionKind,
+    ExceptionStatus,
+    InvoiceStatus,
+    Severity,
+)
 from billing_api.stripe import repository
 from billing_api.stripe.gateway import StripeCallError, StripeGateway
 from billing_api.stripe.service import DEFAULT_DAYS_UNTIL_DUE, push_key
@@ -48,15 +55,14 @@ MAX_ATTEMPTS = 10
 # Longer than one job's calls can take between two progress writes (each extends it).
 LEASE = timedelta(minutes=10)
 BATCH_SIZE = 20
-SYNC_FAILED = "stripe_sync_failed"
-TOTAL_MISMATCH = "stripe_total_mismatch"
-SYSTEM = "system"
+SYNC_FAILED = ExceptionKind.STRIPE_SYNC_FAILED
+TOTAL_MISMATCH = ExceptionKind.STRIPE_TOTAL_MISMATCH
 
 
 class PermanentFailure(Exception):
     """A job that cannot succeed by retrying; `exception_type` names the invoice exception."""
 
-    def __init__(self, message: str, exception_type: str = SYNC_FAILED) -> None:
+    def __init__(self, message: str, exception_type: ExceptionKind = SYNC_FAILED) -> None:
         super().__init__(message)
         self.message = message
         self.exception_type = exception_type
@@ -304,7 +310,7 @@ def _push_plan(engine: Engine, claim: _Claim) -> _PushPlan:
         return _PushPlan(
             account_id=account_id,
             customer_id=invoice.customer_id,
-            voided=invoice.status == "void",
+            voided=invoice.status == InvoiceStatus.VOID,
             mapped_customer=mapped,
             customer_params=customer_params,
             invoice_params=invoice_params,
@@ -455,9 +461,9 @@ def _finish(
             invoice.stripe_error = ""
             for exception in repository.open_stripe_exceptions(session, claim.tenant_id, scope):
                 if exception.fingerprint == claim.key:
-                    exception.status = "resolved"
+                    exception.status = ExceptionStatus.RESOLVED
                     exception.resolved_at = utcnow()
-                    exception.resolved_by = SYSTEM
+                    exception.resolved_by = SYSTEM_ACTOR
                     exception.note = "synced with Stripe"
             return
         job.status, job.last_error = JobStatus.FAILED, failure.message[:2000]
@@ -484,7 +490,7 @@ def _open_exception(
                 period=invoice.period,
                 customer_id=invoice.customer_id,
                 type=failure.exception_type,
-                severity="warning",
+                severity=Severity.WARNING,
                 fingerprint=claim.key,
                 message=message,
                 evidence={"job": claim.key, "attempts": claim.attempts, **claim.progress},
@@ -492,6 +498,6 @@ def _open_exception(
         )
         return
     found.message = message
-    found.status = "open"
+    found.status = ExceptionStatus.OPEN
     found.resolved_at = None
     found.resolved_by = ""

@@ -23,6 +23,7 @@ from agentmeter.tables import (
     StripeJob,
     StripeOAuthState,
 )
+from billing_api.invoicing.states import ExceptionStatus
 from billing_api.stripe.states import EventStatus, JobStatus
 
 
@@ -217,7 +218,7 @@ def open_stripe_exceptions(session: Session, tenant_id: str, scope: str) -> list
             select(BillingException).where(
                 BillingException.tenant_id == tenant_id,
                 BillingException.scope == scope,
-                BillingException.status == "open",
+                BillingException.status == ExceptionStatus.OPEN,
             )
         )
     )

@@ -32,6 +32,7 @@ from agentmeter.tables import (
 from billing_api.auth import Caller, Role
 from billing_api.errors import ApiError, ConflictError, NotFoundError
 from billing_api.invoicing.repository import credit_notes
+from billing_api.invoicing.states import InvoiceStatus
 from billing_api.stripe import repository
 from billing_api.stripe.gateway import StripeCallError, StripeGateway
 from billing_api.stripe.states import (
@@ -397,14 +398,14 @@ def retry_sync(session: Session, caller: Caller, invoice_id: str, *, now: dateti
     invoice = repository.lock_invoice(session, tenant_id, invoice_id)
     if invoice is None:
         raise NotFoundError(f"no invoice {invoice_id!r}")
-    if invoice.status == "draft":
+    if invoice.status == InvoiceStatus.DRAFT:
         raise ConflictError("drafts are not pushed to Stripe; finalize the invoice first")
     if repository.account_of_tenant(session, tenant_id) is None:
         raise ConflictError("no Stripe account is connected")
     jobs = repository.jobs_of_invoice(session, invoice.id)
     if not jobs:
         _enqueue(session, invoice, JobKind.PUSH, push_key(invoice.id), now=now)
-        if invoice.status == "void":
+        if invoice.status == InvoiceStatus.VOID:
             invoice_voided(session, invoice)
         for note in credit_notes(session, invoice.id):
             credit_note_created(session, invoice, note)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, RowMapping, func, select
+from sqlalchemy import ColumnElement, RowMapping, func, select, update
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import UsageRow, to_unix_nano
+from agentmeter.tables import TraceCustomer, UsageRow, to_unix_nano
 
 if TYPE_CHECKING:
     from billing_api.usage.service import UsageSelection
@@ -44,3 +44,36 @@ def aggregate_usage(
         statement = statement.where(UsageRow.time_unix_nano < to_unix_nano(query.end))
     statement = statement.group_by(*keys).order_by(*keys)
     return session.execute(statement).mappings().all()
+
+
+def move_customer_usage(session: Session, tenant_id: str, from_id: str, to_id: str) -> int:
+    """Move all usage (and trace attributions) of customer id `from_id` to `to_id`;
+    returns how many usage records moved."""
+    moved = session.execute(
+        update(UsageRow)
+        .where(UsageRow.tenant_id == tenant_id, UsageRow.customer_id == from_id)
+        .values(customer_id=to_id)
+    ).rowcount  # type: ignore[attr-defined]
+    session.execute(
+        update(TraceCustomer)
+        .where(TraceCustomer.tenant_id == tenant_id, TraceCustomer.customer_id == from_id)
+        .values(customer_id=to_id)
+    )
+    return int(moved)
+
+
+def attribute_traces(
+    session: Session, tenant_id: str, trace_ids: Sequence[str], customer_id: str
+) -> int:
+    """Give the customer-less usage of these traces to `customer_id`; returns how many
+    usage records it gave."""
+    moved = session.execute(
+        update(UsageRow)
+        .where(
+            UsageRow.tenant_id == tenant_id,
+            UsageRow.customer_id == "",
+            UsageRow.trace_id.in_(trace_ids),
+        )
+        .values(customer_id=customer_id)
+    ).rowcount  # type: ignore[attr-defined]
+    return int(moved)

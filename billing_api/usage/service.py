@@ -6,16 +6,16 @@ caller's customer and refuses unattributed usage, whatever the entry point asked
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from billing_api.auth import Caller
-from billing_api.errors import ForbiddenError
-from billing_api.usage.repository import aggregate_usage
+from billing_api.auth import Caller, Role
+from billing_api.errors import ForbiddenError, UnprocessableError
+from billing_api.usage import repository
 from otel_processor.usage import from_micros
 
 _EPOCH_DAY = date(1970, 1, 1)
@@ -62,5 +62,24 @@ def query_usage(session: Session, caller: Caller, selection: UsageSelection) -> 
             if selection.by_day
             else None,
         )
-        for values in aggregate_usage(session, caller.tenant_id, selection)
+        for values in repository.aggregate_usage(session, caller.tenant_id, selection)
     ]
+
+
+def move_customer_usage(session: Session, caller: Caller, from_id: str, to_id: str) -> int:
+    """Usage recorded under a wrong customer id belongs to `to_id`: move all of it, and
+    the traces attributed to it, so later spans of those traces follow. Returns how many
+    usage records moved."""
+    caller.require(Role.BILLING)
+    return repository.move_customer_usage(session, caller.tenant_id, from_id, to_id)
+
+
+def attribute_traces(
+    session: Session, caller: Caller, trace_ids: Sequence[str], customer_id: str
+) -> int:
+    """Attribute the customer-less usage of these traces to `customer_id` (usage that
+    already has a customer keeps it). Returns how many usage records were attributed."""
+    caller.require(Role.BILLING)
+    if not trace_ids:
+        raise UnprocessableError("name the trace ids to attribute")
+    return repository.attribute_traces(session, caller.tenant_id, trace_ids, customer_id)

@@ -23,10 +23,12 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from agentmeter.settings import Settings
 from agentmeter.tenants import create_tenant, issue_keys, revoke_key
 from billing_api.app import create_app
+from billing_api.jobs.service import enqueue
 from billing_api.stripe.gateway import build_gateway
 
 SECRET_NAME = "Acme Secret Holdings"
@@ -175,7 +177,7 @@ def mine(engine: Engine, tenants: dict[str, str]) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def ids(mine: TestClient) -> dict[str, str]:
+def ids(engine: Engine, mine: TestClient) -> dict[str, str]:
     """One of everything in tenant "mine", addressed by id."""
     ok(mine.post("/api/v1/customers", json={"id": "acme", "name": SECRET_NAME}), 201)
     book = ok(mine.post("/api/v1/price-books", json={"name": "b", "currency": "USD"}), 201)
@@ -195,7 +197,11 @@ def ids(mine: TestClient) -> dict[str, str]:
         time.sleep(0.05)
     (invoice,) = ok(mine.get("/api/v1/invoices"))
     portal = ok(mine.post("/api/v1/customers/acme/portal-sessions"), 201)
+    with Session(engine) as session, session.begin():
+        tenant_id = ok(mine.get("/api/v1/tenant"))["id"]
+        job_id = enqueue(session, "matrix.test", "one", tenant_id=tenant_id)
     return {
+        "job_id": str(job_id),
         "session_id": portal["id"],
         "customer_id": "acme",
         "book_id": book["id"],

@@ -28,16 +28,18 @@ from agentmeter.tables import (
 )
 from agentmeter.tenants import create_tenant
 from billing_api.errors import ConflictError
-from billing_api.invoicing import checks, repository
+from billing_api.invoicing import repository
 from billing_api.invoicing.checks import Finding, ReviewRules, invoice_findings
+from billing_api.invoicing.exceptions import set_exception_status, sync_exceptions
 from billing_api.invoicing.finalize import finalize_invoice
-from billing_api.invoicing.review import set_exception_status
-from billing_api.invoicing.service import execute_run, start_run, sync_exceptions
+from billing_api.invoicing.runs import execute_run, start_run
+from billing_api.invoicing.states import ExceptionKind, ExceptionStatus, Severity
 from billing_api.periods import month_period
 from billing_api.rating.engine import PricedLine, RatedPeriod, UnpricedUsage
 from exporter.provider_costs import ProviderCostCatalog
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
+from tests.billing_api.callers import staff
 
 D = Decimal
 NOVEMBER = month_period("2026-11")
@@ -144,7 +146,7 @@ class TestUnpricedUsage:
             NOVEMBER.end,
         )
         (finding,) = findings(rated(flat_fee("49.00"), unpriced=[unpriced]))
-        assert (finding.type, finding.severity) == (checks.UNPRICED_USAGE, checks.BLOCKING)
+        assert (finding.type, finding.severity) == (ExceptionKind.UNPRICED_USAGE, Severity.BLOCKING)
         # Empty dimensions are left out of the fingerprint.
         assert finding.fingerprint == "output_tokens|model=gpt-4o-mini,provider=openai"
         assert finding.evidence == {
@@ -160,7 +162,7 @@ class TestUnknownProviderCost:
         # Margin unknown: neither the line nor the invoice is judged against the floor.
         rules = ReviewRules(margin_floor_percent=D(50))
         assert kinds(findings(period, rules=rules)) == [
-            (checks.UNKNOWN_COST, checks.WARNING, "id-house")
+            (ExceptionKind.UNKNOWN_PROVIDER_COST, Severity.WARNING, "id-house")
         ]
         (finding,) = findings(period)
         assert finding.evidence == {"component": "house", "records": 2}
@@ -194,7 +196,7 @@ class TestUsageSpike:
             trailing={"input_tokens": history} if history else {},
             usage={"input_tokens": quantity},
         )
-        expected = [(checks.USAGE_SPIKE, checks.WARNING, "input_tokens")] if spikes else []
+        expected = [(ExceptionKind.USAGE_SPIKE, Severity.WARNING, "input_tokens")] if spikes else []
         assert kinds(found) == expected
 
     def test_factor_is_the_tenants(self) -> None:
@@ -216,7 +218,7 @@ class TestUsageSpike:
             trailing={"input_tokens": [100, 100, 100], "output_tokens": [10, 10, 10]},
             usage={"input_tokens": 200, "output_tokens": 31, "tool_calls": 99},
         )
-        assert kinds(found) == [(checks.USAGE_SPIKE, checks.WARNING, "output_tokens")]
+        assert kinds(found) == [(ExceptionKind.USAGE_SPIKE, Severity.WARNING, "output_tokens")]
 
 
 class TestMarginFloor:
@@ -227,8 +229,8 @@ class TestMarginFloor:
         rules = ReviewRules(margin_floor_percent=D(10))
         (finding,) = findings(period, rules=rules)
         assert (finding.type, finding.severity, finding.fingerprint) == (
-            checks.LOW_MARGIN,
-            checks.WARNING,
+            ExceptionKind.LOW_MARGIN,
+            Severity.WARNING,
             "line:id-input",
         )
         assert finding.evidence == {
@@ -251,8 +253,8 @@ class TestMarginFloor:
         )
         found = findings(period, rules=ReviewRules(margin_floor_percent=D(40)))
         assert kinds(found) == [
-            (checks.LOW_MARGIN, checks.WARNING, "line:id-input"),
-            (checks.LOW_MARGIN, checks.WARNING, "invoice"),
+            (ExceptionKind.LOW_MARGIN, Severity.WARNING, "line:id-input"),
+            (ExceptionKind.LOW_MARGIN, Severity.WARNING, "invoice"),
         ]
         assert found[1].evidence == {"subtotal_minor": 2000, "margin_minor": 600}
 
@@ -260,8 +262,8 @@ class TestMarginFloor:
         # 1.00 billed for 1.20 of cost: margin −20 on the line and on the invoice.
         period = rated(usage_line("input", "1.00", "1.20"))
         assert kinds(findings(period)) == [
-            (checks.LOW_MARGIN, checks.WARNING, "line:id-input"),
-            (checks.LOW_MARGIN, checks.WARNING, "invoice"),
+            (ExceptionKind.LOW_MARGIN, Severity.WARNING, "line:id-input"),
+            (ExceptionKind.LOW_MARGIN, Severity.WARNING, "invoice"),
         ]
 
     def test_a_negative_floor_accepts_a_smaller_loss(self) -> None:
@@ -286,7 +288,7 @@ class TestBudget:
             assert found == []
             return
         (finding,) = found
-        assert (finding.type, finding.severity) == (checks.BUDGET_EXCEEDED, checks.WARNING)
+        assert (finding.type, finding.severity) == (ExceptionKind.BUDGET_EXCEEDED, Severity.WARNING)
         assert finding.evidence == {"subtotal_minor": 5900, "limit_minor": 5000}
 
 
@@ -305,15 +307,25 @@ class TestReviewThreshold:
     ) -> None:
         rules = ReviewRules(review_threshold_minor=threshold)
         found = findings(rated(flat_fee("49.00")), rules=rules, total_minor=total)
-        expected = [(checks.REVIEW_THRESHOLD, checks.BLOCKING, "total")] if blocks else []
+        expected = (
+            [(ExceptionKind.TOTAL_ABOVE_REVIEW_THRESHOLD, Severity.BLOCKING, "total")]
+            if blocks
+            else []
+        )
         assert kinds(found) == expected
 
 
 # --- sync_exceptions -------------------------------------------------------------------
 
 
-def finding(kind: str, fingerprint: str, **evidence: Any) -> Finding:
-    return Finding(kind, checks.WARNING, fingerprint, f"{kind} {fingerprint} {evidence}", evidence)
+# Two kinds, in sort order.
+FIRST, SECOND = ExceptionKind.LOW_MARGIN, ExceptionKind.USAGE_SPIKE
+
+
+def finding(kind: ExceptionKind, fingerprint: str, **evidence: Any) -> Finding:
+    return Finding(
+        kind, Severity.WARNING, fingerprint, f"{kind} {fingerprint} {evidence}", evidence
+    )
 
 
 def sync(
@@ -337,15 +349,14 @@ def state(engine: Engine, tenant_id: str, scope: str = "invoice:x") -> dict[str,
         return {e.fingerprint: e for e in repository.exceptions_in_scope(session, tenant_id, scope)}
 
 
-def set_status(engine: Engine, tenant_id: str, exception_id: str, status: str) -> None:
+def set_status(engine: Engine, tenant_id: str, exception_id: str, status: ExceptionStatus) -> None:
     with Session(engine) as session, session.begin():
         set_exception_status(
             session,
-            tenant_id,
+            staff(tenant_id, actor="reviewer"),
             exception_id,
             status=status,
             note=f"{status} by a reviewer",
-            actor="reviewer",
             now=datetime.now(UTC),
         )
 
@@ -353,13 +364,13 @@ def set_status(engine: Engine, tenant_id: str, exception_id: str, status: str) -
 class TestSyncExceptions:
     def test_lifecycle_across_reruns(self, engine: Engine) -> None:
         tenant = create_tenant(engine, "sync").tenant_id
-        sync(engine, tenant, [finding("a", "1", n=1), finding("b", "2", n=1)])
+        sync(engine, tenant, [finding(FIRST, "1", n=1), finding(SECOND, "2", n=1)])
         first = state(engine, tenant)
         assert {k: e.status for k, e in first.items()} == {"1": "open", "2": "open"}
-        set_status(engine, tenant, first["1"].id, "waived")
+        set_status(engine, tenant, first["1"].id, ExceptionStatus.WAIVED)
 
         # Re-run with both again: the waiver stays, the evidence is fresh, no new rows.
-        sync(engine, tenant, [finding("a", "1", n=2), finding("b", "2", n=2)])
+        sync(engine, tenant, [finding(FIRST, "1", n=2), finding(SECOND, "2", n=2)])
         second = state(engine, tenant)
         assert {k: (e.id, e.status) for k, e in second.items()} == {
             "1": (first["1"].id, "waived"),
@@ -377,7 +388,7 @@ class TestSyncExceptions:
         assert (gone["1"].status, gone["1"].resolved_by) == ("waived", "reviewer")
 
         # "2" comes back: reopened, the same exception.
-        sync(engine, tenant, [finding("a", "1", n=3), finding("b", "2", n=3)])
+        sync(engine, tenant, [finding(FIRST, "1", n=3), finding(SECOND, "2", n=3)])
         back = state(engine, tenant)
         assert (back["2"].id, back["2"].status) == (first["2"].id, "open")
         assert (back["2"].resolved_by, back["2"].resolved_at) == ("", None)
@@ -385,10 +396,10 @@ class TestSyncExceptions:
 
     def test_a_reviewers_resolution_is_not_undone_by_a_rerun(self, engine: Engine) -> None:
         tenant = create_tenant(engine, "sync resolved").tenant_id
-        sync(engine, tenant, [finding("a", "1")])
-        set_status(engine, tenant, state(engine, tenant)["1"].id, "resolved")
+        sync(engine, tenant, [finding(FIRST, "1")])
+        set_status(engine, tenant, state(engine, tenant)["1"].id, ExceptionStatus.RESOLVED)
         sync(engine, tenant, [])
-        sync(engine, tenant, [finding("a", "1")])
+        sync(engine, tenant, [finding(FIRST, "1")])
         after = state(engine, tenant)["1"]
         assert (after.status, after.resolved_by) == ("resolved", "reviewer")
 
@@ -396,14 +407,14 @@ class TestSyncExceptions:
         self, engine: Engine
     ) -> None:
         tenant = create_tenant(engine, "sync scopes").tenant_id
-        sync(engine, tenant, [finding("a", "1"), finding("b", "1")])
-        sync(engine, tenant, [finding("a", "1")], scope="invoice:y")
+        sync(engine, tenant, [finding(FIRST, "1"), finding(SECOND, "1")])
+        sync(engine, tenant, [finding(FIRST, "1")], scope="invoice:y")
         with Session(engine) as session:
             rows = repository.list_exceptions(session, tenant)
         assert sorted((e.scope, e.type) for e in rows) == [
-            ("invoice:x", "a"),
-            ("invoice:x", "b"),
-            ("invoice:y", "a"),
+            ("invoice:x", FIRST),
+            ("invoice:x", SECOND),
+            ("invoice:y", FIRST),
         ]
         # Re-syncing scope y with nothing resolves only y's.
         sync(engine, tenant, [], scope="invoice:y")
@@ -493,7 +504,7 @@ def invoice_exceptions(
 def bill(engine: Engine, tenant_id: str, period: str = "2026-11") -> str:
     """Run billing for `period`; acme's invoice id of it."""
     with Session(engine) as session, session.begin():
-        run_id = start_run(session, tenant_id, period).id
+        run_id = start_run(session, staff(tenant_id), period).id
     assert execute_run(engine, tenant_id, run_id).status == "completed"
     with Session(engine) as session:
         (invoice,) = repository.list_invoices(session, tenant_id, period=period)
@@ -509,8 +520,8 @@ class TestThroughBillingRuns:
         with Session(engine) as session:
             (exception,) = repository.list_exceptions(session, tenant, invoice_id=invoice_id)
         assert (exception.type, exception.severity, exception.status) == (
-            checks.REVIEW_THRESHOLD,
-            checks.BLOCKING,
+            ExceptionKind.TOTAL_ABOVE_REVIEW_THRESHOLD,
+            Severity.BLOCKING,
             "open",
         )
         assert exception.evidence == {"total_minor": 4900, "threshold_minor": 4000}
@@ -519,16 +530,16 @@ class TestThroughBillingRuns:
             Session(engine) as session,
             session.begin(),
         ):
-            finalize_invoice(session, tenant, invoice_id, actor="t", now=datetime.now(UTC))
+            finalize_invoice(session, staff(tenant), invoice_id, now=datetime.now(UTC))
 
-        set_status(engine, tenant, exception.id, "waived")
+        set_status(engine, tenant, exception.id, ExceptionStatus.WAIVED)
         assert bill(engine, tenant) == invoice_id
         with Session(engine) as session:
             (again,) = repository.list_exceptions(session, tenant, invoice_id=invoice_id)
         assert (again.id, again.status) == (exception.id, "waived")
         with Session(engine) as session, session.begin():
             final = finalize_invoice(
-                session, tenant, invoice_id, actor="t", now=datetime(2026, 12, 1, tzinfo=UTC)
+                session, staff(tenant), invoice_id, now=datetime(2026, 12, 1, tzinfo=UTC)
             )
             assert final.number == "INV-2026-000001"
 
@@ -554,14 +565,14 @@ class TestThroughBillingRuns:
             bill(engine, tenant, f"2026-{month:02d}")
         use(engine, tenant, datetime(2026, 11, 10, tzinfo=UTC), 300_000)  # 3× the average
         invoice_id = bill(engine, tenant)
-        assert invoice_exceptions(engine, tenant, invoice_id, checks.USAGE_SPIKE) == []
+        assert invoice_exceptions(engine, tenant, invoice_id, ExceptionKind.USAGE_SPIKE) == []
 
         use(engine, tenant, datetime(2026, 11, 11, tzinfo=UTC), 1)  # now above 3×
         bill(engine, tenant)
-        (spike,) = invoice_exceptions(engine, tenant, invoice_id, checks.USAGE_SPIKE)
+        (spike,) = invoice_exceptions(engine, tenant, invoice_id, ExceptionKind.USAGE_SPIKE)
         assert (spike.type, spike.severity, spike.status) == (
-            checks.USAGE_SPIKE,
-            checks.WARNING,
+            ExceptionKind.USAGE_SPIKE,
+            Severity.WARNING,
             "open",
         )
         assert spike.evidence["quantity_micros"] == 300_001 * 10**6
@@ -580,11 +591,11 @@ class TestThroughBillingRuns:
         bill(engine, tenant, "2026-10")
         use(engine, tenant, datetime(2026, 11, 10, tzinfo=UTC), 250_000)
         invoice_id = bill(engine, tenant)
-        assert invoice_exceptions(engine, tenant, invoice_id, checks.USAGE_SPIKE) == []
+        assert invoice_exceptions(engine, tenant, invoice_id, ExceptionKind.USAGE_SPIKE) == []
 
         use(engine, tenant, datetime(2026, 11, 11, tzinfo=UTC), 50_001)
         bill(engine, tenant)
-        (spike,) = invoice_exceptions(engine, tenant, invoice_id, checks.USAGE_SPIKE)
+        (spike,) = invoice_exceptions(engine, tenant, invoice_id, ExceptionKind.USAGE_SPIKE)
         assert spike.evidence["quantity_micros"] == 300_001 * 10**6
         assert spike.evidence["trailing_micros"] == [100_000 * 10**6]
         assert "previous billed period" in spike.message
@@ -598,11 +609,11 @@ class TestThroughBillingRuns:
         bill(engine, tenant, "2026-10")
         use(engine, tenant, datetime(2026, 11, 10, tzinfo=UTC), 150_000)
         invoice_id = bill(engine, tenant)
-        assert invoice_exceptions(engine, tenant, invoice_id, checks.USAGE_SPIKE) == []
+        assert invoice_exceptions(engine, tenant, invoice_id, ExceptionKind.USAGE_SPIKE) == []
 
         use(engine, tenant, datetime(2026, 11, 11, tzinfo=UTC), 1)
         bill(engine, tenant)
-        (spike,) = invoice_exceptions(engine, tenant, invoice_id, checks.USAGE_SPIKE)
+        (spike,) = invoice_exceptions(engine, tenant, invoice_id, ExceptionKind.USAGE_SPIKE)
         assert sorted(spike.evidence["trailing_micros"]) == [0, 100_000 * 10**6]
 
     def test_low_margin_from_stored_provider_costs(self, engine: Engine) -> None:
@@ -613,8 +624,8 @@ class TestThroughBillingRuns:
         invoice_id = bill(engine, tenant)
         (low,) = invoice_exceptions(engine, tenant, invoice_id)
         assert (low.type, low.severity, low.fingerprint) == (
-            checks.LOW_MARGIN,
-            checks.WARNING,
+            ExceptionKind.LOW_MARGIN,
+            Severity.WARNING,
             "line:input-component",
         )
         assert low.evidence == {
@@ -639,10 +650,10 @@ class TestThroughBillingRuns:
         # 500 000 tokens at 2.00 → 100, + 4900: 5000, at the limit.
         use(engine, tenant, datetime(2026, 11, 10, tzinfo=UTC), 500_000)
         invoice_id = bill(engine, tenant)
-        assert invoice_exceptions(engine, tenant, invoice_id, checks.BUDGET_EXCEEDED) == []
+        assert invoice_exceptions(engine, tenant, invoice_id, ExceptionKind.BUDGET_EXCEEDED) == []
         # 2 501 more tokens: 502 501 × 2.00 / 10^6 = 1.005002 → 101, so 5001: above it.
         use(engine, tenant, datetime(2026, 11, 11, tzinfo=UTC), 2_501)
         bill(engine, tenant)
-        (over,) = invoice_exceptions(engine, tenant, invoice_id, checks.BUDGET_EXCEEDED)
-        assert (over.type, over.severity) == (checks.BUDGET_EXCEEDED, checks.WARNING)
+        (over,) = invoice_exceptions(engine, tenant, invoice_id, ExceptionKind.BUDGET_EXCEEDED)
+        assert (over.type, over.severity) == (ExceptionKind.BUDGET_EXCEEDED, Severity.WARNING)
         assert over.evidence == {"subtotal_minor": 5001, "limit_minor": 5000}

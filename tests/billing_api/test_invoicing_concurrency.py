@@ -42,7 +42,7 @@ from billing_api.credits.service import grant_credits
 from billing_api.errors import ConflictError, UnprocessableError
 from billing_api.invoicing import repository
 from billing_api.invoicing.finalize import create_credit_note, finalize_invoice
-from billing_api.invoicing.service import execute_run, start_run
+from billing_api.invoicing.runs import execute_run, start_run
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
 from tests.billing_api.callers import staff
@@ -129,7 +129,7 @@ def invoices_of(engine: Engine, tenant_id: str) -> list[Invoice]:
 
 def new_run(engine: Engine, tenant_id: str) -> str:
     with Session(engine) as session, session.begin():
-        return start_run(session, tenant_id, PERIOD).id
+        return start_run(session, staff(tenant_id), PERIOD).id
 
 
 def retry_locked(engine: Engine, work: Callable[[], T]) -> T:
@@ -148,9 +148,7 @@ def retry_locked(engine: Engine, work: Callable[[], T]) -> T:
 def finalize_one(engine: Engine, tenant_id: str, invoice_id: str) -> str:
     def work() -> str:
         with Session(engine) as session, session.begin():
-            invoice = finalize_invoice(
-                session, tenant_id, invoice_id, actor="test", now=FINALIZED_AT
-            )
+            invoice = finalize_invoice(session, staff(tenant_id), invoice_id, now=FINALIZED_AT)
             assert invoice.number is not None
             return invoice.number
 
@@ -390,11 +388,10 @@ class TestCreditNotesAtOnce:
                 with Session(engine) as session, session.begin():
                     note = create_credit_note(
                         session,
-                        tenant,
+                        staff(tenant),
                         draft.id,
-                        amount_minor=3000,
+                        amount=Decimal("30.00"),
                         reason="outage",
-                        actor="t",
                         now=FINALIZED_AT,
                     )
                     return note.number
@@ -425,7 +422,7 @@ class TestRolledBackFinalization:
             Session(engine) as session,
             session.begin(),
         ):
-            taken = finalize_invoice(session, tenant, acme.id, actor="t", now=FINALIZED_AT)
+            taken = finalize_invoice(session, staff(tenant), acme.id, now=FINALIZED_AT)
             assert taken.number == number(1)
             raise RuntimeError("crash after finalize")
 
@@ -448,7 +445,7 @@ class TestRolledBackFinalization:
         def first() -> None:
             try:
                 with Session(engine) as session, session.begin():
-                    taken = finalize_invoice(session, tenant, acme.id, actor="a", now=FINALIZED_AT)
+                    taken = finalize_invoice(session, staff(tenant), acme.id, now=FINALIZED_AT)
                     seen.append(taken.number)
                     holding.set()
                     assert release.wait(timeout=60)

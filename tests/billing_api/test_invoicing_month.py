@@ -63,12 +63,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import to_unix_nano
-from billing_api.invoicing.service import execute_run, start_run
+from billing_api.auth import admin_key_actor
+from billing_api.invoicing.runs import execute_run, start_run
+from tests.billing_api.callers import staff
 from tests.conftest import RunningServer
 
 PERIOD = "2026-11"
-ACTOR = "reviewer@builder.test"
-ACTOR_HEADER = {"X-AgentMeter-Actor": ACTOR}
+# Who the audit log names: the caller an admin key resolves to (billing_api.auth), never
+# what the client says; review calls send a spoofed actor header to prove it is ignored.
+SPOOFED_ACTOR = {"X-AgentMeter-Actor": "reviewer@builder.test"}
 
 GPT4O = {"provider": "openai", "model": "gpt-4o"}
 GPT4O_MINI = {"provider": "openai", "model": "gpt-4o-mini"}
@@ -282,7 +285,7 @@ def exceptions(api: httpx.Client, **params: str) -> list[dict[str, Any]]:
 def waive(api: httpx.Client, exception_id: str, note: str) -> dict[str, Any]:
     body = {"status": "waived", "note": note}
     waived: dict[str, Any] = ok(
-        api.patch(f"/api/v1/exceptions/{exception_id}", json=body, headers=ACTOR_HEADER)
+        api.patch(f"/api/v1/exceptions/{exception_id}", json=body, headers=SPOOFED_ACTOR)
     )
     return waived
 
@@ -290,7 +293,7 @@ def waive(api: httpx.Client, exception_id: str, note: str) -> dict[str, Any]:
 def finalize(api: httpx.Client, invoice_id: str) -> httpx.Response:
     return api.post(
         f"/api/v1/invoices/{invoice_id}/finalize",
-        headers=ACTOR_HEADER,
+        headers=SPOOFED_ACTOR,
         json={"before_period_end": True, "reason": "test: the month is not over"},
     )
 
@@ -383,7 +386,7 @@ class TestBadAmounts:
     def test_amounts_beyond_any_invoice_are_refused(self, month: Month, engine: Engine) -> None:
         # Drafted in-process on the server's database: this is not about billing runs.
         with Session(engine) as session, session.begin():
-            run_id = start_run(session, month.server.tenant.tenant_id, PERIOD).id
+            run_id = start_run(session, staff(month.server.tenant.tenant_id), PERIOD).id
         execute_run(engine, month.server.tenant.tenant_id, run_id)
         acme = invoice(month.api, invoices(month.api)["acme"]["id"])
         output = line_of(acme, "gpt-4o output")
@@ -508,7 +511,8 @@ class TestDraftsExceptionsAndFinalize:
         # A note is required to waive.
         error(api.patch(f"/api/v1/exceptions/{unpriced[0]['id']}", json={"status": "waived"}), 422)
         waived = waive(api, unpriced[0]["id"], "gpt-4o-mini was a free trial")
-        assert (waived["status"], waived["resolved_by"]) == ("waived", ACTOR)
+        actor = admin_key_actor(month.server.tenant.admin_key)
+        assert (waived["status"], waived["resolved_by"]) == ("waived", actor)
         assert waived["resolved_at"] is not None
         error(finalize(api, globex["id"]), 409)  # one blocking exception still open
         resolved = ok(
@@ -610,7 +614,7 @@ class TestReviewActions:
             api.patch(
                 f"/api/v1/invoices/{acme_id}/lines/{output['id']}",
                 json={"amount": "4.00", "reason": "rounding goodwill"},
-                headers=ACTOR_HEADER,
+                headers=SPOOFED_ACTOR,
             )
         )
         line = line_of(adjusted, "gpt-4o output")
@@ -630,7 +634,7 @@ class TestReviewActions:
                     "unit_price": "33.335",
                     "reason": "signed SOW",
                 },
-                headers=ACTOR_HEADER,
+                headers=SPOOFED_ACTOR,
             ),
             201,
         )
@@ -645,7 +649,7 @@ class TestReviewActions:
                     "discount": True,
                     "reason": "launch promotion",
                 },
-                headers=ACTOR_HEADER,
+                headers=SPOOFED_ACTOR,
             ),
             201,
         )
@@ -668,7 +672,7 @@ class TestReviewActions:
         )
 
         # Re-rating the draft by hand changes nothing here, and is audited.
-        by_hand = ok(api.post(f"/api/v1/invoices/{acme_id}/rerate", headers=ACTOR_HEADER))
+        by_hand = ok(api.post(f"/api/v1/invoices/{acme_id}/rerate", headers=SPOOFED_ACTOR))
         assert amounts(by_hand) == review_amounts
         assert by_hand["subtotal_minor"] == 13171
 
@@ -710,7 +714,7 @@ class TestReviewActions:
             api.delete(
                 f"/api/v1/invoices/{acme_id}/lines/{discount_id}",
                 params={"reason": "promotion ended"},
-                headers=ACTOR_HEADER,
+                headers=SPOOFED_ACTOR,
             )
         )
         assert removed["subtotal_minor"] == 15671
@@ -729,7 +733,8 @@ class TestReviewActions:
             {"subtotal_minor": 13171},
             {"subtotal_minor": 13171},
         )
-        assert {entry["actor"] for entry in trail} == {ACTOR}
+        actor = admin_key_actor(month.server.tenant.admin_key)
+        assert {entry["actor"] for entry in trail} == {actor}
         assert adjust["reason"] == "rounding goodwill"
         assert adjust["before"]["amount_minor"] == 415
         assert adjust["before"]["rated_amount_minor"] is None
@@ -935,7 +940,7 @@ class TestExportsVoidAndCreditNotes:
             api.post(
                 f"/api/v1/invoices/{acme_id}/void",
                 json={"reason": "issued to the wrong entity"},
-                headers=ACTOR_HEADER,
+                headers=SPOOFED_ACTOR,
             )
         )
         assert voided["status"] == "void"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import Engine
@@ -19,9 +20,10 @@ from agentmeter.tables import Budget, to_unix_nano
 from billing_api.errors import ConflictError
 from billing_api.invoicing import repository, review
 from billing_api.invoicing.finalize import finalize_invoice
-from billing_api.invoicing.service import OUTDATED_ADJUSTMENT
+from billing_api.invoicing.states import ExceptionKind
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
+from tests.billing_api.callers import staff
 from tests.billing_api.test_late_usage import bill, setup_tenant, write_span
 
 NOV = datetime(2026, 11, 10, tzinfo=UTC)
@@ -41,20 +43,20 @@ class TestOutdatedAdjustment:
         with Session(engine) as session, session.begin():
             (line,) = [x for x in repository.lines(session, invoice.id) if x.meter]
             review.adjust_line(
-                session, tenant_id, invoice.id, line.id, amount_minor=250, reason="goodwill",
-                actor="amy",
+                session, staff(tenant_id, actor="amy"), invoice.id, line.id, amount=Decimal("2.50"),
+                reason="goodwill",
             )  # fmt: skip
         # The same usage re-rated: the adjustment stands, nothing to confirm.
         invoice = bill(engine, tenant_id, "2026-11")
-        assert OUTDATED_ADJUSTMENT not in _open_types(engine, tenant_id, invoice.id)
+        assert ExceptionKind.ADJUSTMENT_OUTDATED not in _open_types(engine, tenant_id, invoice.id)
         assert invoice.subtotal_minor == 250 + 4900
 
         write_span(engine, tenant_id, NOV, 1_000_000)  # now rates 600
         invoice = bill(engine, tenant_id, "2026-11")
-        assert OUTDATED_ADJUSTMENT in _open_types(engine, tenant_id, invoice.id)
+        assert ExceptionKind.ADJUSTMENT_OUTDATED in _open_types(engine, tenant_id, invoice.id)
         assert invoice.subtotal_minor == 250 + 4900  # kept, but flagged
         with Session(engine) as session, session.begin(), pytest.raises(ConflictError):
-            finalize_invoice(session, tenant_id, invoice.id, actor="amy", now=utcnow())
+            finalize_invoice(session, staff(tenant_id, actor="amy"), invoice.id, now=utcnow())
 
 
 class TestRegisterFromRun:
@@ -68,8 +70,8 @@ class TestRegisterFromRun:
         assert _run_exceptions(engine, tenant_id) == {("unregistered_customer", "open")}
         with Session(engine) as session, session.begin():
             invoice = review.register_customer(
-                session, tenant_id, "2026-11", customer_id="hooli", name="Hooli", email=None,
-                actor="amy",
+                session, staff(tenant_id, actor="amy"), "2026-11", customer_id="hooli",
+                name="Hooli", email=None,
             )  # fmt: skip
             assert invoice is not None and invoice.customer_id == "hooli"
         assert _run_exceptions(engine, tenant_id) == {("unregistered_customer", "resolved")}

@@ -49,9 +49,10 @@ from agentmeter.tables import (
 from agentmeter.tenants import create_tenant
 from billing_api.invoicing import repository
 from billing_api.invoicing.finalize import finalize_invoice
-from billing_api.invoicing.service import execute_run, start_run
+from billing_api.invoicing.runs import execute_run, start_run
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
+from tests.billing_api.callers import staff
 
 _spans = count(1)
 # When runs are started: December 2026 (billed here) must have begun.
@@ -134,7 +135,7 @@ def write_span(
 def run(engine: Engine, tenant_id: str, period: str) -> None:
     """Run billing for `period`."""
     with Session(engine) as session, session.begin():
-        run_id = start_run(session, tenant_id, period, now=BILLED_AT).id
+        run_id = start_run(session, staff(tenant_id), period, now=BILLED_AT).id
     assert execute_run(engine, tenant_id, run_id).status == "completed"
 
 
@@ -160,9 +161,8 @@ def finalize(engine: Engine, tenant_id: str, invoice_id: str) -> Invoice:
     with Session(engine, expire_on_commit=False) as session, session.begin():
         return finalize_invoice(
             session,
-            tenant_id,
+            staff(tenant_id),
             invoice_id,
-            actor="test",
             now=datetime.now(UTC),
             early_reason="test: finalized while the wall clock is still in the period",
         )

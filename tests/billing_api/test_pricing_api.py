@@ -14,7 +14,10 @@ from sqlalchemy.orm import Session
 
 from agentmeter.tables import PriceVersion, UsageRow, to_unix_nano
 from agentmeter.tenants import create_tenant
+from billing_api.jobs.kinds import job_registry
+from billing_api.jobs.worker import run_due_jobs
 from tests.conftest import RunningServer
+from tests.polling import wait_until
 
 CUSTOM_METERS = ("web_searches", "sandbox_seconds", "sandbox.seconds")
 
@@ -675,10 +678,24 @@ class TestProviderCosts:
             ),
             201,
         )
+        recosted(api, engine)
         # $2 per 1M tokens × 1M tokens, in 10^-12 USD; usage before the rate is untouched.
         assert costs() == {"1": None, "2": 2 * 10**12}
         ok(api.delete(f"/api/v1/provider-costs/{created['id']}"), 204)
+        recosted(api, engine)
         assert costs() == {"1": None, "2": None}
+
+
+def recosted(api: httpx.Client, engine: Engine) -> None:
+    """Wait for the recost jobs a provider cost change queued, running them from here too
+    (the server's background loop may be the worker that takes them)."""
+
+    def done() -> bool:
+        run_due_jobs(engine, job_registry())
+        jobs = ok(api.get("/api/v1/jobs", params={"kind": "pricing.recost"}))
+        return bool(jobs) and all(job["status"] == "done" for job in jobs)
+
+    wait_until(done, timeout=60, what="the recost jobs")
 
 
 class TestTenantIsolation:

@@ -1,6 +1,6 @@
 """Provider cost per usage record: genai-prices (bundled data) as the oracle for whole
 spans, disjoint parts per record, long-context tiers, prices at the span's time, tenant
-overrides, and costs stored by `SqlUsageSink` and recomputed by `recost_usage`."""
+overrides, and costs stored by `SqlUsageSink` and recomputed by `exporter.recost.recost_usage`."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from exporter.provider_costs import (
     CostOverrides,
     ProviderCostCatalog,
     genai_provider_id,
-    recost_usage,
 )
+from exporter.recost import recost_usage
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import Quantity, UsageBatch, UsageRecord
 

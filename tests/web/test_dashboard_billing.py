@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from agentmeter.clock import utcnow
 from agentmeter.tables import Customer
+from billing_api.audit import log as audit_log
 from billing_api.invoicing import repository
 from billing_api.periods import period_containing
 from tests.web.conftest import LiveApp, screenshot
@@ -131,7 +132,7 @@ def test_run_review_finalize_and_credit(
     with Session(live_app.engine) as session:
         invoice = repository.get_invoice(session, demo, invoice_id)
         assert invoice is not None and invoice.status == "finalized" and invoice.number
-        audit = repository.audit_trail(session, demo, invoice_id)
+        audit = audit_log.trail(session, demo, invoice_id)
         assert {"adjust_line", "add_line", "finalize"} <= {a.action for a in audit}
         assert all(a.actor == "billing@demo.test" for a in audit)
     assert page.locator('[data-total="invoice"]').inner_text() == shown_total

@@ -26,8 +26,10 @@ from agentmeter.settings import Settings
 from agentmeter.tables import BillingRun, Customer, Invoice, PriceBook, PriceComponent, PriceVersion
 from agentmeter.tenants import create_tenant
 from billing_api.app import create_app
-from billing_api.invoicing.leases import INTERRUPTED, observed_status
-from billing_api.invoicing.service import CHUNK, execute_run, start_run
+from billing_api.invoicing.leases import observed_status
+from billing_api.invoicing.runs import CHUNK, execute_run, start_run
+from billing_api.invoicing.states import RunStatus
+from tests.billing_api.callers import staff
 
 AGENTMETER = Path(sys.executable).with_name("agentmeter")
 PERIOD = "2026-10"
@@ -150,8 +152,8 @@ def test_killed_run_reads_interrupted_then_resumes(
     engine: Engine, killed: tuple[str, str, str], api: TestClient
 ) -> None:
     tenant_id, _, run_id = killed
-    run = poll(api, run_id, {INTERRUPTED})
-    assert run["status"] == INTERRUPTED
+    run = poll(api, run_id, {RunStatus.INTERRUPTED})
+    assert run["status"] == RunStatus.INTERRUPTED
     assert 0 < run["processed_customers"] < CUSTOMERS
 
     resumed = api.post(f"/api/v1/billing-runs/{run_id}/resume")
@@ -174,7 +176,7 @@ def test_new_run_supersedes_the_interrupted_one(
     engine: Engine, killed: tuple[str, str, str], api: TestClient
 ) -> None:
     tenant_id, _, run_id = killed
-    assert poll(api, run_id, {INTERRUPTED})["status"] == INTERRUPTED
+    assert poll(api, run_id, {RunStatus.INTERRUPTED})["status"] == RunStatus.INTERRUPTED
     new = api.post("/api/v1/billing-runs", json={"period": PERIOD})
     assert new.status_code == 202, new.text
     done = poll(api, new.json()["id"], {"completed", "failed"})
@@ -191,7 +193,7 @@ def test_superseded_worker_stops_at_its_next_chunk(engine: Engine) -> None:
     tenant_id, _ = setup_tenant(engine)
     lease = timedelta(seconds=LEASE_SECONDS)
     with Session(engine) as session, session.begin():
-        run_id = start_run(session, tenant_id, PERIOD, lease=lease).id
+        run_id = start_run(session, staff(tenant_id), PERIOD, lease=lease).id
     with Session(engine) as session, session.begin():
         # As if a worker had claimed it and then stalled for longer than the lease.
         session.execute(
@@ -202,8 +204,8 @@ def test_superseded_worker_stops_at_its_next_chunk(engine: Engine) -> None:
     with Session(engine) as session, session.begin():
         stale = session.get(BillingRun, run_id)
         assert stale is not None
-        assert observed_status(stale, datetime.now(UTC), lease) == INTERRUPTED
-        new_id = start_run(session, tenant_id, PERIOD, lease=lease).id
+        assert observed_status(stale, datetime.now(UTC), lease) == RunStatus.INTERRUPTED
+        new_id = start_run(session, staff(tenant_id), PERIOD, lease=lease).id
     with Session(engine) as session:
         stale = session.get(BillingRun, run_id)
         assert stale is not None and (stale.status, stale.holder) == ("superseded", "")
@@ -221,7 +223,7 @@ def test_progress_is_readable_while_a_writer_holds_sqlite(
         pytest.skip("the write lock that readers must not wait for is SQLite's")
     tenant_id, admin_key = setup_tenant(engine)
     with Session(engine) as session, session.begin():
-        run_id = start_run(session, tenant_id, PERIOD).id
+        run_id = start_run(session, staff(tenant_id), PERIOD).id
     # Queued behind the writer, the GET would wait the busy timeout and answer 503.
     app = create_app(engine, CollectorRegistry(), Settings())
     with (

@@ -33,10 +33,11 @@ from agentmeter.tables import (
 )
 from agentmeter.tenants import NewTenant, create_tenant
 from billing_api.app import create_app
-from billing_api.invoicing.service import execute_run, start_run
+from billing_api.invoicing.runs import execute_run, start_run
 from billing_api.stripe.gateway import StripeGateway, build_gateway
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
+from tests.billing_api.callers import staff
 from tests.billing_api.test_late_usage import COMPONENTS
 from tests.fake_stripe import API_KEY, CLIENT_ID, WEBHOOK_SECRET, FakeStripe, fake_stripe_serving
 
@@ -174,7 +175,7 @@ def draft_month(engine: Engine, api_for: Any) -> Month:
     )
     assert granted.status_code == 201, granted.text
     with Session(engine) as session, session.begin():
-        run_id = start_run(session, tenant.tenant_id, PERIOD).id
+        run_id = start_run(session, staff(tenant.tenant_id), PERIOD).id
     assert execute_run(engine, tenant.tenant_id, run_id).status == "completed"
     for invoice in month.get("/api/v1/invoices", params={"period": PERIOD}).json():
         month.invoices[invoice["customer_id"]] = invoice["id"]
