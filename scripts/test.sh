@@ -129,6 +129,11 @@ if [[ ${1:-} == --exec ]]; then
     shift
     "$@" || status=$?
 else
-    python -m pytest "$@" || status=$?
+    # In parallel, one worker per CPU (AGENTMETER_TEST_WORKERS overrides; 0 = serial): each
+    # worker has its own databases, temp dirs and ports; tests/conftest.py keeps a module, or
+    # an xdist_group, on one worker. `-n 0` or `-p no:xdist` on the command line wins.
+    parallel=(-n "${AGENTMETER_TEST_WORKERS:-auto}" --dist loadgroup)
+    [[ " $* " != *" no:xdist "* && " $* " != *"-pno:xdist"* ]] || parallel=()
+    python -m pytest "${parallel[@]}" "$@" || status=$?
 fi
 exit "$status"
