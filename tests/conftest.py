@@ -270,17 +270,3 @@ def screenshot_dir() -> Path:
     """Where browser tests save screenshots of every page (git-ignored), to be looked at."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
-
-
-# --- Parallel runs (pytest-xdist, `scripts/test.sh` passes `-n auto --dist loadgroup`) ----
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep each test module on one worker, as `--dist loadfile` would, so module-scoped
-    fixtures (a browser, a server) start once; a test or module marked
-    `@pytest.mark.xdist_group("name")` runs on the one worker of that group instead, one test
-    after another with the rest of the group. Runs before xdist reads the groups."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
