@@ -129,6 +129,15 @@ if [[ ${1:-} == --exec ]]; then
     shift
     "$@" || status=$?
 else
-    python -m pytest "$@" || status=$?
+    # In parallel (pytest-xdist), one worker per CPU; AGENTMETER_TEST_WORKERS overrides it,
+    # 0 runs serially, and so do `-n 0` or `-p no:xdist` on the command line. Each worker has
+    # its own databases (uniquely named), temp dirs, ports (0) and browser. --dist loadfile
+    # keeps a test module on one worker: its module-scoped fixtures (a browser, a server)
+    # start once, and tests that must not overlap belong in one module. (Not loadgroup:
+    # pytest-xdist 3.8 renames items through `_nodeid`, which pytest 9 no longer reads, so
+    # xdist_group marks are silently ignored.)
+    parallel=(-n "${AGENTMETER_TEST_WORKERS:-auto}" --dist loadfile)
+    [[ " $* " != *" no:xdist "* && " $* " != *"-pno:xdist"* ]] || parallel=()
+    python -m pytest "${parallel[@]}" "$@" || status=$?
 fi
 exit "$status"

@@ -26,6 +26,7 @@ from otel_processor import conventions as conv
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "collector-config.yaml"
 COMPONENT_KINDS = ("receivers", "processors", "exporters")
 AGENTMETER_EXPORTER = "otlp/agentmeter"
+LOADBALANCING_EXPORTER = "loadbalancing/agentmeter"  # the scale-out variant, commented out
 USAGE_FILTER = "filter/agentmeter_usage"
 
 # Config keys that contain "key" but name no secret; `*_file` keys name a file path.
@@ -57,6 +58,19 @@ def commented_block(name: str) -> Any:
         assert not indent.strip(), f"uncommented line inside block {name!r}: {line!r}"
         uncommented.append(indent + rest.removeprefix(" "))
     return yaml.safe_load(textwrap.dedent("\n".join(uncommented)))
+
+
+def scale_out_config() -> dict[str, Any]:
+    """The config with the loadbalancing variant uncommented and swapped into the
+    traces/agentmeter pipeline in place of the single-receiver exporter."""
+    config = load_config()
+    config["exporters"].update(commented_block(LOADBALANCING_EXPORTER))
+    spec = config["service"]["pipelines"]["traces/agentmeter"]
+    spec["exporters"] = [
+        LOADBALANCING_EXPORTER if exporter == AGENTMETER_EXPORTER else exporter
+        for exporter in spec["exporters"]
+    ]
+    return config
 
 
 def pipeline_items(config: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
@@ -219,13 +233,54 @@ def test_secret_check_flags_inline_secrets(node: dict[str, Any], expected: list[
 
 class TestCommentedVariants:
     def test_loadbalancing_routes_by_trace_id(self, config: dict[str, Any]) -> None:
-        exporter = commented_block("loadbalancing/agentmeter")["loadbalancing/agentmeter"]
+        exporter = commented_block(LOADBALANCING_EXPORTER)[LOADBALANCING_EXPORTER]
 
         assert exporter["routing_key"] == "traceID"
         assert len(exporter["resolver"]["static"]["hostnames"]) >= 2
         assert exporter["sending_queue"]["storage"] in config["service"]["extensions"]
         assert exporter["retry_on_failure"]["enabled"] is True
         assert secret_violations(exporter) == []
+
+    def test_loadbalancing_swapped_into_the_pipeline_is_a_whole_config(self) -> None:
+        # What docs/collector.md "Scaling out" tells ops to do, done to the file.
+        config = scale_out_config()
+        spec = config["service"]["pipelines"]["traces/agentmeter"]
+
+        assert undefined_references(config) == []
+        assert spec["exporters"] == [LOADBALANCING_EXPORTER]
+        assert spec["processors"][0] == "memory_limiter"
+        assert spec["processors"][-1] == "batch"
+        assert USAGE_FILTER in spec["processors"]
+        assert secret_violations(config) == []
+
+    def test_loadbalancing_queues_on_disk_once_in_front_of_the_receivers(self) -> None:
+        config = scale_out_config()
+        exporter = config["exporters"][LOADBALANCING_EXPORTER]
+        per_receiver = exporter["protocol"]["otlp"]
+
+        # One persistent queue and retry loop, in front of the routing: a send that fails
+        # goes back to it and is routed again once the resolver drops a dead receiver.
+        assert exporter["sending_queue"]["storage"] in config["service"]["extensions"]
+        assert exporter["sending_queue"]["block_on_overflow"] is True
+        assert go_duration(exporter["retry_on_failure"]["max_elapsed_time"]) >= timedelta(hours=24)
+        assert per_receiver["sending_queue"]["enabled"] is False
+        assert per_receiver["retry_on_failure"]["enabled"] is False
+        # The same authentication and transport as the single-receiver exporter.
+        single = config["exporters"][AGENTMETER_EXPORTER]
+        assert per_receiver["headers"] == single["headers"]
+        assert per_receiver["tls"]["insecure"] == single["tls"]["insecure"]
+        assert "endpoint" not in per_receiver  # the resolver names each receiver
+
+    def test_loadbalancing_receivers_listen_on_agentmeter_grpc_port(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("AGENTMETER_GRPC_PORT", raising=False)
+        resolver = scale_out_config()["exporters"][LOADBALANCING_EXPORTER]["resolver"]
+        hostnames = resolver["static"]["hostnames"]
+
+        assert len(set(hostnames)) == len(hostnames) >= 2
+        ports = {int(hostname.rpartition(":")[2]) for hostname in hostnames}
+        assert ports == {Settings().grpc_port}
 
     def test_observability_pipeline_fits_the_config(self) -> None:
         config = load_config()
