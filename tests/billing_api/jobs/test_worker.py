@@ -236,6 +236,21 @@ class TestLease:
             )
         assert _job(engine, job_id).status == "done"
 
+    def test_a_job_whose_last_attempts_worker_died_goes_dead(self, engine: Engine) -> None:
+        job_id = _enqueue(engine, max_attempts=1)
+        with Session(engine) as session, session.begin():
+            row = session.get(Job, job_id)
+            assert row is not None
+            assert repository.claim(session, row, holder="dead", lease_until=NOW + LEASE, now=NOW)
+        handler = Recorder()
+
+        report = run_due_jobs(engine, _registry(handler), NOW + LEASE)
+
+        assert handler.seen == []
+        assert (report.done, report.dead) == (0, 1)
+        job = _job(engine, job_id)
+        assert (job.status, job.attempts, job.last_error) == ("dead", 1, "worker lost mid-run")
+
     def test_a_worker_that_outlived_its_lease_learns_it_and_records_nothing(
         self, engine: Engine
     ) -> None:
