@@ -101,6 +101,33 @@ class TestEnqueue:
         assert len(ids) == 1
         assert len(_jobs(engine)) == 1
 
+    def test_concurrent_enqueues_of_one_key_leave_one_job(self, engine: Engine) -> None:
+        """Two transactions enqueue the same job at once: the second waits for the first
+        (the unique pending index) and, once it commits, gets its id."""
+        first = Session(engine)
+        first.begin()
+        first_id = enqueue(first, "test.echo", "k")
+        second_ids: list[int] = []
+        errors: list[BaseException] = []
+
+        def second() -> None:
+            try:
+                with Session(engine) as session, session.begin():
+                    second_ids.append(enqueue(session, "test.echo", "k"))
+            except BaseException as error:  # surfaced below
+                errors.append(error)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)  # let it reach the insert and wait behind the first transaction
+        first.commit()
+        first.close()
+        thread.join(timeout=60)
+
+        assert errors == []
+        assert second_ids == [first_id]
+        assert len(_jobs(engine)) == 1
+
     def test_a_started_job_does_not_absorb_a_new_enqueue(self, engine: Engine) -> None:
         first = _enqueue(engine)
         with Session(engine) as session, session.begin():
