@@ -6,12 +6,13 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import exists, func, or_, select, text
 from sqlalchemy.orm import Session, aliased
 
 from agentmeter.clock import utcnow
+from agentmeter.db import dialect_insert
 from agentmeter.tables import Job
+from billing_api.jobs.leasing import LeasedTable
 from billing_api.jobs.states import UNFINISHED, JobStatus
 
 
@@ -28,10 +29,8 @@ def insert_pending(
 ) -> int | None:
     """Insert a pending job unless one of the same (kind, key) is pending; the id of the
     pending job either way (None if that one was claimed in between)."""
-    is_sqlite = session.get_bind().dialect.name == "sqlite"
-    dialect_insert = sqlite.insert if is_sqlite else postgresql.insert
     statement = (
-        dialect_insert(Job)
+        dialect_insert(session, Job)
         .values(
             kind=kind,
             key=key,
@@ -59,6 +58,9 @@ def insert_pending(
     )
 
 
+JOBS = LeasedTable(Job, Job.id, Job.status, Job.attempts, Job.due_at, JobStatus.RUNNING)
+
+
 def due_jobs(session: Session, kinds: Collection[str], now: datetime, limit: int) -> Sequence[Job]:
     """Jobs of `kinds` that may start at `now`: pending or retrying ones whose time has
     come, and running ones whose lease ran out (their worker died). A job waits while an
@@ -69,16 +71,10 @@ def due_jobs(session: Session, kinds: Collection[str], now: datetime, limit: int
         older.lane == Job.lane, older.id < Job.id, older.status.in_(UNFINISHED)
     )
     query = (
-        select(Job)
-        .where(
-            Job.kind.in_(sorted(kinds)),
-            Job.status.in_(UNFINISHED),
-            Job.due_at <= now,
-            or_(Job.lane.is_(None), ~blocked),
-        )
+        JOBS.due(UNFINISHED, now)
+        .where(Job.kind.in_(sorted(kinds)), or_(Job.lane.is_(None), ~blocked))
         .order_by(Job.due_at, Job.id)
         .limit(limit)
-        .with_for_update(skip_locked=True, of=Job)
     )
     return session.scalars(query).all()
 
@@ -91,70 +87,47 @@ def claim(
     lease_until: datetime,
     now: datetime,
 ) -> bool:
-    """Take `job` for one attempt if nobody changed it since it was read.
-
-    Compare-and-set on (status, attempts): of two workers that read the same row, only one
-    UPDATE matches, on SQLite and PostgreSQL alike.
-    """
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.status == job.status, Job.attempts == job.attempts)
-        .values(
-            status=JobStatus.RUNNING,
-            attempts=job.attempts + 1,
-            due_at=lease_until,
-            holder=holder,
-            started_at=func.coalesce(Job.started_at, now),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-
-def _held(job_id: int, attempts: int, holder: str) -> tuple[Any, ...]:
-    return (
-        Job.id == job_id,
-        Job.status == JobStatus.RUNNING,
-        Job.attempts == attempts,
-        Job.holder == holder,
+    """Take `job` for one attempt if nobody changed it since it was read (`JOBS.claim`)."""
+    return JOBS.claim(
+        session,
+        job.id,
+        job.status,
+        job.attempts,
+        lease_until,
+        holder=holder,
+        started_at=func.coalesce(Job.started_at, now),
     )
 
 
 def renew(session: Session, job_id: int, attempts: int, holder: str, lease_until: datetime) -> bool:
     """Extend the lease of the attempt this worker holds; False if it was taken away."""
-    result = session.execute(
-        update(Job)
-        .where(*_held(job_id, attempts, holder))
-        .values(due_at=lease_until)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return JOBS.update_held(session, job_id, attempts, Job.holder == holder, due_at=lease_until)
 
 
 def finish(
     session: Session,
     job_id: int,
     attempts: int,
-    holder: str,
+    holder: str | None,
     *,
     status: JobStatus,
     due_at: datetime,
     last_error: str,
     finished_at: datetime | None,
 ) -> bool:
-    """Record the outcome of the attempt this worker holds (no-op if the claim was lost)."""
-    result = session.execute(
-        update(Job)
-        .where(*_held(job_id, attempts, holder))
-        .values(
-            status=status,
-            due_at=due_at,
-            last_error=last_error[:2000],
-            finished_at=finished_at,
-        )
-        .execution_options(synchronize_session=False)
+    """Record the outcome of the attempt `holder` holds (None: whoever holds it, for a
+    lost worker's attempt); no-op if the claim was lost."""
+    conditions = () if holder is None else (Job.holder == holder,)
+    return JOBS.update_held(
+        session,
+        job_id,
+        attempts,
+        *conditions,
+        status=status,
+        due_at=due_at,
+        last_error=last_error[:2000],
+        finished_at=finished_at,
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def get(session: Session, job_id: int) -> Job | None:

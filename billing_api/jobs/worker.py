@@ -25,8 +25,8 @@ it, as the next attempt. Handlers must therefore be idempotent (converge when re
 Outcome, written in a second short transaction, only by the holder of the attempt: the
 handler returned → done; it raised `PermanentJobError` → dead at once; any other exception
 → retrying after 30 s, 1 min, 2 min, … (capped at 6 h, `retry_delay`), or dead once the
-job has had `max_attempts` attempts. A dead job keeps its error in `last_error`; nothing is
-retried silently forever.
+job has had `max_attempts` attempts (also when the worker of its last attempt died). A dead
+job keeps its error in `last_error`; nothing is retried silently forever.
 
 Kinds. A `JobRegistry` maps each kind to its handler `handler(engine, job)`; handlers live
 in their domains and are registered once in `billing_api.jobs.kinds.job_registry`. A
@@ -52,20 +52,14 @@ from sqlalchemy.orm import Session
 
 from agentmeter.clock import utcnow
 from billing_api.jobs import repository
+from billing_api.jobs.leasing import retry_delay
 from billing_api.jobs.states import JobStatus
 
 logger = logging.getLogger("agentmeter.jobs")
 
 LEASE = timedelta(minutes=1)
-BASE_DELAY = timedelta(seconds=30)
-MAX_DELAY = timedelta(hours=6)
 ERROR_LENGTH = 2000
-
-
-def retry_delay(attempts: int) -> timedelta:
-    """How long to wait after the `attempts`-th failed attempt: 30 s doubling, ≤ 6 h."""
-    doublings = min(max(0, attempts - 1), 20)  # 30 s × 2^20 is far past the cap
-    return min(BASE_DELAY * (1 << doublings), MAX_DELAY)
+LOST_WORKER = "worker lost mid-run"
 
 
 def new_holder() -> str:
@@ -165,7 +159,6 @@ def run_due_jobs(
     now: datetime | None = None,
     *,
     limit: int = 100,
-    holder: str | None = None,
 ) -> JobReport:
     """Run the jobs due at `now` (at most `limit`), one claim at a time; return the counts.
 
@@ -173,10 +166,10 @@ def run_due_jobs(
     worker thread from async code.
     """
     now = now or utcnow()
-    holder = holder or new_holder()
+    holder = new_holder()
     report = JobReport()
     for _ in range(limit):
-        job = _claim_one(engine, registry, now, holder)
+        job = _claim_one(engine, registry, now, holder, report)
         if job is None:
             break
         _run(engine, registry.kind(job.kind), job, now, report)
@@ -184,7 +177,7 @@ def run_due_jobs(
 
 
 def _claim_one(
-    engine: Engine, registry: JobRegistry, now: datetime, holder: str
+    engine: Engine, registry: JobRegistry, now: datetime, holder: str, report: JobReport
 ) -> ClaimedJob | None:
     if not registry.names:
         return None
@@ -192,6 +185,20 @@ def _claim_one(
         for row in repository.due_jobs(session, registry.names, now, limit=10):
             lease = registry.kind(row.kind).lease
             seen_attempts = row.attempts
+            if row.status == JobStatus.RUNNING and seen_attempts >= row.max_attempts:
+                # Its last attempt's worker died: no attempt is left to give it.
+                repository.finish(
+                    session,
+                    row.id,
+                    seen_attempts,
+                    None,
+                    status=JobStatus.DEAD,
+                    due_at=now,
+                    last_error=LOST_WORKER,
+                    finished_at=now,
+                )
+                report.dead += 1
+                continue
             if repository.claim(session, row, holder=holder, lease_until=now + lease, now=now):
                 return ClaimedJob(
                     id=row.id,

@@ -1,7 +1,8 @@
 """Running the Stripe outbox: each job pushes, voids or credits one invoice on the tenant's
 connected account, exactly once in effect.
 
-Protocol (as `billing_api/webhooks/delivery.py`): a worker claims a due job with a
+Protocol (as `billing_api/webhooks/delivery.py`, with the claim/lease and backoff of
+`billing_api.jobs.leasing`): a worker claims a due job with a
 compare-and-set UPDATE that also pushes its next attempt time past a lease, commits, and
 only then calls Stripe; no transaction stays open during HTTP. A job of an invoice is not
 due while an older job of the same invoice is unfinished (a void never overtakes its push).
@@ -43,11 +44,11 @@ from billing_api.invoicing.states import (
     InvoiceStatus,
     Severity,
 )
+from billing_api.jobs.leasing import retry_delay
 from billing_api.stripe import repository
 from billing_api.stripe.gateway import StripeCallError, StripeGateway
 from billing_api.stripe.service import DEFAULT_DAYS_UNTIL_DUE, push_key
 from billing_api.stripe.states import CollectionMethod, JobKind, JobStatus, SyncStatus
-from billing_api.webhooks.delivery import retry_delay
 
 logger = logging.getLogger("agentmeter.stripe")
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, exists, select, update
+from sqlalchemy import Engine, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -24,6 +24,7 @@ from agentmeter.tables import (
     StripeOAuthState,
 )
 from billing_api.invoicing.states import ExceptionStatus
+from billing_api.jobs.leasing import LeasedTable
 from billing_api.stripe.states import EventStatus, JobStatus
 
 
@@ -124,6 +125,16 @@ def jobs_of_invoice(session: Session, invoice_id: str) -> list[StripeJob]:
     )
 
 
+STRIPE_JOBS = LeasedTable(
+    StripeJob,
+    StripeJob.id,
+    StripeJob.status,
+    StripeJob.attempts,
+    StripeJob.next_attempt_at,
+    JobStatus.RUNNING,
+)
+
+
 def due_jobs(session: Session, now: datetime, limit: int) -> Sequence[StripeJob]:
     """Pending jobs whose time has come and running ones whose lease ran out (the worker
     died), oldest first; a job waits while an older job of its invoice is unfinished (a
@@ -132,10 +143,8 @@ def due_jobs(session: Session, now: datetime, limit: int) -> Sequence[StripeJob]
     unfinished = (JobStatus.PENDING, JobStatus.RUNNING)
     older = aliased(StripeJob)
     return session.scalars(
-        select(StripeJob)
+        STRIPE_JOBS.due(unfinished, now)
         .where(
-            StripeJob.status.in_(unfinished),
-            StripeJob.next_attempt_at <= now,
             ~exists().where(
                 older.invoice_id == StripeJob.invoice_id,
                 older.id < StripeJob.id,
@@ -144,56 +153,30 @@ def due_jobs(session: Session, now: datetime, limit: int) -> Sequence[StripeJob]
         )
         .order_by(StripeJob.id)
         .limit(limit)
-        .with_for_update(skip_locked=True, of=StripeJob)
     ).all()
 
 
 def claim(
     session: Session, job_id: int, seen_status: str, seen_attempts: int, lease_until: datetime
 ) -> bool:
-    """Take a job for one attempt if nobody changed it since it was read (compare-and-set
-    on status and attempts: of two workers, one UPDATE matches)."""
-    result = session.execute(
-        update(StripeJob)
-        .where(
-            StripeJob.id == job_id,
-            StripeJob.status == seen_status,
-            StripeJob.attempts == seen_attempts,
-        )
-        .values(status=JobStatus.RUNNING, attempts=seen_attempts + 1, next_attempt_at=lease_until)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    """Take a job for one attempt if nobody changed it since it was read
+    (`LeasedTable.claim`)."""
+    return STRIPE_JOBS.claim(session, job_id, seen_status, seen_attempts, lease_until)
 
 
 def save_progress(
     session: Session, job_id: int, attempts: int, progress: dict[str, Any], lease_until: datetime
 ) -> bool:
     """Record the Stripe ids made so far and extend the lease; False if the claim was lost."""
-    result = session.execute(
-        update(StripeJob)
-        .where(
-            StripeJob.id == job_id,
-            StripeJob.status == JobStatus.RUNNING,
-            StripeJob.attempts == attempts,
-        )
-        .values(progress=progress, next_attempt_at=lease_until)
-        .execution_options(synchronize_session=False)
+    return STRIPE_JOBS.update_held(
+        session, job_id, attempts, progress=progress, next_attempt_at=lease_until
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def lock_claimed(session: Session, job_id: int, attempts: int) -> StripeJob | None:
     """The job, locked, if this worker's claim on it still holds."""
-    return session.scalars(
-        select(StripeJob)
-        .where(
-            StripeJob.id == job_id,
-            StripeJob.status == JobStatus.RUNNING,
-            StripeJob.attempts == attempts,
-        )
-        .with_for_update()
-    ).first()
+    job: StripeJob | None = STRIPE_JOBS.lock_held(session, job_id, attempts)
+    return job
 
 
 # --- Exceptions on invoices -------------------------------------------------------------

@@ -24,7 +24,8 @@ anything else (an error status, a timeout, a refused connection, an address that
 public: see `targets`) schedules a retry after
 30 s, 1 min, 2 min, … (capped at 6 h); after `max_attempts` the delivery is "failed".
 
-Claims: a worker takes a due delivery with a compare-and-set UPDATE that also pushes its
+Claims (`billing_api.jobs.leasing`, the claim/lease and backoff every background queue
+shares): a worker takes a due delivery with a compare-and-set UPDATE that also pushes its
 next attempt time past a lease, commits, and only then sends; the outcome is written in a
 second short transaction. No transaction is open during the HTTP call, two workers never
 send one attempt twice, and a delivery claimed by a worker that died is retried once its
@@ -49,6 +50,7 @@ from sqlalchemy.orm import Session
 
 from agentmeter.clock import utcnow
 from agentmeter.settings import Settings
+from billing_api.jobs.leasing import retry_delay as retry_delay  # the schedule, re-exported
 from billing_api.webhooks import repository, targets
 
 logger = logging.getLogger("agentmeter.webhooks")
@@ -56,8 +58,6 @@ logger = logging.getLogger("agentmeter.webhooks")
 SIGNATURE_HEADER = "AgentMeter-Signature"
 SIGNATURE_TOLERANCE_SECONDS = 300
 MAX_ATTEMPTS = 10
-BASE_DELAY = timedelta(seconds=30)
-MAX_DELAY = timedelta(hours=6)
 TIMEOUT_SECONDS = 5.0
 # Longer than a batch of sends can take (BATCH_SIZE × TIMEOUT_SECONDS), so a live worker's
 # claim never lapses before it records the outcome.
@@ -98,12 +98,6 @@ def verify_signature(
         return False
     expected = signature(secret, body, timestamp).rpartition("v1=")[2]
     return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
-
-
-def retry_delay(attempts: int) -> timedelta:
-    """How long to wait after the `attempts`-th failed attempt: 30 s doubling, ≤ 6 h."""
-    doublings = min(max(0, attempts - 1), 20)  # 30 s × 2^20 is far past the cap
-    return min(BASE_DELAY * (1 << doublings), MAX_DELAY)
 
 
 def encode_body(payload: dict[str, Any]) -> bytes:

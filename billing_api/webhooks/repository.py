@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import Tenant, WebhookDelivery
+from billing_api.jobs.leasing import LeasedTable
 
 PENDING = "pending"
 SENDING = "sending"
@@ -51,21 +52,23 @@ def list_deliveries(
     return session.scalars(query).all()
 
 
+DELIVERIES = LeasedTable(
+    WebhookDelivery,
+    WebhookDelivery.id,
+    WebhookDelivery.status,
+    WebhookDelivery.attempts,
+    WebhookDelivery.next_attempt_at,
+    SENDING,
+)
+
+
 def due_deliveries(session: Session, now: datetime, limit: int) -> Sequence[WebhookDelivery]:
     """Pending deliveries whose time has come, and claims whose lease ran out (a worker
     died mid-send). Rows another worker has locked are skipped on PostgreSQL."""
     query = (
-        select(WebhookDelivery)
-        .where(
-            or_(
-                WebhookDelivery.status == PENDING,
-                WebhookDelivery.status == SENDING,
-            ),
-            WebhookDelivery.next_attempt_at <= now,
-        )
+        DELIVERIES.due((PENDING, SENDING), now)
         .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
     return session.scalars(query).all()
 
@@ -73,24 +76,9 @@ def due_deliveries(session: Session, now: datetime, limit: int) -> Sequence[Webh
 def claim(
     session: Session, delivery_id: str, seen_status: str, seen_attempts: int, lease_until: datetime
 ) -> bool:
-    """Take a delivery for one attempt, if nobody changed it since it was read.
-
-    Compare-and-set on (status, attempts): of two workers that read the same row, only one
-    UPDATE matches, on SQLite and PostgreSQL alike.
-    """
-    result = session.execute(
-        update(WebhookDelivery)
-        .where(
-            and_(
-                WebhookDelivery.id == delivery_id,
-                WebhookDelivery.status == seen_status,
-                WebhookDelivery.attempts == seen_attempts,
-            )
-        )
-        .values(status=SENDING, attempts=seen_attempts + 1, next_attempt_at=lease_until)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    """Take a delivery for one attempt, if nobody changed it since it was read
+    (`LeasedTable.claim`)."""
+    return DELIVERIES.claim(session, delivery_id, seen_status, seen_attempts, lease_until)
 
 
 def finish_attempt(
@@ -104,19 +92,12 @@ def finish_attempt(
     delivered_at: datetime | None,
 ) -> bool:
     """Record the outcome of the attempt this worker claimed (no-op if the claim was lost)."""
-    result = session.execute(
-        update(WebhookDelivery)
-        .where(
-            WebhookDelivery.id == delivery_id,
-            WebhookDelivery.status == SENDING,
-            WebhookDelivery.attempts == attempts,
-        )
-        .values(
-            status=status,
-            next_attempt_at=next_attempt_at,
-            last_error=last_error[:2000],
-            delivered_at=delivered_at,
-        )
-        .execution_options(synchronize_session=False)
+    return DELIVERIES.update_held(
+        session,
+        delivery_id,
+        attempts,
+        status=status,
+        next_attempt_at=next_attempt_at,
+        last_error=last_error[:2000],
+        delivered_at=delivered_at,
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]

@@ -101,6 +101,33 @@ class TestEnqueue:
         assert len(ids) == 1
         assert len(_jobs(engine)) == 1
 
+    def test_concurrent_enqueues_of_one_key_leave_one_job(self, engine: Engine) -> None:
+        """Two transactions enqueue the same job at once: the second waits for the first
+        (the unique pending index) and, once it commits, gets its id."""
+        first = Session(engine)
+        first.begin()
+        first_id = enqueue(first, "test.echo", "k")
+        second_ids: list[int] = []
+        errors: list[BaseException] = []
+
+        def second() -> None:
+            try:
+                with Session(engine) as session, session.begin():
+                    second_ids.append(enqueue(session, "test.echo", "k"))
+            except BaseException as error:  # surfaced below
+                errors.append(error)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)  # let it reach the insert and wait behind the first transaction
+        first.commit()
+        first.close()
+        thread.join(timeout=60)
+
+        assert errors == []
+        assert second_ids == [first_id]
+        assert len(_jobs(engine)) == 1
+
     def test_a_started_job_does_not_absorb_a_new_enqueue(self, engine: Engine) -> None:
         first = _enqueue(engine)
         with Session(engine) as session, session.begin():
@@ -235,6 +262,21 @@ class TestLease:
                 finished_at=None,
             )
         assert _job(engine, job_id).status == "done"
+
+    def test_a_job_whose_last_attempts_worker_died_goes_dead(self, engine: Engine) -> None:
+        job_id = _enqueue(engine, max_attempts=1)
+        with Session(engine) as session, session.begin():
+            row = session.get(Job, job_id)
+            assert row is not None
+            assert repository.claim(session, row, holder="dead", lease_until=NOW + LEASE, now=NOW)
+        handler = Recorder()
+
+        report = run_due_jobs(engine, _registry(handler), NOW + LEASE)
+
+        assert handler.seen == []
+        assert (report.done, report.dead) == (0, 1)
+        job = _job(engine, job_id)
+        assert (job.status, job.attempts, job.last_error) == ("dead", 1, "worker lost mid-run")
 
     def test_a_worker_that_outlived_its_lease_learns_it_and_records_nothing(
         self, engine: Engine
