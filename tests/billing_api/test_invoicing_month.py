@@ -63,7 +63,6 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import to_unix_nano
-from billing_api.auth import admin_key_actor
 from billing_api.invoicing.runs import execute_run, start_run
 from tests.billing_api.callers import staff
 from tests.conftest import RunningServer
@@ -71,6 +70,7 @@ from tests.conftest import RunningServer
 PERIOD = "2026-11"
 # Who the audit log names: the caller an admin key resolves to (billing_api.auth), never
 # what the client says; review calls send a spoofed actor header to prove it is ignored.
+ACTOR = "admin"
 SPOOFED_ACTOR = {"X-AgentMeter-Actor": "reviewer@builder.test"}
 
 GPT4O = {"provider": "openai", "model": "gpt-4o"}
@@ -511,8 +511,7 @@ class TestDraftsExceptionsAndFinalize:
         # A note is required to waive.
         error(api.patch(f"/api/v1/exceptions/{unpriced[0]['id']}", json={"status": "waived"}), 422)
         waived = waive(api, unpriced[0]["id"], "gpt-4o-mini was a free trial")
-        actor = admin_key_actor(month.server.tenant.admin_key)
-        assert (waived["status"], waived["resolved_by"]) == ("waived", actor)
+        assert (waived["status"], waived["resolved_by"]) == ("waived", ACTOR)
         assert waived["resolved_at"] is not None
         error(finalize(api, globex["id"]), 409)  # one blocking exception still open
         resolved = ok(
@@ -521,7 +520,7 @@ class TestDraftsExceptionsAndFinalize:
                 json={"status": "resolved", "note": "settled with the customer"},
             )
         )
-        assert (resolved["status"], resolved["resolved_by"]) == ("resolved", "admin")
+        assert (resolved["status"], resolved["resolved_by"]) == ("resolved", ACTOR)
         globex_final = ok(finalize(api, globex["id"]))
         assert globex_final["number"] == month.number(2)
         assert globex_final["total_minor"] == GLOBEX_SUBTOTAL
@@ -733,8 +732,7 @@ class TestReviewActions:
             {"subtotal_minor": 13171},
             {"subtotal_minor": 13171},
         )
-        actor = admin_key_actor(month.server.tenant.admin_key)
-        assert {entry["actor"] for entry in trail} == {actor}
+        assert {entry["actor"] for entry in trail} == {ACTOR}
         assert adjust["reason"] == "rounding goodwill"
         assert adjust["before"]["amount_minor"] == 415
         assert adjust["before"]["rated_amount_minor"] is None
@@ -781,7 +779,7 @@ class TestOneClickFixes:
 
         # Registering settled the run's exception at once, by whoever registered.
         (unregistered,) = [e for e in exceptions(api) if e["type"] == "unregistered_customer"]
-        assert (unregistered["status"], unregistered["resolved_by"]) == ("resolved", "admin")
+        assert (unregistered["status"], unregistered["resolved_by"]) == ("resolved", ACTOR)
         run_billing(api)
         assert set(invoices(api)) == {"acme", "globex", "initech", "hooli"}
 
