@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from agentmeter.clock import utcnow
 from agentmeter.tables import BillingException
 from billing_api.audit import log as audit_log
-from billing_api.auth import Caller
+from billing_api.auth import Caller, Role
 from billing_api.errors import NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
 from billing_api.invoicing.checks import Finding
@@ -92,6 +92,7 @@ def set_exception_status(
 ) -> ExceptionView:
     """Resolve or waive an exception (or reopen it), with who (the caller's actor) and
     why."""
+    caller.require(Role.BILLING)
     if status != ExceptionStatus.OPEN and not note.strip():
         raise UnprocessableError("a note is required to resolve or waive an exception")
     exception = repository.get_exception(session, caller.tenant_id, exception_id)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from agentmeter.money import exact_minor
 from agentmeter.tables import CreditNote, Invoice
 from billing_api.audit import log as audit_log
-from billing_api.auth import Caller
+from billing_api.auth import Caller, Role
 from billing_api.credits.service import apply_credits, reverse_credits
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
@@ -53,6 +53,7 @@ def finalize_invoice(
 ) -> Invoice:
     """Number and freeze a draft. Before its period ends (usage may still come) only with
     `early_reason`, which the audit log keeps."""
+    caller.require(Role.BILLING)
     tenant_id = caller.tenant_id
     invoice = _invoice(session, caller, invoice_id)
     if invoice.status != InvoiceStatus.DRAFT:
@@ -113,6 +114,7 @@ def void_invoice(
     session: Session, caller: Caller, invoice_id: str, *, reason: str, now: datetime
 ) -> Invoice:
     """Void a finalized invoice: it keeps its number, its credit draws are given back."""
+    caller.require(Role.BILLING)
     if not reason.strip():
         raise UnprocessableError("a reason is required to void an invoice")
     invoice = _invoice(session, caller, invoice_id)
@@ -152,6 +154,7 @@ def create_credit_note(
 ) -> CreditNote:
     """A full (amount None) or partial credit against a finalized invoice's total; the
     credited sum never exceeds the total."""
+    caller.require(Role.BILLING)
     if not reason.strip():
         raise UnprocessableError("a reason is required for a credit note")
     tenant_id = caller.tenant_id

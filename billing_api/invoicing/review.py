@@ -20,7 +20,7 @@ from agentmeter.clock import utcnow
 from agentmeter.money import exact_minor, to_minor
 from agentmeter.tables import Invoice, InvoiceLine
 from billing_api.audit import log as audit_log
-from billing_api.auth import Caller
+from billing_api.auth import Caller, Role
 from billing_api.customers import service as customers
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import repository
@@ -52,6 +52,7 @@ def adjust_line(
     """Set a line's amount (major units of the invoice's currency, exact to its minor
     unit) by hand. The rated amount is kept beside it, and the adjustment survives
     re-rating (it is re-applied to the same component and version)."""
+    caller.require(Role.BILLING)
     if not reason.strip():
         raise UnprocessableError("a reason is required to adjust a line")
     invoice = _draft(session, caller, invoice_id)
@@ -95,6 +96,7 @@ def add_line(
 ) -> InvoiceLine:
     """Add a manual charge, or a discount (entered positive, billed negative): quantity ×
     unit price, rounded once like every line."""
+    caller.require(Role.BILLING)
     if quantity <= 0 or unit_price < 0:
         raise UnprocessableError("quantity must be positive and unit_price not negative")
     invoice = _draft(session, caller, invoice_id)
@@ -131,6 +133,7 @@ def remove_line(
     session: Session, caller: Caller, invoice_id: str, line_id: str, *, reason: str
 ) -> None:
     """Remove a manual line or discount (rated lines are adjusted, not removed)."""
+    caller.require(Role.BILLING)
     invoice = _draft(session, caller, invoice_id)
     lines = repository.lines(session, invoice.id)
     line = next((item for item in lines if item.id == line_id), None)
@@ -154,6 +157,7 @@ def remove_line(
 
 def rerate(session: Session, caller: Caller, invoice_id: str) -> Invoice:
     """Re-rate one draft now (as a run would), keeping the reviewer's lines."""
+    caller.require(Role.BILLING)
     invoice = _draft(session, caller, invoice_id)
     before = {"subtotal_minor": invoice.subtotal_minor}
     redrafted = redraft_customer(
@@ -183,6 +187,7 @@ def register_customer(
 ) -> Invoice | None:
     """One click for an unregistered customer id: register it (as the customers API
     would, with its validation) and re-draft its invoice."""
+    caller.require(Role.BILLING)
     customers.register_customer(session, caller, customer_id, name, email)
     session.flush()
     audit_log.record(
@@ -229,6 +234,7 @@ def map_customer(
 ) -> Invoice | None:
     """One click for usage under a wrong customer id: move all of it to a registered
     customer, drop the orphan draft, and re-draft the customer's invoice."""
+    caller.require(Role.BILLING)
     tenant_id = caller.tenant_id
     _registered(session, caller, to_id)
     orphan = [
@@ -262,6 +268,7 @@ def assign_unattributed(
     customer_id: str,
 ) -> Invoice | None:
     """Attribute the customer-less usage of some traces to a customer, and re-draft."""
+    caller.require(Role.BILLING)
     _registered(session, caller, customer_id)
     moved = attribute_traces(session, caller, trace_ids, customer_id)
     audit_log.record(

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from agentmeter.clock import utcnow
 from agentmeter.tables import BillingRun
-from billing_api.auth import Caller
+from billing_api.auth import Caller, Role
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
 from billing_api.invoicing import leases, repository
 from billing_api.invoicing.checks import Finding
@@ -153,6 +153,7 @@ def start_run(
     period whose worker died (see `leases`) are marked superseded by it. With `queue`, a
     job executes it once the caller's transaction commits (`run_billing_run`); without,
     the caller executes it (`execute_run`), as `agentmeter bill` does."""
+    caller.require(Role.BILLING)
     now = now or utcnow()
     try:
         begins = month_period(period_label).start
@@ -183,6 +184,7 @@ def resume_run(
 ) -> RunView:
     """Make an interrupted run claimable again and queue its job (it runs again from the
     start once the caller's transaction commits; drafting converges)."""
+    caller.require(Role.BILLING)
     run = _run(session, caller.tenant_id, run_id)
     status = leases.observed_status(run, now, lease)
     if status != RunStatus.INTERRUPTED:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from agentmeter.tables import Tenant
 from billing_api.audit import log as audit_log
-from billing_api.auth import Caller
+from billing_api.auth import Caller, Role
 from billing_api.invoicing import repository
 from billing_api.invoicing.states import LateUsagePolicy
 
@@ -55,6 +55,7 @@ def update_settings(
     session: Session, caller: Caller, changes: Mapping[str, Any]
 ) -> BillingSettings:
     """Change the named settings (the others stay), audited with before and after."""
+    caller.require(Role.BILLING)
     tenant = repository.tenant(session, caller.tenant_id)
     before = BillingSettings.of(tenant)
     for name, value in changes.items():

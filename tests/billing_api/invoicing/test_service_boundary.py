@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -22,10 +23,12 @@ from sqlalchemy.orm import Session
 from agentmeter.tables import BillingRun
 from agentmeter.tenants import create_tenant
 from billing_api.auth import Caller, Role
-from billing_api.errors import NotFoundError, UnprocessableError
+from billing_api.errors import ForbiddenError, NotFoundError, UnprocessableError
+from billing_api.invoicing import finalize as finalizing
 from billing_api.invoicing import review, service
-from billing_api.invoicing.runs import RUN_JOB, run_billing_run, start_run
-from billing_api.invoicing.states import InvoiceStatus
+from billing_api.invoicing.exceptions import set_exception_status
+from billing_api.invoicing.runs import RUN_JOB, resume_run, run_billing_run, start_run
+from billing_api.invoicing.states import ExceptionStatus, InvoiceStatus
 from billing_api.jobs.worker import ClaimedJob
 from tests.billing_api.callers import staff
 from tests.billing_api.inprocess import api_client
@@ -163,3 +166,40 @@ class TestRunsAsJobs:
         with Session(engine) as session:
             run = session.get(BillingRun, run_id)
             assert run is not None and (run.status, run.holder) == ("running", "")
+
+
+# Each invoicing write, called with arguments it would otherwise refuse for other reasons.
+INVOICING_WRITES: list[Any] = [
+    lambda s, c: review.adjust_line(s, c, "inv", "line", amount=Decimal(1), reason="x"),
+    lambda s, c: review.rerate(s, c, "inv"),
+    lambda s, c: review.remove_line(s, c, "inv", "line", reason="x"),
+    lambda s, c: review.register_customer(s, c, "2026-11", customer_id="x", name="X", email=None),
+    lambda s, c: review.map_customer(s, c, "2026-11", from_id="x", to_id="y"),
+    lambda s, c: review.assign_unattributed(s, c, "2026-11", trace_ids=["t"], customer_id="x"),
+    lambda s, c: finalizing.finalize_invoice(s, c, "inv", now=NOV),
+    lambda s, c: finalizing.void_invoice(s, c, "inv", reason="x", now=NOV),
+    lambda s, c: finalizing.create_credit_note(s, c, "inv", amount=None, reason="x", now=NOV),
+    lambda s, c: set_exception_status(
+        s, c, "exc", status=ExceptionStatus.WAIVED, note="x", now=NOV
+    ),
+    lambda s, c: start_run(s, c, "2026-11"),
+    lambda s, c: resume_run(s, c, "run", now=NOV, lease=timedelta(minutes=1)),
+]
+
+
+class TestRoles:
+    """Every invoicing write checks the caller's role itself: a viewer or a customer is
+    refused (403) before anything is read or written, whatever the entry point."""
+
+    @pytest.mark.parametrize("role", [Role.VIEWER, Role.CUSTOMER])
+    @pytest.mark.parametrize("write", INVOICING_WRITES)
+    def test_only_billing_staff_write(self, engine: Engine, role: Role, write: Any) -> None:
+        tenant_id = setup_tenant(engine)
+        caller = Caller(
+            tenant_id=tenant_id,
+            actor="someone",
+            role=role,
+            customer_id="acme" if role is Role.CUSTOMER else None,
+        )
+        with Session(engine) as session, session.begin(), pytest.raises(ForbiddenError):
+            write(session, caller)
