@@ -757,7 +757,8 @@ def _print_peer(
         f"Arize Phoenix {phoenix.VERSION} (SQLite), {peer.requests} of the same OTLP/HTTP"
         f" requests from {args.concurrency} clients, timed until its {peer.spans} spans are"
         f" stored: wall {peer.wall_s:.2f} s, server CPU {peer.server_cpu_s:.2f} s,"
-        f" {peer.spans_per_cpu_s:,.0f} spans/CPU-s"
+        f" {peer.spans_per_cpu_s:,.0f} spans/CPU-s (idle CPU before sending:"
+        f" {peer.idle_cpu_share * 100:.1f} %)"
     )
     for run in runs:
         for r in run.results:

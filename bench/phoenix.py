@@ -36,6 +36,7 @@ class PeerResult:
     spans: int
     wall_s: float
     server_cpu_s: float
+    idle_cpu_share: float  # of one CPU, measured over two seconds before sending
 
     @property
     def spans_per_cpu_s(self) -> float:
@@ -116,7 +117,10 @@ def measure(
         _wait_ready(base, process, work / "phoenix.log")
         ps = psutil.Process(process.pid)
         expected = len(bodies) * spans_per_request
+        idle_before = _tree_cpu_seconds(ps)
+        time.sleep(2.0)
         cpu_before = _tree_cpu_seconds(ps)
+        idle = (cpu_before - idle_before) / 2.0
         started = time.perf_counter()
         _send(f"{base}/v1/traces", bodies, concurrency)
         deadline = time.monotonic() + STORE_TIMEOUT_SECONDS
@@ -133,7 +137,7 @@ def measure(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    return PeerResult(len(bodies), expected, wall, cpu)
+    return PeerResult(len(bodies), expected, wall, cpu, idle)
 
 
 def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
