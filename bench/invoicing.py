@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from agentmeter.tables import Invoice, InvoiceLine  # noqa: E402
 from bench.dataset import PERIOD, build, run_on_backends  # noqa: E402
+from bench.figures import report  # noqa: E402
 from bench.memory import PeakRss  # noqa: E402
 from billing_api.auth import Caller, Role  # noqa: E402
 from billing_api.invoicing.runs import execute_run, start_run  # noqa: E402
@@ -47,6 +48,16 @@ def run(label: str, url: str, customers: int, records: int) -> None:
             f"drafts={invoices} lines={lines} total_minor={total} load={load_s:.1f}s "
             f"run={seconds:.2f}s {rss.result()}"
         )
+        goal = 40 if label == "postgresql" else None
+        report(f"{label}: billing {attempt}, {records:,} records", seconds, "s", goal=goal,
+               higher_is_better=False)  # fmt: skip
+    report(
+        f"{label}: billing peak memory",
+        rss.result().peak_mib,
+        "MiB",
+        goal=1024,
+        higher_is_better=False,
+    )
     engine.dispose()
 
 

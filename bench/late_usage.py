@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from agentmeter.tables import Invoice, InvoiceLine, to_unix_nano  # noqa: E402
 from bench.dataset import END, PERIOD, build, run_on_backends  # noqa: E402
+from bench.figures import report  # noqa: E402
 from billing_api.auth import Caller, Role  # noqa: E402
 from billing_api.invoicing import repository  # noqa: E402
 from billing_api.invoicing.runs import execute_run, start_run  # noqa: E402
@@ -76,6 +77,8 @@ def run(label: str, url: str, customers: int, records: int) -> None:
         f"late_customers={len(late)} december_run={december_s:.2f}s "
         f"adjustment_lines={adjustments}"
     )
+    report(f"{label}: late usage query, {records:,} records", query_s, "s", higher_is_better=False)
+    report(f"{label}: December run with adjustments", december_s, "s", higher_is_better=False)
     engine.dispose()
 
 

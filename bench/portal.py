@@ -38,6 +38,7 @@ from agentmeter.clock import utcnow  # noqa: E402
 from agentmeter.settings import Settings  # noqa: E402
 from agentmeter.tables import UsageRow  # noqa: E402
 from bench.dataset import build, fresh_postgres  # noqa: E402
+from bench.figures import report  # noqa: E402
 from billing_api.app import create_app  # noqa: E402
 from billing_api.auth import Caller, Role  # noqa: E402
 from billing_api.portal.sessions import DEFAULT_EXPIRES_IN, PortalTokens  # noqa: E402
@@ -110,6 +111,9 @@ def run(label: str, url: str, customers: int, records: int, requests: int) -> No
                 f"p99={percentile(samples, 0.99):7.1f} ms  max={max(samples):7.1f} ms  "
                 f"({requests} requests, {len(response.content):,} bytes)"
             )
+            report(f"{label}: portal {name} p99, {records:,} records", percentile(samples, 0.99),
+                   "ms", goal=100 if label == "postgresql" else None,
+                   higher_is_better=False)  # fmt: skip
     server.should_exit = True
     thread.join()
     engine.dispose()

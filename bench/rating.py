@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:
 from sqlalchemy.orm import Session  # noqa: E402
 
 from bench.dataset import PERIOD, build, run_on_backends  # noqa: E402
+from bench.figures import report  # noqa: E402
 from bench.memory import PeakRss  # noqa: E402
 from billing_api.periods import month_period  # noqa: E402
 from billing_api.rating.service import rate_period  # noqa: E402
@@ -40,6 +41,15 @@ def run(label: str, url: str, customers: int, records: int) -> None:
         f"{label:10} customers={len(rated):>6} records={records:>10} load={load_s:7.1f}s "
         f"rate={seconds:6.2f}s lines={lines:>7} total_minor={total} "
         f"{rss.result()}"
+    )
+    goal = 12 if label == "postgresql" else None
+    report(f"{label}: rating, {records:,} records", seconds, "s", goal=goal, higher_is_better=False)
+    report(
+        f"{label}: rating peak memory",
+        rss.result().peak_mib,
+        "MiB",
+        goal=1024,
+        higher_is_better=False,
     )
     engine.dispose()
 

@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:  # run as `python bench/rest_latency.py` from anyw
 from agentmeter.db import make_engine, migrate  # noqa: E402
 from agentmeter.settings import Settings  # noqa: E402
 from agentmeter.tenants import create_tenant  # noqa: E402
+from bench.figures import report  # noqa: E402
 from bench.ingest import HttpClient, IdSource, Server, make_request  # noqa: E402
 
 GOAL_P99_MS = 100.0
@@ -187,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "goal_p99_ms": GOAL_P99_MS,
         "goal_met": worst_p99 <= GOAL_P99_MS,
     }
+    report("REST p99 under saturating ingest (worst read)", worst_p99, "ms", goal=GOAL_P99_MS,
+           higher_is_better=False)  # fmt: skip
     if args.json:
         print(json.dumps(result))
         return 0

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import threading
+import logging
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from agentmeter.db import dialect_insert, is_retryable, is_sqlite, read_only
 from agentmeter.tables import TraceCustomer, UsageRow
+from exporter.group_commit import GroupCommit
 from exporter.provider_calls import (
     inherit_agent_names,
     lock_calls,
@@ -30,6 +30,8 @@ from otel_processor.usage import (
     to_micros,
 )
 
+logger = logging.getLogger("agentmeter.ingest")
+
 _USAGE: Table = UsageRow.__table__  # type: ignore[assignment]
 _TRACES: Table = TraceCustomer.__table__  # type: ignore[assignment]
 # Bound on the number of values in one IN (…) list.
@@ -38,14 +40,27 @@ _CHUNK = 500
 _Costed = tuple[CostOverrides, list[int | None]]
 
 
+class _Write(NamedTuple):
+    tenant_id: str
+    batch: UsageBatch
+    costed: _Costed | None  # the overrides it was costed with, and its records' costs
+
+
+# What a committed write reports: its counts, and its traces still without a customer.
+_Written = tuple[WriteResult, set[str]]
+
+
 class SqlUsageSink:
     """A `UsageSink` on SQLite or PostgreSQL.
 
-    One transaction per batch: trace customers are recorded (first one wins), customer-less
-    records inherit their trace's customer, records are inserted with ON CONFLICT DO
-    NOTHING on (tenant, trace id, span id, meter), earlier customer-less records of newly
-    attributed traces are updated, then the transaction commits. `write` returns only after
-    the commit. SQLite has one writer: writes from this process are serialized here.
+    Per batch: trace customers are recorded (first one wins), customer-less records inherit
+    their trace's customer, records are inserted with ON CONFLICT DO NOTHING on (tenant,
+    trace id, span id, meter), earlier customer-less records of newly attributed traces are
+    updated. Batches written at the same moment from several threads share one transaction
+    (`exporter.group_commit`); if that transaction fails on one batch's data, each batch is
+    written again in a transaction of its own, so only the bad batch fails. `write` returns
+    only after its batch is committed. Writes from this process are serialized here (SQLite
+    has one writer).
 
     Providers are stored by their canonical id (`canonical_provider`). In the same
     transaction, agent spans are recorded and nameless records take their nearest agent's
@@ -73,9 +88,10 @@ class SqlUsageSink:
         self._insert_traces: Insert = dialect_insert(engine, _TRACES).on_conflict_do_nothing(
             index_elements=["tenant_id", "trace_id"]
         )
-        self._lock: AbstractContextManager[Any] = (
-            threading.Lock() if self._sqlite else nullcontext()
-        )
+        # Every write of this sink goes through one group committer: SQLite's one writer
+        # needs them serialized anyway, and on both backends exports that arrive together
+        # share a commit.
+        self._commits = GroupCommit(self._commit_group)
 
     def write(self, tenant_id: str, batch: UsageBatch) -> WriteResult:
         if not tenant_id:
@@ -83,8 +99,7 @@ class SqlUsageSink:
         batch = _with_canonical_providers(batch)
         try:
             costed = self._provider_costs(tenant_id, batch)
-            with self._lock:
-                result, unattributed = self._write(tenant_id, batch, costed)
+            result, unattributed = self._commits.submit(_Write(tenant_id, batch, costed))
             if not self._sqlite and (unattributed or batch.trace_customers):
                 # A concurrent writer may have committed the other half of a trace (its
                 # customer, or its customer-less spans) after our reads: settle both now
@@ -99,7 +114,7 @@ class SqlUsageSink:
         return result
 
     def _provider_costs(self, tenant_id: str, batch: UsageBatch) -> _Costed | None:
-        # Outside the SQLite writer lock: reading overrides and costing need no writer.
+        # Outside the group's transaction: reading overrides and costing need no writer.
         if self._costs is None or not batch.records:
             return None
         with read_only(self._engine) as connection:
@@ -118,43 +133,63 @@ class SqlUsageSink:
         current = load_cost_overrides(connection, tenant_id)
         return costs if current == overrides else self._costs.costs(batch.records, current)
 
-    def _write(
-        self, tenant_id: str, batch: UsageBatch, costed: _Costed | None
-    ) -> tuple[WriteResult, set[str]]:
+    def _commit_group(self, writes: Sequence[_Write]) -> list[_Written | BaseException]:
+        """One transaction for every write of the group; if it fails, each write in a
+        transaction of its own, so one batch's bad data fails only its own export."""
+        if len(writes) > 1:
+            try:
+                with self._engine.begin() as connection:
+                    return [self._write(connection, write) for write in writes]
+            except Exception as error:
+                if isinstance(error, SQLAlchemyError) and is_retryable(error):
+                    # The store itself failed (down, locked, a deadlock): each write would
+                    # meet it again; every exporter of the group retries.
+                    return [error] * len(writes)
+                logger.warning("a group of %d writes failed; writing each alone", len(writes))
+        outcomes: list[_Written | BaseException] = []
+        for write in writes:
+            try:
+                with self._engine.begin() as connection:
+                    outcomes.append(self._write(connection, write))
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes
+
+    def _write(self, connection: Connection, write: _Write) -> _Written:
+        tenant_id, batch, costed = write
         received = time.time_ns()
-        with self._engine.begin() as connection:
-            costs = self._settled_costs(connection, tenant_id, batch, costed)
-            lock_calls(connection, tenant_id, batch.records, batch.agent_spans)
-            # Rows go in key order: two batches holding the same traces in other orders
-            # would otherwise deadlock on PostgreSQL.
-            if batch.trace_customers:
-                connection.execute(
-                    self._insert_traces,
-                    [
-                        {"tenant_id": tenant_id, "trace_id": trace, "customer_id": customer}
-                        for trace, customer in sorted(batch.trace_customers.items())
-                    ],
-                )
-            orphan_traces = {r.trace_id for r in batch.records if not r.customer_id}
-            inherited = _trace_customers(connection, tenant_id, orphan_traces)
-            rows = sorted(
-                (
-                    _row(tenant_id, record, received, inherited, cost)
-                    for record, cost in zip(batch.records, costs, strict=True)
-                ),
-                key=_row_key,
+        costs = self._settled_costs(connection, tenant_id, batch, costed)
+        lock_calls(connection, tenant_id, batch.records, batch.agent_spans)
+        # Rows go in key order: two batches holding the same traces in other orders
+        # would otherwise deadlock on PostgreSQL.
+        if batch.trace_customers:
+            connection.execute(
+                self._insert_traces,
+                [
+                    {"tenant_id": tenant_id, "trace_id": trace, "customer_id": customer}
+                    for trace, customer in sorted(batch.trace_customers.items())
+                ],
             )
-            inserted = 0
-            if rows:
-                inserted = connection.exec_driver_sql(self._insert_usage_sql, rows).rowcount
-            store_agent_spans(connection, tenant_id, batch.agent_spans)
-            settle_calls(connection, tenant_id, batch.records)
-            inherit_agent_names(connection, tenant_id, batch.records, batch.agent_spans)
-            # Customer-less rows stored earlier (say, by an attempt whose reply was lost)
-            # of traces whose customer is now known get it too.
-            attributed = set(batch.trace_customers) | inherited.keys()
-            if attributed:
-                _attribute_traces(connection, tenant_id, attributed)
+        orphan_traces = {r.trace_id for r in batch.records if not r.customer_id}
+        inherited = _trace_customers(connection, tenant_id, orphan_traces)
+        rows = sorted(
+            (
+                _row(tenant_id, record, received, inherited, cost)
+                for record, cost in zip(batch.records, costs, strict=True)
+            ),
+            key=_row_key,
+        )
+        inserted = 0
+        if rows:
+            inserted = connection.exec_driver_sql(self._insert_usage_sql, rows).rowcount
+        store_agent_spans(connection, tenant_id, batch.agent_spans)
+        settle_calls(connection, tenant_id, batch.records)
+        inherit_agent_names(connection, tenant_id, batch.records, batch.agent_spans)
+        # Customer-less rows stored earlier (say, by an attempt whose reply was lost)
+        # of traces whose customer is now known get it too.
+        attributed = set(batch.trace_customers) | inherited.keys()
+        if attributed:
+            _attribute_traces(connection, tenant_id, attributed)
         unattributed = orphan_traces - inherited.keys()
         return WriteResult(inserted=inserted, duplicates=len(rows) - inserted), unattributed
 

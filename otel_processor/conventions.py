@@ -93,3 +93,28 @@ AGGREGATE_OPENLLMETRY_KINDS = frozenset({"workflow", "agent", "task"})
 TOOL_OPERATION = "execute_tool"
 TOOL_OPENINFERENCE_KIND = "TOOL"
 TOOL_OPENLLMETRY_KIND = "tool"
+
+# Every attribute key read from a span or its resource, besides the tenant's customer keys
+# and the `agentmeter.usage.` custom meters: the receiver decodes only these.
+READ_KEYS = frozenset(
+    {
+        *PROVIDER,
+        *MODEL,
+        *INPUT_TOKENS,
+        *OUTPUT_TOKENS,
+        *CACHE_READ_TOKENS,
+        *CACHE_WRITE_TOKENS,
+        *REASONING_TOKENS,
+        *OPERATION,
+        *AGENT_NAME,
+        *RESPONSE_ID,
+        *TOOL_NAME,
+        OPENINFERENCE_OUTPUT,
+        OPENINFERENCE_OUTPUT_TYPE,
+        STEP,
+        SERVICE_NAME,
+        OPENINFERENCE_KIND,
+        OPENLLMETRY_KIND,
+        VERCEL_OPERATION,
+    }
+)

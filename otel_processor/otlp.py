@@ -10,7 +10,7 @@ import base64
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from otel_processor.conventions import DEFAULT_CUSTOMER_KEYS
+from otel_processor.conventions import CUSTOM_METER_PREFIX, DEFAULT_CUSTOMER_KEYS, READ_KEYS
 from otel_processor.spans import Attributes, RejectReason, SpanRejectedError, span_usage
 from otel_processor.usage import AgentSpan, UsageBatch, UsageRecord
 
@@ -317,13 +317,18 @@ class Extraction:
         return "; ".join(self.messages) + suffix
 
 
-def _attributes(key_values: Sequence[KeyValue]) -> dict[str, object]:
+def _attributes(key_values: Sequence[KeyValue], wanted: Container[str]) -> dict[str, object]:
+    """The attributes usage is read from, in one pass over the span's: only `wanted` keys and
+    custom meters are decoded (a span's prompts and completions never are)."""
     # Unset values read as "" (the proto default); arrays and maps stay messages, which
     # every field that AgentMeter reads refuses with a clear message.
-    return {
-        kv.key: getattr(kv.value, kv.value.WhichOneof("value") or "string_value")
-        for kv in key_values
-    }
+    found: dict[str, object] = {}
+    for kv in key_values:
+        key = kv.key
+        if key in wanted or key.startswith(CUSTOM_METER_PREFIX):
+            value = kv.value
+            found[key] = getattr(value, value.WhichOneof("value") or "string_value")
+    return found
 
 
 def extract_usage(
@@ -340,8 +345,9 @@ def extract_usage(
             extraction.spans += 1
             extraction.reject("span", SpanRejectedError(message, RejectReason.UNREADABLE))
         request = request.request
+    wanted = READ_KEYS.union(customer_keys)
     for resource_spans in request.resource_spans:
-        resource_attributes = _attributes(resource_spans.resource.attributes)
+        resource_attributes = _attributes(resource_spans.resource.attributes, wanted)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 extraction.add_span(
@@ -349,7 +355,7 @@ def extract_usage(
                     span_id=span.span_id,
                     name=span.name,
                     end_time_unix_nano=span.end_time_unix_nano,
-                    attributes=_attributes(span.attributes),
+                    attributes=_attributes(span.attributes, wanted),
                     resource_attributes=resource_attributes,
                     customer_keys=customer_keys,
                     parent_span_id=span.parent_span_id,

@@ -49,6 +49,27 @@ _TOKEN_FIELDS = (
     (OUTPUT_TOKENS, conv.OUTPUT_TOKENS),
     (OUTPUT_REASONING_TOKENS, conv.REASONING_TOKENS),
 )
+_TOKEN_METERS = tuple(meter for meter, _ in _TOKEN_FIELDS)
+_PROVIDER, _MODEL, _OPERATION = "provider", "model", "operation"
+_AGENT_NAME, _TOOL, _RESPONSE_ID = "agent_name", "tool", "response_id"
+# Each field read by precedence among its keys (first match wins), by name.
+_FIELD_KEYS: dict[str, Sequence[str]] = {
+    _PROVIDER: conv.PROVIDER,
+    _MODEL: conv.MODEL,
+    _OPERATION: conv.OPERATION,
+    _AGENT_NAME: conv.AGENT_NAME,
+    _TOOL: conv.TOOL_NAME,
+    _RESPONSE_ID: conv.RESPONSE_ID,
+    **dict(_TOKEN_FIELDS),
+}
+# Attribute key → the (field, precedence) it may fill: one look-up per attribute.
+_SLOTS: dict[str, list[tuple[str, int]]] = {}
+for _field, _keys in _FIELD_KEYS.items():
+    for _precedence, _key in enumerate(_keys):
+        _SLOTS.setdefault(_key, []).append((_field, _precedence))
+# A value a field may be read from: (precedence, attribute key, value).
+_Candidate = tuple[int, str, object]
+_Fields = dict[str, list[_Candidate]]
 
 
 class RejectReason(StrEnum):
@@ -119,13 +140,14 @@ def span_usage(
         )
 
     customer_id = _customer(attributes, resource_attributes, customer_keys)
-    operation = _first_text(attributes, conv.OPERATION)
-    agent_name = _first_text(attributes, conv.AGENT_NAME)
-    tool = _first_text(attributes, conv.TOOL_NAME)
+    fields, custom = _read(attributes)
+    operation = _first_text(fields.get(_OPERATION))
+    agent_name = _first_text(fields.get(_AGENT_NAME))
+    tool = _first_text(fields.get(_TOOL))
     # A step from the span name is a label, not data: cut it rather than refuse the span.
     step = _text(conv.STEP, attributes.get(conv.STEP)) or agent_name or _label(name)
-    provider = _first_text(attributes, conv.PROVIDER)
-    model = _first_text(attributes, conv.MODEL)
+    provider = _first_text(fields.get(_PROVIDER))
+    model = _first_text(fields.get(_MODEL))
     service_name = _text(conv.SERVICE_NAME, resource_attributes.get(conv.SERVICE_NAME))
 
     trace_hex = trace_id.hex()
@@ -136,8 +158,8 @@ def span_usage(
     aggregate = _is_aggregate(operation, attributes)
     parent_hex = parent_span_id.hex() if any(parent_span_id) else ""
     if not aggregate:
-        call = (parent_hex, _response_id(attributes))
-        for meter, count in _token_counts(attributes).items():
+        call = (parent_hex, _response_id(attributes, fields))
+        for meter, count in _token_counts(fields).items():
             records.append(
                 UsageRecord(
                     trace_hex,
@@ -165,23 +187,22 @@ def span_usage(
                 parent_hex,
             )
         )
-    for key, value in attributes.items():
-        if key.startswith(conv.CUSTOM_METER_PREFIX):
-            meter = _custom_meter_name(key, key.removeprefix(conv.CUSTOM_METER_PREFIX))
-            quantity = parse_quantity(key, value)
-            records.append(
-                UsageRecord(
-                    trace_hex,
-                    span_hex,
-                    meter,
-                    quantity,
-                    customer_id,
-                    end_time_unix_nano,
-                    *dims,
-                    SOURCE_CUSTOM,
-                    parent_hex,
-                )
+    for key, value in custom:
+        meter = _custom_meter_name(key, key.removeprefix(conv.CUSTOM_METER_PREFIX))
+        quantity = parse_quantity(key, value)
+        records.append(
+            UsageRecord(
+                trace_hex,
+                span_hex,
+                meter,
+                quantity,
+                customer_id,
+                end_time_unix_nano,
+                *dims,
+                SOURCE_CUSTOM,
+                parent_hex,
             )
+        )
     return SpanUsage(
         records=records,
         customer_id=customer_id,
@@ -190,10 +211,35 @@ def span_usage(
     )
 
 
-def _response_id(attributes: Attributes) -> str:
+def _read(attributes: Attributes) -> tuple[_Fields, list[tuple[str, object]]]:
+    """One pass over a span's attributes: each field's candidate values (in the order met)
+    and the custom meters (`agentmeter.usage.*`, in attribute order)."""
+    fields: _Fields = {}
+    custom: list[tuple[str, object]] = []
+    for key, value in attributes.items():
+        if value is None:
+            continue
+        slots = _SLOTS.get(key)
+        if slots is not None:
+            for field_name, precedence in slots:
+                candidate = (precedence, key, value)
+                if (found := fields.get(field_name)) is None:
+                    fields[field_name] = [candidate]
+                else:
+                    found.append(candidate)
+        elif key.startswith(conv.CUSTOM_METER_PREFIX):
+            custom.append((key, value))
+    return fields, custom
+
+
+def _rank(candidate: _Candidate) -> int:
+    return candidate[0]
+
+
+def _response_id(attributes: Attributes, fields: _Fields) -> str:
     """The provider's response id: an attribute, or for an OpenInference LLM span the `id`
     that leads the JSON response in `output.value` (as its SDK serializes it)."""
-    found = _first_text(attributes, conv.RESPONSE_ID)
+    found = _first_text(fields.get(_RESPONSE_ID))
     if found or _kind(attributes, conv.OPENINFERENCE_KIND) != conv.OPENINFERENCE_LLM_KIND:
         return found
     output = attributes.get(conv.OPENINFERENCE_OUTPUT)
@@ -251,14 +297,14 @@ def _is_tool_call(operation: str, attributes: Attributes) -> bool:
     )
 
 
-def _token_counts(attributes: Attributes) -> dict[str, int]:
+def _token_counts(fields: _Fields) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for meter, keys in _TOKEN_FIELDS:
-        for key in keys:
-            value = attributes.get(key)
-            if value is not None:
-                counts[meter] = _token_count(key, value)
-                break
+    for meter in _TOKEN_METERS:
+        candidates = fields.get(meter)
+        if candidates:
+            # The first key present wins, whatever its value.
+            _, key, value = min(candidates, key=_rank)
+            counts[meter] = _token_count(key, value)
     cached = counts.get(CACHE_READ_TOKENS, 0) + counts.get(CACHE_WRITE_TOKENS, 0)
     if cached and cached > counts.get(INPUT_TOKENS, 0):
         raise SpanRejectedError(
@@ -361,11 +407,14 @@ def _customer(attributes: Attributes, resource_attributes: Attributes, keys: Seq
     return ""
 
 
-def _first_text(attributes: Attributes, keys: Sequence[str]) -> str:
-    """The first non-empty value among `keys` (OTLP reads an unset value as "")."""
-    for key in keys:
-        value = attributes.get(key)
-        if value is not None and (text := _text(key, value)):
+def _first_text(candidates: list[_Candidate] | None) -> str:
+    """The first non-empty value among a field's keys (OTLP reads an unset value as "")."""
+    if not candidates:
+        return ""
+    if len(candidates) > 1:
+        candidates = sorted(candidates, key=_rank)
+    for _, key, value in candidates:
+        if text := _text(key, value):
             return text
     return ""
 

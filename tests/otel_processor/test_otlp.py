@@ -257,6 +257,21 @@ class TestExtractUsage:
         assert extraction.batch.trace_customers == {TRACE_A.hex(): "u-17"}
         assert [r.customer_id for r in extraction.batch.records] == ["u-17"]
 
+    def test_only_read_attributes_are_decoded_tenant_customer_keys_among_them(self) -> None:
+        attributes = {
+            "gen_ai.usage.input_tokens": 5,
+            "enduser.id": "u-18",
+            "gen_ai.prompt.0.content": "a long prompt " * 1000,
+            "agentmeter.usage.pages": 2,
+        }
+        request = export(resource_spans({}, ("scope", [span(TRACE_A, 1, "chat", attributes)])))
+        extraction = extract_usage(request, customer_keys=("enduser.id",))
+        assert extraction.rejected == 0
+        assert sorted((r.meter, r.quantity, r.customer_id) for r in extraction.batch.records) == [
+            ("input_tokens", 5, "u-18"),
+            ("pages", 2, "u-18"),
+        ]
+
     @pytest.mark.parametrize(
         ("attributes", "expected"),
         [

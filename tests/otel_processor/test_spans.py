@@ -1879,3 +1879,42 @@ class TestProviderCallIdentity:
         )
 
         assert record.response_id == ""
+
+
+class TestOnePassOverAttributes:
+    """Attributes are read in one pass, so their order in the span must not matter:
+    precedence among a field's names decides, as with one look-up per name."""
+
+    def test_earlier_name_wins_when_it_comes_last(self) -> None:
+        attributes: Attrs = {
+            "ai.model.provider": "vercel",
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": "gpt-4o",
+            "ai.model.id": "other",
+            "gen_ai.usage.prompt_tokens": 99,
+            "gen_ai.operation.name": "chat",
+            "gen_ai.usage.input_tokens": 10,
+            "gen_ai.provider.name": "anthropic",
+        }
+        record = only_record(usage(attributes))
+        assert (record.provider, record.model, record.quantity) == ("anthropic", "gpt-4o", 10)
+
+    def test_blank_earlier_name_falls_through_whatever_the_order(self) -> None:
+        attributes: Attrs = {**LLM_CALL, "gen_ai.system": "openai", "gen_ai.provider.name": " "}
+        assert only_record(usage(attributes)).provider == "openai"
+
+    def test_a_later_name_of_the_wrong_type_is_not_read_once_an_earlier_one_is_found(
+        self,
+    ) -> None:
+        attributes: Attrs = {**LLM_CALL, "gen_ai.system": 1.5, "gen_ai.provider.name": "openai"}
+        assert only_record(usage(attributes)).provider == "openai"
+        tokens: Attrs = {"gen_ai.usage.prompt_tokens": "many", **LLM_CALL}
+        assert only_record(usage(tokens)).quantity == 10
+
+    def test_an_earlier_name_of_the_wrong_type_refuses_the_span_whatever_the_order(
+        self,
+    ) -> None:
+        attributes: Attrs = {**LLM_CALL, "gen_ai.system": "openai", "gen_ai.provider.name": 1.5}
+        with pytest.raises(SpanRejectedError) as refused:
+            usage(attributes)
+        assert refused.value.reason == RejectReason.INVALID_DIMENSION
