@@ -11,7 +11,8 @@ models, three steps, an agent name and a service name. Then it compacts the stor
 (SQLite: WAL checkpoint + VACUUM; PostgreSQL: VACUUM FULL ANALYZE) and prints, per table of
 the usage store (usage records, trace customers, agent spans), its bytes with every index
 (SQLite: the `dbstat` pages of the table and its indexes; PostgreSQL:
-`pg_total_relation_size`), divided by the number of spans.
+`pg_total_relation_size` of the table, or of each monthly partition), divided by the
+number of spans.
 
 Goal (issue 13): ≤ 200 bytes per LLM span on each backend (table + indexes). Nothing is
 timed.
@@ -103,7 +104,13 @@ def table_bytes(engine: Engine) -> dict[str, int]:
             connection.exec_driver_sql(f"VACUUM FULL ANALYZE {table}")
         return {
             table: connection.execute(
-                text("SELECT pg_total_relation_size(CAST(:table AS regclass))"), {"table": table}
+                # A partitioned table's bytes are its partitions' (pg_partition_tree lists
+                # the table itself too, and a plain table alone).
+                text(
+                    "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) "
+                    "FROM pg_partition_tree(CAST(:table AS regclass))"
+                ),
+                {"table": table},
             ).scalar_one()
             for table in TABLES
         }

@@ -11,8 +11,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from agentmeter.db import UNAVAILABLE_ERRORS, is_sqlite, read_only
+from agentmeter.partitions import MonthlyPartitions, missing_partition
 from agentmeter.tables import TraceCustomer, UsageRow
 from exporter.provider_calls import (
     inherit_agent_names,
@@ -40,7 +42,7 @@ class SqlUsageSink:
 
     One transaction per batch: trace customers are recorded (first one wins), customer-less
     records inherit their trace's customer, records are inserted with ON CONFLICT DO
-    NOTHING on (tenant, trace id, span id, meter), earlier customer-less records of newly
+    NOTHING on (tenant, trace id, span id, meter, time), earlier customer-less records of newly
     attributed traces are updated, then the transaction commits. `write` returns only after
     the commit. SQLite has one writer: writes from this process are serialized here.
 
@@ -48,6 +50,9 @@ class SqlUsageSink:
     transaction, agent spans are recorded and nameless records take their nearest agent's
     name, and the records that bill each provider call are settled
     (`exporter.provider_calls`).
+
+    On PostgreSQL, the month partitions the records need are created first, in their own
+    transaction (`agentmeter.partitions`).
 
     With `costs`, each record is stored with its provider cost (`provider_cost_pico`),
     computed before the write from the catalog and the tenant's cost overrides.
@@ -65,11 +70,12 @@ class SqlUsageSink:
         self._insert_usage_sql = (
             f"INSERT INTO {_USAGE.name} ({', '.join(_ROW_COLUMNS)}) "
             f"VALUES ({', '.join([placeholder] * len(_ROW_COLUMNS))}) "
-            "ON CONFLICT (tenant_id, trace_id, span_id, meter) DO NOTHING"
+            "ON CONFLICT (tenant_id, trace_id, span_id, meter, time_unix_nano) DO NOTHING"
         )
         self._insert_traces: Insert = dialect_insert(_TRACES).on_conflict_do_nothing(
             index_elements=["tenant_id", "trace_id"]
         )
+        self._partitions = MonthlyPartitions(engine)
         self._lock: AbstractContextManager[Any] = (
             threading.Lock() if self._sqlite else nullcontext()
         )
@@ -80,6 +86,7 @@ class SqlUsageSink:
         batch = _with_canonical_providers(batch)
         try:
             costs = self._provider_costs(tenant_id, batch)
+            self._partitions.ensure(r.time_unix_nano for r in batch.records)
             with self._lock:
                 result, unattributed = self._write(tenant_id, batch, costs)
             if not self._sqlite and (unattributed or batch.trace_customers):
@@ -91,6 +98,12 @@ class SqlUsageSink:
                     _attribute_traces(connection, tenant_id, traces)
         except UNAVAILABLE_ERRORS as error:
             raise StoreUnavailableError(f"usage store unavailable: {error}") from None
+        except IntegrityError as error:
+            if not missing_partition(error):
+                raise
+            # A month detached since it was cached: the exporter's retry recreates it.
+            self._partitions.forget()
+            raise StoreUnavailableError("usage month was detached; retry") from None
         return result
 
     def _provider_costs(self, tenant_id: str, batch: UsageBatch) -> list[int | None]:
@@ -165,8 +178,8 @@ _ROW_COLUMNS = (
 Row = tuple[Any, ...]
 
 
-def _row_key(row: Row) -> tuple[str, str, str]:
-    return row[1], row[2], row[3]
+def _row_key(row: Row) -> tuple[str, str, str, int]:
+    return row[1], row[2], row[3], row[6]
 
 
 def _row(
