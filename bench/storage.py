@@ -105,10 +105,11 @@ def table_bytes(engine: Engine) -> dict[str, int]:
         return {
             table: connection.execute(
                 # A partitioned table's bytes are its partitions' (pg_partition_tree lists
-                # the table itself too, and a plain table alone).
+                # the table itself too; nothing for a plain table).
                 text(
-                    "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) "
-                    "FROM pg_partition_tree(CAST(:table AS regclass))"
+                    "SELECT pg_total_relation_size(CAST(:table AS regclass)) + coalesce(("
+                    "SELECT sum(pg_total_relation_size(relid)) FROM "
+                    "pg_partition_tree(CAST(:table AS regclass)) WHERE level > 0), 0)"
                 ),
                 {"table": table},
             ).scalar_one()
