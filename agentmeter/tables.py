@@ -169,7 +169,16 @@ class UsageRow(Base):
 
     __tablename__ = "usage_records"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "trace_id", "span_id", "meter"),
+        # The identity, with the span's end time: on PostgreSQL the table is partitioned
+        # by month of it (agentmeter.partitions), and every copy of a span carries it.
+        UniqueConstraint(
+            "tenant_id",
+            "trace_id",
+            "span_id",
+            "meter",
+            "time_unix_nano",
+            name="uq_usage_records_identity",  # the generated name passes PostgreSQL's 63
+        ),
         # One index besides the identity: every index costs each ingested row. Queries
         # over a whole tenant's period scan; per-customer ones (rating, estimates) seek.
         Index(None, "tenant_id", "customer_id", "time_unix_nano"),

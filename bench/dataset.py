@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from agentmeter.db import make_engine, migrate
+from agentmeter.partitions import create_months, months_between
 from agentmeter.settings import Settings
 from agentmeter.tables import (
     Customer,
@@ -143,6 +144,8 @@ def build(
             Customer(tenant_id=tenant_id, id=f"cust-{i:05d}", name=f"Customer {i}")
             for i in range(customers)
         )
+    with engine.begin() as schema:  # loaded below the sink: its months first
+        create_months(schema, months_between(start, end))
     started = time.perf_counter()
     rows = _rows(tenant_id, customers, records, seed=1, start=start, end=end)
     if engine.dialect.name == "sqlite":

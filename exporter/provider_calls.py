@@ -123,12 +123,19 @@ def _advisory_locks(connection: Connection, tenant_id: str, keys: Iterable[str])
 
 def settle_calls(connection: Connection, tenant_id: str, records: Sequence[UsageRecord]) -> None:
     """Recompute which stored LLM records bill their call (rules 1 and 2), for every record
-    that the newly written `records` can affect, and store the outcome."""
-    spans = {(r.trace_id, r.span_id) for r in records if r.source == SOURCE_LLM}
-    spans |= {(r.trace_id, r.parent_span_id) for r in records if r.source == SOURCE_LLM}
-    spans = {(trace, span) for trace, span in spans if span}
-    if not spans:
+    that the newly written `records` can affect, and store the outcome.
+
+    A batch whose LLM records name neither a parent nor a response id can only be affected
+    by children stored before it (rule 1): one query finds out, and settles nothing when
+    there are none (the common case of a plain leaf call)."""
+    llm = [r for r in records if r.source == SOURCE_LLM]
+    own = {(r.trace_id, r.span_id) for r in llm}
+    if not own:
         return
+    linked = any(r.parent_span_id or r.response_id for r in llm)
+    if not linked and not _children(connection, tenant_id, own):
+        return
+    spans = own | {(r.trace_id, r.parent_span_id) for r in llm if r.parent_span_id}
     affected = {r.key: r for r in _by_spans(connection, tenant_id, spans)}
     responses = {r.response_id for r in affected.values() if r.response_id}
     new_responses = responses - {r.response_id for r in records}
@@ -254,62 +261,53 @@ def inherit_agent_names(
     records: Sequence[UsageRecord],
     agent_spans: Sequence[AgentSpan],
 ) -> None:
-    """Give nameless records of the affected traces their nearest enclosing agent's name."""
+    """Give nameless records of the affected traces their nearest enclosing agent's name.
+
+    Per batch, not per trace: one read of the traces' agent spans, one of their usage spans
+    (span, parent, name: the whole tree a name can come down), one update of the names."""
     traces = {s.trace_id for s in agent_spans} | {r.trace_id for r in records if not r.agent_name}
     if not traces:
         return
-    agents: dict[str, dict[str, tuple[str, str]]] = {}
+    # trace → span id → (parent span id, agent name); agent spans first, so they win.
+    links: dict[str, dict[str, tuple[str, str]]] = {}
+    nameless: set[tuple[str, str]] = set()
     for chunk in _chunks(traces):
         query = select(
             _AGENTS.c.trace_id, _AGENTS.c.span_id, _AGENTS.c.parent_span_id, _AGENTS.c.agent_name
         ).where(_AGENTS.c.tenant_id == tenant_id, _AGENTS.c.trace_id.in_(chunk))
         for trace, span, parent, name in connection.execute(query):
-            agents.setdefault(trace, {})[span] = (parent, name)
-    for trace, links in sorted(agents.items()):
-        _name_trace(connection, tenant_id, trace, links)
-
-
-def _name_trace(
-    connection: Connection, tenant_id: str, trace: str, links: dict[str, tuple[str, str]]
-) -> None:
-    """`links` maps span id → (parent span id, agent name) and grows as ancestors are read."""
-    in_trace = and_(_USAGE.c.tenant_id == tenant_id, _USAGE.c.trace_id == trace)
-    nameless = {
-        span: parent
-        for span, parent in connection.execute(
-            select(_USAGE.c.span_id, _USAGE.c.parent_span_id)
-            .where(in_trace, _USAGE.c.agent_name == "")
-            .distinct()
-        )
-    }
-    if not nameless:
-        return
-    for span, parent in nameless.items():
-        links.setdefault(span, (parent, ""))
-    wanted = {parent for parent, _ in links.values() if parent and parent not in links}
-    for _ in range(_MAX_DEPTH):
-        if not wanted:
-            break
-        for chunk in _chunks(wanted):
-            query = (
-                select(_USAGE.c.span_id, _USAGE.c.parent_span_id, func.max(_USAGE.c.agent_name))
-                .where(in_trace, _USAGE.c.span_id.in_(chunk))
-                .group_by(_USAGE.c.span_id, _USAGE.c.parent_span_id)
+            links.setdefault(trace, {})[span] = (parent, name)
+    for chunk in _chunks(traces):
+        query = (
+            select(
+                _USAGE.c.trace_id,
+                _USAGE.c.span_id,
+                _USAGE.c.parent_span_id,
+                func.max(_USAGE.c.agent_name),
+                func.min(_USAGE.c.agent_name) == "",
             )
-            for span, parent, name in connection.execute(query):
-                links.setdefault(span, (parent, name))
-        # Spans never stored (an HTTP span between two LLM spans) end the walk there.
-        links.update({span: ("", "") for span in wanted if span not in links})
-        wanted = {parent for parent, _ in links.values() if parent and parent not in links}
+            .where(_USAGE.c.tenant_id == tenant_id, _USAGE.c.trace_id.in_(chunk))
+            .group_by(_USAGE.c.trace_id, _USAGE.c.span_id, _USAGE.c.parent_span_id)
+        )
+        for row in connection.execute(query):
+            trace, span, parent, name, has_nameless = tuple(row)
+            links.setdefault(trace, {}).setdefault(span, (parent, name))
+            if has_nameless:
+                nameless.add((trace, span))
     names = [
-        {"b_span": span, "b_name": name}
-        for span in sorted(nameless)
-        if (name := _nearest_agent(span, links))
+        {"b_trace": trace, "b_span": span, "b_name": name}
+        for trace, span in sorted(nameless)
+        if (name := _nearest_agent(span, links[trace]))
     ]
     if names:
         connection.execute(
             update(_USAGE)
-            .where(in_trace, _USAGE.c.span_id == bindparam("b_span"), _USAGE.c.agent_name == "")
+            .where(
+                _USAGE.c.tenant_id == tenant_id,
+                _USAGE.c.trace_id == bindparam("b_trace"),
+                _USAGE.c.span_id == bindparam("b_span"),
+                _USAGE.c.agent_name == "",
+            )
             .values(agent_name=bindparam("b_name")),
             names,
         )

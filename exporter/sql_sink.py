@@ -9,9 +9,10 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from agentmeter.db import dialect_insert, is_retryable, is_sqlite, read_only
+from agentmeter.partitions import MonthlyPartitions, missing_partition
 from agentmeter.tables import TraceCustomer, UsageRow
 from exporter.group_commit import GroupCommit
 from exporter.provider_calls import (
@@ -55,17 +56,20 @@ class SqlUsageSink:
 
     Per batch: trace customers are recorded (first one wins), customer-less records inherit
     their trace's customer, records are inserted with ON CONFLICT DO NOTHING on (tenant,
-    trace id, span id, meter), earlier customer-less records of newly attributed traces are
-    updated. Batches written at the same moment from several threads share one transaction
-    (`exporter.group_commit`); if that transaction fails on one batch's data, each batch is
-    written again in a transaction of its own, so only the bad batch fails. `write` returns
-    only after its batch is committed. Writes from this process are serialized here (SQLite
-    has one writer).
+    trace id, span id, meter, time), earlier customer-less records of newly attributed traces
+    are updated. Batches written at the same moment from several threads share one
+    transaction (`exporter.group_commit`); if that transaction fails on one batch's data,
+    each batch is written again in a transaction of its own, so only the bad batch fails.
+    `write` returns only after its batch is committed. Writes from this process are
+    serialized here (SQLite has one writer).
 
     Providers are stored by their canonical id (`canonical_provider`). In the same
     transaction, agent spans are recorded and nameless records take their nearest agent's
     name, and the records that bill each provider call are settled
     (`exporter.provider_calls`).
+
+    On PostgreSQL, the month partitions the records need are created first, in their own
+    transaction (`agentmeter.partitions`).
 
     With `costs`, each record is stored with its provider cost (`provider_cost_pico`),
     computed before the write from the catalog and the tenant's cost overrides, and again
@@ -83,11 +87,12 @@ class SqlUsageSink:
         self._insert_usage_sql = (
             f"INSERT INTO {_USAGE.name} ({', '.join(_ROW_COLUMNS)}) "
             f"VALUES ({', '.join([placeholder] * len(_ROW_COLUMNS))}) "
-            "ON CONFLICT (tenant_id, trace_id, span_id, meter) DO NOTHING"
+            "ON CONFLICT (tenant_id, trace_id, span_id, meter, time_unix_nano) DO NOTHING"
         )
         self._insert_traces: Insert = dialect_insert(engine, _TRACES).on_conflict_do_nothing(
             index_elements=["tenant_id", "trace_id"]
         )
+        self._partitions = MonthlyPartitions(engine)
         # Every write of this sink goes through one group committer: SQLite's one writer
         # needs them serialized anyway, and on both backends exports that arrive together
         # share a commit.
@@ -99,6 +104,8 @@ class SqlUsageSink:
         batch = _with_canonical_providers(batch)
         try:
             costed = self._provider_costs(tenant_id, batch)
+            # Before the group's transaction: a missing month is created in its own.
+            self._partitions.ensure(r.time_unix_nano for r in batch.records)
             result, unattributed = self._commits.submit(_Write(tenant_id, batch, costed))
             if not self._sqlite and (unattributed or batch.trace_customers):
                 # A concurrent writer may have committed the other half of a trace (its
@@ -110,6 +117,10 @@ class SqlUsageSink:
         except SQLAlchemyError as error:
             if is_retryable(error):
                 raise StoreUnavailableError(f"usage store unavailable: {error}") from None
+            if isinstance(error, IntegrityError) and missing_partition(error):
+                # A month detached since it was cached: the exporter's retry recreates it.
+                self._partitions.forget()
+                raise StoreUnavailableError("usage month was detached; retry") from None
             raise  # a bug in the code or the schema: answered INTERNAL, never "retry"
         return result
 
@@ -218,8 +229,8 @@ _ROW_COLUMNS = (
 Row = tuple[Any, ...]
 
 
-def _row_key(row: Row) -> tuple[str, str, str]:
-    return row[1], row[2], row[3]
+def _row_key(row: Row) -> tuple[str, str, str, int]:
+    return row[1], row[2], row[3], row[6]
 
 
 def _row(

@@ -245,6 +245,37 @@ def _jobs_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage_partitions(args: argparse.Namespace) -> int:
+    """Create this month's usage partition and the next ones (PostgreSQL; a cron job)."""
+    from agentmeter.clock import utcnow
+    from agentmeter.partitions import ensure_months_ahead, existing_months, partitioned
+
+    engine = make_engine(Settings())
+    migrate(engine)
+    created = ensure_months_ahead(engine, utcnow(), args.ahead)
+    with engine.connect() as connection:
+        attached = existing_months(connection) if partitioned(connection) else set()
+    months = {"created": sorted(created), "attached": sorted(attached)}
+    print(json.dumps({k: [f"{y:04d}-{m:02d}" for y, m in v] for k, v in months.items()}))
+    return 0
+
+
+def _usage_detach(args: argparse.Namespace) -> int:
+    """Detach a month's usage partition (PostgreSQL), to archive and drop it."""
+    from agentmeter.clock import utcnow
+    from agentmeter.partitions import detach_month, parse_month
+
+    engine = make_engine(Settings())
+    migrate(engine)
+    try:
+        table = detach_month(engine, parse_month(args.month), utcnow())
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(json.dumps({"month": args.month, "detached_table": table}))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentmeter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -310,6 +341,16 @@ def _parser() -> argparse.ArgumentParser:
     jobs_run = jobs.add_parser("run", help="run the jobs due now once and print the counts")
     jobs_run.add_argument("--limit", type=int, default=1000, help="at most this many jobs")
     jobs_run.set_defaults(run=_jobs_run)
+
+    usage = commands.add_parser(
+        "usage", help="manage the usage table's monthly partitions (PostgreSQL)"
+    ).add_subparsers(dest="usage_command", required=True)
+    ahead = usage.add_parser("partitions", help="create the coming months' partitions (JSON)")
+    ahead.add_argument("--ahead", type=int, default=3, help="months after this one")
+    ahead.set_defaults(run=_usage_partitions)
+    detach = usage.add_parser("detach", help="detach a month's partition to archive it")
+    detach.add_argument("month", help="the month, e.g. 2025-01")
+    detach.set_defaults(run=_usage_detach)
     return parser
 
 

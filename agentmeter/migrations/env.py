@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import Engine, text
 
+from agentmeter.partitions import include_name
 from agentmeter.tables import Base
 
 # Any fixed 64-bit key, the same in every process that migrates.
@@ -21,6 +22,7 @@ with engine.begin() as connection:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
+        include_name=include_name,
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from agentmeter.partitions import create_months
 from agentmeter.tables import PriceVersion, UsageRow, to_unix_nano
 from agentmeter.tenants import create_tenant
 from billing_api.jobs.kinds import job_registry
@@ -654,6 +655,8 @@ class TestProviderCosts:
                 source="llm",
             )
 
+        with engine.begin() as connection:  # written here, not through the sink
+            create_months(connection, [(2025, 12), (2026, 1)])
         with Session(engine) as session, session.begin():
             session.add(usage_row("1" * 16, datetime(2025, 12, 31, tzinfo=UTC)))
             session.add(usage_row("2" * 16, datetime(2026, 1, 15, tzinfo=UTC)))

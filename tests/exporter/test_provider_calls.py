@@ -174,6 +174,24 @@ class TestParentAndChild:
         assert states[(span_id(4), "output_reasoning_tokens")] == ""
         assert {m: states[(span_id(5), m)] for m in CALL} == dict.fromkeys(CALL, "")
 
+    @pytest.mark.parametrize("order", [pytest.param("parent-first"), pytest.param("child-first")])
+    def test_unlinked_parent_is_an_aggregate(self, engine: Engine, order: str) -> None:
+        # A root LLM span with neither a parent nor a response id, over one SDK call: the
+        # batch holding only the parent has no link of its own, yet its stored child
+        # supersedes it (regression guard for settlement's unlinked-batch shortcut).
+        parent = llm_span(5, 12, CALL)
+        child = llm_span(5, 13, CALL, parent=12)
+        batches = [parent, child] if order == "parent-first" else [child, parent]
+        write_in_order(SqlUsageSink(engine), batches)
+
+        assert billed(engine) == CALL
+        assert superseded(engine)[(span_id(12), "input_tokens")] == span_id(13)
+
+    def test_unlinked_leaves_bill_everything(self, engine: Engine) -> None:
+        write_in_order(SqlUsageSink(engine), [llm_span(6, 14, CALL), llm_span(6, 15, CALL)])
+
+        assert billed(engine) == {meter: 2 * quantity for meter, quantity in CALL.items()}
+
     def test_parent_of_two_calls_is_superseded_by_both(self, engine: Engine) -> None:
         sink = SqlUsageSink(engine)
         calls = [
@@ -335,6 +353,32 @@ class TestAgentNameInheritance:
             span_id(5): "billing",
             span_id(8): "billing",
         }
+
+    def test_many_traces_in_one_batch(self, engine: Engine) -> None:
+        # One batch, three traces: the agent spans of two, calls of all three (the third
+        # has no agent span); each call takes the name of its own trace's agent.
+        sink = SqlUsageSink(engine)
+        sink.write(
+            TENANT,
+            UsageBatch(
+                records=[
+                    *llm_span(10, 3, {"input_tokens": 1}, parent=1),
+                    *llm_span(11, 3, {"input_tokens": 1}, parent=1),
+                    *llm_span(12, 3, {"input_tokens": 1}, parent=1),
+                ],
+                agent_spans=[
+                    AgentSpan(trace_id(10), span_id(1), "", "triage"),
+                    AgentSpan(trace_id(11), span_id(1), "", "billing"),
+                ],
+            ),
+        )
+
+        with Session(engine) as session:
+            rows = session.execute(
+                select(UsageRow.trace_id, UsageRow.agent_name).where(UsageRow.tenant_id == TENANT)
+            )
+            names = dict(rows.all())
+        assert names == {trace_id(10): "triage", trace_id(11): "billing", trace_id(12): ""}
 
     def test_own_agent_name_is_kept(self, engine: Engine) -> None:
         sink = SqlUsageSink(engine)

@@ -1,0 +1,203 @@
+"""Monthly partitions of the usage table on PostgreSQL.
+
+On PostgreSQL `usage_records` is partitioned by range of `time_unix_nano` (span end), one
+partition a calendar month (UTC), named `usage_records_YYYYMM`. Migration 0011 creates the
+partitions of the months already holding usage and of the months ahead; the SQL usage
+sink creates any other month's partition on demand, before the transaction that inserts
+its first record (`MonthlyPartitions.ensure`); `ensure_months_ahead` does the same ahead of
+time for a scheduled job. A partitioned table's unique key must hold the partition key, so
+the stored identity is (tenant, trace id, span id, meter, time): every copy of a span (an
+exporter's retry, a second receiver) carries the same end time, so this deduplicates
+exactly what (tenant, trace id, span id, meter) does.
+
+Old months leave the live table with `detach_month`: the partition becomes a standalone
+table of the same name, no longer read by rating, invoices or the portal, to be archived
+(`pg_dump -t`) and dropped by the operator. See docs/partitions.md.
+
+SQLite has no partitions: every function here is a no-op there.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from agentmeter.tables import to_unix_nano
+
+USAGE_TABLE = "usage_records"
+# A month's partition, and (suffixed) one detached from the usage table, kept to archive.
+_PARTITION = re.compile(rf"^{USAGE_TABLE}_(\d{{4}})(\d{{2}})(_detached_\d+)?$")
+# One lock id for every partition change: creations are rare, so they simply queue.
+_PARTITION_LOCK = 0x5553_4147_4550_4152  # "USAGEPAR"
+
+Month = tuple[int, int]
+
+
+def month_of(unix_nano: int) -> Month:
+    """The UTC calendar month (year, month) of a Unix-nanosecond time."""
+    moment = datetime.fromtimestamp(unix_nano // 10**9, UTC)
+    return moment.year, moment.month
+
+
+def next_month(month: Month) -> Month:
+    year, number = month
+    return (year + 1, 1) if number == 12 else (year, number + 1)
+
+
+def months_between(start: datetime, end: datetime) -> list[Month]:
+    """The months that [start, end) touches."""
+    months = [(start.year, start.month)]
+    last = month_of(to_unix_nano(end) - 1)
+    while months[-1] < last:
+        months.append(next_month(months[-1]))
+    return months
+
+
+def month_bounds(month: Month) -> tuple[int, int]:
+    """[start, end) of a month in Unix nanoseconds."""
+    start = datetime(month[0], month[1], 1, tzinfo=UTC)
+    end = datetime(*next_month(month), 1, tzinfo=UTC)
+    return to_unix_nano(start), to_unix_nano(end)
+
+
+def partition_name(month: Month) -> str:
+    return f"{USAGE_TABLE}_{month[0]:04d}{month[1]:02d}"
+
+
+def is_partition(name: str | None) -> bool:
+    """Whether a table name is a monthly partition (schema comparison leaves them out)."""
+    return bool(name and _PARTITION.match(name))
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's `include_name` hook: schema comparisons leave the monthly partitions out
+    (the models describe the partitioned table, not each month)."""
+    return not (type_ == "table" and is_partition(name))
+
+
+def missing_partition(error: DBAPIError) -> bool:
+    """Whether an insert failed because no partition holds its month (SQLSTATE 23514)."""
+    return getattr(error.orig, "sqlstate", None) == "23514" and "partition" in str(error.orig)
+
+
+def partitioned(connection: Connection) -> bool:
+    """Whether this database keeps usage in monthly partitions (PostgreSQL)."""
+    return connection.dialect.name == "postgresql"
+
+
+def existing_months(connection: Connection) -> set[Month]:
+    """The months whose partition is attached to the usage table."""
+    rows = connection.execute(
+        text(
+            "SELECT child.relname FROM pg_inherits "
+            "JOIN pg_class child ON child.oid = pg_inherits.inhrelid "
+            "JOIN pg_class parent ON parent.oid = pg_inherits.inhparent "
+            "WHERE parent.relname = :table AND pg_table_is_visible(parent.oid)"
+        ),
+        {"table": USAGE_TABLE},
+    ).scalars()
+    return {(int(m[1]), int(m[2])) for name in rows if (m := _PARTITION.match(name))}
+
+
+def parse_month(value: str) -> Month:
+    """`YYYY-MM` as (year, month); ValueError when it is not one."""
+    moment = datetime.strptime(value, "%Y-%m")
+    return moment.year, moment.month
+
+
+def create_months(connection: Connection, months: Iterable[Month]) -> set[Month]:
+    """Create the missing partitions among `months` in this transaction (serialised with
+    every other partition change); returns the months created."""
+    if not partitioned(connection):
+        return set()
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PARTITION_LOCK})
+    missing = set(months) - existing_months(connection)
+    for month in sorted(missing):
+        start, end = month_bounds(month)
+        connection.exec_driver_sql(
+            f"CREATE TABLE {partition_name(month)} PARTITION OF {USAGE_TABLE} "
+            f"FOR VALUES FROM ({start}) TO ({end})"
+        )
+    return missing
+
+
+def ensure_months_ahead(engine: Engine, now: datetime, ahead: int = 3) -> set[Month]:
+    """Create the partitions of this month and the `ahead` next ones (a scheduled job's
+    work; ingest creates any other month on demand). Returns the months created."""
+    months = [(now.year, now.month)]
+    for _ in range(ahead):
+        months.append(next_month(months[-1]))
+    with engine.begin() as connection:
+        return create_months(connection, months)
+
+
+def detach_month(engine: Engine, month: Month, now: datetime) -> str:
+    """Detach a month's partition from the usage table and return the table it becomes,
+    `usage_records_YYYYMM_detached_<unix seconds>`: its records are no longer read by
+    anything, and the table can be archived and dropped. Usage arriving later for that month
+    gets a new, empty partition."""
+    name = partition_name(month)
+    with engine.begin() as connection:
+        if not partitioned(connection):
+            raise ValueError("usage is partitioned by month only on PostgreSQL")
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PARTITION_LOCK})
+        if month not in existing_months(connection):
+            raise ValueError(f"no attached partition {name}")
+        archived = f"{name}_detached_{int(now.timestamp())}"
+        connection.exec_driver_sql(f"ALTER TABLE {USAGE_TABLE} DETACH PARTITION {name}")
+        connection.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {archived}")
+    return archived
+
+
+class MonthlyPartitions:
+    """The sink's view of which months have a partition: a cache of the months known to
+    exist. A month detached since gets a new, empty partition after the insert that finds
+    none (`forget`, then the exporter's retry). Thread-safe."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._known: set[Month] = set()
+        self._lock = threading.Lock()
+
+    def ensure(self, times_unix_nano: Iterable[int]) -> None:
+        """Make sure every month of these times has a partition, in a short transaction
+        of its own (committed before the usage transaction that needs it)."""
+        if self._engine.dialect.name != "postgresql":
+            return
+        months = {month_of(t) for t in times_unix_nano}
+        with self._lock:
+            missing = months - self._known
+        if not missing:
+            return
+        with self._engine.begin() as connection:
+            create_months(connection, missing)
+        with self._lock:
+            self._known |= missing
+
+    def forget(self) -> None:
+        """Drop the cache (after an insert found no partition: a month was detached)."""
+        with self._lock:
+            self._known.clear()
+
+
+__all__ = [
+    "USAGE_TABLE",
+    "MonthlyPartitions",
+    "create_months",
+    "detach_month",
+    "ensure_months_ahead",
+    "existing_months",
+    "include_name",
+    "is_partition",
+    "missing_partition",
+    "month_bounds",
+    "month_of",
+    "months_between",
+    "parse_month",
+    "partition_name",
+]
