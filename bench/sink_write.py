@@ -114,7 +114,7 @@ def settlement(on: bool) -> Iterator[None]:
     if on:
         yield
     else:
-        with mock.patch("exporter.sql_sink.settle_calls", lambda *args: None):
+        with mock.patch("exporter.sql_sink.settle_calls", lambda *args, **kwargs: None):
             yield
 
 

@@ -36,11 +36,9 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Connection, Table, and_, bindparam, func, select, text, tuple_, update
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Connection, Table, bindparam, func, select, text, update
 
 from agentmeter.db import dialect_insert
 from agentmeter.tables import AgentSpan as AgentSpanRow
@@ -55,9 +53,9 @@ _Key = TypeVar("_Key", str, tuple[str, str])
 _MAX_DEPTH = 64
 
 
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """What the rules need of one stored LLM record."""
+class CallRecord(NamedTuple):
+    """What the rules need of one stored LLM record (a named tuple: settlement builds one
+    per record of every batch)."""
 
     trace_id: str
     span_id: str
@@ -69,17 +67,13 @@ class CallRecord:
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return self.trace_id, self.span_id, self.meter
+        """(trace id, span id, meter): the record's identity, but for its end time."""
+        return self[:3]
 
 
-_RECORD_COLUMNS = (
-    _USAGE.c.trace_id,
-    _USAGE.c.span_id,
-    _USAGE.c.meter,
-    _USAGE.c.provider,
-    _USAGE.c.parent_span_id,
-    _USAGE.c.response_id,
-    _USAGE.c.superseded_by,
+# The columns of a CallRecord, of the usage table aliased `u`.
+_RECORD = "u.trace_id, u.span_id, u.meter, u.provider, u.parent_span_id, u.response_id, " + (
+    "u.superseded_by"
 )
 
 
@@ -121,49 +115,67 @@ def _advisory_locks(connection: Connection, tenant_id: str, keys: Iterable[str])
         connection.execute(_LOCK_SQL, {"keys": ids})
 
 
-def settle_calls(connection: Connection, tenant_id: str, records: Sequence[UsageRecord]) -> None:
+def settle_calls(
+    connection: Connection, tenant_id: str, records: Sequence[UsageRecord], *, all_new: bool
+) -> None:
     """Recompute which stored LLM records bill their call (rules 1 and 2), for every record
     that the newly written `records` can affect, and store the outcome.
 
-    A batch whose LLM records name neither a parent nor a response id can only be affected
-    by children stored before it (rule 1): one query finds out, and settles nothing when
-    there are none (the common case of a plain leaf call)."""
+    `all_new`: the write inserted every one of `records` (none was stored before). Then,
+    unless other records of their spans are stored (one count tells), the batch's records
+    are what the store holds of its spans, and are taken from memory rather than read back;
+    only their stored relatives are read: the records of their parent spans, those of other
+    spans sharing a response id (a count per response id tells which ids have any), and the
+    smallest child span per span and meter. A batch without stored relatives thus reads
+    counts and aggregates only, and only records whose `superseded_by` changes are updated.
+    Raw driver SQL with tuples throughout: SQLAlchemy's per-row work cost more than the
+    queries."""
     llm = [r for r in records if r.source == SOURCE_LLM]
-    own = {(r.trace_id, r.span_id) for r in llm}
-    if not own:
+    if not llm:
         return
-    linked = any(r.parent_span_id or r.response_id for r in llm)
-    if not linked and not _children(connection, tenant_id, own):
-        return
-    spans = own | {(r.trace_id, r.parent_span_id) for r in llm if r.parent_span_id}
-    affected = {r.key: r for r in _by_spans(connection, tenant_id, spans)}
-    responses = {r.response_id for r in affected.values() if r.response_id}
+    store = _Store(connection, tenant_id)
+    spans = {(r.trace_id, r.span_id) for r in llm}
+    if all_new and store.count_spans(spans) == len(llm):
+        known = [CallRecord(*r[:3], r.provider, r.parent_span_id, r.response_id, "") for r in llm]
+    else:  # copies stored before, or other records of these spans: the stored ones count
+        known = store.by_spans(spans)
+    known += store.by_spans(
+        {(r.trace_id, r.parent_span_id) for r in known if r.parent_span_id} - spans
+    )
+    responses = {r.response_id for r in known if r.response_id}
     new_responses = responses - {r.response_id for r in records}
     if new_responses:
         _advisory_locks(connection, tenant_id, (f"r:{rid}" for rid in new_responses))
-    for record in _by_responses(connection, tenant_id, responses):
-        affected.setdefault(record.key, record)
-    children = _children(
-        connection, tenant_id, {(r.trace_id, r.span_id) for r in affected.values()}
-    )
+    # Other spans share a response id when the store holds more records of it than those
+    # known so far (the batch's own spans', their parents').
+    held = Counter(r.response_id for r in known if r.response_id)
+    shared = [rid for rid, count in store.count_responses(responses) if count > held[rid]]
+    affected, mixed = _by_key([*known, *store.by_responses(shared)])
+    children = store.children({(r.trace_id, r.span_id) for r in affected.values()})
     decided = supersessions(affected.values(), children)
-    changes = [
-        {"b_trace": r.trace_id, "b_span": r.span_id, "b_meter": r.meter, "b_by": decided[r.key]}
-        for r in affected.values()
-        if decided[r.key] != r.superseded_by
-    ]
+    changes = sorted(
+        key
+        for key, record in affected.items()
+        if decided[key] != record.superseded_by or key in mixed
+    )
     if changes:
-        connection.execute(
-            update(_USAGE)
-            .where(
-                _USAGE.c.tenant_id == tenant_id,
-                _USAGE.c.trace_id == bindparam("b_trace"),
-                _USAGE.c.span_id == bindparam("b_span"),
-                _USAGE.c.meter == bindparam("b_meter"),
-            )
-            .values(superseded_by=bindparam("b_by")),
-            sorted(changes, key=lambda c: (c["b_trace"], c["b_span"], c["b_meter"])),
+        connection.exec_driver_sql(
+            store.update_sql, [(decided[key], tenant_id, *key) for key in changes]
         )
+
+
+def _by_key(
+    records: Iterable[CallRecord],
+) -> tuple[dict[tuple[str, str, str], CallRecord], set[tuple[str, str, str]]]:
+    """The records by key, and the keys whose copies (other end times) disagree on
+    `superseded_by`: those are updated whatever the outcome."""
+    by_key: dict[tuple[str, str, str], CallRecord] = {}
+    mixed: set[tuple[str, str, str]] = set()
+    for record in records:
+        first = by_key.setdefault(record.key, record)
+        if first.superseded_by != record.superseded_by:
+            mixed.add(record.key)
+    return by_key, mixed
 
 
 def supersessions(
@@ -177,14 +189,16 @@ def supersessions(
     decided: dict[tuple[str, str, str], str] = {}
     calls: dict[tuple[str, str, str], list[CallRecord]] = {}
     records = list(records)
-    meters = Counter((r.trace_id, r.span_id) for r in records)
+    meters = Counter(r[:2] for r in records)
     for record in records:
-        child = children.get((record.trace_id, record.span_id, record.meter), "")
-        decided[record.key] = child
+        key = record[:3]
+        decided[key] = child = children.get(key, "")
         if not child and record.response_id:
             call = (record.provider, record.response_id, record.meter)
             calls.setdefault(call, []).append(record)
     for duplicates in calls.values():
+        if len(duplicates) == 1:
+            continue
         winner = min(
             duplicates, key=lambda r: (-meters[r.trace_id, r.span_id], r.trace_id, r.span_id)
         )
@@ -194,44 +208,87 @@ def supersessions(
     return decided
 
 
-def _llm(tenant_id: str) -> ColumnElement[bool]:
-    return and_(_USAGE.c.tenant_id == tenant_id, _USAGE.c.source == SOURCE_LLM)
+class _Store:
+    """The queries of settlement, as raw driver SQL (as the sink's insert).
 
+    Pairs of ids are a list joined to the usage table, the list first (given `(trace_id,
+    span_id) IN (VALUES …)`, SQLite seeks on the tenant alone and reads all its records):
+    on SQLite a VALUES list, on PostgreSQL two arrays (two parameters, not two per pair)."""
 
-def _by_spans(
-    connection: Connection, tenant_id: str, spans: Collection[tuple[str, str]]
-) -> Iterator[CallRecord]:
-    for chunk in _chunks(spans):
-        query = select(*_RECORD_COLUMNS).where(
-            _llm(tenant_id), tuple_(_USAGE.c.trace_id, _USAGE.c.span_id).in_(chunk)
+    def __init__(self, connection: Connection, tenant_id: str) -> None:
+        self._connection = connection
+        self._head: tuple[str, str] = (tenant_id, SOURCE_LLM)
+        self._sqlite = connection.dialect.name == "sqlite"
+        p = self._p = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        self._llm = f"u.tenant_id = {p} AND u.source = {p}"
+        self.update_sql = (
+            f"UPDATE {_USAGE.name} SET superseded_by = {p} WHERE tenant_id = {p} "
+            f"AND trace_id = {p} AND span_id = {p} AND meter = {p}"
         )
-        for row in connection.execute(query):
-            yield CallRecord(*row)
 
+    def _joined(
+        self, select_sql: str, column: str, spans: Collection[tuple[str, str]], tail: str = ""
+    ) -> Iterator[Any]:
+        """The rows of `SELECT select_sql` over the tenant's LLM records (`u`) whose trace id
+        and `column` are one of `spans`."""
+        for chunk in _chunks(spans):
+            if self._sqlite:
+                pairs = f"VALUES {', '.join(['(?, ?)'] * len(chunk))}"
+                values: list[Any] = [value for pair in chunk for value in pair]
+            else:
+                pairs = "SELECT * FROM unnest(CAST(%s AS text[]), CAST(%s AS text[]))"
+                values = [[trace for trace, _ in chunk], [span for _, span in chunk]]
+            sql = (
+                f"WITH k(t, s) AS ({pairs}) SELECT {select_sql} "
+                f"FROM k CROSS JOIN {_USAGE.name} AS u "
+                f"WHERE {self._llm} AND u.trace_id = k.t AND u.{column} = k.s {tail}"
+            )
+            yield from self._connection.exec_driver_sql(sql, (*values, *self._head))
 
-def _by_responses(
-    connection: Connection, tenant_id: str, responses: Collection[str]
-) -> Iterator[CallRecord]:
-    for chunk in _chunks(responses):
-        query = select(*_RECORD_COLUMNS).where(_llm(tenant_id), _USAGE.c.response_id.in_(chunk))
-        for row in connection.execute(query):
-            yield CallRecord(*row)
+    def _of_responses(
+        self, select_sql: str, responses: Collection[str], tail: str = ""
+    ) -> Iterator[Any]:
+        """The rows of `SELECT select_sql` over the tenant's LLM records (`u`) of these
+        response ids."""
+        for chunk in _chunks(responses):
+            values: tuple[Any, ...]
+            if self._sqlite:
+                listed, values = f"IN ({', '.join(['?'] * len(chunk))})", tuple(chunk)
+            else:
+                listed, values = "= ANY(CAST(%s AS text[]))", (chunk,)
+            sql = (
+                f"SELECT {select_sql} FROM {_USAGE.name} AS u WHERE {self._llm} "
+                f"AND u.response_id {listed} {tail}"
+            )
+            yield from self._connection.exec_driver_sql(sql, (*self._head, *values))
 
+    def count_spans(self, spans: Collection[tuple[str, str]]) -> int:
+        """How many LLM records of these spans are stored."""
+        return sum(count for (count,) in self._joined("count(*)", "span_id", spans))
 
-def _children(
-    connection: Connection, tenant_id: str, spans: Collection[tuple[str, str]]
-) -> dict[tuple[str, str, str], str]:
-    found: dict[tuple[str, str, str], str] = {}
-    for chunk in _chunks(spans):
-        query = (
-            select(_USAGE.c.trace_id, _USAGE.c.parent_span_id, _USAGE.c.meter)
-            .add_columns(func.min(_USAGE.c.span_id))
-            .where(_llm(tenant_id), tuple_(_USAGE.c.trace_id, _USAGE.c.parent_span_id).in_(chunk))
-            .group_by(_USAGE.c.trace_id, _USAGE.c.parent_span_id, _USAGE.c.meter)
+    def by_spans(self, spans: Collection[tuple[str, str]]) -> list[CallRecord]:
+        """The stored LLM records of these spans."""
+        return [CallRecord._make(row) for row in self._joined(_RECORD, "span_id", spans)]
+
+    def count_responses(self, responses: Collection[str]) -> list[tuple[str, int]]:
+        """(response id, how many LLM records of it are stored), of these response ids."""
+        rows = self._of_responses("u.response_id, count(*)", responses, "GROUP BY u.response_id")
+        return [(rid, count) for rid, count in rows]
+
+    def by_responses(self, responses: Collection[str]) -> list[CallRecord]:
+        """The stored LLM records of these response ids."""
+        return [CallRecord._make(row) for row in self._of_responses(_RECORD, responses)]
+
+    def children(self, spans: Collection[tuple[str, str]]) -> dict[tuple[str, str, str], str]:
+        """(trace id, parent span id, meter) → the smallest child span id with an LLM
+        record of that meter, for these parent spans."""
+        rows = self._joined(
+            "u.trace_id, u.parent_span_id, u.meter, min(u.span_id)",
+            "parent_span_id",
+            spans,
+            "GROUP BY u.trace_id, u.parent_span_id, u.meter",
         )
-        for trace, parent, meter, child in connection.execute(query):
-            found[(trace, parent, meter)] = child
-    return found
+        return {(trace, parent, meter): child for trace, parent, meter, child in rows}
 
 
 def _chunks(values: Collection[_Key]) -> Iterator[list[_Key]]:

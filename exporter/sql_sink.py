@@ -194,7 +194,7 @@ class SqlUsageSink:
         if rows:
             inserted = connection.exec_driver_sql(self._insert_usage_sql, rows).rowcount
         store_agent_spans(connection, tenant_id, batch.agent_spans)
-        settle_calls(connection, tenant_id, batch.records)
+        settle_calls(connection, tenant_id, batch.records, all_new=inserted == len(rows))
         inherit_agent_names(connection, tenant_id, batch.records, batch.agent_spans)
         # Customer-less rows stored earlier (say, by an attempt whose reply was lost)
         # of traces whose customer is now known get it too.

@@ -12,9 +12,10 @@ import itertools
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import UsageRow
@@ -211,6 +212,59 @@ class TestParentAndChild:
 
         assert billed(engine) == CALL
         assert superseded(engine)[(span_id(10), "input_tokens")] == span_id(11)
+
+
+class TestCopiesOfARecord:
+    def test_copy_with_another_end_time_is_superseded_too(self, engine: Engine) -> None:
+        # OpenLLMetry's span exported again with another end time: a second stored copy of
+        # each of its records (the identity includes the time). Both copies are superseded,
+        # however the first copy's state was read.
+        sink = SqlUsageSink(engine)
+        write_in_order(sink, [SDK_SPAN, OPENLLMETRY_SPAN])
+        again = [r._replace(time_unix_nano=END_TIME + 1) for r in OPENLLMETRY_SPAN]
+        write_in_order(sink, [again])
+
+        with Session(engine) as session:
+            states = session.execute(
+                select(UsageRow.time_unix_nano, UsageRow.superseded_by).where(
+                    UsageRow.tenant_id == TENANT, UsageRow.span_id == span_id(3)
+                )
+            ).all()
+        assert sorted(states) == [(END_TIME, span_id(2))] * 3 + [(END_TIME + 1, span_id(2))] * 3
+        assert billed(engine) == CALL
+
+
+class TestSettlementSeeksByTrace:
+    def test_no_query_reads_the_whole_tenant(self, engine: Engine) -> None:
+        """Settlement's queries on SQLite seek by trace or response id, never on the tenant
+        alone (regression: `(trace_id, span_id) IN (VALUES …)` read every record of the
+        tenant, per batch: settlement cost grew with the store)."""
+        if engine.dialect.name != "sqlite":
+            pytest.skip("SQLite's query plans")
+        sink = SqlUsageSink(engine)
+        write_in_order(sink, [OPENINFERENCE_PARENT, SDK_SPAN])
+        statements: list[tuple[str, Any]] = []
+
+        def record(_conn: object, _cursor: object, sql: str, params: Any, *_: object) -> None:
+            if sql.lstrip().startswith(("SELECT", "WITH")) and "usage_records" in sql:
+                statements.append((sql, params))
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            # A child of a stored parent, with a stored duplicate: every settlement query.
+            write_in_order(sink, [SDK_CHILD, OPENLLMETRY_SPAN])
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+
+        assert len(statements) >= 4
+        with engine.connect() as connection:
+            for sql, params in statements:
+                plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()
+                steps = [step[3] for step in plan if "usage_records" in step[3]]
+                assert steps, sql
+                for step in steps:
+                    assert step.startswith("SEARCH"), (step, sql)
+                    assert not step.endswith("(tenant_id=?)"), (step, sql)
 
 
 class TestEveryArrivalOrder:
