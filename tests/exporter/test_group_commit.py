@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, event
 from exporter.group_commit import GroupCommit
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, WriteResult
-from tests.exporter.test_sql_sink import END_TIME, TENANT, span_id, stored, trace_id, usage
+from tests.exporter.test_sql_sink import TENANT, span_id, stored, trace_id, usage
 
 WAIT_SECONDS = 10.0
 
@@ -109,9 +109,16 @@ class _HeldFirstCommit:
         event.remove(self._engine, "commit", self._on_commit)
 
 
-def _record(n: int, time_unix_nano: int = END_TIME) -> UsageBatch:
+def _record(n: int) -> UsageBatch:
     # With a customer on every record, PostgreSQL needs no second, attributing transaction.
-    return UsageBatch([usage(n, n, customer="acme")._replace(time_unix_nano=time_unix_nano)])
+    return UsageBatch([usage(n, n, customer="acme")])
+
+
+def _create_month(sink: SqlUsageSink) -> None:
+    """Have `sink` create (PostgreSQL) the month partition of the test records, with a write of
+    another tenant: its transaction's commit is then not the held one, with later writes
+    waiting behind its DDL and never queueing."""
+    sink.write("warm-up", _record(99))
 
 
 class TestSqlSinkGroupCommit:
@@ -119,6 +126,7 @@ class TestSqlSinkGroupCommit:
         self, engine: Engine
     ) -> None:
         sink = SqlUsageSink(engine)
+        _create_month(sink)
         held = _HeldFirstCommit(engine, sink, queued=2)
         results: dict[int, WriteResult] = {}
         visible: dict[int, bool] = {}
@@ -150,6 +158,7 @@ class TestSqlSinkGroupCommit:
 
     def test_a_bad_batch_does_not_fail_the_export_it_was_grouped_with(self, engine: Engine) -> None:
         sink = SqlUsageSink(engine)
+        _create_month(sink)
         held = _HeldFirstCommit(engine, sink, queued=2)
         results: dict[int, WriteResult] = {}
         errors: dict[int, Exception] = {}
@@ -166,9 +175,12 @@ class TestSqlSinkGroupCommit:
         try:
             first = _start(write(1, _record(1)))
             assert held.first_commit.wait(WAIT_SECONDS)
-            # A time past what a 64-bit integer column holds: the database refuses the row.
+            # A quantity past what a 64-bit integer column holds: the database refuses the
+            # row. (Not a time: on PostgreSQL its month's partition is created, and fails,
+            # before the write joins a group.)
+            too_much = UsageBatch([usage(2, 2, quantity=2**63, customer="acme")])
             others = [
-                _start(write(2, _record(2, time_unix_nano=2**64))),
+                _start(write(2, too_much)),
                 _start(write(3, _record(3))),
             ]
             for thread in (first, *others):
