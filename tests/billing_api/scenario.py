@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 from agentmeter.tables import to_unix_nano
 from agentmeter.tenants import create_tenant
 from billing_api.customers import service as customers
+from billing_api.jobs.kinds import job_registry
+from billing_api.jobs.worker import run_due_jobs
 from billing_api.pricing import service as pricing
 from billing_api.pricing.components import ChargeModel, Component
 from exporter.sql_sink import SqlUsageSink
@@ -78,4 +80,7 @@ def build(engine: Engine) -> Scenario:
             per_units=MILLION,
             effective_from=SINCE,
         )
-        return Scenario(tenant_id, book.id, cost.id)
+        scenario = Scenario(tenant_id, book.id, cost.id)
+    # The negotiated cost reaches stored usage through its recost job.
+    run_due_jobs(engine, job_registry())
+    return scenario
