@@ -173,21 +173,28 @@ def build(
     return engine, tenant_id, time.perf_counter() - started
 
 
-def run_on_backends(doc: str, goal: str, run: Callable[[str, str, int, int], None]) -> None:
-    """The command line both billing benchmarks share: sizes and backends, then `run`
-    (label, database URL, customers, records) on each backend asked for."""
+def run_on_backends(
+    doc: str, goal: str, run: Callable[..., None], *, requests: bool = False
+) -> None:
+    """The command line the benchmarks over `build`'s data share: sizes and backends, then
+    `run` (label, database URL, customers, records) on each backend asked for. With
+    `requests`, also `--requests` (how many times a read benchmark times each read), passed
+    to `run` as a fifth argument."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--records", type=int, default=10_000_000)
+    if requests:
+        parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--backend", choices=("both", "sqlite", "postgresql"), default="both")
     args = parser.parse_args()
+    sizes = (args.customers, args.records, *((args.requests,) if requests else ()))
     print(goal)
     if args.backend in ("both", "postgresql"):
         base = os.environ.get("AGENTMETER_TEST_POSTGRES_URL")
         if base:
-            run("postgresql", fresh_postgres(base), args.customers, args.records)
+            run("postgresql", fresh_postgres(base), *sizes)
         else:
             print("postgresql: skipped (set AGENTMETER_TEST_POSTGRES_URL; see scripts/test.sh)")
     if args.backend in ("both", "sqlite"):
         with tempfile.TemporaryDirectory() as directory:
-            run("sqlite", f"sqlite:///{directory}/bench.db", args.customers, args.records)
+            run("sqlite", f"sqlite:///{directory}/bench.db", *sizes)

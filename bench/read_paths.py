@@ -21,13 +21,8 @@ No timing is asserted anywhere.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
-import threading
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -36,22 +31,20 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from agentmeter.clock import utcnow  # noqa: E402
 from agentmeter.settings import Settings  # noqa: E402
 from agentmeter.tenants import issue_keys  # noqa: E402
-from bench.dataset import build, fresh_postgres  # noqa: E402
-from bench.portal import percentile  # noqa: E402
+from bench.dataset import build, run_on_backends  # noqa: E402
+from bench.reads import serving, time_reads, twelve_months  # noqa: E402
 from billing_api.app import create_app  # noqa: E402
 
 CUSTOMER = "cust-00000"
 
 
-def _reads(now: datetime) -> list[tuple[str, str]]:
-    month = datetime(now.year, now.month, 1, tzinfo=UTC)
-    next_month = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+def _reads(next_month: datetime) -> list[tuple[str, str]]:
+    """The reads, for the data up to `next_month` (the start of the month after this one)."""
+    month = (next_month - timedelta(days=1)).replace(day=1)
     year_ago = next_month - timedelta(days=365)
 
     def usage(**params: str) -> str:
@@ -76,61 +69,27 @@ def _reads(now: datetime) -> list[tuple[str, str]]:
 
 
 def run(label: str, url: str, customers: int, records: int, requests: int) -> None:
-    now = utcnow()
-    end = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
-    engine, tenant_id, load_s = build(
-        url, customers, records, start=end - timedelta(days=365), end=end
-    )
+    start, end = twelve_months()
+    engine, tenant_id, load_s = build(url, customers, records, start=start, end=end)
     admin_key = issue_keys(engine, tenant_id).admin_key
-    app = create_app(engine, CollectorRegistry(), Settings(database_url=url))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     print(f"{label}: {records:,} records, {customers:,} customers (load {load_s:.1f} s)")
+    app = create_app(engine, CollectorRegistry(), Settings(database_url=url))
     headers = {"Authorization": f"Bearer {admin_key}"}
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as client:
-        for name, path in _reads(now):
-            samples = []
-            for n in range(requests + 2):
-                began = time.perf_counter()
-                response = client.get(path)
-                elapsed = (time.perf_counter() - began) * 1000
-                assert response.status_code == 200, (path, response.status_code, response.text)
-                if n >= 2:
-                    samples.append(elapsed)
-            print(
-                f"  {name:28} p50={percentile(samples, 0.5):7.1f} ms  "
-                f"p99={percentile(samples, 0.99):7.1f} ms  max={max(samples):7.1f} ms  "
-                f"({requests} requests, {len(response.content):,} bytes)"
-            )
-    server.should_exit = True
-    thread.join()
+    with (
+        serving(app) as base_url,
+        httpx.Client(base_url=base_url, headers=headers, timeout=60) as client,
+    ):
+        time_reads(client, _reads(end), requests, label=label, records=records, what="read")
     engine.dispose()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--records", type=int, default=10_000_000)
-    parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--backend", choices=("both", "sqlite", "postgresql"), default="both")
-    args = parser.parse_args()
-    print("goal: each read in <= 100 ms p99 on PostgreSQL (10 M records)")
-    if args.backend in ("both", "postgresql"):
-        base = os.environ.get("AGENTMETER_TEST_POSTGRES_URL")
-        if base:
-            run("postgresql", fresh_postgres(base), args.customers, args.records, args.requests)
-        else:
-            print("postgresql: skipped (set AGENTMETER_TEST_POSTGRES_URL; see scripts/test.sh)")
-    if args.backend in ("both", "sqlite"):
-        with tempfile.TemporaryDirectory() as directory:
-            url = f"sqlite:///{directory}/bench.db"
-            run("sqlite", url, args.customers, args.records, args.requests)
+    run_on_backends(
+        __doc__ or "",
+        "goal: each read in <= 100 ms p99 on PostgreSQL (10 M records)",
+        run,
+        requests=True,
+    )
 
 
 if __name__ == "__main__":

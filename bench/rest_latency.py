@@ -39,15 +39,10 @@ from agentmeter.settings import Settings  # noqa: E402
 from agentmeter.tenants import create_tenant  # noqa: E402
 from bench.figures import report  # noqa: E402
 from bench.ingest import HttpClient, IdSource, Server, make_request  # noqa: E402
+from bench.reads import percentile  # noqa: E402
 
 GOAL_P99_MS = 100.0
 NO_RATE_LIMITS = {"AGENTMETER_API_RATE_LIMIT": "", "AGENTMETER_INGEST_RATE_LIMIT": ""}
-
-
-def percentile(samples: Sequence[float], fraction: float) -> float:
-    """The `fraction` quantile (nearest rank) of `samples`."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
 READS = {

@@ -37,6 +37,7 @@ from sqlalchemy import Engine, text  # noqa: E402
 from agentmeter.db import make_engine, migrate  # noqa: E402
 from agentmeter.settings import Settings  # noqa: E402
 from bench.dataset import MODELS, STEPS, fresh_postgres  # noqa: E402
+from bench.figures import report  # noqa: E402
 from exporter.sql_sink import SqlUsageSink  # noqa: E402
 from otel_processor.usage import AgentSpan, UsageBatch, UsageRecord  # noqa: E402
 
@@ -148,6 +149,8 @@ def run(label: str, url: str, spans: int, batch: int) -> None:
         print(f"  {table:16} {size:>12,} bytes  {size / spans:7.1f} bytes/span")
     verdict = "meets" if total / spans <= GOAL else "misses"
     print(f"  {'total':16} {total:>12,} bytes  {total / spans:7.1f} bytes/span ({verdict} goal)")
+    report(f"{label}: storage per LLM span", total / spans, "bytes", goal=GOAL,
+           higher_is_better=False)  # fmt: skip
 
 
 def main() -> None:
