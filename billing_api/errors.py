@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +18,11 @@ from agentmeter.db import is_retryable
 from agentmeter.money import InexactAmountError
 
 logger = logging.getLogger("agentmeter.api")
+
+
+def validation_problems(errors: Sequence[Any]) -> str:
+    """Pydantic's validation errors as one message: `field.path: problem; …`."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
 
 
 class ApiError(Exception):
@@ -132,10 +138,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
-        return error_response(422, "validation_error", problems)
+        return error_response(422, "validation_error", validation_problems(error.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -15,7 +15,12 @@ from agentmeter.tables import Customer
 from billing_api.auth import Caller, Role
 from billing_api.customers.repository import CustomerRepository
 from billing_api.customers.schemas import CustomerCreate
-from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
+from billing_api.errors import (
+    ConflictError,
+    NotFoundError,
+    UnprocessableError,
+    validation_problems,
+)
 
 
 def create_customer(
@@ -56,8 +61,5 @@ def register_customer(
     try:
         body = CustomerCreate(id=customer_id, name=name, email=email)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
-        raise UnprocessableError(problems) from None
+        raise UnprocessableError(validation_problems(error.errors())) from None
     return create_customer(session, caller, body.id, body.name, body.email)
