@@ -406,7 +406,7 @@ def redraft_customer(
     session: Session, tenant_id: str, customer_id: str, period_label: str, *, run_id: str | None
 ) -> Invoice | None:
     """Re-rate one customer's draft for a month (after a review action or mapping)."""
-    pricing = load_pricing(session, tenant_id)
+    pricing = load_pricing(session, tenant_id, [customer_id])
     period = month_period(period_label, pricing.billing_days.get(customer_id, 1))
     rated = rate_period(session, tenant_id, period, [customer_id], pricing=pricing)
     late = repository.late_usage(

@@ -34,7 +34,7 @@ def rate_period(
     """Rate `period` for the given customers (default: every registered customer and every
     customer id with usage in the period). Usage is summed by the database once per slice
     of the period where terms change; customers with nothing to bill are left out."""
-    pricing = pricing or load_pricing(session, tenant_id)
+    pricing = pricing or load_pricing(session, tenant_id, customer_ids)
     edges = [period.start, *pricing.boundaries(period.start, period.end), period.end]
     slices = list(pairwise(edges))
     usage: dict[str, list[list[UsageGroup]]] = defaultdict(lambda: [[] for _ in slices])
@@ -79,7 +79,7 @@ def estimate_period(
     session: Session, tenant_id: str, customer_id: str, now: datetime, month: str | None = None
 ) -> RatedPeriod:
     """`estimate` for a service that already knows its caller may see the customer."""
-    pricing = load_pricing(session, tenant_id)
+    pricing = load_pricing(session, tenant_id, [customer_id])
     period = (
         current_period(pricing, customer_id, now)
         if month is None

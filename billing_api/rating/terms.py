@@ -81,7 +81,10 @@ class SliceTerms:
 
 @dataclass(frozen=True, slots=True)
 class TenantPricing:
-    """Everything rating needs to know about a tenant's prices, loaded once."""
+    """Everything rating needs to know about a tenant's prices, loaded once.
+
+    `assigned_books`, `registered` and `billing_days` hold the customers it was loaded for
+    (`load_pricing`'s `customer_ids`; all of the tenant's by default)."""
 
     books: Mapping[str, BookTerms]
     default_book_id: str | None

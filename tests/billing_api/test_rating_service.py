@@ -564,6 +564,26 @@ def test_estimate_endpoint(api: TestClient, tenant: NewTenant, engine: Engine) -
     )
 
 
+def test_an_estimate_loads_only_its_customer_and_rates_as_the_whole_tenant_does(
+    tenant: NewTenant, engine: Engine
+) -> None:
+    """An estimate loads one customer's terms (not the tenant's thousands), and rates that
+    customer exactly as rating every customer at once does: same book, lines and total."""
+    load_estimate_data(tenant.tenant_id, engine)
+    now = utcnow()
+    with Session(engine) as session:
+        whole = rate_period(session, tenant.tenant_id, period_containing(now))
+        assert load_pricing(session, tenant.tenant_id, ["tokyo"]).registered == {"tokyo"}
+        for customer_id in ("acme", "idle", "tokyo", "newco"):
+            alone = service.estimate_period(session, tenant.tenant_id, customer_id, now)
+            assert (alone.currency, alone.lines, alone.subtotal_minor) == (
+                whole[customer_id].currency,
+                whole[customer_id].lines,
+                whole[customer_id].subtotal_minor,
+            )
+    assert whole["tokyo"].currency == "JPY"  # the assigned book, not the default
+
+
 def test_estimate_unknown_customer_is_404(api: TestClient, engine: Engine) -> None:
     # A tenant whose book has no subscription: nothing at all is owed by an unknown id.
     other = create_tenant(engine, "pay as you go")
