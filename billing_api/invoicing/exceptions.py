@@ -40,7 +40,9 @@ def sync_exceptions(
 ) -> None:
     """Make the scope's exceptions match `findings`: new ones open, known ones keep their
     status (a waiver survives a re-run) with fresh evidence, gone ones are resolved by the
-    system. `known_in_scope` saves the query when the caller loaded them in bulk."""
+    system. `known_in_scope` saves the query when the caller loaded them in bulk. Changes
+    are flushed with the session's next flush (a billing run flushes once per chunk of
+    customers, not once per customer)."""
     if known_in_scope is None:
         known_in_scope = repository.exceptions_in_scope(session, tenant_id, scope)
     known = {(e.type, e.fingerprint): e for e in known_in_scope}
@@ -78,7 +80,6 @@ def sync_exceptions(
             exception.resolved_at = utcnow()
             exception.resolved_by = SYSTEM_ACTOR
             exception.note = "no longer applies after re-rating"
-    session.flush()
 
 
 def set_exception_status(

@@ -74,30 +74,31 @@ def lock_invoices_for_period(
     """
     if not currencies:
         return {}
+    # One statement executed for many rows (not one VALUES list per call): compiled once
+    # and cached, which a 500-row literal VALUES list never is.
     session.execute(
-        dialect_insert(session, Invoice)
-        .values(
-            [
-                {
-                    "id": new_id(),
-                    "tenant_id": tenant_id,
-                    "customer_id": customer_id,
-                    "period": period.label,
-                    "period_start": period.start,
-                    "period_end": period.end,
-                    "currency": currency,
-                    "status": InvoiceStatus.DRAFT,
-                    "versions": [],
-                    "subtotal_minor": 0,
-                    "credits_minor": 0,
-                    "total_minor": 0,
-                    "void_reason": "",
-                    "created_at": utcnow(),
-                }
-                for customer_id, currency in sorted(currencies.items())
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=["tenant_id", "customer_id", "period_start"])
+        dialect_insert(session, Invoice).on_conflict_do_nothing(
+            index_elements=["tenant_id", "customer_id", "period_start"]
+        ),
+        [
+            {
+                "id": new_id(),
+                "tenant_id": tenant_id,
+                "customer_id": customer_id,
+                "period": period.label,
+                "period_start": period.start,
+                "period_end": period.end,
+                "currency": currency,
+                "status": InvoiceStatus.DRAFT,
+                "versions": [],
+                "subtotal_minor": 0,
+                "credits_minor": 0,
+                "total_minor": 0,
+                "void_reason": "",
+                "created_at": utcnow(),
+            }
+            for customer_id, currency in sorted(currencies.items())
+        ],
     )
     found = session.scalars(
         select(Invoice)
