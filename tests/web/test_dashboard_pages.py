@@ -67,6 +67,12 @@ def test_overview_shows_the_rated_figures_and_flags(
 
     page.set_viewport_size({"width": 390, "height": 844})
     screenshot(page, request, "overview-phone")
+    # At phone width the table scrolls sideways: a flagged row keeps one line of flags
+    # (squeezed to the screen, each flag word wrapped onto a line of its own).
+    height = acme.bounding_box()
+    assert height is not None and height["height"] < 60, height
+    scroller = page.locator("div.table-scroll", has=page.locator("table.customers-figures"))
+    assert scroller.evaluate("e => e.scrollWidth > e.clientWidth")
 
 
 def test_customers_search_and_detail(
