@@ -47,6 +47,7 @@ BENCHES = (
     Bench("late_usage", "late_usage.py", (), _SMALL),
     Bench("portal", "portal.py", (), (*_SMALL, "--requests", "10")),
     Bench("read_paths", "read_paths.py", (), (*_SMALL, "--requests", "10")),
+    Bench("dashboard", "dashboard.py", ("--requests", "20"), (*_SMALL, "--requests", "5")),
     Bench("storage", "storage.py", (), ("--spans", "5000")),
     Bench("rest_latency", "rest_latency.py", (), ("--requests", "4", "--reads", "40")),
     Bench("sink_write", "sink_write.py", (), ("--batches", "4")),

@@ -16,6 +16,12 @@ def get(session: Session, tenant_id: str, customer_id: str) -> Budget | None:
     return session.get(Budget, (tenant_id, customer_id), populate_existing=True)
 
 
+def of_tenant(session: Session, tenant_id: str) -> dict[str, Budget]:
+    """Every budget of a tenant, by customer id (one query, for pages over all customers)."""
+    found = session.scalars(select(Budget).where(Budget.tenant_id == tenant_id))
+    return {budget.customer_id: budget for budget in found}
+
+
 def upsert(
     session: Session,
     tenant_id: str,

@@ -129,10 +129,11 @@ def customer_figures(
         session, caller.tenant_id, period=period.label, status=InvoiceStatus.FINALIZED
     ):
         invoiced[invoice.customer_id] += invoice.subtotal_minor
+    limits = budgets.of_tenant(session, caller.tenant_id)
     rows = []
     for customer_id in sorted(set(names) | set(rated)):
         result = rated.get(customer_id)
-        budget = budgets.get(session, caller.tenant_id, customer_id)
+        budget = limits.get(customer_id)
         spent = result.subtotal_minor if result else 0
         currency = result.currency if result else (budget.currency if budget else "USD")
         over = budget is not None and budget.currency == currency and spent > budget.limit_minor
