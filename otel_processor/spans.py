@@ -8,12 +8,14 @@ partial span is never billed.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from typing import NamedTuple
 
 from otel_processor import conventions as conv
 from otel_processor.usage import (
@@ -62,14 +64,9 @@ _FIELD_KEYS: dict[str, Sequence[str]] = {
     _RESPONSE_ID: conv.RESPONSE_ID,
     **dict(_TOKEN_FIELDS),
 }
-# Attribute key → the (field, precedence) it may fill: one look-up per attribute.
-_SLOTS: dict[str, list[tuple[str, int]]] = {}
-for _field, _keys in _FIELD_KEYS.items():
-    for _precedence, _key in enumerate(_keys):
-        _SLOTS.setdefault(_key, []).append((_field, _precedence))
-# A value a field may be read from: (precedence, attribute key, value).
-_Candidate = tuple[int, str, object]
-_Fields = dict[str, list[_Candidate]]
+# How many distinct sets of attribute keys keep their reading plan (`_plan`): spans of one
+# instrumentation share one set, so a few hundred cover every framework a tenant runs.
+_PLAN_CACHE_SIZE = 1024
 
 
 class RejectReason(StrEnum):
@@ -140,14 +137,14 @@ def span_usage(
         )
 
     customer_id = _customer(attributes, resource_attributes, customer_keys)
-    fields, custom = _read(attributes)
-    operation = _first_text(fields.get(_OPERATION))
-    agent_name = _first_text(fields.get(_AGENT_NAME))
-    tool = _first_text(fields.get(_TOOL))
+    fields, custom = _plan(tuple(attributes))
+    operation = _first_text(attributes, fields[_OPERATION])
+    agent_name = _first_text(attributes, fields[_AGENT_NAME])
+    tool = _first_text(attributes, fields[_TOOL])
     # A step from the span name is a label, not data: cut it rather than refuse the span.
     step = _text(conv.STEP, attributes.get(conv.STEP)) or agent_name or _label(name)
-    provider = _first_text(fields.get(_PROVIDER))
-    model = _first_text(fields.get(_MODEL))
+    provider = _first_text(attributes, fields[_PROVIDER])
+    model = _first_text(attributes, fields[_MODEL])
     service_name = _text(conv.SERVICE_NAME, resource_attributes.get(conv.SERVICE_NAME))
 
     trace_hex = trace_id.hex()
@@ -159,7 +156,7 @@ def span_usage(
     parent_hex = parent_span_id.hex() if any(parent_span_id) else ""
     if not aggregate:
         call = (parent_hex, _response_id(attributes, fields))
-        for meter, count in _token_counts(fields).items():
+        for meter, count in _token_counts(attributes, fields).items():
             records.append(
                 UsageRecord(
                     trace_hex,
@@ -187,7 +184,10 @@ def span_usage(
                 parent_hex,
             )
         )
-    for key, value in custom:
+    for key in custom:
+        value = attributes[key]
+        if value is None:
+            continue
         meter = _custom_meter_name(key, key.removeprefix(conv.CUSTOM_METER_PREFIX))
         quantity = parse_quantity(key, value)
         records.append(
@@ -211,35 +211,33 @@ def span_usage(
     )
 
 
-def _read(attributes: Attributes) -> tuple[_Fields, list[tuple[str, object]]]:
-    """One pass over a span's attributes: each field's candidate values (in the order met)
-    and the custom meters (`agentmeter.usage.*`, in attribute order)."""
-    fields: _Fields = {}
-    custom: list[tuple[str, object]] = []
-    for key, value in attributes.items():
-        if value is None:
-            continue
-        slots = _SLOTS.get(key)
-        if slots is not None:
-            for field_name, precedence in slots:
-                candidate = (precedence, key, value)
-                if (found := fields.get(field_name)) is None:
-                    fields[field_name] = [candidate]
-                else:
-                    found.append(candidate)
-        elif key.startswith(conv.CUSTOM_METER_PREFIX):
-            custom.append((key, value))
-    return fields, custom
+class _Plan(NamedTuple):
+    """Where a span with a given set of attribute keys is read from: for each field, the
+    keys it has among the field's, by precedence (first match wins); and the custom meters'
+    keys (`agentmeter.usage.*`), in attribute order."""
+
+    fields: dict[str, tuple[str, ...]]
+    custom: tuple[str, ...]
 
 
-def _rank(candidate: _Candidate) -> int:
-    return candidate[0]
+@functools.lru_cache(maxsize=_PLAN_CACHE_SIZE)
+def _plan(keys: tuple[str, ...]) -> _Plan:
+    """The reading plan of a span whose attribute keys are `keys`: worked out once per set
+    of keys, not once per span (an instrumentation sends the same keys on every span)."""
+    present = frozenset(keys)
+    return _Plan(
+        {
+            name: tuple(k for k in candidates if k in present)
+            for name, candidates in _FIELD_KEYS.items()
+        },
+        tuple(k for k in keys if k.startswith(conv.CUSTOM_METER_PREFIX)),
+    )
 
 
-def _response_id(attributes: Attributes, fields: _Fields) -> str:
+def _response_id(attributes: Attributes, fields: dict[str, tuple[str, ...]]) -> str:
     """The provider's response id: an attribute, or for an OpenInference LLM span the `id`
     that leads the JSON response in `output.value` (as its SDK serializes it)."""
-    found = _first_text(fields.get(_RESPONSE_ID))
+    found = _first_text(attributes, fields[_RESPONSE_ID])
     if found or _kind(attributes, conv.OPENINFERENCE_KIND) != conv.OPENINFERENCE_LLM_KIND:
         return found
     output = attributes.get(conv.OPENINFERENCE_OUTPUT)
@@ -297,14 +295,15 @@ def _is_tool_call(operation: str, attributes: Attributes) -> bool:
     )
 
 
-def _token_counts(fields: _Fields) -> dict[str, int]:
+def _token_counts(attributes: Attributes, fields: dict[str, tuple[str, ...]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for meter in _TOKEN_METERS:
-        candidates = fields.get(meter)
-        if candidates:
+        for key in fields[meter]:
             # The first key present wins, whatever its value.
-            _, key, value = min(candidates, key=_rank)
-            counts[meter] = _token_count(key, value)
+            value = attributes[key]
+            if value is not None:
+                counts[meter] = _token_count(key, value)
+                break
     cached = counts.get(CACHE_READ_TOKENS, 0) + counts.get(CACHE_WRITE_TOKENS, 0)
     if cached and cached > counts.get(INPUT_TOKENS, 0):
         raise SpanRejectedError(
@@ -407,14 +406,11 @@ def _customer(attributes: Attributes, resource_attributes: Attributes, keys: Seq
     return ""
 
 
-def _first_text(candidates: list[_Candidate] | None) -> str:
-    """The first non-empty value among a field's keys (OTLP reads an unset value as "")."""
-    if not candidates:
-        return ""
-    if len(candidates) > 1:
-        candidates = sorted(candidates, key=_rank)
-    for _, key, value in candidates:
-        if text := _text(key, value):
+def _first_text(attributes: Attributes, keys: tuple[str, ...]) -> str:
+    """The first non-empty value among `keys` (by precedence; OTLP reads an unset value
+    as "")."""
+    for key in keys:
+        if text := _text(key, attributes[key]):
             return text
     return ""
 
