@@ -12,7 +12,6 @@ import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import NamedTuple
@@ -90,9 +89,10 @@ class SpanRejectedError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class SpanUsage:
-    """What one span contributes: its usage records and the customer it names, if any."""
+class SpanUsage(NamedTuple):
+    """What one span contributes: its usage records and the customer it names, if any.
+
+    A named tuple, as `UsageRecord`: one is built for every span ingested."""
 
     records: list[UsageRecord]
     customer_id: str
@@ -322,6 +322,8 @@ def _token_counts(attributes: Attributes, fields: dict[str, tuple[str, ...]]) ->
 
 
 def _token_count(key: str, value: object) -> int:
+    if type(value) is int and 0 <= value <= MAX_QUANTITY:
+        return value  # what OTel SDKs send: parse_quantity would return it as it is
     quantity = parse_quantity(key, value, exact=True)
     if not isinstance(quantity, int):
         raise SpanRejectedError(
