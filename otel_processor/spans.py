@@ -66,6 +66,8 @@ _FIELD_KEYS: dict[str, Sequence[str]] = {
 # How many distinct sets of attribute keys keep their reading plan (`_plan`): spans of one
 # instrumentation share one set, so a few hundred cover every framework a tenant runs.
 _PLAN_CACHE_SIZE = 1024
+_KIND_KEYS = frozenset({conv.OPENINFERENCE_KIND, conv.OPENLLMETRY_KIND, conv.VERCEL_OPERATION})
+_TOOL_OPERATIONS = (conv.TOOL_OPERATION, f"ai.{conv.VERCEL_TOOL_CALL}")
 
 
 class RejectReason(StrEnum):
@@ -137,7 +139,7 @@ def span_usage(
         )
 
     customer_id = _customer(attributes, resource_attributes, customer_keys)
-    fields, custom = _plan(tuple(attributes))
+    fields, custom, has_kind = _plan(tuple(attributes))
     operation = _first_text(attributes, fields[_OPERATION])
     agent_name = _first_text(attributes, fields[_AGENT_NAME])
     tool = _first_text(attributes, fields[_TOOL])
@@ -152,10 +154,10 @@ def span_usage(
     dims = (provider, model, operation, agent_name, step, tool, service_name)
     # Positional construction of the named tuple: this loop runs for every span ingested.
     records: list[UsageRecord] = []
-    aggregate = _is_aggregate(operation, attributes)
+    aggregate = _is_aggregate(operation, attributes, has_kind)
     parent_hex = parent_span_id.hex() if any(parent_span_id) else ""
     if not aggregate:
-        call = (parent_hex, _response_id(attributes, fields))
+        call = (parent_hex, _response_id(attributes, fields, has_kind))
         for meter, count in _token_counts(attributes, fields).items():
             records.append(
                 UsageRecord(
@@ -170,7 +172,7 @@ def span_usage(
                     *call,
                 )
             )
-    if _is_tool_call(operation, attributes):
+    if _is_tool_call(operation, attributes, has_kind):
         records.append(
             UsageRecord(
                 trace_hex,
@@ -218,6 +220,8 @@ class _Plan(NamedTuple):
 
     fields: dict[str, tuple[str, ...]]
     custom: tuple[str, ...]
+    # Some span-kind attribute is there (OpenInference, OpenLLMetry, Vercel AI SDK).
+    has_kind: bool
 
 
 @functools.lru_cache(maxsize=_PLAN_CACHE_SIZE)
@@ -231,14 +235,19 @@ def _plan(keys: tuple[str, ...]) -> _Plan:
             for name, candidates in _FIELD_KEYS.items()
         },
         tuple(k for k in keys if k.startswith(conv.CUSTOM_METER_PREFIX)),
+        not present.isdisjoint(_KIND_KEYS),
     )
 
 
-def _response_id(attributes: Attributes, fields: dict[str, tuple[str, ...]]) -> str:
+def _response_id(attributes: Attributes, fields: dict[str, tuple[str, ...]], has_kind: bool) -> str:
     """The provider's response id: an attribute, or for an OpenInference LLM span the `id`
     that leads the JSON response in `output.value` (as its SDK serializes it)."""
     found = _first_text(attributes, fields[_RESPONSE_ID])
-    if found or _kind(attributes, conv.OPENINFERENCE_KIND) != conv.OPENINFERENCE_LLM_KIND:
+    if (
+        found
+        or not has_kind
+        or _kind(attributes, conv.OPENINFERENCE_KIND) != conv.OPENINFERENCE_LLM_KIND
+    ):
         return found
     output = attributes.get(conv.OPENINFERENCE_OUTPUT)
     if attributes.get(conv.OPENINFERENCE_OUTPUT_TYPE) != "application/json" or not isinstance(
@@ -272,9 +281,11 @@ def _kind(attributes: Attributes, key: str) -> str:
     return value
 
 
-def _is_aggregate(operation: str, attributes: Attributes) -> bool:
+def _is_aggregate(operation: str, attributes: Attributes, has_kind: bool) -> bool:
     if operation in conv.AGGREGATE_OPERATIONS:
         return True
+    if not has_kind:
+        return False
     if _kind(attributes, conv.OPENINFERENCE_KIND) in conv.AGGREGATE_OPENINFERENCE_KINDS:
         return True
     if _kind(attributes, conv.OPENLLMETRY_KIND) in conv.AGGREGATE_OPENLLMETRY_KINDS:
@@ -287,11 +298,13 @@ def _is_aggregate(operation: str, attributes: Attributes) -> bool:
     return False
 
 
-def _is_tool_call(operation: str, attributes: Attributes) -> bool:
-    return (
-        operation in (conv.TOOL_OPERATION, f"ai.{conv.VERCEL_TOOL_CALL}")
-        or _kind(attributes, conv.OPENINFERENCE_KIND) == conv.TOOL_OPENINFERENCE_KIND
-        or _kind(attributes, conv.OPENLLMETRY_KIND) == conv.TOOL_OPENLLMETRY_KIND
+def _is_tool_call(operation: str, attributes: Attributes, has_kind: bool) -> bool:
+    return operation in _TOOL_OPERATIONS or (
+        has_kind
+        and (
+            _kind(attributes, conv.OPENINFERENCE_KIND) == conv.TOOL_OPENINFERENCE_KIND
+            or _kind(attributes, conv.OPENLLMETRY_KIND) == conv.TOOL_OPENLLMETRY_KIND
+        )
     )
 
 
