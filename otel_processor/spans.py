@@ -8,12 +8,13 @@ partial span is never billed.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from typing import NamedTuple
 
 from otel_processor import conventions as conv
 from otel_processor.usage import (
@@ -62,14 +63,11 @@ _FIELD_KEYS: dict[str, Sequence[str]] = {
     _RESPONSE_ID: conv.RESPONSE_ID,
     **dict(_TOKEN_FIELDS),
 }
-# Attribute key → the (field, precedence) it may fill: one look-up per attribute.
-_SLOTS: dict[str, list[tuple[str, int]]] = {}
-for _field, _keys in _FIELD_KEYS.items():
-    for _precedence, _key in enumerate(_keys):
-        _SLOTS.setdefault(_key, []).append((_field, _precedence))
-# A value a field may be read from: (precedence, attribute key, value).
-_Candidate = tuple[int, str, object]
-_Fields = dict[str, list[_Candidate]]
+# How many distinct sets of attribute keys keep their reading plan (`_plan`): spans of one
+# instrumentation share one set, so a few hundred cover every framework a tenant runs.
+_PLAN_CACHE_SIZE = 1024
+_KIND_KEYS = frozenset({conv.OPENINFERENCE_KIND, conv.OPENLLMETRY_KIND, conv.VERCEL_OPERATION})
+_TOOL_OPERATIONS = (conv.TOOL_OPERATION, f"ai.{conv.VERCEL_TOOL_CALL}")
 
 
 class RejectReason(StrEnum):
@@ -93,9 +91,10 @@ class SpanRejectedError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class SpanUsage:
-    """What one span contributes: its usage records and the customer it names, if any."""
+class SpanUsage(NamedTuple):
+    """What one span contributes: its usage records and the customer it names, if any.
+
+    A named tuple, as `UsageRecord`: one is built for every span ingested."""
 
     records: list[UsageRecord]
     customer_id: str
@@ -140,14 +139,14 @@ def span_usage(
         )
 
     customer_id = _customer(attributes, resource_attributes, customer_keys)
-    fields, custom = _read(attributes)
-    operation = _first_text(fields.get(_OPERATION))
-    agent_name = _first_text(fields.get(_AGENT_NAME))
-    tool = _first_text(fields.get(_TOOL))
+    fields, custom, has_kind = _plan(tuple(attributes))
+    operation = _first_text(attributes, fields[_OPERATION])
+    agent_name = _first_text(attributes, fields[_AGENT_NAME])
+    tool = _first_text(attributes, fields[_TOOL])
     # A step from the span name is a label, not data: cut it rather than refuse the span.
     step = _text(conv.STEP, attributes.get(conv.STEP)) or agent_name or _label(name)
-    provider = _first_text(fields.get(_PROVIDER))
-    model = _first_text(fields.get(_MODEL))
+    provider = _first_text(attributes, fields[_PROVIDER])
+    model = _first_text(attributes, fields[_MODEL])
     service_name = _text(conv.SERVICE_NAME, resource_attributes.get(conv.SERVICE_NAME))
 
     trace_hex = trace_id.hex()
@@ -155,11 +154,11 @@ def span_usage(
     dims = (provider, model, operation, agent_name, step, tool, service_name)
     # Positional construction of the named tuple: this loop runs for every span ingested.
     records: list[UsageRecord] = []
-    aggregate = _is_aggregate(operation, attributes)
+    aggregate = _is_aggregate(operation, attributes, has_kind)
     parent_hex = parent_span_id.hex() if any(parent_span_id) else ""
     if not aggregate:
-        call = (parent_hex, _response_id(attributes, fields))
-        for meter, count in _token_counts(fields).items():
+        call = (parent_hex, _response_id(attributes, fields, has_kind))
+        for meter, count in _token_counts(attributes, fields).items():
             records.append(
                 UsageRecord(
                     trace_hex,
@@ -173,7 +172,7 @@ def span_usage(
                     *call,
                 )
             )
-    if _is_tool_call(operation, attributes):
+    if _is_tool_call(operation, attributes, has_kind):
         records.append(
             UsageRecord(
                 trace_hex,
@@ -187,7 +186,10 @@ def span_usage(
                 parent_hex,
             )
         )
-    for key, value in custom:
+    for key in custom:
+        value = attributes[key]
+        if value is None:
+            continue
         meter = _custom_meter_name(key, key.removeprefix(conv.CUSTOM_METER_PREFIX))
         quantity = parse_quantity(key, value)
         records.append(
@@ -211,36 +213,41 @@ def span_usage(
     )
 
 
-def _read(attributes: Attributes) -> tuple[_Fields, list[tuple[str, object]]]:
-    """One pass over a span's attributes: each field's candidate values (in the order met)
-    and the custom meters (`agentmeter.usage.*`, in attribute order)."""
-    fields: _Fields = {}
-    custom: list[tuple[str, object]] = []
-    for key, value in attributes.items():
-        if value is None:
-            continue
-        slots = _SLOTS.get(key)
-        if slots is not None:
-            for field_name, precedence in slots:
-                candidate = (precedence, key, value)
-                if (found := fields.get(field_name)) is None:
-                    fields[field_name] = [candidate]
-                else:
-                    found.append(candidate)
-        elif key.startswith(conv.CUSTOM_METER_PREFIX):
-            custom.append((key, value))
-    return fields, custom
+class _Plan(NamedTuple):
+    """Where a span with a given set of attribute keys is read from: for each field, the
+    keys it has among the field's, by precedence (first match wins); and the custom meters'
+    keys (`agentmeter.usage.*`), in attribute order."""
+
+    fields: dict[str, tuple[str, ...]]
+    custom: tuple[str, ...]
+    # Some span-kind attribute is there (OpenInference, OpenLLMetry, Vercel AI SDK).
+    has_kind: bool
 
 
-def _rank(candidate: _Candidate) -> int:
-    return candidate[0]
+@functools.lru_cache(maxsize=_PLAN_CACHE_SIZE)
+def _plan(keys: tuple[str, ...]) -> _Plan:
+    """The reading plan of a span whose attribute keys are `keys`: worked out once per set
+    of keys, not once per span (an instrumentation sends the same keys on every span)."""
+    present = frozenset(keys)
+    return _Plan(
+        {
+            name: tuple(k for k in candidates if k in present)
+            for name, candidates in _FIELD_KEYS.items()
+        },
+        tuple(k for k in keys if k.startswith(conv.CUSTOM_METER_PREFIX)),
+        not present.isdisjoint(_KIND_KEYS),
+    )
 
 
-def _response_id(attributes: Attributes, fields: _Fields) -> str:
+def _response_id(attributes: Attributes, fields: dict[str, tuple[str, ...]], has_kind: bool) -> str:
     """The provider's response id: an attribute, or for an OpenInference LLM span the `id`
     that leads the JSON response in `output.value` (as its SDK serializes it)."""
-    found = _first_text(fields.get(_RESPONSE_ID))
-    if found or _kind(attributes, conv.OPENINFERENCE_KIND) != conv.OPENINFERENCE_LLM_KIND:
+    found = _first_text(attributes, fields[_RESPONSE_ID])
+    if (
+        found
+        or not has_kind
+        or _kind(attributes, conv.OPENINFERENCE_KIND) != conv.OPENINFERENCE_LLM_KIND
+    ):
         return found
     output = attributes.get(conv.OPENINFERENCE_OUTPUT)
     if attributes.get(conv.OPENINFERENCE_OUTPUT_TYPE) != "application/json" or not isinstance(
@@ -274,9 +281,11 @@ def _kind(attributes: Attributes, key: str) -> str:
     return value
 
 
-def _is_aggregate(operation: str, attributes: Attributes) -> bool:
+def _is_aggregate(operation: str, attributes: Attributes, has_kind: bool) -> bool:
     if operation in conv.AGGREGATE_OPERATIONS:
         return True
+    if not has_kind:
+        return False
     if _kind(attributes, conv.OPENINFERENCE_KIND) in conv.AGGREGATE_OPENINFERENCE_KINDS:
         return True
     if _kind(attributes, conv.OPENLLMETRY_KIND) in conv.AGGREGATE_OPENLLMETRY_KINDS:
@@ -289,22 +298,25 @@ def _is_aggregate(operation: str, attributes: Attributes) -> bool:
     return False
 
 
-def _is_tool_call(operation: str, attributes: Attributes) -> bool:
-    return (
-        operation in (conv.TOOL_OPERATION, f"ai.{conv.VERCEL_TOOL_CALL}")
-        or _kind(attributes, conv.OPENINFERENCE_KIND) == conv.TOOL_OPENINFERENCE_KIND
-        or _kind(attributes, conv.OPENLLMETRY_KIND) == conv.TOOL_OPENLLMETRY_KIND
+def _is_tool_call(operation: str, attributes: Attributes, has_kind: bool) -> bool:
+    return operation in _TOOL_OPERATIONS or (
+        has_kind
+        and (
+            _kind(attributes, conv.OPENINFERENCE_KIND) == conv.TOOL_OPENINFERENCE_KIND
+            or _kind(attributes, conv.OPENLLMETRY_KIND) == conv.TOOL_OPENLLMETRY_KIND
+        )
     )
 
 
-def _token_counts(fields: _Fields) -> dict[str, int]:
+def _token_counts(attributes: Attributes, fields: dict[str, tuple[str, ...]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for meter in _TOKEN_METERS:
-        candidates = fields.get(meter)
-        if candidates:
+        for key in fields[meter]:
             # The first key present wins, whatever its value.
-            _, key, value = min(candidates, key=_rank)
-            counts[meter] = _token_count(key, value)
+            value = attributes[key]
+            if value is not None:
+                counts[meter] = _token_count(key, value)
+                break
     cached = counts.get(CACHE_READ_TOKENS, 0) + counts.get(CACHE_WRITE_TOKENS, 0)
     if cached and cached > counts.get(INPUT_TOKENS, 0):
         raise SpanRejectedError(
@@ -323,6 +335,8 @@ def _token_counts(fields: _Fields) -> dict[str, int]:
 
 
 def _token_count(key: str, value: object) -> int:
+    if type(value) is int and 0 <= value <= MAX_QUANTITY:
+        return value  # what OTel SDKs send: parse_quantity would return it as it is
     quantity = parse_quantity(key, value, exact=True)
     if not isinstance(quantity, int):
         raise SpanRejectedError(
@@ -407,14 +421,11 @@ def _customer(attributes: Attributes, resource_attributes: Attributes, keys: Seq
     return ""
 
 
-def _first_text(candidates: list[_Candidate] | None) -> str:
-    """The first non-empty value among a field's keys (OTLP reads an unset value as "")."""
-    if not candidates:
-        return ""
-    if len(candidates) > 1:
-        candidates = sorted(candidates, key=_rank)
-    for _, key, value in candidates:
-        if text := _text(key, value):
+def _first_text(attributes: Attributes, keys: tuple[str, ...]) -> str:
+    """The first non-empty value among `keys` (by precedence; OTLP reads an unset value
+    as "")."""
+    for key in keys:
+        if text := _text(key, attributes[key]):
             return text
     return ""
 

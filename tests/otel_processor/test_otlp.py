@@ -707,6 +707,20 @@ class TestDecodeProtobuf:
         request = agent_session()
         assert decode_protobuf(request.SerializeToString()).request == request
 
+    def test_one_bad_span_leaves_every_other_part_as_decoded_whole(self) -> None:
+        # A valid export decodes in one call; one bad span sends it span by span. Both ways
+        # must give the same resources, scopes and spans (but for the bad span).
+        request = agent_session()
+        bad_scope = request.resource_spans[1].scope_spans[0]
+        bad_scope.spans.add().CopyFrom(span(TRACE_A, 99, "BADNAME!", {}))
+        body = request.SerializeToString().replace(b"BADNAME!", b"\xff\xfe" * 4)
+
+        decoded = decode_protobuf(body)
+
+        del bad_scope.spans[-1]
+        assert decoded.request == request
+        assert decoded.undecodable == ["span is not a protobuf OTLP span"]
+
     def test_empty_body_is_an_empty_export(self) -> None:
         assert decode_protobuf(b"").request == ExportTraceServiceRequest()
 

@@ -1918,3 +1918,46 @@ class TestOnePassOverAttributes:
         with pytest.raises(SpanRejectedError) as refused:
             usage(attributes)
         assert refused.value.reason == RejectReason.INVALID_DIMENSION
+
+
+class TestReadingPlanPerKeySet:
+    """How a span is read is worked out once per set of attribute keys and reused: spans
+    with the same keys must still each be read from their own values."""
+
+    def test_same_keys_other_values_are_read_afresh(self) -> None:
+        first: Attrs = {**LLM_CALL, "gen_ai.provider.name": "openai", "gen_ai.system": "x"}
+        second: Attrs = {**LLM_CALL, "gen_ai.provider.name": " ", "gen_ai.system": "anthropic"}
+        assert only_record(usage(first)).provider == "openai"
+        assert only_record(usage(second)).provider == "anthropic"
+        assert only_record(usage(first)).provider == "openai"
+
+    def test_same_keys_in_another_order_read_alike(self) -> None:
+        attributes: Attrs = {**LLM_CALL, "gen_ai.system": "openai", "agentmeter.usage.pages": 2}
+        backwards = dict(reversed(list(attributes.items())))
+        assert usage(backwards).records == usage(attributes).records
+
+    def test_span_kind_decides_with_the_same_keys(self) -> None:
+        # One key set, three kinds: a leaf call billed, an agent skipped, a tool counted.
+        def kind(value: str) -> Attrs:
+            return {**LLM_CALL, "openinference.span.kind": value}
+
+        assert set(quantities(usage(kind("LLM")))) == {"input_tokens"}
+        assert usage(kind("AGENT")).records == []
+        assert set(quantities(usage(kind("TOOL")))) == {"input_tokens", "tool_calls"}
+
+    def test_a_kind_of_the_wrong_type_is_refused_with_the_same_keys_as_a_good_one(
+        self,
+    ) -> None:
+        assert usage({**LLM_CALL, "traceloop.span.kind": "task"}).records == []
+        with pytest.raises(SpanRejectedError) as refused:
+            usage({**LLM_CALL, "traceloop.span.kind": 3})
+        assert refused.value.reason == RejectReason.INVALID_DIMENSION
+
+    def test_custom_meter_set_to_none_is_skipped(self) -> None:
+        # In-process spans (the SDK exporter) are mappings that may hold None.
+        attributes: Attrs = {**LLM_CALL, "agentmeter.usage.pages": None}
+        assert set(quantities(usage(attributes))) == {"input_tokens"}
+        assert set(quantities(usage({**LLM_CALL, "agentmeter.usage.pages": 3}))) == {
+            "input_tokens",
+            "pages",
+        }
