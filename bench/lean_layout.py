@@ -43,6 +43,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -138,9 +139,10 @@ def response_hash(response_id: str) -> int | None:
 class _Loader:
     """Writes batches into the lean tables, interning dimension combinations."""
 
-    def __init__(self, connection: Connection, postgres: bool) -> None:
+    def __init__(self, connection: Connection, postgres: bool, variant: Variant) -> None:
         self._connection = connection
         self._postgres = postgres
+        self._variant = variant
         self._p = "%s" if postgres else "?"
         self._dimensions: dict[tuple[str, ...], int] = {}
         self._customers: dict[str, int] = {}
@@ -189,8 +191,10 @@ class _Loader:
             first = meters[0]
             values: dict[str, int | None] = dict.fromkeys(_METER_COLUMNS)
             for record in meters:
-                values[f"{record.meter}_micros"] = to_micros(record.quantity)
-                values[f"{record.meter}_cost_pico"] = to_micros(record.quantity) * 3
+                micros = to_micros(record.quantity)
+                units = self._variant.token_units and micros % 10**6 == 0
+                values[f"{record.meter}_micros"] = micros // 10**6 if units else micros
+                values[f"{record.meter}_cost_pico"] = micros * 3
             yield (
                 self._tenant, self._customer(first.customer_id), self._dimension(first),
                 self._trace(trace), span_id(span), end, end + 10**9,
@@ -257,14 +261,25 @@ def _relation_bytes(url: str, postgres: bool) -> dict[str, int]:
     return {name: size for name, size in found}
 
 
-def run(label: str, url: str, spans: int, response_index: bool) -> None:
+class Variant(NamedTuple):
+    """Departures from the layout, to measure what each part costs."""
+
+    response_index: bool = True  # False: no (tenant, response hash) index
+    sqlite_rowid: bool = False  # True: SQLite spans in a rowid table, identity a unique index
+    token_units: bool = False  # True: whole token counts stored as counts, not micro-units
+
+
+def run(label: str, url: str, spans: int, variant: Variant) -> None:
     postgres = label == "postgresql"
     engine = create_engine(url, poolclass=NullPool)
     with engine.begin() as connection:
         for statement in _DDL[label]:
-            if response_index or "ix_lean_spans_response" not in statement:
-                connection.exec_driver_sql(statement)
-        loader = _Loader(connection, postgres)
+            if "ix_lean_spans_response" in statement and not variant.response_index:
+                continue
+            if statement.startswith("CREATE TABLE lean_spans ") and variant.sqlite_rowid:
+                statement = statement.removesuffix(" WITHOUT ROWID")
+            connection.exec_driver_sql(statement)
+        loader = _Loader(connection, postgres, variant)
         for export in batches(spans, 500):
             loader.write(export)
     engine.dispose()
@@ -284,17 +299,20 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=30_000)
     parser.add_argument("--backend", choices=("both", "sqlite", "postgresql"), default="both")
     parser.add_argument("--no-response-index", action="store_true")
+    parser.add_argument("--sqlite-rowid", action="store_true")
+    parser.add_argument("--token-units", action="store_true")
     args = parser.parse_args()
-    with_index = not args.no_response_index
+    variant = Variant(not args.no_response_index, args.sqlite_rowid, args.token_units)
+    print(f"variant: {variant}")
     if args.backend in ("both", "postgresql"):
         base = os.environ.get("AGENTMETER_TEST_POSTGRES_URL")
         if base:
-            run("postgresql", fresh_postgres(base), args.spans, with_index)
+            run("postgresql", fresh_postgres(base), args.spans, variant)
         else:
             print("postgresql: skipped (set AGENTMETER_TEST_POSTGRES_URL; see scripts/test.sh)")
     if args.backend in ("both", "sqlite"):
         with tempfile.TemporaryDirectory() as directory:
-            run("sqlite", f"sqlite:///{directory}/lean.db", args.spans, with_index)
+            run("sqlite", f"sqlite:///{directory}/lean.db", args.spans, variant)
 
 
 if __name__ == "__main__":
