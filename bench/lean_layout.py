@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import Connection, create_engine, text  # noqa: E402
+from sqlalchemy import Connection, Engine, create_engine, text  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
 from bench.dataset import fresh_postgres  # noqa: E402
@@ -69,7 +69,7 @@ _DDL = {
     "postgresql": [
         "CREATE TABLE lean_tenants (key serial PRIMARY KEY, tenant_id varchar(32) UNIQUE)",
         "CREATE TABLE lean_customers (key serial PRIMARY KEY, tenant_key integer NOT NULL, "
-        "customer_id text NOT NULL, UNIQUE (tenant_key, customer_id))",
+        "customer_id text NOT NULL, UNIQUE (customer_id, tenant_key))",
         "CREATE TABLE lean_dimensions (id serial PRIMARY KEY, provider text NOT NULL, "
         "model text NOT NULL, operation text NOT NULL, agent_name text NOT NULL, "
         "step text NOT NULL, tool text NOT NULL, service_name text NOT NULL, "
@@ -95,7 +95,7 @@ _DDL = {
     "sqlite": [
         "CREATE TABLE lean_tenants (key INTEGER PRIMARY KEY, tenant_id TEXT UNIQUE)",
         "CREATE TABLE lean_customers (key INTEGER PRIMARY KEY, tenant_key INTEGER NOT NULL, "
-        "customer_id TEXT NOT NULL, UNIQUE (tenant_key, customer_id))",
+        "customer_id TEXT NOT NULL, UNIQUE (customer_id, tenant_key))",
         "CREATE TABLE lean_dimensions (id INTEGER PRIMARY KEY, provider TEXT NOT NULL, "
         "model TEXT NOT NULL, operation TEXT NOT NULL, agent_name TEXT NOT NULL, "
         "step TEXT NOT NULL, tool TEXT NOT NULL, service_name TEXT NOT NULL, "
@@ -269,6 +269,39 @@ class Variant(NamedTuple):
     token_units: bool = False  # True: whole token counts stored as counts, not micro-units
 
 
+def _children_lookup(engine: Engine, batch: UsageBatch, spans: int) -> None:
+    """PostgreSQL: the once-per-call rule's lookup of the children of a batch's spans,
+    through the identity's (tenant, trace) prefix, then through a parent-span index."""
+    pairs = sorted({(r.trace_id, span_id(r.span_id)) for r in batch.records})
+    query = (
+        "EXPLAIN ANALYZE WITH k(t, s) AS (SELECT * FROM unnest(CAST(%s AS uuid[]), "
+        "CAST(%s AS bigint[]))) SELECT s.trace_id, s.parent_span_id, min(s.span_id) FROM k "
+        "JOIN lean_spans AS s ON s.tenant_key = 1 AND s.trace_id = k.t "
+        "AND s.parent_span_id = k.s GROUP BY 1, 2"
+    )
+    parameters = ([t for t, _ in pairs], [s for _, s in pairs])
+    with engine.connect() as connection:
+        connection.exec_driver_sql("ANALYZE lean_spans")
+        for how in ("identity prefix", "parent-span index"):
+            if how == "parent-span index":
+                connection.exec_driver_sql(
+                    "CREATE INDEX ix_parent ON lean_spans (tenant_key, trace_id, parent_span_id)"
+                )
+                connection.exec_driver_sql("ANALYZE lean_spans")
+            best = min(
+                float(connection.exec_driver_sql(query, parameters).scalars().all()[-1].split()[2])
+                for _ in range(5)
+            )
+            print(f"  children of {len(pairs)} spans, through the {how}: {best:.2f} ms")
+        size = connection.exec_driver_sql(
+            "SELECT sum(pg_relation_size(indexrelid)) FROM pg_index "
+            "WHERE indrelid IN (SELECT relid FROM pg_partition_tree('lean_spans')) "
+            "AND position('parent' IN CAST(CAST(indexrelid AS regclass) AS text)) > 0"
+        ).scalar_one()
+        print(f"  the parent-span index (not kept) would add {size / spans:.1f} bytes/span")
+        connection.rollback()
+
+
 def run(label: str, url: str, spans: int, variant: Variant) -> None:
     postgres = label == "postgresql"
     engine = create_engine(url, poolclass=NullPool)
@@ -280,8 +313,11 @@ def run(label: str, url: str, spans: int, variant: Variant) -> None:
                 statement = statement.removesuffix(" WITHOUT ROWID")
             connection.exec_driver_sql(statement)
         loader = _Loader(connection, postgres, variant)
-        for export in batches(spans, 500):
+        exports = batches(spans, 500)
+        for export in exports:
             loader.write(export)
+    if postgres:
+        _children_lookup(engine, exports[-1], spans)
     engine.dispose()
     sizes = _relation_bytes(url, postgres)
     total = sum(sizes.values())

@@ -18,6 +18,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -25,7 +26,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
-from sqlalchemy import Engine, text  # noqa: E402
+from sqlalchemy import Engine, event, text  # noqa: E402
 
 from agentmeter.settings import Settings  # noqa: E402
 from agentmeter.tenants import issue_keys  # noqa: E402
@@ -43,7 +44,7 @@ _SPANS = ", ".join(f"{m}_micros bigint, {m}_cost_pico bigint, {m}_superseded_by 
 _CONVERT = [
     "CREATE TABLE lean_tenants (key serial PRIMARY KEY, tenant_id varchar(32) UNIQUE)",
     "CREATE TABLE lean_customers (key serial PRIMARY KEY, tenant_key integer NOT NULL, "
-    "customer_id text NOT NULL, UNIQUE (tenant_key, customer_id))",
+    "customer_id text NOT NULL, UNIQUE (customer_id, tenant_key))",
     f"CREATE TABLE lean_dimensions (id serial PRIMARY KEY, {_DIMENSIONS.replace(',', ' text,')}"
     " text, UNIQUE (provider, model, operation, agent_name, step, tool, service_name, source))",
     "CREATE TABLE lean_spans (tenant_key integer NOT NULL, customer_key integer NOT NULL, "
@@ -159,7 +160,21 @@ def _time(
     ):
         reads = _reads(twelve_months()[1])
         time_reads(client, reads, requests, label="postgresql", records=records, what=what)
-        return [client.get(path).content for _, path in reads]
+        answers = [client.get(path).content for _, path in reads]
+        statements: list[tuple[str, Any]] = []
+
+        def keep(_c: object, _cursor: object, sql: str, params: Any, *_: object) -> None:
+            if "usage_records" in sql and sql.lstrip().startswith("SELECT"):
+                statements.append((sql, params))
+
+        event.listen(engine, "before_cursor_execute", keep)
+        client.get(reads[-1][1])  # the estimate
+        event.remove(engine, "before_cursor_execute", keep)
+    with engine.connect() as connection:
+        for sql, params in statements:
+            plan = connection.exec_driver_sql(f"EXPLAIN ANALYZE {sql}", params).scalars().all()
+            print(f"    estimate query {plan[-1]}: {' '.join(sql.split())[:90]}…")
+    return answers
 
 
 def main() -> None:
