@@ -203,8 +203,9 @@ class UsageRow(Base):
     # Provider cost of this record in 10^-12 USD; NULL when unknown (model not priced).
     provider_cost_pico: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # How the store bills each provider call once (exporter.provider_calls): the span's
-    # parent, the provider's response id, and, when another span's record bills this
-    # call, that span's id. Superseded records are kept for audit and never billed.
+    # parent, the provider's response id (as its key: agentmeter.response_keys), and, when
+    # another span's record bills this call, that span's id. Superseded records are kept
+    # for audit and never billed.
     parent_span_id: Mapped[str] = mapped_column(String(16), default="", server_default="")
     response_id: Mapped[str] = mapped_column(String(256), default="", server_default="")
     superseded_by: Mapped[str] = mapped_column(String(16), default="", server_default="")

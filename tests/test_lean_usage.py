@@ -10,6 +10,7 @@ from alembic import command
 from sqlalchemy import Engine, insert, inspect, select
 
 from agentmeter.db import alembic_config, make_engine
+from agentmeter.response_keys import response_key
 from agentmeter.settings import Settings
 from agentmeter.tables import UsageRow
 from exporter.sql_sink import SqlUsageSink
@@ -38,6 +39,7 @@ OLD_ROWS = [
     old_row(1, "output_tokens", 50),
     old_row(2, "input_tokens", 300, parent_span_id=f"{1:016x}", provider_cost_pico=None),
     old_row(3, "input_tokens", 1_000, superseded_by=f"{1:016x}", customer_id=""),
+    old_row(4, "tool_calls", 1, source="tool", response_id=""),
 ]
 
 
@@ -63,7 +65,9 @@ def stored(engine: Engine) -> list[dict[str, object]]:
 
 
 def expected_rows() -> list[dict[str, object]]:
-    return sorted(OLD_ROWS, key=lambda row: [row[c] for c in IDENTITY])
+    """`OLD_ROWS` as 0013 leaves them: response ids replaced by their keys."""
+    rows = [row | {"response_id": response_key(str(row["response_id"]))} for row in OLD_ROWS]
+    return sorted(rows, key=lambda row: [row[c] for c in IDENTITY])
 
 
 class TestMigration0013:
@@ -98,6 +102,30 @@ class TestMigration0013:
 
         assert (result.inserted, result.duplicates) == (1, 1)
         assert len(stored(at_0012)) == len(OLD_ROWS) + 1
+
+    def test_the_sink_stores_response_ids_as_the_migration_converted_them(
+        self, at_0012: Engine
+    ) -> None:
+        command.upgrade(alembic_config(at_0012), "0013")
+        # Another span of span 1's call (same response id), written after the conversion.
+        sibling = UsageRecord(
+            trace_id=f"{0:032x}",
+            span_id=f"{9:016x}",
+            meter="output_tokens",
+            quantity=50,
+            customer_id="acme",
+            time_unix_nano=WHEN + 1,
+            provider="openai",
+            model="gpt-4o",
+            response_id="chatcmpl-1",
+        )
+
+        SqlUsageSink(at_0012).write(TENANT, UsageBatch(records=[sibling]))
+
+        keys = {(row["span_id"], row["meter"]): row["response_id"] for row in stored(at_0012)}
+        assert keys[(f"{9:016x}", "output_tokens")] == keys[(f"{1:016x}", "output_tokens")]
+        assert keys[(f"{9:016x}", "output_tokens")] == response_key("chatcmpl-1")
+        assert len(response_key("chatcmpl-1")) == 20
 
     def test_downgrade_restores_the_surrogate_key(self, at_0012: Engine) -> None:
         command.upgrade(alembic_config(at_0012), "0013")

@@ -1,11 +1,13 @@
-"""usage: the identity is the primary key; no surrogate id
+"""usage: the identity is the primary key, no surrogate id; response ids stored as keys
 
 First step of the lean usage store (issue 13, docs/lean_usage.md). `usage_records` loses
 its surrogate `id`, a column and, on PostgreSQL, a primary-key index entry per record
 that nothing reads. The identity (tenant, trace, span, meter, end time) becomes the
 primary key on both backends, in place of the unique constraint: the same key, so the
-same duplicates are dropped. On PostgreSQL the partitioned table and its month partitions
-change in place; SQLite copies the table.
+same duplicates are dropped. Stored response ids become their 20-character keys
+(`agentmeter.response_keys`), as the sink now stores them: the once-per-call rule compares
+them only for equality. On PostgreSQL the partitioned table and its month partitions
+change in place; SQLite copies the table. Downgrading keeps the keys (the ids are gone).
 
 Revision ID: 0013
 Revises: 0012
@@ -14,6 +16,8 @@ Create Date: 2026-11-30 10:00:00.000000
 
 import sqlalchemy as sa
 from alembic import op
+
+from agentmeter.response_keys import RESPONSE_KEY_LENGTH, response_key
 
 revision = "0013"
 down_revision = "0012"
@@ -26,13 +30,25 @@ _PRIMARY = "pk_usage_records"
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    connection = op.get_bind()
+    if connection.dialect.name != "postgresql":
+        # The same key as the sink's, computed by SQLite through Python's.
+        sqlite = connection.connection.driver_connection
+        sqlite.create_function("response_key", 1, response_key, deterministic=True)  # type: ignore[union-attr]
+        op.execute(
+            "UPDATE usage_records SET response_id = response_key(response_id) "
+            "WHERE response_id <> ''"
+        )
         # SQLite alters a key by copying the table (alembic's batch mode).
         with op.batch_alter_table("usage_records", recreate="always") as batch_op:
             batch_op.drop_constraint(_UNIQUE, type_="unique")
             batch_op.drop_column("id")
             batch_op.create_primary_key(_PRIMARY, _IDENTITY)
         return
+    op.execute(
+        "UPDATE usage_records SET response_id = left(encode(sha256(convert_to(response_id, "
+        f"'UTF8')), 'hex'), {RESPONSE_KEY_LENGTH}) WHERE response_id <> ''"
+    )
     op.execute(f"ALTER TABLE usage_records DROP CONSTRAINT {_PRIMARY}")  # (id, time)
     op.execute("ALTER TABLE usage_records DROP COLUMN id")  # and the sequence it owns
     op.execute(
