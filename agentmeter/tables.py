@@ -169,32 +169,28 @@ class UsageRow(Base):
 
     __tablename__ = "usage_records"
     __table_args__ = (
-        # The identity, with the span's end time: on PostgreSQL the table is partitioned
-        # by month of it (agentmeter.partitions), and every copy of a span carries it.
-        UniqueConstraint(
-            "tenant_id",
-            "trace_id",
-            "span_id",
-            "meter",
-            "time_unix_nano",
-            name="uq_usage_records_identity",  # the generated name passes PostgreSQL's 63
-        ),
-        # One index besides the identity: every index costs each ingested row. Queries
-        # over a whole tenant's period scan; per-customer ones (rating, estimates) seek.
+        # One index besides the identity (the primary key): every index costs each
+        # ingested row. Queries over a whole tenant's period scan; per-customer ones
+        # (rating, estimates) seek.
         Index(None, "tenant_id", "customer_id", "time_unix_nano"),
         # Lookups of the once-per-call rule: a span's children, a response id's records.
+        # (The identity's (tenant, trace) prefix finds children too, but reads every
+        # record of the trace: ~10x the time of this index per batch on PostgreSQL.)
         Index(None, "tenant_id", "trace_id", "parent_span_id"),
         Index(None, "tenant_id", "response_id"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[str] = mapped_column(String(32))
-    trace_id: Mapped[str] = mapped_column(String(32))
-    span_id: Mapped[str] = mapped_column(String(16))
-    meter: Mapped[str] = mapped_column(String(128))
+    # The identity, with the span's end time, is the primary key (no surrogate key: each
+    # would cost a column and an index entry per row). On PostgreSQL the table is
+    # partitioned by month of the end time (agentmeter.partitions), and every copy of a
+    # span carries it.
+    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    trace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    span_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    meter: Mapped[str] = mapped_column(String(128), primary_key=True)
     quantity_micros: Mapped[int] = mapped_column(BigInteger)
     customer_id: Mapped[str] = mapped_column(String(256))
-    time_unix_nano: Mapped[int] = mapped_column(BigInteger)
+    time_unix_nano: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     received_unix_nano: Mapped[int] = mapped_column(BigInteger)
     provider: Mapped[str] = mapped_column(String(128))
     model: Mapped[str] = mapped_column(String(256))
@@ -207,8 +203,9 @@ class UsageRow(Base):
     # Provider cost of this record in 10^-12 USD; NULL when unknown (model not priced).
     provider_cost_pico: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # How the store bills each provider call once (exporter.provider_calls): the span's
-    # parent, the provider's response id, and, when another span's record bills this
-    # call, that span's id. Superseded records are kept for audit and never billed.
+    # parent, the provider's response id (as its key: agentmeter.response_keys), and, when
+    # another span's record bills this call, that span's id. Superseded records are kept
+    # for audit and never billed.
     parent_span_id: Mapped[str] = mapped_column(String(16), default="", server_default="")
     response_id: Mapped[str] = mapped_column(String(256), default="", server_default="")
     superseded_by: Mapped[str] = mapped_column(String(16), default="", server_default="")

@@ -85,8 +85,6 @@ def lock_calls(
 ) -> None:
     """PostgreSQL: serialise this transaction with every other that writes the same traces
     or response ids. Call first in the transaction; a no-op on SQLite (one writer)."""
-    if connection.dialect.name != "postgresql":
-        return
     keys = {f"t:{r.trace_id}" for r in records} | {f"t:{s.trace_id}" for s in agent_spans}
     keys |= {f"r:{r.response_id}" for r in records if r.response_id}
     _advisory_locks(connection, tenant_id, keys)
@@ -101,6 +99,9 @@ _LOCK_SQL = text(
 
 
 def _advisory_locks(connection: Connection, tenant_id: str, keys: Iterable[str]) -> None:
+    """Transaction-scoped locks on `keys`, in a fixed order; none on SQLite (one writer)."""
+    if connection.dialect.name != "postgresql":
+        return
     ids = sorted(
         {
             int.from_bytes(

@@ -102,7 +102,6 @@ def recost_usage(
 
 _SPAN_KEY = (_USAGE.c.time_unix_nano, _USAGE.c.trace_id, _USAGE.c.span_id)
 _RECOST_COLUMNS = (
-    _USAGE.c.id,
     *_SPAN_KEY,
     _USAGE.c.meter,
     _USAGE.c.quantity_micros,
@@ -112,7 +111,13 @@ _RECOST_COLUMNS = (
 )
 _SET_COST = (
     update(_USAGE)
-    .where(_USAGE.c.id == bindparam("row_id"))
+    .where(
+        _USAGE.c.tenant_id == bindparam("tenant"),
+        _USAGE.c.trace_id == bindparam("trace"),
+        _USAGE.c.span_id == bindparam("span"),
+        _USAGE.c.meter == bindparam("meter_"),
+        _USAGE.c.time_unix_nano == bindparam("time"),
+    )
     .values(provider_cost_pico=bindparam("cost"))
 )
 
@@ -168,7 +173,14 @@ def _recost_page(
     ]
     costs = catalog.costs(records, overrides)
     updates = [
-        {"row_id": row.id, "cost": cost}
+        {
+            "tenant": tenant_id,
+            "trace": row.trace_id,
+            "span": row.span_id,
+            "meter_": row.meter,
+            "time": row.time_unix_nano,
+            "cost": cost,
+        }
         for row, cost in zip(rows, costs, strict=True)
         if cost != row.provider_cost_pico
     ]

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from agentmeter.db import dialect_insert, is_retryable, is_sqlite, read_only
 from agentmeter.partitions import MonthlyPartitions, missing_partition
+from agentmeter.response_keys import response_key
 from agentmeter.tables import TraceCustomer, UsageRow
 from exporter.group_commit import GroupCommit
 from exporter.provider_calls import (
@@ -101,7 +102,7 @@ class SqlUsageSink:
     def write(self, tenant_id: str, batch: UsageBatch) -> WriteResult:
         if not tenant_id:
             raise ValueError("SqlUsageSink.write needs the tenant id")
-        batch = _with_canonical_providers(batch)
+        batch = _as_stored(batch)
         try:
             costed = self._provider_costs(tenant_id, batch)
             # Before the group's transaction: a missing month is created in its own.
@@ -255,12 +256,18 @@ def _row(
     )
 
 
-def _with_canonical_providers(batch: UsageBatch) -> UsageBatch:
-    """The batch with each record's provider as its canonical id (`openai.chat` → `openai`)."""
-    records = [
-        r if (p := canonical_provider(r.provider)) == r.provider else r._replace(provider=p)
-        for r in batch.records
-    ]
+def _as_stored(batch: UsageBatch) -> UsageBatch:
+    """The batch with each record's provider as its canonical id (`openai.chat` → `openai`)
+    and its response id as its stored key (`agentmeter.response_keys`)."""
+    keys: dict[str, str] = {}  # a span's records share its response id: hash it once
+    records: list[UsageRecord] = []
+    for r in batch.records:
+        provider = canonical_provider(r.provider)
+        key = keys.get(r.response_id)
+        if key is None:
+            key = keys[r.response_id] = response_key(r.response_id)
+        unchanged = provider == r.provider and key == r.response_id
+        records.append(r if unchanged else r._replace(provider=provider, response_id=key))
     return replace(batch, records=records)
 
 

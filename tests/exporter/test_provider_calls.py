@@ -204,6 +204,16 @@ class TestParentAndChild:
 
         assert billed(engine) == {"input_tokens": 100, "output_tokens": 10}
 
+    def test_child_with_another_response_id_after_its_parent(self, engine: Engine) -> None:
+        # The stored parent's response id is not in the child's batch: settlement locks it
+        # too on PostgreSQL (regression: on SQLite it ran PostgreSQL's lock function).
+        parent = llm_span(7, 16, CALL, response_id="msg_parent")
+        child = llm_span(7, 17, CALL, parent=16, response_id="msg_child")
+        write_in_order(SqlUsageSink(engine), [parent, child])
+
+        assert billed(engine) == CALL
+        assert superseded(engine)[(span_id(16), "input_tokens")] == span_id(17)
+
     def test_pydantic_ai_shape_parent_and_child_share_the_response_id(self, engine: Engine) -> None:
         # pydantic-ai's chat span and the SDK's span below it both carry the response id.
         parent = llm_span(4, 10, CALL, parent=9, response_id="msg_03", agent_name="support")

@@ -1,0 +1,137 @@
+"""The lean usage store (issue 13): migration 0013 converts usage stored by the old layout,
+on SQLite and PostgreSQL, and the new layout keeps the identity and its lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, insert, inspect, select
+
+from agentmeter.db import alembic_config, make_engine
+from agentmeter.response_keys import response_key
+from agentmeter.settings import Settings
+from agentmeter.tables import UsageRow
+from exporter.sql_sink import SqlUsageSink
+from otel_processor.usage import UsageBatch, UsageRecord
+
+TENANT = "tenant-a"
+WHEN = 1_793_491_200_000_000_000  # 2026-11-01T00:00:00Z
+IDENTITY = ["tenant_id", "trace_id", "span_id", "meter", "time_unix_nano"]
+
+
+def old_row(span: int, meter: str, quantity: int, **changes: object) -> dict[str, object]:
+    """A usage record as the layout before 0013 stored it (its `id` left to the store)."""
+    return {
+        "tenant_id": TENANT, "trace_id": f"{span // 2:032x}", "span_id": f"{span:016x}",
+        "meter": meter, "quantity_micros": quantity * 10**6, "customer_id": "acme",
+        "time_unix_nano": WHEN + span, "received_unix_nano": WHEN + span + 7,
+        "provider": "openai", "model": "gpt-4o", "operation": "chat", "agent_name": "support",
+        "step": "plan", "tool": "", "service_name": "agent", "source": "llm",
+        "provider_cost_pico": quantity * 2_500_000, "parent_span_id": "",
+        "response_id": f"chatcmpl-{span}", "superseded_by": "",
+    } | changes  # fmt: skip
+
+
+OLD_ROWS = [
+    old_row(1, "input_tokens", 1_000),
+    old_row(1, "output_tokens", 50),
+    old_row(2, "input_tokens", 300, parent_span_id=f"{1:016x}", provider_cost_pico=None),
+    old_row(3, "input_tokens", 1_000, superseded_by=f"{1:016x}", customer_id=""),
+    old_row(4, "tool_calls", 1, source="tool", response_id=""),
+]
+
+
+@pytest.fixture
+def at_0012(empty_database_url: str) -> Iterator[Engine]:
+    """A database at revision 0012 holding `OLD_ROWS`."""
+    engine = make_engine(Settings(database_url=empty_database_url))
+    try:
+        command.upgrade(alembic_config(engine), "0012")
+        with engine.begin() as connection:
+            connection.execute(insert(UsageRow.__table__), OLD_ROWS)  # type: ignore[arg-type]
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def stored(engine: Engine) -> list[dict[str, object]]:
+    """Every stored usage record, as `old_row` builds them, in identity order."""
+    columns = [UsageRow.__table__.c[name] for name in OLD_ROWS[0]]
+    with engine.connect() as connection:
+        rows = connection.execute(select(*columns).order_by(*columns[:5])).mappings().all()
+    return [dict(row) for row in rows]
+
+
+def expected_rows() -> list[dict[str, object]]:
+    """`OLD_ROWS` as 0013 leaves them: response ids replaced by their keys."""
+    rows = [row | {"response_id": response_key(str(row["response_id"]))} for row in OLD_ROWS]
+    return sorted(rows, key=lambda row: [row[c] for c in IDENTITY])
+
+
+class TestMigration0013:
+    def test_keeps_every_record_and_keys_them_by_their_identity(self, at_0012: Engine) -> None:
+        command.upgrade(alembic_config(at_0012), "0013")
+
+        assert stored(at_0012) == expected_rows()
+        schema = inspect(at_0012)
+        assert "id" not in {column["name"] for column in schema.get_columns("usage_records")}
+        assert schema.get_pk_constraint("usage_records")["constrained_columns"] == IDENTITY
+        assert {tuple(ix["column_names"]) for ix in schema.get_indexes("usage_records")} == {
+            ("tenant_id", "customer_id", "time_unix_nano"),
+            ("tenant_id", "trace_id", "parent_span_id"),
+            ("tenant_id", "response_id"),
+        }
+
+    def test_the_converted_identity_still_drops_duplicates(self, at_0012: Engine) -> None:
+        command.upgrade(alembic_config(at_0012), "0013")
+        copy = UsageRecord(
+            trace_id=f"{0:032x}",
+            span_id=f"{1:016x}",
+            meter="input_tokens",
+            quantity=1_000,
+            customer_id="acme",
+            time_unix_nano=WHEN + 1,
+            provider="openai",
+            model="gpt-4o",
+        )
+        new = copy._replace(meter="cache_read_tokens", quantity=10)
+
+        result = SqlUsageSink(at_0012).write(TENANT, UsageBatch(records=[copy, new]))
+
+        assert (result.inserted, result.duplicates) == (1, 1)
+        assert len(stored(at_0012)) == len(OLD_ROWS) + 1
+
+    def test_the_sink_stores_response_ids_as_the_migration_converted_them(
+        self, at_0012: Engine
+    ) -> None:
+        command.upgrade(alembic_config(at_0012), "0013")
+        # Another span of span 1's call (same response id), written after the conversion.
+        sibling = UsageRecord(
+            trace_id=f"{0:032x}",
+            span_id=f"{9:016x}",
+            meter="output_tokens",
+            quantity=50,
+            customer_id="acme",
+            time_unix_nano=WHEN + 1,
+            provider="openai",
+            model="gpt-4o",
+            response_id="chatcmpl-1",
+        )
+
+        SqlUsageSink(at_0012).write(TENANT, UsageBatch(records=[sibling]))
+
+        keys = {(row["span_id"], row["meter"]): row["response_id"] for row in stored(at_0012)}
+        assert keys[(f"{9:016x}", "output_tokens")] == keys[(f"{1:016x}", "output_tokens")]
+        assert keys[(f"{9:016x}", "output_tokens")] == response_key("chatcmpl-1")
+        assert len(response_key("chatcmpl-1")) == 20
+
+    def test_downgrade_restores_the_surrogate_key(self, at_0012: Engine) -> None:
+        command.upgrade(alembic_config(at_0012), "0013")
+        command.downgrade(alembic_config(at_0012), "0012")
+
+        assert stored(at_0012) == expected_rows()
+        schema = inspect(at_0012)
+        assert schema.get_pk_constraint("usage_records")["constrained_columns"][0] == "id"
+        assert schema.get_unique_constraints("usage_records")[0]["column_names"] == IDENTITY
