@@ -1,5 +1,6 @@
-"""What the read-path benchmarks (`portal.py`, `read_paths.py`) share: a year of usage up to
-the end of this month, the app served by uvicorn on port 0 in this process, and each read
+"""What the read-path benchmarks (`portal.py`, `read_paths.py`, `dashboard.py`) share: a year of
+usage up to the end of this month, the app served by uvicorn on port 0 in this process (its
+start-up heap frozen, as `agentmeter serve` does), and each read
 timed one request at a time after two warm-ups, with its p50/p99/max printed and its p99
 reported against the ≤ 100 ms goal on PostgreSQL. No timing is asserted anywhere."""
 
@@ -16,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from agentmeter.clock import utcnow
+from agentmeter.command.serving import freeze_startup_heap
 from bench.figures import report
 
 GOAL_P99_MS = 100.0
@@ -46,6 +48,7 @@ def serving(app: FastAPI) -> Iterator[str]:
     while not server.started:
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
+    freeze_startup_heap()  # as `agentmeter serve` does once it listens
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
