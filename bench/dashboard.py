@@ -21,14 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-from prometheus_client import CollectorRegistry  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from agentmeter.settings import Settings  # noqa: E402
 from bench.dataset import build, run_on_backends  # noqa: E402
-from bench.reads import serving, time_reads, twelve_months  # noqa: E402
-from billing_api.app import create_app  # noqa: E402
+from bench.reads import app_client, time_reads, twelve_months  # noqa: E402
 from billing_api.dashboard.accounts import create_user  # noqa: E402
 
 CUSTOMER = "cust-00000"
@@ -48,8 +44,7 @@ def run(label: str, url: str, customers: int, records: int, requests: int) -> No
     with Session(engine) as session, session.begin():
         create_user(session, tenant_id, EMAIL, PASSWORD, "billing")
     print(f"{label}: {records:,} records, {customers:,} customers (load {load_s:.1f} s)")
-    app = create_app(engine, CollectorRegistry(), Settings(database_url=url))
-    with serving(app) as base_url, httpx.Client(base_url=base_url, timeout=600) as client:
+    with app_client(engine, url) as client:
         signed_in = client.post("/dashboard/login", data={"email": EMAIL, "password": PASSWORD})
         assert signed_in.status_code == 303, signed_in.text
         time_reads(client, PAGES, requests, label=label, records=records, what="dashboard")

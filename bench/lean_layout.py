@@ -53,8 +53,7 @@ from sqlalchemy import Connection, Engine, create_engine, text  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
 from bench.dataset import fresh_postgres  # noqa: E402
-from bench.figures import report  # noqa: E402
-from bench.storage import GOAL, TENANT, batches  # noqa: E402
+from bench.storage import TENANT, batches, print_sizes  # noqa: E402
 from otel_processor.usage import UsageBatch, UsageRecord, to_micros  # noqa: E402
 
 METERS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
@@ -320,14 +319,8 @@ def run(label: str, url: str, spans: int, variant: Variant) -> None:
         _children_lookup(engine, exports[-1], spans)
     engine.dispose()
     sizes = _relation_bytes(url, postgres)
-    total = sum(sizes.values())
     print(f"{label}: {spans:,} LLM spans, lean layout")
-    for name, size in sizes.items():
-        print(f"  {name:58} {size:>11,} bytes {size / spans:7.1f} bytes/span")
-    verdict = "meets" if total / spans <= GOAL else "misses"
-    print(f"  {'total':58} {total:>11,} bytes {total / spans:7.1f} bytes/span ({verdict} goal)")
-    report(f"{label}: lean layout per LLM span", total / spans, "bytes", goal=GOAL,
-           higher_is_better=False)  # fmt: skip
+    print_sizes(f"{label}: lean layout per LLM span", sizes, spans)
 
 
 def main() -> None:

@@ -24,17 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-from prometheus_client import CollectorRegistry  # noqa: E402
 from sqlalchemy import Engine, event, text  # noqa: E402
 
-from agentmeter.settings import Settings  # noqa: E402
 from agentmeter.tenants import issue_keys  # noqa: E402
 from bench.dataset import build, fresh_postgres  # noqa: E402
 from bench.lean_layout import METERS  # noqa: E402
 from bench.read_paths import _reads  # noqa: E402
-from bench.reads import serving, time_reads, twelve_months  # noqa: E402
-from billing_api.app import create_app  # noqa: E402
+from bench.reads import app_client, time_reads, twelve_months  # noqa: E402
 
 _DIMENSIONS = "provider, model, operation, agent_name, step, tool, service_name, source"
 _HEX64 = "('x' || {})::bit(64)::bigint"  # 16 hex digits as a signed 64-bit integer
@@ -152,12 +148,7 @@ def _time(
     Returns each read's answer."""
     records, requests = sizes
     admin_key = issue_keys(engine, tenant_id).admin_key
-    app = create_app(engine, CollectorRegistry(), Settings(database_url=url))
-    headers = {"Authorization": f"Bearer {admin_key}"}
-    with (
-        serving(app) as base_url,
-        httpx.Client(base_url=base_url, headers=headers, timeout=60) as client,
-    ):
+    with app_client(engine, url, {"Authorization": f"Bearer {admin_key}"}) as client:
         reads = _reads(twelve_months()[1])
         time_reads(client, reads, requests, label="postgresql", records=records, what=what)
         answers = [client.get(path).content for _, path in reads]

@@ -22,8 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-from prometheus_client import CollectorRegistry  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
@@ -31,8 +29,7 @@ from agentmeter.clock import utcnow  # noqa: E402
 from agentmeter.settings import Settings  # noqa: E402
 from agentmeter.tables import UsageRow  # noqa: E402
 from bench.dataset import build, run_on_backends  # noqa: E402
-from bench.reads import serving, time_reads, twelve_months  # noqa: E402
-from billing_api.app import create_app  # noqa: E402
+from bench.reads import app_client, time_reads, twelve_months  # noqa: E402
 from billing_api.auth import Caller, Role  # noqa: E402
 from billing_api.portal.sessions import DEFAULT_EXPIRES_IN, PortalTokens  # noqa: E402
 from billing_api.web.secrets import signing_keys  # noqa: E402
@@ -66,8 +63,7 @@ def run(label: str, url: str, customers: int, records: int, requests: int) -> No
         f"{label}: {records:,} records, {customers:,} customers, {CUSTOMER} has {mine:,} "
         f"records from {start.date()} to {end.date()} (load {load_s:.1f} s)"
     )
-    app = create_app(engine, CollectorRegistry(), settings)
-    with serving(app) as base_url, httpx.Client(base_url=base_url, timeout=60) as client:
+    with app_client(engine, url) as client:
         opened = client.get(f"/portal/open?token={issued.token}")
         assert opened.status_code == 303, opened.text
         time_reads(client, PAGES, requests, label=label, records=records, what="portal")

@@ -30,14 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-from prometheus_client import CollectorRegistry  # noqa: E402
 
-from agentmeter.settings import Settings  # noqa: E402
 from agentmeter.tenants import issue_keys  # noqa: E402
 from bench.dataset import build, run_on_backends  # noqa: E402
-from bench.reads import serving, time_reads, twelve_months  # noqa: E402
-from billing_api.app import create_app  # noqa: E402
+from bench.reads import app_client, time_reads, twelve_months  # noqa: E402
 
 CUSTOMER = "cust-00000"
 
@@ -73,12 +69,7 @@ def run(label: str, url: str, customers: int, records: int, requests: int) -> No
     engine, tenant_id, load_s = build(url, customers, records, start=start, end=end)
     admin_key = issue_keys(engine, tenant_id).admin_key
     print(f"{label}: {records:,} records, {customers:,} customers (load {load_s:.1f} s)")
-    app = create_app(engine, CollectorRegistry(), Settings(database_url=url))
-    headers = {"Authorization": f"Bearer {admin_key}"}
-    with (
-        serving(app) as base_url,
-        httpx.Client(base_url=base_url, headers=headers, timeout=60) as client,
-    ):
+    with app_client(engine, url, {"Authorization": f"Bearer {admin_key}"}) as client:
         time_reads(client, _reads(end), requests, label=label, records=records, what="read")
     engine.dispose()
 

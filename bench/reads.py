@@ -15,10 +15,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
 
 from agentmeter.clock import utcnow
 from agentmeter.command.serving import freeze_startup_heap
+from agentmeter.settings import Settings
 from bench.figures import report
+from billing_api.app import create_app
 
 GOAL_P99_MS = 100.0
 WARM_UPS = 2
@@ -38,7 +42,7 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
 
 
 @contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
+def _serving(app: FastAPI) -> Iterator[str]:
     """`app` under uvicorn on a free port of 127.0.0.1, in a thread; yields its base URL."""
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
@@ -54,6 +58,19 @@ def serving(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join()
+
+
+@contextmanager
+def app_client(
+    engine: Engine, url: str, headers: dict[str, str] | None = None
+) -> Iterator[httpx.Client]:
+    """The app on `engine` (database `url`) served as `_serving` does, and a client of it."""
+    app = create_app(engine, CollectorRegistry(), Settings(database_url=url))
+    with (
+        _serving(app) as base_url,
+        httpx.Client(base_url=base_url, headers=headers, timeout=600) as client,
+    ):
+        yield client
 
 
 def time_reads(
