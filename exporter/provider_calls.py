@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from itertools import chain
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Connection, Table, bindparam, func, select, text, update
@@ -85,8 +86,12 @@ def lock_calls(
 ) -> None:
     """PostgreSQL: serialise this transaction with every other that writes the same traces
     or response ids. Call first in the transaction; a no-op on SQLite (one writer)."""
-    keys = {f"t:{r.trace_id}" for r in records} | {f"t:{s.trace_id}" for s in agent_spans}
-    keys |= {f"r:{r.response_id}" for r in records if r.response_id}
+    # Generators: on SQLite `_advisory_locks` takes no lock and so builds no key.
+    keys = chain(
+        (f"t:{r.trace_id}" for r in records),
+        (f"t:{s.trace_id}" for s in agent_spans),
+        (f"r:{r.response_id}" for r in records if r.response_id),
+    )
     _advisory_locks(connection, tenant_id, keys)
 
 
@@ -109,7 +114,7 @@ def _advisory_locks(connection: Connection, tenant_id: str, keys: Iterable[str])
                 "big",
                 signed=True,
             )
-            for key in keys
+            for key in set(keys)  # a trace's records repeat its key: hash it once
         }
     )
     if ids:

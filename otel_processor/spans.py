@@ -335,8 +335,6 @@ def _token_counts(attributes: Attributes, fields: dict[str, tuple[str, ...]]) ->
 
 
 def _token_count(key: str, value: object) -> int:
-    if type(value) is int and 0 <= value <= MAX_QUANTITY:
-        return value  # what OTel SDKs send: parse_quantity would return it as it is
     quantity = parse_quantity(key, value, exact=True)
     if not isinstance(quantity, int):
         raise SpanRejectedError(
@@ -362,6 +360,8 @@ def parse_quantity(key: str, value: object, *, exact: bool = False) -> Quantity:
 
     Past `QUANTITY_PLACES` decimal places the value is rounded, or with `exact` refused.
     """
+    if type(value) is int and 0 <= value <= MAX_QUANTITY:
+        return value  # what OTel SDKs send, on every span: taken as it is, no checks below
     if isinstance(value, bool):
         raise SpanRejectedError(
             f"{key} must be a number, got a boolean", RejectReason.INVALID_QUANTITY
