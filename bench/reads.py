@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -62,14 +62,23 @@ def _serving(app: FastAPI) -> Iterator[str]:
 
 @contextmanager
 def app_client(
-    engine: Engine, url: str, headers: dict[str, str] | None = None
+    engine: Engine,
+    url: str,
+    headers: dict[str, str] | None = None,
+    *,
+    sign_in: Callable[[httpx.Client], httpx.Response] | None = None,
 ) -> Iterator[httpx.Client]:
-    """The app on `engine` (database `url`) served as `_serving` does, and a client of it."""
+    """The app on `engine` (database `url`) served as `_serving` does, and a client of it;
+    with `sign_in`, signed in by that request first (it must answer 303, as a sign-in or a
+    portal link does)."""
     app = create_app(engine, CollectorRegistry(), Settings(database_url=url))
     with (
         _serving(app) as base_url,
         httpx.Client(base_url=base_url, headers=headers, timeout=600) as client,
     ):
+        if sign_in is not None:
+            signed_in = sign_in(client)
+            assert signed_in.status_code == 303, signed_in.text
         yield client
 
 

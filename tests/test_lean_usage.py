@@ -34,6 +34,22 @@ def old_row(span: int, meter: str, quantity: int, **changes: object) -> dict[str
     } | changes  # fmt: skip
 
 
+def new_record(span: int, meter: str, quantity: int, response_id: str = "") -> UsageRecord:
+    """A record of trace 0 written after the conversion, as the sink is handed it (at the
+    time `old_row` gives span 1)."""
+    return UsageRecord(
+        trace_id=f"{0:032x}",
+        span_id=f"{span:016x}",
+        meter=meter,
+        quantity=quantity,
+        customer_id="acme",
+        time_unix_nano=WHEN + 1,
+        provider="openai",
+        model="gpt-4o",
+        response_id=response_id,
+    )
+
+
 OLD_ROWS = [
     old_row(1, "input_tokens", 1_000),
     old_row(1, "output_tokens", 50),
@@ -86,16 +102,7 @@ class TestMigration0013:
 
     def test_the_converted_identity_still_drops_duplicates(self, at_0012: Engine) -> None:
         command.upgrade(alembic_config(at_0012), "0013")
-        copy = UsageRecord(
-            trace_id=f"{0:032x}",
-            span_id=f"{1:016x}",
-            meter="input_tokens",
-            quantity=1_000,
-            customer_id="acme",
-            time_unix_nano=WHEN + 1,
-            provider="openai",
-            model="gpt-4o",
-        )
+        copy = new_record(1, "input_tokens", 1_000)
         new = copy._replace(meter="cache_read_tokens", quantity=10)
 
         result = SqlUsageSink(at_0012).write(TENANT, UsageBatch(records=[copy, new]))
@@ -108,17 +115,7 @@ class TestMigration0013:
     ) -> None:
         command.upgrade(alembic_config(at_0012), "0013")
         # Another span of span 1's call (same response id), written after the conversion.
-        sibling = UsageRecord(
-            trace_id=f"{0:032x}",
-            span_id=f"{9:016x}",
-            meter="output_tokens",
-            quantity=50,
-            customer_id="acme",
-            time_unix_nano=WHEN + 1,
-            provider="openai",
-            model="gpt-4o",
-            response_id="chatcmpl-1",
-        )
+        sibling = new_record(9, "output_tokens", 50, response_id="chatcmpl-1")
 
         SqlUsageSink(at_0012).write(TENANT, UsageBatch(records=[sibling]))
 
