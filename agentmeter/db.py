@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from alembic import command
@@ -131,6 +133,26 @@ def read_only(engine: Engine) -> Connection:
     """A connection for reads alone (key lookups, readiness): on SQLite its transactions
     take no write lock. Use as a context manager, like `engine.connect()`."""
     return engine.connect().execution_options(**{_READ_ONLY: True})
+
+
+IN_CHUNK = 500
+_T = TypeVar("_T")
+
+
+def in_chunks(values: Iterable[_T], size: int = IN_CHUNK) -> Iterator[list[_T]]:
+    """`values` in lists of at most `size`, for IN lists that stay well under both
+    backends' limits on bound parameters."""
+    iterator = iter(values)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def holds_write_lock(session: Session) -> bool:
+    """True when `session` is in a SQLite transaction begun with the write lock (any but
+    `read_only`'s): another connection's write would wait for it to end."""
+    if not is_sqlite(session.get_bind().engine):
+        return False
+    return not session.connection().get_execution_options().get(_READ_ONLY)
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -791,3 +791,63 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RatingChange(Base):
+    """Something rating reads changed since the rated-period cache last caught up: usage of
+    a customer in a month, a customer's book or registration, or a tenant's prices.
+
+    Written only by database triggers (migration 0014) on `usage_records`, `customers`,
+    `price_books`, `price_versions`, `price_components` and `customer_overrides`, so every
+    writer is covered, present or future. `customer_id` None: every customer of the tenant;
+    `month` "": every month. `writer` is the writing transaction on PostgreSQL (one row per
+    transaction, customer and month; no two transactions touch the same row) and 0 on
+    SQLite, whose single writer bumps `seq` of the existing row instead. The cache
+    (`billing_api.rating.cache`) deletes a change only with the `seq` it read."""
+
+    __tablename__ = "rating_changes"
+    __table_args__ = (UniqueConstraint("tenant_id", "customer_id", "month", "writer"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    month: Mapped[str] = mapped_column(String(7))
+    writer: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class RatingCacheGeneration(Base):
+    """Bumped by every store into a tenant's rated-period cache: two readers that computed
+    from the same generation cannot both store (the later one's figures may be older)."""
+
+    __tablename__ = "rating_cache_generations"
+
+    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
+
+
+class RatedMonth(Base):
+    """A calendar month whose every customer's figures are in `rated_customer_months`
+    (a customer with nothing to bill has no row)."""
+
+    __tablename__ = "rated_months"
+
+    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+
+
+class RatedCustomerMonth(Base):
+    """The rated totals of one customer's calendar month, as `rate_period` computed them
+    from the usage and terms stored when it ran (kept exact by `rating_changes`)."""
+
+    __tablename__ = "rated_customer_months"
+
+    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    subtotal_minor: Mapped[int] = mapped_column(BigInteger)
+    # None when some priced usage has no known provider cost.
+    provider_cost_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Meter → raw quantity in micro-units, priced or not.
+    usage_micros: Mapped[dict[str, int]] = mapped_column(JSON)

@@ -41,14 +41,13 @@ from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Connection, Table, bindparam, func, select, text, update
 
-from agentmeter.db import dialect_insert
+from agentmeter.db import dialect_insert, in_chunks
 from agentmeter.tables import AgentSpan as AgentSpanRow
 from agentmeter.tables import UsageRow
 from otel_processor.usage import SOURCE_LLM, AgentSpan, UsageRecord
 
 _USAGE: Table = UsageRow.__table__  # type: ignore[assignment]
 _AGENTS: Table = AgentSpanRow.__table__  # type: ignore[assignment]
-_CHUNK = 500
 _Key = TypeVar("_Key", str, tuple[str, str])
 # How far up a trace agent names are looked for: deeper nesting than any agent framework.
 _MAX_DEPTH = 64
@@ -237,7 +236,7 @@ class _Store:
     ) -> Iterator[Any]:
         """The rows of `SELECT select_sql` over the tenant's LLM records (`u`) whose trace id
         and `column` are one of `spans`."""
-        for chunk in _chunks(spans):
+        for chunk in in_chunks(sorted(spans)):
             if self._sqlite:
                 pairs = f"VALUES {', '.join(['(?, ?)'] * len(chunk))}"
                 values: list[Any] = [value for pair in chunk for value in pair]
@@ -256,7 +255,7 @@ class _Store:
     ) -> Iterator[Any]:
         """The rows of `SELECT select_sql` over the tenant's LLM records (`u`) of these
         response ids."""
-        for chunk in _chunks(responses):
+        for chunk in in_chunks(sorted(responses)):
             values: tuple[Any, ...]
             if self._sqlite:
                 listed, values = f"IN ({', '.join(['?'] * len(chunk))})", tuple(chunk)
@@ -297,12 +296,6 @@ class _Store:
         return {(trace, parent, meter): child for trace, parent, meter, child in rows}
 
 
-def _chunks(values: Collection[_Key]) -> Iterator[list[_Key]]:
-    ordered = sorted(values)
-    for start in range(0, len(ordered), _CHUNK):
-        yield ordered[start : start + _CHUNK]
-
-
 def store_agent_spans(connection: Connection, tenant_id: str, spans: Sequence[AgentSpan]) -> None:
     """Record agent spans (the first copy of a span wins; retries are no-ops)."""
     if not spans:
@@ -334,13 +327,13 @@ def inherit_agent_names(
     # trace → span id → (parent span id, agent name); agent spans first, so they win.
     links: dict[str, dict[str, tuple[str, str]]] = {}
     nameless: set[tuple[str, str]] = set()
-    for chunk in _chunks(traces):
+    for chunk in in_chunks(sorted(traces)):
         query = select(
             _AGENTS.c.trace_id, _AGENTS.c.span_id, _AGENTS.c.parent_span_id, _AGENTS.c.agent_name
         ).where(_AGENTS.c.tenant_id == tenant_id, _AGENTS.c.trace_id.in_(chunk))
         for trace, span, parent, name in connection.execute(query):
             links.setdefault(trace, {})[span] = (parent, name)
-    for chunk in _chunks(traces):
+    for chunk in in_chunks(sorted(traces)):
         query = (
             select(
                 _USAGE.c.trace_id,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from agentmeter.db import dialect_insert, is_retryable, is_sqlite, read_only
+from agentmeter.db import dialect_insert, in_chunks, is_retryable, is_sqlite, read_only
 from agentmeter.partitions import MonthlyPartitions, missing_partition
 from agentmeter.response_keys import response_key
 from agentmeter.tables import TraceCustomer, UsageRow
@@ -37,7 +37,6 @@ logger = logging.getLogger("agentmeter.ingest")
 _USAGE: Table = UsageRow.__table__  # type: ignore[assignment]
 _TRACES: Table = TraceCustomer.__table__  # type: ignore[assignment]
 # Bound on the number of values in one IN (…) list.
-_CHUNK = 500
 # The overrides a batch was costed with, and its records' costs.
 _Costed = tuple[CostOverrides, list[int | None]]
 
@@ -271,17 +270,11 @@ def _as_stored(batch: UsageBatch) -> UsageBatch:
     return replace(batch, records=records)
 
 
-def _chunks(values: Iterable[str]) -> Iterator[list[str]]:
-    ordered = sorted(values)
-    for start in range(0, len(ordered), _CHUNK):
-        yield ordered[start : start + _CHUNK]
-
-
 def _trace_customers(
     connection: Connection, tenant_id: str, trace_ids: Iterable[str]
 ) -> dict[str, str]:
     found: dict[str, str] = {}
-    for chunk in _chunks(trace_ids):
+    for chunk in in_chunks(sorted(trace_ids)):
         query = select(_TRACES.c.trace_id, _TRACES.c.customer_id).where(
             _TRACES.c.tenant_id == tenant_id, _TRACES.c.trace_id.in_(chunk)
         )
@@ -301,7 +294,7 @@ def _attribute_traces(connection: Connection, tenant_id: str, trace_ids: Iterabl
         .where(_TRACES.c.tenant_id == _USAGE.c.tenant_id, _TRACES.c.trace_id == _USAGE.c.trace_id)
         .exists()
     )
-    for chunk in _chunks(trace_ids):
+    for chunk in in_chunks(sorted(trace_ids)):
         connection.execute(
             update(_USAGE)
             .where(

@@ -1,8 +1,9 @@
 """The overview's figures: this period's revenue, provider cost and margin per customer
 and in total, the trend over the last periods, and what needs attention.
 
-Composed from the services the REST API uses — rating (`rate_period`), invoices, budgets,
-usage — nothing is priced or summed here that those do not already compute:
+Composed from the services the REST API uses — rating (`rate_period`, through the rated
+months it keeps exact in `billing_api.rating.cache`), invoices, budgets, usage — nothing is
+priced or summed here that those do not already compute:
 - estimated revenue is the rated subtotal of the period so far (what a draft would say);
 - invoiced revenue is what finalized invoices of the period say;
 - a customer stands out when its margin is below the tenant's margin floor, or its spend
@@ -26,8 +27,7 @@ from billing_api.customers.service import list_customers
 from billing_api.invoicing import repository as invoicing
 from billing_api.invoicing.states import InvoiceStatus
 from billing_api.periods import Period, period_containing, previous_periods
-from billing_api.rating.engine import RatedPeriod
-from billing_api.rating.service import rate_period
+from billing_api.rating.cache import MonthFigures, rated_months
 from billing_api.usage.service import UsageSelection, query_usage
 from otel_processor.usage import from_micros
 
@@ -113,13 +113,13 @@ class Overview:
     trend: list[TrendPoint] = field(default_factory=list)
 
 
-def _below_floor(rated: RatedPeriod, floor: Decimal) -> bool:
+def _below_floor(rated: MonthFigures, floor: Decimal) -> bool:
     percent = margin_percent(rated.subtotal_minor, rated.margin_minor)
     return percent is not None and floor > 0 and percent < floor
 
 
 def customer_figures(
-    session: Session, caller: Caller, period: Period, rated: dict[str, RatedPeriod]
+    session: Session, caller: Caller, period: Period, rated: dict[str, MonthFigures]
 ) -> list[CustomerFigures]:
     """Per customer (registered, or with usage), the period's figures, flagged first."""
     tenant = invoicing.tenant(session, caller.tenant_id)
@@ -162,12 +162,13 @@ def trend(session: Session, caller: Caller, now: datetime) -> list[TrendPoint]:
     caller.require_staff()
     current = period_containing(now)
     periods = [*reversed(previous_periods(current, TREND_PERIODS - 1)), current]
+    months = rated_months(session, caller.tenant_id, periods)
     points = []
     for period in periods:
         revenue: dict[str, int] = defaultdict(int)
         cost: dict[str, int] = defaultdict(int)
         margin: dict[str, int] = defaultdict(int)
-        for result in rate_period(session, caller.tenant_id, period).values():
+        for result in months[period.label].values():
             revenue[result.currency] += result.subtotal_minor
             cost[result.currency] += result.provider_cost_minor or 0
             margin[result.currency] += result.margin_minor or 0
@@ -179,7 +180,7 @@ def overview(session: Session, caller: Caller, now: datetime) -> Overview:
     """This period's figures for the caller's tenant (staff only: cost and margin)."""
     caller.require_staff()
     period = period_containing(now)
-    rated = rate_period(session, caller.tenant_id, period)
+    rated = rated_months(session, caller.tenant_id, [period])[period.label]
     rows = customer_figures(session, caller, period, rated)
     totals: dict[str, Totals] = {}
     for row in rows:

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import islice
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from agentmeter.clock import utcnow
+from agentmeter.db import in_chunks
 from agentmeter.tables import BillingRun
 from billing_api.auth import Caller, Role
 from billing_api.errors import ConflictError, NotFoundError, UnprocessableError
@@ -132,12 +132,6 @@ def run_findings(
             )
         )
     return findings
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 def start_run(
@@ -287,7 +281,7 @@ def _execute_held_run(
             with Session(engine) as session:
                 wanted = None if len(groups) == 1 else customer_ids
                 rated = rate_period(session, tenant_id, period, wanted, pricing=pricing)
-            for chunk in _chunks(customer_ids, CHUNK):
+            for chunk in in_chunks(customer_ids, CHUNK):
                 heartbeat.check()
                 with Session(engine, expire_on_commit=False) as session, session.begin():
                     drafts = draft_customers(

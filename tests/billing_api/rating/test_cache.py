@@ -1,0 +1,305 @@
+"""The rated-month cache (billing_api/rating/cache.py) never disagrees with rating the stored
+records: every kind of writer marks what it changes (database triggers, migration 0014), a
+write racing a reader is never lost, and under concurrent ingest the cache ends exact."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session
+
+from agentmeter.db import read_only
+from agentmeter.tables import RatedCustomerMonth, RatingChange, UsageRow, to_unix_nano
+from billing_api.customers import service as customers
+from billing_api.jobs.kinds import job_registry
+from billing_api.jobs.worker import run_due_jobs
+from billing_api.periods import Period, month_period
+from billing_api.pricing import service as pricing
+from billing_api.pricing.components import ChargeModel, Component
+from billing_api.rating.cache import MonthFigures, compute, rated_months, store
+from billing_api.rating.service import rate_period
+from billing_api.usage.repository import attribute_traces, move_customer_usage
+from exporter.sql_sink import SqlUsageSink
+from otel_processor.usage import UsageBatch, UsageRecord
+from tests.billing_api.callers import staff
+from tests.billing_api.scenario import INPUT, MILLION, NOW, Scenario
+
+NOVEMBER = month_period("2026-11", 1)
+OCTOBER = month_period("2026-10", 1)
+MONTHS = [OCTOBER, NOVEMBER]
+
+
+@contextmanager
+def reader(engine: Engine) -> Iterator[Session]:
+    """A session as a GET request has it: on SQLite a snapshot that takes no write lock."""
+    with read_only(engine) as connection, Session(connection) as session, session.begin():
+        yield session
+
+
+def record(customer_id: str, tokens: int, at: datetime = NOW, trace_id: str = "") -> UsageRecord:
+    return UsageRecord(
+        trace_id=trace_id or uuid.uuid4().hex,
+        span_id=uuid.uuid4().hex[:16],
+        meter="input_tokens",
+        quantity=tokens,
+        customer_id=customer_id,
+        time_unix_nano=to_unix_nano(at),
+        provider="openai",
+        model="gpt-4o",
+        operation="chat",
+    )
+
+
+def write(engine: Engine, tenant_id: str, *records: UsageRecord) -> None:
+    SqlUsageSink(engine).write(tenant_id, UsageBatch(list(records)))
+
+
+def fresh(engine: Engine, tenant_id: str) -> dict[str, dict[str, MonthFigures]]:
+    """What rating every customer now gives, without the cache."""
+    with Session(engine) as session:
+        return {
+            p.label: {c: MonthFigures.of(r) for c, r in rate_period(session, tenant_id, p).items()}
+            for p in MONTHS
+        }
+
+
+def cached(engine: Engine, tenant_id: str) -> dict[str, dict[str, MonthFigures]]:
+    with reader(engine) as session:
+        return rated_months(session, tenant_id, MONTHS)
+
+
+def recomputed(engine: Engine, tenant_id: str) -> dict[str, set[str] | None]:
+    """What a reader would recompute now (nothing is stored)."""
+    with reader(engine) as session:
+        return compute(session, tenant_id, MONTHS).recomputed
+
+
+def test_the_cache_answers_what_rating_gives_and_keeps_it(
+    engine: Engine, scenario: Scenario
+) -> None:
+    tenant_id = scenario.tenant_id
+    assert recomputed(engine, tenant_id) == {"2026-10": None, "2026-11": None}
+    figures = cached(engine, tenant_id)
+    assert figures == fresh(engine, tenant_id)
+    # acme: 2 M tokens at 10.00 per million, cost 2.00 per million (the scenario's terms).
+    acme = figures["2026-11"]["acme"]
+    assert (acme.subtotal_minor, acme.provider_cost_minor, acme.margin_minor) == (2000, 400, 1600)
+    assert acme.usage_micros == {"input_tokens": 2_000_000 * MILLION}
+    assert figures["2026-10"] == {}
+    # Stored: the next reader recomputes nothing and writes nothing.
+    assert recomputed(engine, tenant_id) == {}
+    with Session(engine) as session:
+        assert session.scalars(select(RatingChange.id)).all() == []
+        rows = session.scalars(
+            select(RatedCustomerMonth.customer_id).where(RatedCustomerMonth.tenant_id == tenant_id)
+        ).all()
+    assert sorted(rows) == ["acme", "globex"]
+    assert cached(engine, tenant_id) == figures
+
+
+def _new_usage(engine: Engine, tenant_id: str) -> None:
+    write(engine, tenant_id, record("acme", 1_000_000))
+
+
+def _late_usage(engine: Engine, tenant_id: str) -> None:
+    write(engine, tenant_id, record("globex", 3_000_000, datetime(2026, 10, 20, tzinfo=UTC)))
+
+
+def _attribution(engine: Engine, tenant_id: str) -> None:
+    with Session(engine) as session, session.begin():
+        traces = session.scalars(
+            select(UsageRow.trace_id).where(
+                UsageRow.tenant_id == tenant_id, UsageRow.customer_id == ""
+            )
+        ).all()
+        assert attribute_traces(session, tenant_id, traces, "globex") == 1
+
+
+def _customer_move(engine: Engine, tenant_id: str) -> None:
+    with Session(engine) as session, session.begin():
+        assert move_customer_usage(session, tenant_id, "acme", "globex") == 1
+
+
+def _hand_written_sql(engine: Engine, tenant_id: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            text("DELETE FROM usage_records WHERE tenant_id = :t AND customer_id = 'globex'"),
+            {"t": tenant_id},
+        )
+
+
+def _recost(engine: Engine, tenant_id: str) -> None:
+    with Session(engine) as session, session.begin():
+        pricing.create_provider_cost(
+            session,
+            staff(tenant_id),
+            provider="openai",
+            model="gpt-4o",
+            meter="input_tokens",
+            unit_cost_usd=Decimal("3"),
+            per_units=MILLION,
+            effective_from=NOVEMBER.start,
+        )
+    run_due_jobs(engine, job_registry())
+
+
+def _new_price_version(engine: Engine, tenant_id: str) -> None:
+    with Session(engine) as session, session.begin():
+        book = pricing.list_price_books(session, staff(tenant_id))[0]
+        dearer = Component(name="input", meter="input_tokens", charge=ChargeModel.PER_UNIT,
+                           unit_price=Decimal("12"), per_units=MILLION)  # fmt: skip
+        pricing.create_version(session, staff(tenant_id), book.id, NOVEMBER.start, [dearer])
+
+
+def _another_book(engine: Engine, tenant_id: str) -> None:
+    with Session(engine) as session, session.begin():
+        admin = staff(tenant_id)
+        flat = Component(name="platform", meter=None, charge=ChargeModel.FLAT_FEE,
+                         amount=Decimal("49"))  # fmt: skip
+        book = pricing.create_price_book(session, admin, "flat", "USD")
+        pricing.create_version(session, admin, book.id, OCTOBER.start, [INPUT, flat])
+        pricing.set_customer_price_book(session, admin, "globex", book.id)
+
+
+def _new_customer(engine: Engine, tenant_id: str) -> None:
+    _another_book(engine, tenant_id)  # its flat fee bills a customer without usage
+    with Session(engine) as session, session.begin():
+        customers.create_customer(session, staff(tenant_id), "initech", "Initech")
+        book = next(
+            b for b in pricing.list_price_books(session, staff(tenant_id)) if b.name == "flat"
+        )
+        pricing.set_customer_price_book(session, staff(tenant_id), "initech", book.id)
+
+
+WRITERS: dict[str, Callable[[Engine, str], None]] = {
+    "ingest": _new_usage,
+    "late usage of a closed month": _late_usage,
+    "attribution of customer-less traces": _attribution,
+    "a customer's usage moved": _customer_move,
+    "hand-written SQL": _hand_written_sql,
+    "recost by a provider cost": _recost,
+    "a new price version": _new_price_version,
+    "a customer moved to another book": _another_book,
+    "a new customer": _new_customer,
+}
+
+
+@pytest.mark.parametrize("change", WRITERS.values(), ids=WRITERS.keys())
+def test_every_writer_marks_what_it_changes(
+    engine: Engine, scenario: Scenario, change: Callable[[Engine, str], None]
+) -> None:
+    tenant_id = scenario.tenant_id
+    before = cached(engine, tenant_id)
+    change(engine, tenant_id)
+    after = fresh(engine, tenant_id)
+    assert after != before  # each of these changes some figure
+    assert recomputed(engine, tenant_id)  # and is marked, so it is recomputed
+    assert cached(engine, tenant_id) == after
+    assert recomputed(engine, tenant_id) == {}
+
+
+def test_only_what_changed_is_recomputed(engine: Engine, scenario: Scenario) -> None:
+    tenant_id = scenario.tenant_id
+    cached(engine, tenant_id)
+    _new_usage(engine, tenant_id)
+    assert recomputed(engine, tenant_id) == {"2026-11": {"acme"}}
+    _late_usage(engine, tenant_id)
+    assert recomputed(engine, tenant_id) == {"2026-10": {"globex"}, "2026-11": {"acme"}}
+    _new_price_version(engine, tenant_id)
+    assert recomputed(engine, tenant_id) == {"2026-10": None, "2026-11": None}
+
+
+def test_a_write_after_the_reads_is_not_lost(engine: Engine, scenario: Scenario) -> None:
+    tenant_id = scenario.tenant_id
+    cached(engine, tenant_id)
+    _new_usage(engine, tenant_id)
+    with reader(engine) as session:
+        refresh = compute(session, tenant_id, MONTHS)
+    _new_usage(engine, tenant_id)  # committed after the reader read, before it stores
+    with Session(engine) as session:
+        assert store(session, refresh)
+    assert refresh.months != fresh(engine, tenant_id)  # it computed before the write
+    assert recomputed(engine, tenant_id) == {"2026-11": {"acme"}}  # the write stays marked
+    assert cached(engine, tenant_id) == fresh(engine, tenant_id)
+
+
+def test_of_two_readers_only_one_stores(engine: Engine, scenario: Scenario) -> None:
+    tenant_id = scenario.tenant_id
+    cached(engine, tenant_id)
+    _new_usage(engine, tenant_id)
+    with reader(engine) as session:
+        first = compute(session, tenant_id, MONTHS)
+    _new_usage(engine, tenant_id)
+    with reader(engine) as session:
+        second = compute(session, tenant_id, MONTHS)
+    with reader(engine) as session:
+        assert store(session, second)
+    with reader(engine) as session:
+        assert not store(session, first)  # older figures never overwrite newer ones
+    assert cached(engine, tenant_id) == fresh(engine, tenant_id)
+
+
+def test_a_writing_session_stores_in_its_own_transaction(
+    engine: Engine, scenario: Scenario
+) -> None:
+    """A session that holds SQLite's write lock stores in its transaction (a second
+    connection would wait for it)."""
+    tenant_id = scenario.tenant_id
+    with Session(engine) as session, session.begin():
+        figures = rated_months(session, tenant_id, MONTHS)
+    assert figures == fresh(engine, tenant_id)
+    assert recomputed(engine, tenant_id) == {}
+
+
+def test_calendar_months_only(engine: Engine, scenario: Scenario) -> None:
+    shifted = Period(datetime(2026, 11, 5, tzinfo=UTC), datetime(2026, 12, 5, tzinfo=UTC))
+    with reader(engine) as session, pytest.raises(ValueError, match="calendar month"):
+        rated_months(session, scenario.tenant_id, [shifted])
+
+
+def test_exact_under_concurrent_ingest(engine: Engine, scenario: Scenario) -> None:
+    """Ingest, moves and attribution run in a thread while readers refresh the cache; once
+    the writers stop, the cache agrees with rating the stored records."""
+    tenant_id = scenario.tenant_id
+    enough_reads, stop = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def ingest() -> None:
+        try:
+            n = 0
+            while n < 60 or not enough_reads.is_set():  # overlap at least 20 refreshes
+                who = ("acme", "globex", "initech", "")[n % 4]
+                trace = uuid.uuid4().hex
+                write(engine, tenant_id, record(who, 1000 + n, trace_id=trace),
+                      record("", 7, trace_id=trace))  # fmt: skip
+                if n % 10 == 9:
+                    with Session(engine) as session, session.begin():
+                        attribute_traces(session, tenant_id, [trace], "globex")
+                        move_customer_usage(session, tenant_id, "initech", "acme")
+                n += 1
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            stop.set()
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    reads = stored = 0
+    while not stop.is_set():
+        with reader(engine) as session:
+            refresh = compute(session, tenant_id, MONTHS)
+            stored += store(session, refresh)
+        reads += 1
+        if reads == 20:
+            enough_reads.set()
+    writer.join()
+    assert not errors, errors
+    assert reads >= 20 and stored > 0
+    assert cached(engine, tenant_id) == fresh(engine, tenant_id)
