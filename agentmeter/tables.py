@@ -794,26 +794,28 @@ class Job(Base):
 
 
 class RatingChange(Base):
-    """Something rating reads changed since the rated-period cache last caught up: usage of
-    a customer in a month, a customer's book or registration, or a tenant's prices.
+    """Something rating reads changed since the rated-month cache last caught up: usage of
+    a customer on a day, a customer's book or registration, or a tenant's prices.
 
     Written only by database triggers (migration 0014) on `usage_records`, `customers`,
     `price_books`, `price_versions`, `price_components` and `customer_overrides`, so every
-    writer is covered, present or future. `customer_id` None: every customer of the tenant;
-    `month` "": every month. `writer` is the writing transaction on PostgreSQL (one row per
-    transaction, customer and month; no two transactions touch the same row) and 0 on
-    SQLite, whose single writer bumps `seq` of the existing row instead. The cache
-    (`billing_api.rating.cache`) deletes a change only with the `seq` it read."""
+    writer is covered, present or future. `customer_id` None: every customer of the
+    tenant; `day` (of the usage's end time, days since 1970, UTC) None: every day.
+    `writer` is the writing transaction on PostgreSQL (one row per transaction, customer
+    and day: no two transactions touch the same row) and 0 on SQLite, whose single writer
+    sets `claimed` back to false on the existing row instead. The cache
+    (`billing_api.rating.cache`) claims the rows it is about to read past and deletes
+    them only if still claimed when it stores."""
 
     __tablename__ = "rating_changes"
-    __table_args__ = (UniqueConstraint("tenant_id", "customer_id", "month", "writer"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "customer_id", "day", "writer"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(String(32))
     customer_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
-    month: Mapped[str] = mapped_column(String(7))
+    day: Mapped[int | None] = mapped_column(Integer, nullable=True)
     writer: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    claimed: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
 
 
 class RatingCacheGeneration(Base):

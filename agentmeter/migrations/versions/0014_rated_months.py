@@ -3,17 +3,17 @@
 The dashboard's tenant-wide figures (issue 13) read each customer's rated month from
 `rated_customer_months` instead of rating 10,000 customers per view. What makes a cached
 figure stale is recorded by triggers in the transaction that changes it, whoever the
-writer is: `rating_changes` gets (tenant, customer, month) for every usage record
-inserted, updated (both its old and new customer and month) or deleted; (tenant, customer,
-every month) for a customer registered, removed or moved to another price book; and
+writer is: `rating_changes` gets (tenant, customer, day) for every usage record
+inserted, updated (both its old and new customer and day) or deleted; (tenant, customer,
+every day) for a customer registered, removed or moved to another price book; and
 (tenant, every customer) for any change to price books, versions, components or customer
 overrides. `billing_api.rating.cache` recomputes what those mark before it answers.
 
 PostgreSQL: statement-level triggers on the partitioned usage table read transition tables,
 so a batch of records costs one INSERT … SELECT DISTINCT; a change row is per transaction
 (`writer` = its xid), so concurrent writers never wait on each other's rows. SQLite (one
-writer at a time): row-level triggers upsert one row per (tenant, customer, month) and bump
-its `seq`.
+writer at a time): row-level triggers upsert one row per (tenant, customer, day), setting
+it unclaimed again if a reader had claimed it (see `billing_api.rating.cache`).
 
 Revision ID: 0014
 Revises: 0013
@@ -28,17 +28,18 @@ down_revision = "0013"
 branch_labels = None
 depends_on = None
 
-_CHANGES = "rating_changes (tenant_id, customer_id, month, writer, seq)"
-_KEY = "(tenant_id, customer_id, month, writer)"
+_CHANGES = "rating_changes (tenant_id, customer_id, day, writer, claimed)"
+_KEY = "(tenant_id, customer_id, day, writer)"
 
-# PostgreSQL: the month of a usage record (its end time, UTC), as period labels read.
-_PG_MONTH = "to_char(to_timestamp(time_unix_nano / 1000000000) AT TIME ZONE 'UTC', 'YYYY-MM')"
+# The UTC day of a usage record's end time, days since 1970 (integer division on both).
+_NANOS_PER_DAY = 86_400 * 10**9
 
 _PG_FUNCTIONS = f"""
 CREATE FUNCTION rating_changes_of_usage() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO {_CHANGES}
-    SELECT DISTINCT tenant_id, customer_id, {_PG_MONTH}, txid_current(), 0 FROM changed_rows
+    SELECT DISTINCT tenant_id, customer_id, time_unix_nano / {_NANOS_PER_DAY}, txid_current(), false
+    FROM changed_rows
     ON CONFLICT {_KEY} DO NOTHING;
     RETURN NULL;
 END $$;
@@ -46,7 +47,7 @@ END $$;
 CREATE FUNCTION rating_changes_of_usage_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO {_CHANGES}
-    SELECT DISTINCT tenant_id, customer_id, {_PG_MONTH}, txid_current(), 0
+    SELECT DISTINCT tenant_id, customer_id, time_unix_nano / {_NANOS_PER_DAY}, txid_current(), false
     FROM (SELECT tenant_id, customer_id, time_unix_nano FROM old_rows
           UNION ALL SELECT tenant_id, customer_id, time_unix_nano FROM new_rows) AS changed
     ON CONFLICT {_KEY} DO NOTHING;
@@ -76,7 +77,7 @@ BEGIN
     END IF;
     -- A row deleted with its owner (a version's components) is covered by the owner's.
     IF tenant IS NOT NULL THEN
-        INSERT INTO {_CHANGES} VALUES (tenant, customer, '', txid_current(), 0)
+        INSERT INTO {_CHANGES} VALUES (tenant, customer, NULL, txid_current(), false)
         ON CONFLICT {_KEY} DO NOTHING;
     END IF;
     RETURN NULL;
@@ -104,15 +105,15 @@ _TERMS = ("price_books", "price_versions", "price_components", "customer_overrid
 _USAGE_TRIGGERS = ("rating_changes_insert", "rating_changes_delete", "rating_changes_update")
 
 
-def _sqlite_upsert(tenant: str, customer: str, month: str) -> str:
+def _sqlite_upsert(tenant: str, customer: str, day: str, when: str = "true") -> str:
     return (
-        f"INSERT INTO {_CHANGES} VALUES ({tenant}, {customer}, {month}, 0, 0) "
-        f"ON CONFLICT {_KEY} DO UPDATE SET seq = seq + 1;"
+        f"INSERT INTO {_CHANGES} SELECT {tenant}, {customer}, {day}, 0, false WHERE {when} "
+        f"ON CONFLICT {_KEY} DO UPDATE SET claimed = false WHERE claimed;"
     )
 
 
-def _sqlite_month(row: str) -> str:
-    return f"strftime('%Y-%m', {row}.time_unix_nano / 1000000000, 'unixepoch')"
+def _sqlite_day(row: str) -> str:
+    return f"{row}.time_unix_nano / {_NANOS_PER_DAY}"
 
 
 def _sqlite_tenant_of(table: str, row: str) -> str:
@@ -130,11 +131,15 @@ def _sqlite_tenant_of(table: str, row: str) -> str:
 
 def _sqlite_triggers() -> dict[str, str]:
     """Trigger name → its CREATE statement."""
+    moved = (
+        f"OLD.customer_id IS NOT NEW.customer_id OR {_sqlite_day('OLD')} <> {_sqlite_day('NEW')}"
+    )
     usage = {
-        "INSERT": _sqlite_upsert("NEW.tenant_id", "NEW.customer_id", _sqlite_month("NEW")),
-        "DELETE": _sqlite_upsert("OLD.tenant_id", "OLD.customer_id", _sqlite_month("OLD")),
-        "UPDATE": _sqlite_upsert("OLD.tenant_id", "OLD.customer_id", _sqlite_month("OLD"))
-        + _sqlite_upsert("NEW.tenant_id", "NEW.customer_id", _sqlite_month("NEW")),
+        "INSERT": _sqlite_upsert("NEW.tenant_id", "NEW.customer_id", _sqlite_day("NEW")),
+        "DELETE": _sqlite_upsert("OLD.tenant_id", "OLD.customer_id", _sqlite_day("OLD")),
+        # The old customer and day too, when they are not the new ones.
+        "UPDATE": _sqlite_upsert("NEW.tenant_id", "NEW.customer_id", _sqlite_day("NEW"))
+        + _sqlite_upsert("OLD.tenant_id", "OLD.customer_id", _sqlite_day("OLD"), moved),
     }
     triggers = {
         f"rating_changes_{event.lower()}": (
@@ -145,12 +150,12 @@ def _sqlite_triggers() -> dict[str, str]:
     }
     for event, row in (("INSERT", "NEW"), ("DELETE", "OLD")):
         name = f"rating_changes_customer_{event.lower()}"
-        body = _sqlite_upsert(f"{row}.tenant_id", f"{row}.id", "''")
+        body = _sqlite_upsert(f"{row}.tenant_id", f"{row}.id", "NULL")
         triggers[name] = f"CREATE TRIGGER {name} AFTER {event} ON customers BEGIN {body} END"
     triggers["rating_changes_customer_book"] = (
         "CREATE TRIGGER rating_changes_customer_book AFTER UPDATE OF price_book_id ON customers "
         "WHEN OLD.price_book_id IS NOT NEW.price_book_id "
-        f"BEGIN {_sqlite_upsert('NEW.tenant_id', 'NEW.id', chr(39) * 2)} END"
+        f"BEGIN {_sqlite_upsert('NEW.tenant_id', 'NEW.id', 'NULL')} END"
     )
     for table in _TERMS:
         for event in ("INSERT", "UPDATE", "DELETE"):
@@ -159,7 +164,7 @@ def _sqlite_triggers() -> dict[str, str]:
             # Every customer (NULL never conflicts, so no upsert); skipped when the owner
             # is already gone, whose own trigger covers it.
             body = (
-                f"INSERT INTO {_CHANGES} SELECT tenant, NULL, '', 0, 0 FROM "
+                f"INSERT INTO {_CHANGES} SELECT tenant, NULL, NULL, 0, false FROM "
                 f"(SELECT {_sqlite_tenant_of(table, row)} AS tenant) WHERE tenant IS NOT NULL;"
             )
             triggers[name] = f"CREATE TRIGGER {name} AFTER {event} ON {table} BEGIN {body} END"
@@ -177,16 +182,16 @@ def upgrade() -> None:
         ),
         sa.Column("tenant_id", sa.String(length=32), nullable=False),
         sa.Column("customer_id", sa.String(length=256), nullable=True),
-        sa.Column("month", sa.String(length=7), nullable=False),
+        sa.Column("day", sa.Integer(), nullable=True),
         sa.Column("writer", sa.BigInteger(), server_default="0", nullable=False),
-        sa.Column("seq", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("claimed", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rating_changes")),
         sa.UniqueConstraint(
             "tenant_id",
             "customer_id",
-            "month",
+            "day",
             "writer",
-            name=op.f("uq_rating_changes_tenant_id_customer_id_month_writer"),
+            name=op.f("uq_rating_changes_tenant_id_customer_id_day_writer"),
         ),
     )
     op.create_table(

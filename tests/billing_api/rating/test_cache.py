@@ -23,7 +23,7 @@ from billing_api.jobs.worker import run_due_jobs
 from billing_api.periods import Period, month_period
 from billing_api.pricing import service as pricing
 from billing_api.pricing.components import ChargeModel, Component
-from billing_api.rating.cache import MonthFigures, compute, rated_months, store
+from billing_api.rating.cache import MonthFigures, Refresh, claim, compute, rated_months, store
 from billing_api.rating.service import rate_period
 from billing_api.usage.repository import attribute_traces, move_customer_usage
 from exporter.sql_sink import SqlUsageSink
@@ -76,9 +76,26 @@ def cached(engine: Engine, tenant_id: str) -> dict[str, dict[str, MonthFigures]]
 
 
 def recomputed(engine: Engine, tenant_id: str) -> dict[str, set[str] | None]:
-    """What a reader would recompute now (nothing is stored)."""
+    """What a reader would recompute now (nothing is kept)."""
+    with Session(engine) as session:
+        try:
+            return compute(session, tenant_id, MONTHS, claim(session, tenant_id)).recomputed
+        finally:
+            session.rollback()
+
+
+def claim_and_compute(engine: Engine, tenant_id: str) -> Refresh:
+    """Steps 1 and 2 of a reader, as `rated_months` takes them."""
+    with Session(engine) as session, session.begin():
+        generation = claim(session, tenant_id)
     with reader(engine) as session:
-        return compute(session, tenant_id, MONTHS).recomputed
+        return compute(session, tenant_id, MONTHS, generation)
+
+
+def stored(engine: Engine, refresh: Refresh) -> bool:
+    """Step 3."""
+    with Session(engine) as session, session.begin():
+        return store(session, refresh)
 
 
 def test_the_cache_answers_what_rating_gives_and_keeps_it(
@@ -216,34 +233,30 @@ def test_only_what_changed_is_recomputed(engine: Engine, scenario: Scenario) -> 
     assert recomputed(engine, tenant_id) == {"2026-10": None, "2026-11": None}
 
 
-def test_a_write_after_the_reads_is_not_lost(engine: Engine, scenario: Scenario) -> None:
+def test_a_write_after_the_claim_is_not_lost(engine: Engine, scenario: Scenario) -> None:
     tenant_id = scenario.tenant_id
     cached(engine, tenant_id)
     _new_usage(engine, tenant_id)
-    with reader(engine) as session:
-        refresh = compute(session, tenant_id, MONTHS)
+    refresh = claim_and_compute(engine, tenant_id)
     _new_usage(engine, tenant_id)  # committed after the reader read, before it stores
-    with Session(engine) as session:
-        assert store(session, refresh)
+    assert stored(engine, refresh)
     assert refresh.months != fresh(engine, tenant_id)  # it computed before the write
     assert recomputed(engine, tenant_id) == {"2026-11": {"acme"}}  # the write stays marked
     assert cached(engine, tenant_id) == fresh(engine, tenant_id)
+    assert recomputed(engine, tenant_id) == {}
 
 
-def test_of_two_readers_only_one_stores(engine: Engine, scenario: Scenario) -> None:
+def test_of_two_readers_the_later_claim_stores(engine: Engine, scenario: Scenario) -> None:
     tenant_id = scenario.tenant_id
     cached(engine, tenant_id)
     _new_usage(engine, tenant_id)
-    with reader(engine) as session:
-        first = compute(session, tenant_id, MONTHS)
+    first = claim_and_compute(engine, tenant_id)
     _new_usage(engine, tenant_id)
-    with reader(engine) as session:
-        second = compute(session, tenant_id, MONTHS)
-    with reader(engine) as session:
-        assert store(session, second)
-    with reader(engine) as session:
-        assert not store(session, first)  # older figures never overwrite newer ones
+    second = claim_and_compute(engine, tenant_id)
+    assert not stored(engine, first)  # its figures may be older than the second's
+    assert stored(engine, second)
     assert cached(engine, tenant_id) == fresh(engine, tenant_id)
+    assert recomputed(engine, tenant_id) == {}
 
 
 def test_a_writing_session_stores_in_its_own_transaction(
@@ -291,15 +304,13 @@ def test_exact_under_concurrent_ingest(engine: Engine, scenario: Scenario) -> No
 
     writer = threading.Thread(target=ingest)
     writer.start()
-    reads = stored = 0
+    reads = stores = 0
     while not stop.is_set():
-        with reader(engine) as session:
-            refresh = compute(session, tenant_id, MONTHS)
-            stored += store(session, refresh)
+        stores += stored(engine, claim_and_compute(engine, tenant_id))
         reads += 1
         if reads == 20:
             enough_reads.set()
     writer.join()
     assert not errors, errors
-    assert reads >= 20 and stored > 0
+    assert reads >= 20 and stores > 0
     assert cached(engine, tenant_id) == fresh(engine, tenant_id)
