@@ -28,12 +28,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from agentmeter.clock import utcnow
 from agentmeter.command.serving import start_http
 from agentmeter.ratelimit import key_rate_limiter
 from agentmeter.settings import Settings
 from billing_api.app import create_app
 from billing_api.budgets.service import sweep_budgets
 from billing_api.credits.service import expire_all_credits
+from billing_api.dashboard.overview import refresh_figures
 from billing_api.jobs.kinds import job_registry
 from billing_api.jobs.worker import JobRegistry
 from billing_api.jobs.worker import run_due_jobs as run_jobs
@@ -184,6 +186,7 @@ def run_background_jobs(
         ("webhook delivery", deliver_due),
         ("stripe events", process_events),
         ("stripe outbox", lambda engine: run_due_jobs(engine, stripe)),
+        ("dashboard figures", lambda engine: refresh_figures(engine, utcnow())),
     )
     for name, job in jobs:
         try:

@@ -19,15 +19,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from agentmeter.db import read_only
 from billing_api.auth import Caller
 from billing_api.budgets import repository as budgets
 from billing_api.customers.service import list_customers
 from billing_api.invoicing import repository as invoicing
 from billing_api.invoicing.states import InvoiceStatus
 from billing_api.periods import Period, period_containing, previous_periods
-from billing_api.rating.cache import MonthFigures, rated_months
+from billing_api.rating.cache import MonthFigures, rated_months, tenants_with_changes
 from billing_api.usage.service import UsageSelection, query_usage
 from otel_processor.usage import from_micros
 
@@ -155,13 +157,28 @@ def customer_figures(
     return sorted(rows, key=lambda r: (not r.flagged, r.customer_id))
 
 
+def _trend_periods(now: datetime) -> list[Period]:
+    current = period_containing(now)
+    return [*reversed(previous_periods(current, TREND_PERIODS - 1)), current]
+
+
+def refresh_figures(engine: Engine, now: datetime) -> None:
+    """Bring the rated months the overview reads up to date for every tenant with changes:
+    a background job, so the next view answers from the cache and the change rows of a
+    tenant nobody looks at do not pile up."""
+    with read_only(engine) as connection, Session(connection) as session:
+        tenants = tenants_with_changes(session)
+    for tenant_id in tenants:
+        with read_only(engine) as connection, Session(connection) as session:
+            rated_months(session, tenant_id, _trend_periods(now))
+
+
 def trend(session: Session, caller: Caller, now: datetime) -> list[TrendPoint]:
     """The last `TREND_PERIODS` periods, oldest first, each rated with today's terms (for a
     closed period that is what its draft would say; its invoices may differ by review).
     Staff only: cost and margin."""
     caller.require_staff()
-    current = period_containing(now)
-    periods = [*reversed(previous_periods(current, TREND_PERIODS - 1)), current]
+    periods = _trend_periods(now)
     months = rated_months(session, caller.tenant_id, periods)
     points = []
     for period in periods:

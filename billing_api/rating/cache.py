@@ -269,6 +269,11 @@ def _forget(session: Session, tenant_id: str, label: str, customers: set[str] | 
         )
 
 
+def tenants_with_changes(session: Session) -> list[str]:
+    """Tenants with something changed since their cache last caught up."""
+    return list(session.scalars(select(RatingChange.tenant_id).distinct()))
+
+
 def rated_months(
     session: Session, tenant_id: str, periods: Sequence[Period]
 ) -> dict[str, dict[str, MonthFigures]]:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from agentmeter.db import read_only
 from agentmeter.tables import RatedCustomerMonth, RatingChange, UsageRow, to_unix_nano
 from billing_api.customers import service as customers
+from billing_api.dashboard.overview import refresh_figures
 from billing_api.jobs.kinds import job_registry
 from billing_api.jobs.worker import run_due_jobs
 from billing_api.periods import Period, month_period
@@ -313,4 +314,15 @@ def test_exact_under_concurrent_ingest(engine: Engine, scenario: Scenario) -> No
     writer.join()
     assert not errors, errors
     assert reads >= 20 and stores > 0
+    assert cached(engine, tenant_id) == fresh(engine, tenant_id)
+
+
+def test_the_background_job_catches_every_tenant_up(engine: Engine, scenario: Scenario) -> None:
+    tenant_id = scenario.tenant_id
+    _new_usage(engine, tenant_id)
+    _late_usage(engine, tenant_id)
+    refresh_figures(engine, NOW)
+    with Session(engine) as session:
+        assert session.scalars(select(RatingChange.id)).all() == []
+    assert recomputed(engine, tenant_id) == {}
     assert cached(engine, tenant_id) == fresh(engine, tenant_id)
