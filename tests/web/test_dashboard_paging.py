@@ -321,21 +321,25 @@ def test_usage_moves_to_a_typed_customer_id_checked_on_the_server(
     tenant_id = staff.tenant.tenant_id
     _customers(live_app.engine, tenant_id, _numbered(60))
     with Session(live_app.engine) as session, session.begin():
-        session.add(
-            BillingException(
-                id="exc-ghost",
-                tenant_id=tenant_id,
-                scope=f"run:{PERIOD.label}",
-                invoice_id=None,
-                period=PERIOD.label,
-                customer_id="ghost",
-                type=ExceptionKind.UNREGISTERED_CUSTOMER,
-                severity=Severity.BLOCKING,
-                fingerprint="ghost",
-                message="usage under 'ghost', which nobody registered",
-                evidence={"customer_id": "ghost"},
+        for id_, kind, evidence in (
+            ("exc-ghost", ExceptionKind.UNREGISTERED_CUSTOMER, {"customer_id": "ghost"}),
+            ("exc-loose", ExceptionKind.UNATTRIBUTED_USAGE, {"trace_ids": ["t1"]}),
+        ):
+            session.add(
+                BillingException(
+                    id=id_,
+                    tenant_id=tenant_id,
+                    scope=f"run:{PERIOD.label}",
+                    invoice_id=None,
+                    period=PERIOD.label,
+                    customer_id=evidence.get("customer_id", ""),
+                    type=kind,
+                    severity=Severity.BLOCKING,
+                    fingerprint=evidence.get("customer_id", id_),
+                    message=f"{kind} in a run",
+                    evidence=evidence,
+                )
             )
-        )
     page = desktop.page
     sign_in(page, live_app.url, staff.billing)
     page.goto(f"{live_app.url}/dashboard/billing?period={PERIOD.label}")
@@ -364,10 +368,24 @@ def test_usage_moves_to_a_typed_customer_id_checked_on_the_server(
     with Session(live_app.engine) as session:
         still = session.get(BillingException, "exc-ghost")
         assert still is not None and still.status == ExceptionStatus.OPEN
+        loose_still = session.get(BillingException, "exc-loose")
+        assert loose_still is not None and loose_still.status == ExceptionStatus.OPEN
 
+    # Attributing customer-less usage checks the typed id the same way.
+    loose = page.locator('.run-exception[data-exception="unattributed_usage"]')
+    expect(loose.locator("select, option")).to_have_count(0)
+    loose.get_by_label("Attribute to customer id").fill("nobody")
+    loose.get_by_role("button", name="Attribute usage").click()
+    expect(page.locator("#err-customer-exc-loose")).to_have_text(
+        "no customer 'nobody' is registered (the Customers page lists them)"
+    )
+    expect(page.locator("body.dashboard-billing")).to_be_visible()
+
+    field = page.locator(".run-exception").get_by_label("Or move the usage to customer id")
     field.fill(" c042 ")
     field.press("Enter")
-    expect(page.locator(".run-exception")).to_have_count(0)
+    expect(page.locator(".run-exception")).to_have_count(1)
+    expect(page.locator(".run-exception")).to_have_attribute("data-exception", "unattributed_usage")
     assert page.url.endswith(f"/dashboard/billing?period={PERIOD.label}#unattributed")
     with Session(live_app.engine) as session:
         settled = session.get(BillingException, "exc-ghost")
