@@ -69,7 +69,7 @@ def count_customers(session: Session, caller: Caller, text: str = "") -> int:
     """How many of the tenant's customers have `text` in their id, name or e-mail (staff
     only); every customer when `text` is empty."""
     caller.require_staff()
-    return CustomerRepository(session).count_containing(caller.tenant_id, text)
+    return CustomerRepository(session).count_containing(caller.tenant_id, _searchable(text))
 
 
 def find_customers(
@@ -79,4 +79,12 @@ def find_customers(
     matches case-insensitively and literally (`%` and `_` are no wildcards)."""
     caller.require_staff()
     repository = CustomerRepository(session)
+    text = _searchable(text)
     return repository.page_containing(caller.tenant_id, text, offset=offset, limit=limit)
+
+
+def _searchable(text: str) -> str:
+    # PostgreSQL text cannot hold NUL: refused here rather than failing in the driver.
+    if "\x00" in text:
+        raise UnprocessableError("a search cannot contain a NUL character")
+    return text

@@ -397,14 +397,15 @@ def _unknown_customer(
     """None when `entered` is a registered customer's id; otherwise the billing page of
     the exception's period again (422), the reason beside the exception's customer field.
     The page lists no customers to choose from (a tenant may have tens of thousands)."""
+    error = f"no customer {entered!r} is registered (the Customers page lists them)"
     if not entered:
         error = "enter the id of a registered customer"
-    else:
+    elif "\x00" not in entered:  # no id holds NUL (PostgreSQL text cannot): not looked up
         try:
             get_customer(session, caller, entered)
             return None
         except NotFoundError:
-            error = f"no customer {entered!r} is registered (the Customers page lists them)"
+            pass
     query = QueryParams({"period": exception.period})
     return _billing_page(request, session, caller, exception.period, query, status=422,
                          customer_errors={exception.id: error},

@@ -198,6 +198,7 @@ def test_customers_search_runs_across_pages_and_wildcards_match_literally(
         pytest.param("page=1.5", 422, "not '1.5'", id="fraction"),
         pytest.param("page=%D9%A3", 422, "not '٣'", id="non-ASCII digit"),
         pytest.param("page=" + "9" * 5000, 422, "a page number is a whole number", id="huge"),
+        pytest.param("q=a%00b", 422, "a search cannot contain a NUL character", id="NUL"),
         pytest.param(
             "page=4",
             404,
@@ -365,6 +366,12 @@ def test_usage_moves_to_a_typed_customer_id_checked_on_the_server(
         )
         assert empty.status_code == 422
         assert "enter the id of a registered customer" in empty.text
+        nul = client.post(
+            "/dashboard/billing/exceptions/exc-ghost/map",
+            data={**csrf(client), "to_customer_id": "c042\x00"},
+        )
+        assert nul.status_code == 422
+        assert "no customer &#39;c042\\x00&#39; is registered" in nul.text
     with Session(live_app.engine) as session:
         still = session.get(BillingException, "exc-ghost")
         assert still is not None and still.status == ExceptionStatus.OPEN

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from agentmeter.tables import Customer
 from billing_api.auth import Caller, Role
 from billing_api.customers import service as customers
-from billing_api.errors import ForbiddenError, NotFoundError
+from billing_api.errors import ForbiddenError, NotFoundError, UnprocessableError
 from tests.billing_api.callers import customer, staff
 from tests.billing_api.scenario import Scenario
 
@@ -103,6 +103,14 @@ class TestFindCustomers:
             ]
         pages = [[c.id for c in page] for page in found]
         assert pages == [["snake_case", "snakexcase"], ["snakeycase"], []]
+
+    def test_a_nul_character_is_refused(self, engine: Engine, viewer: Caller) -> None:
+        # PostgreSQL text cannot hold one: refused before the driver would fail on it.
+        with Session(engine) as session:
+            with pytest.raises(UnprocessableError, match="NUL"):
+                customers.count_customers(session, viewer, "a\x00b")
+            with pytest.raises(UnprocessableError, match="NUL"):
+                customers.find_customers(session, viewer, "\x00", offset=0, limit=1)
 
     def test_other_tenants_and_scoped_callers(self, engine: Engine, scenario: Scenario) -> None:
         other = staff("no-such-tenant", Role.ADMIN)
