@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import Customer
@@ -24,3 +24,32 @@ class CustomerRepository:
     def list(self, tenant_id: str) -> Sequence[Customer]:
         query = select(Customer).where(Customer.tenant_id == tenant_id).order_by(Customer.id)
         return self._session.scalars(query).all()
+
+    def count_containing(self, tenant_id: str, text: str) -> int:
+        """How many customers `page_containing` pages through."""
+        query = select(func.count()).select_from(Customer).where(_containing(tenant_id, text))
+        return self._session.scalar(query) or 0
+
+    def page_containing(
+        self, tenant_id: str, text: str, *, offset: int, limit: int
+    ) -> Sequence[Customer]:
+        """Customers whose id, name or e-mail contains `text` (case-insensitive; every
+        character literal, `%` and `_` too), by id, `limit` of them from `offset`."""
+        query = (
+            select(Customer)
+            .where(_containing(tenant_id, text))
+            .order_by(Customer.id)
+            .offset(offset)
+            .limit(limit)
+        )
+        return self._session.scalars(query).all()
+
+
+def _containing(tenant_id: str, text: str) -> ColumnElement[bool]:
+    of_tenant = Customer.tenant_id == tenant_id
+    if not text:
+        return of_tenant
+    # autoescape: LIKE's wildcards in `text` match themselves. SQLite folds the case of
+    # ASCII letters only; PostgreSQL's ILIKE folds every letter.
+    fields = (Customer.id, Customer.name, Customer.email)
+    return and_(of_tenant, or_(*(f.icontains(text, autoescape=True) for f in fields)))

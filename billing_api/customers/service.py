@@ -63,3 +63,28 @@ def register_customer(
     except ValidationError as error:
         raise UnprocessableError(validation_problems(error.errors())) from None
     return create_customer(session, caller, body.id, body.name, body.email)
+
+
+def count_customers(session: Session, caller: Caller, text: str = "") -> int:
+    """How many of the tenant's customers have `text` in their id, name or e-mail (staff
+    only); every customer when `text` is empty."""
+    caller.require_staff()
+    return CustomerRepository(session).count_containing(caller.tenant_id, _searchable(text))
+
+
+def find_customers(
+    session: Session, caller: Caller, text: str = "", *, offset: int, limit: int
+) -> Sequence[Customer]:
+    """One page of the customers `count_customers` counts, in id order (staff only): `text`
+    matches case-insensitively and literally (`%` and `_` are no wildcards)."""
+    caller.require_staff()
+    repository = CustomerRepository(session)
+    text = _searchable(text)
+    return repository.page_containing(caller.tenant_id, text, offset=offset, limit=limit)
+
+
+def _searchable(text: str) -> str:
+    # PostgreSQL text cannot hold NUL: refused here rather than failing in the driver.
+    if "\x00" in text:
+        raise UnprocessableError("a search cannot contain a NUL character")
+    return text

@@ -5,17 +5,18 @@ its entry in the audit trail shown on the same page."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import QueryParams
 
 from agentmeter.clock import utcnow
 from agentmeter.tables import BillingException, BillingRun, Invoice
 from billing_api.audit import log as audit_log
 from billing_api.auth import Caller, Role
-from billing_api.customers.service import list_customers
+from billing_api.customers.service import count_customers, get_customer
 from billing_api.dashboard.forms import Model, parse
 from billing_api.dashboard.http import (
     PREFIX,
@@ -25,6 +26,7 @@ from billing_api.dashboard.http import (
     render,
     see_other,
 )
+from billing_api.dashboard.paging import ListPage, list_page
 from billing_api.deps import DbSession
 from billing_api.errors import NotFoundError, UnprocessableError
 from billing_api.invoicing import exceptions, finalize, repository, review, runs
@@ -67,36 +69,76 @@ def _run(session: DbSession, caller: Caller, run_id: str) -> BillingRun:
     return run
 
 
+DRAFTS = (InvoiceStatus.DRAFT,)
+CLOSED = (InvoiceStatus.FINALIZED, InvoiceStatus.VOID)
+
+
 @router.get("/billing", response_class=HTMLResponse)
 def billing(
     request: Request, session: DbSession, caller: StaffCaller, period: str | None = None
 ) -> Response:
-    """The review queue of a period (default: the last closed one)."""
+    """The review queue of a period (default: the last closed one): its drafts
+    (`?page=`) and its finalized and void invoices (`?closed_page=`) a page at a time."""
     label = _checked(RunCreate, {"period": period}).period if period else None
     label = label or previous_periods(period_containing(utcnow()), 1)[0].label
-    drafts = repository.list_invoices(
-        session, caller.tenant_id, period=label, status=InvoiceStatus.DRAFT
+    return _billing_page(request, session, caller, label, request.query_params)
+
+
+def _billing_page(
+    request: Request,
+    session: DbSession,
+    caller: Caller,
+    period: str,
+    query: QueryParams,
+    status: int = 200,
+    **extra: Any,
+) -> Response:
+    """The billing page of `period` at the pages `query` asks for; `extra` adds to the
+    context (a refused form's errors and input)."""
+    drafted, drafts = _invoices(session, caller, period, DRAFTS, query, "drafts", "page")
+    closed, others = _invoices(session, caller, period, CLOSED, query, "invoices", "closed_page")
+    found = repository.exceptions_of(session, caller.tenant_id, [i.id for i in drafts])
+    per_invoice = {
+        invoice_id: open_count
+        for invoice_id, of_invoice in found.items()
+        if (open_count := sum(e.status == ExceptionStatus.OPEN for e in of_invoice))
+    }
+    run_exceptions = repository.run_exceptions(
+        session, caller.tenant_id, period, ExceptionStatus.OPEN
     )
-    invoices = repository.list_invoices(session, caller.tenant_id, period=label)
-    open_exceptions = repository.list_exceptions(
-        session, caller.tenant_id, period=label, status=ExceptionStatus.OPEN
-    )
-    per_invoice: dict[str, int] = {}
-    for exception in open_exceptions:
-        if exception.invoice_id:
-            per_invoice[exception.invoice_id] = per_invoice.get(exception.invoice_id, 0) + 1
     context = {
-        "period": label,
+        "period": period,
         "drafts": drafts,
-        "others": [i for i in invoices if i.status != InvoiceStatus.DRAFT],
+        "drafted": drafted,
+        "others": others,
+        "closed": closed,
         "open_per_invoice": per_invoice,
-        "run_exceptions": [e for e in open_exceptions if not e.invoice_id],
-        "customers": list_customers(session, caller),
+        "run_exceptions": run_exceptions,
+        "has_customers": bool(run_exceptions) and count_customers(session, caller) > 0,
         "unregistered": ExceptionKind.UNREGISTERED_CUSTOMER,
         "unattributed": ExceptionKind.UNATTRIBUTED_USAGE,
+        "customer_errors": {},
+        "customer_input": {},
+        **extra,
     }
     return render(request, caller, "billing.html", page="billing", title="Billing",
-                  context=context)  # fmt: skip
+                  context=context, status=status)  # fmt: skip
+
+
+def _invoices(
+    session: DbSession,
+    caller: Caller,
+    period: str,
+    statuses: Sequence[str],
+    query: QueryParams,
+    noun: str,
+    param: str,
+) -> tuple[ListPage, Sequence[Invoice]]:
+    total = repository.count_period_invoices(session, caller.tenant_id, period, statuses)
+    listed = list_page(f"{PREFIX}/billing", query, total, noun=noun, param=param)
+    shown = repository.page_period_invoices(session, caller.tenant_id, period, statuses,
+                                            offset=listed.offset, limit=listed.size)  # fmt: skip
+    return listed, shown
 
 
 @router.post("/billing/runs")
@@ -304,33 +346,67 @@ def register_customer(
     return see_other(f"/billing?period={exception.period}#unattributed")
 
 
-@router.post("/billing/exceptions/{exception_id}/map")
+@router.post("/billing/exceptions/{exception_id}/map", response_model=None)
 def map_customer(
+    request: Request,
     session: DbSession,
     caller: StaffCaller,
     exception_id: str,
-    to_customer_id: Annotated[str, Form(max_length=256)],
+    to_customer_id: Annotated[str, Form(max_length=256)] = "",
 ) -> Response:
-    """Move the usage of an unregistered id to a registered customer."""
+    """Move the usage of an unregistered id to a registered customer (its id typed in)."""
     caller.require(Role.BILLING)
     exception = _run_exception(session, caller, exception_id, ExceptionKind.UNREGISTERED_CUSTOMER)
+    to_id = to_customer_id.strip()
+    refused = _unknown_customer(request, session, caller, exception, to_id)
+    if refused:
+        return refused
     review.map_customer(session, caller, exception.period,
-                        from_id=exception.evidence["customer_id"],
-                        to_id=to_customer_id)  # fmt: skip
+                        from_id=exception.evidence["customer_id"], to_id=to_id)  # fmt: skip
     return see_other(f"/billing?period={exception.period}#unattributed")
 
 
-@router.post("/billing/exceptions/{exception_id}/assign")
+@router.post("/billing/exceptions/{exception_id}/assign", response_model=None)
 def assign_unattributed(
+    request: Request,
     session: DbSession,
     caller: StaffCaller,
     exception_id: str,
-    customer_id: Annotated[str, Form(max_length=256)],
+    customer_id: Annotated[str, Form(max_length=256)] = "",
 ) -> Response:
     """Attribute the period's customer-less traces (those the run found) to a customer."""
     caller.require(Role.BILLING)
     exception = _run_exception(session, caller, exception_id, ExceptionKind.UNATTRIBUTED_USAGE)
+    to_id = customer_id.strip()
+    refused = _unknown_customer(request, session, caller, exception, to_id)
+    if refused:
+        return refused
     review.assign_unattributed(session, caller, exception.period,
                                trace_ids=list(exception.evidence["trace_ids"]),
-                               customer_id=customer_id)  # fmt: skip
+                               customer_id=to_id)  # fmt: skip
     return see_other(f"/billing?period={exception.period}#unattributed")
+
+
+def _unknown_customer(
+    request: Request,
+    session: DbSession,
+    caller: Caller,
+    exception: BillingException,
+    entered: str,
+) -> Response | None:
+    """None when `entered` is a registered customer's id; otherwise the billing page of
+    the exception's period again (422), the reason beside the exception's customer field.
+    The page lists no customers to choose from (a tenant may have tens of thousands)."""
+    error = f"no customer {entered!r} is registered (the Customers page lists them)"
+    if not entered:
+        error = "enter the id of a registered customer"
+    elif "\x00" not in entered:  # no id holds NUL (PostgreSQL text cannot): not looked up
+        try:
+            get_customer(session, caller, entered)
+            return None
+        except NotFoundError:
+            pass
+    query = QueryParams({"period": exception.period})
+    return _billing_page(request, session, caller, exception.period, query, status=422,
+                         customer_errors={exception.id: error},
+                         customer_input={exception.id: entered})  # fmt: skip

@@ -17,10 +17,11 @@ from billing_api.budgets.schemas import BudgetSet
 from billing_api.budgets.service import get_budget, put_budget
 from billing_api.credits import service as credits
 from billing_api.credits.schemas import CreditGrantCreate, CreditGrantOut
-from billing_api.customers.service import get_customer, list_customers
+from billing_api.customers.service import count_customers, find_customers, get_customer
 from billing_api.dashboard.forms import parse
 from billing_api.dashboard.http import PREFIX, DashboardRoute, StaffCaller, render, see_other
 from billing_api.dashboard.overview import margin_percent
+from billing_api.dashboard.paging import list_page
 from billing_api.deps import DbSession
 from billing_api.invoicing import repository as invoicing
 from billing_api.portal.auth import tokens
@@ -39,14 +40,13 @@ PORTAL_LINK_HOURS = ((1, "1 hour"), (24, "24 hours"), (24 * 7, "7 days"), (24 * 
 
 @router.get("/customers", response_class=HTMLResponse)
 def customers(request: Request, session: DbSession, caller: StaffCaller, q: str = "") -> Response:
-    """Registered customers; `q` keeps those whose id, name or e-mail contains it."""
-    needle = q.strip().casefold()
-    found = [
-        c
-        for c in list_customers(session, caller)
-        if needle in f"{c.id}\n{c.name}\n{c.email or ''}".casefold()
-    ]
-    context = {"customers": found, "q": q}
+    """Registered customers by id, a page at a time (`?page=`); `q` keeps those whose id,
+    name or e-mail contains it."""
+    text = q.strip()
+    total = count_customers(session, caller, text)
+    listed = list_page(request.url.path, request.query_params, total, noun="customers")
+    found = find_customers(session, caller, text, offset=listed.offset, limit=listed.size)
+    context = {"customers": found, "listed": listed, "q": q}
     return render(request, caller, "customers.html", page="customers", title="Customers",
                   context=context)  # fmt: skip
 

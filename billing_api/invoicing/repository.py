@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, and_, delete, func, or_, select, update
+from sqlalchemy import BigInteger, ColumnElement, Select, and_, delete, func, or_, select, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -524,3 +524,51 @@ def running_runs(session: Session, tenant_id: str, period: str) -> Sequence[Bill
             BillingRun.status == RunStatus.RUNNING,
         )
     ).all()
+
+
+def count_period_invoices(
+    session: Session, tenant_id: str, period: str, statuses: Sequence[str]
+) -> int:
+    """How many of the period's invoices `page_period_invoices` pages through."""
+    query = select(func.count()).select_from(Invoice)
+    return session.scalar(query.where(_of_period(tenant_id, period, statuses))) or 0
+
+
+def page_period_invoices(
+    session: Session,
+    tenant_id: str,
+    period: str,
+    statuses: Sequence[str],
+    *,
+    offset: int,
+    limit: int,
+) -> Sequence[Invoice]:
+    """The period's invoices in these statuses by customer id, `limit` of them from
+    `offset`."""
+    query = (
+        select(Invoice)
+        .where(_of_period(tenant_id, period, statuses))
+        .order_by(Invoice.customer_id, Invoice.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return session.scalars(query).all()
+
+
+def _of_period(tenant_id: str, period: str, statuses: Sequence[str]) -> ColumnElement[bool]:
+    return and_(
+        Invoice.tenant_id == tenant_id, Invoice.period == period, Invoice.status.in_(statuses)
+    )
+
+
+def run_exceptions(
+    session: Session, tenant_id: str, period: str, status: str
+) -> Sequence[BillingException]:
+    """The period's exceptions of no invoice (those a run raised about usage to attribute)."""
+    query = select(BillingException).where(
+        BillingException.tenant_id == tenant_id,
+        BillingException.period == period,
+        BillingException.invoice_id.is_(None),
+        BillingException.status == status,
+    )
+    return session.scalars(query.order_by(BillingException.created_at)).all()
