@@ -25,6 +25,11 @@ class CustomerRepository:
         query = select(Customer).where(Customer.tenant_id == tenant_id).order_by(Customer.id)
         return self._session.scalars(query).all()
 
+    def names(self, tenant_id: str) -> dict[str, str]:
+        """Id → name of every customer of the tenant (two columns, no objects)."""
+        query = select(Customer.id, Customer.name).where(Customer.tenant_id == tenant_id)
+        return {customer_id: name for customer_id, name in self._session.execute(query)}
+
     def count_containing(self, tenant_id: str, text: str) -> int:
         """How many customers `page_containing` pages through."""
         query = select(func.count()).select_from(Customer).where(_containing(tenant_id, text))

@@ -51,6 +51,13 @@ def list_customers(session: Session, caller: Caller) -> Sequence[Customer]:
     return CustomerRepository(session).list(caller.tenant_id)
 
 
+def customer_names(session: Session, caller: Caller) -> dict[str, str]:
+    """Id → name of every registered customer of the tenant (staff only), for pages over
+    all of them."""
+    caller.require_staff()
+    return CustomerRepository(session).names(caller.tenant_id)
+
+
 def register_customer(
     session: Session, caller: Caller, customer_id: str, name: str, email: str | None = None
 ) -> Customer:

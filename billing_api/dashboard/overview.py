@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from agentmeter.db import read_only
 from billing_api.auth import Caller
 from billing_api.budgets import repository as budgets
-from billing_api.customers.service import list_customers
+from billing_api.customers.service import customer_names
 from billing_api.invoicing import repository as invoicing
 from billing_api.invoicing.states import InvoiceStatus
 from billing_api.periods import Period, period_containing, previous_periods
@@ -125,7 +125,7 @@ def customer_figures(
 ) -> list[CustomerFigures]:
     """Per customer (registered, or with usage), the period's figures, flagged first."""
     tenant = invoicing.tenant(session, caller.tenant_id)
-    names = {c.id: c.name for c in list_customers(session, caller)}
+    names = customer_names(session, caller)
     invoiced: dict[str, int] = defaultdict(int)
     for invoice in invoicing.list_invoices(
         session, caller.tenant_id, period=period.label, status=InvoiceStatus.FINALIZED

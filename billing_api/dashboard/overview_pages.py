@@ -9,6 +9,7 @@ from agentmeter.clock import utcnow
 from agentmeter.money import from_minor
 from billing_api.dashboard import overview
 from billing_api.dashboard.http import PREFIX, DashboardRoute, StaffCaller, render
+from billing_api.dashboard.paging import list_page
 from billing_api.deps import DbSession
 
 router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=False)
@@ -16,10 +17,16 @@ router = APIRouter(prefix=PREFIX, route_class=DashboardRoute, include_in_schema=
 
 @router.get("/", response_class=HTMLResponse)
 def overview_page(request: Request, session: DbSession, caller: StaffCaller) -> Response:
-    """This period per customer and in total; the trend chart loads from trend.json."""
+    """This period in total and per customer, flagged customers first, a page at a time
+    (`?page=`); the trend chart loads from trend.json."""
     now = utcnow()
+    figures = overview.overview(session, caller, now)
+    listed = list_page(request.url.path, request.query_params, len(figures.customers),
+                       noun="customers")  # fmt: skip
     context = {
-        "o": overview.overview(session, caller, now),
+        "o": figures,
+        "rows": figures.customers[listed.offset : listed.offset + listed.size],
+        "listed": listed,
         "trend": overview.trend(session, caller, now),
     }
     return render(

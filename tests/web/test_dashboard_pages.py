@@ -79,7 +79,7 @@ def test_customers_search_and_detail(
     live_app: LiveApp, demo: str, page: Page, request: pytest.FixtureRequest
 ) -> None:
     sign_in(page, live_app.url, "viewer@demo.test")
-    page.get_by_role("link", name="Customers").click()
+    page.get_by_role("link", name="Customers", exact=True).click()
     expect(page.get_by_role("row")).to_have_count(len(DEMO_CUSTOMERS) + 1)
     page.get_by_label("Search").fill("glob")
     page.get_by_role("button", name="Search").click()

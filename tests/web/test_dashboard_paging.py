@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from decimal import Decimal
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -15,7 +16,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from agentmeter.clock import utcnow
-from agentmeter.tables import BillingException, Customer, Invoice
+from agentmeter.tables import BillingException, Budget, Customer, Invoice, to_unix_nano
 from billing_api.invoicing.repository import new_id
 from billing_api.invoicing.states import (
     ExceptionKind,
@@ -24,6 +25,11 @@ from billing_api.invoicing.states import (
     Severity,
 )
 from billing_api.periods import Period, period_containing, previous_periods
+from billing_api.pricing import service as pricing
+from billing_api.pricing.components import ChargeModel, Component
+from exporter.sql_sink import SqlUsageSink
+from otel_processor.usage import UsageBatch, UsageRecord
+from tests.billing_api import callers
 from tests.web.conftest import BrowserPage, LiveApp
 from tests.web.dashboard_helpers import Staff, browser_client, csrf, make_staff, sign_in
 
@@ -91,7 +97,7 @@ def test_customers_list_pages_through_every_customer_once(
     _customers(live_app.engine, staff.tenant.tenant_id, _numbered(123))
     page = desktop.page
     sign_in(page, live_app.url, staff.viewer)
-    page.get_by_role("link", name="Customers").click()
+    page.get_by_role("link", name="Customers", exact=True).click()
     nav = page.locator('nav.pager[aria-label="Pages of customers"]')
     expect(nav.locator(".pager-count")).to_have_text("1–50 of 123 customers (page 1 of 3)")
     expect(page.locator("table.customers-list caption")).to_have_text("123 customers")
@@ -401,3 +407,45 @@ def test_usage_moves_to_a_typed_customer_id_checked_on_the_server(
         assert session.scalars(select(Customer.id).where(Customer.id == "ghost")).all() == []
     # The browser reports the refused post's status; nothing else.
     assert [p for p in desktop.problems if "status of 422" not in p] == []
+
+
+def test_overview_pages_customers_flagged_first(
+    live_app: LiveApp, staff: Staff, desktop: BrowserPage
+) -> None:
+    """The overview's table: every customer once over its pages, those needing attention
+    first; the totals count every customer, not the page."""
+    tenant_id = staff.tenant.tenant_id
+    _customers(live_app.engine, tenant_id, _numbered(73))
+    admin = callers.staff(tenant_id)
+    with Session(live_app.engine) as session, session.begin():
+        book = pricing.create_price_book(session, admin, "list", "USD")
+        per_million = Component(name="input", meter="input_tokens", charge=ChargeModel.PER_UNIT,
+                                unit_price=Decimal("10"), per_units=1_000_000)  # fmt: skip
+        pricing.create_version(session, admin, book.id, PERIOD.start, [per_million])
+        session.add(Budget(tenant_id=tenant_id, customer_id="c070", currency="USD",
+                           limit_minor=1, thresholds=[100]))  # fmt: skip
+    records = [
+        UsageRecord(
+            trace_id=f"{n:032x}",
+            span_id=f"{n:016x}",
+            meter="input_tokens",
+            quantity=1_000_000,
+            customer_id=customer_id,
+            time_unix_nano=to_unix_nano(utcnow()),
+        )
+        for n, customer_id in enumerate(["c070", "c001"], start=1)
+    ]
+    SqlUsageSink(live_app.engine).write(tenant_id, UsageBatch(records))
+    page = desktop.page
+    sign_in(page, live_app.url, staff.billing)
+    nav = page.locator('nav.pager[aria-label="Pages of customers"]')
+    expect(nav.locator(".pager-count")).to_have_text("1–50 of 73 customers (page 1 of 2)")
+    expect(page.locator('[data-total="estimated"]')).to_have_text("$20.00")
+    first = page.locator("table.customers-figures tbody tr").first
+    expect(first).to_have_attribute("data-customer", "c070")  # over budget: first
+    expect(first).to_have_class("flagged")
+    seen = _walk(page, "table.customers-figures tbody tr[data-customer]", "customers")
+    assert seen == ["c070", *(f"c{n:03d}" for n in range(73) if n != 70)]
+    expect(page.locator('[data-total="estimated"]')).to_have_text("$20.00")  # every page
+    desktop.shot("overview-page-2")
+    assert desktop.problems == []
