@@ -851,5 +851,16 @@ class RatedCustomerMonth(Base):
     subtotal_minor: Mapped[int] = mapped_column(BigInteger)
     # None when some priced usage has no known provider cost.
     provider_cost_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    # Meter → raw quantity in micro-units, priced or not.
-    usage_micros: Mapped[dict[str, int]] = mapped_column(JSON)
+
+
+class RatedCustomerMonthUsage(Base):
+    """The raw quantity of one meter in a rated customer month (priced or not), beside
+    its `rated_customer_months` row."""
+
+    __tablename__ = "rated_customer_month_usage"
+
+    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    meter: Mapped[str] = mapped_column(String(128), primary_key=True)
+    quantity_micros: Mapped[int] = mapped_column(BigInteger)

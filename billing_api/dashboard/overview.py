@@ -29,7 +29,15 @@ from billing_api.customers.service import customer_names
 from billing_api.invoicing import repository as invoicing
 from billing_api.invoicing.states import InvoiceStatus
 from billing_api.periods import Period, period_containing, previous_periods
-from billing_api.rating.cache import MonthFigures, rated_months, tenants_with_changes
+from billing_api.rating.cache import (
+    MonthFigures,
+    catch_up,
+    caught_up,
+    customer_months,
+    month_totals,
+    month_usage,
+    tenants_with_changes,
+)
 from billing_api.usage.service import UsageSelection, query_usage
 from otel_processor.usage import from_micros
 
@@ -170,7 +178,7 @@ def refresh_figures(engine: Engine, now: datetime) -> None:
         tenants = tenants_with_changes(session)
     for tenant_id in tenants:
         with read_only(engine) as connection, Session(connection) as session:
-            rated_months(session, tenant_id, _trend_periods(now))
+            catch_up(session, tenant_id, _trend_periods(now))
 
 
 def trend(session: Session, caller: Caller, now: datetime) -> list[TrendPoint]:
@@ -179,33 +187,31 @@ def trend(session: Session, caller: Caller, now: datetime) -> list[TrendPoint]:
     Staff only: cost and margin."""
     caller.require_staff()
     periods = _trend_periods(now)
-    months = rated_months(session, caller.tenant_id, periods)
-    points = []
-    for period in periods:
-        revenue: dict[str, int] = defaultdict(int)
-        cost: dict[str, int] = defaultdict(int)
-        margin: dict[str, int] = defaultdict(int)
-        for result in months[period.label].values():
-            revenue[result.currency] += result.subtotal_minor
-            cost[result.currency] += result.provider_cost_minor or 0
-            margin[result.currency] += result.margin_minor or 0
-        points.append(TrendPoint(period.label, dict(revenue), dict(cost), dict(margin)))
-    return points
+    labels = [p.label for p in periods]
+    with caught_up(session, caller.tenant_id, periods) as cached:
+        months = month_totals(cached, caller.tenant_id, labels)
+    return [
+        TrendPoint(
+            label,
+            {c: t.revenue_minor for c, t in months[label].items()},
+            {c: t.provider_cost_minor for c, t in months[label].items()},
+            {c: t.margin_minor for c, t in months[label].items()},
+        )
+        for label in labels
+    ]
 
 
 def overview(session: Session, caller: Caller, now: datetime) -> Overview:
     """This period's figures for the caller's tenant (staff only: cost and margin)."""
     caller.require_staff()
     period = period_containing(now)
-    rated = rated_months(session, caller.tenant_id, [period])[period.label]
+    with caught_up(session, caller.tenant_id, [period]) as cached:
+        rated = customer_months(cached, caller.tenant_id, period.label)
+        usage = month_usage(cached, caller.tenant_id, period.label)
     rows = customer_figures(session, caller, period, rated)
     totals: dict[str, Totals] = {}
     for row in rows:
         totals.setdefault(row.currency, Totals(row.currency)).add(row)
-    by_meter: dict[str, Decimal] = defaultdict(Decimal)
-    for result in rated.values():
-        for meter, micros in result.usage_micros.items():
-            by_meter[meter] += from_micros(micros)
     unattributed = UsageSelection(
         unattributed=True, start=period.start, end=period.end, group_by=("trace_id",)
     )
@@ -215,6 +221,6 @@ def overview(session: Session, caller: Caller, now: datetime) -> Overview:
         margin_floor_percent=invoicing.tenant(session, caller.tenant_id).margin_floor_percent,
         customers=rows,
         totals=sorted(totals.values(), key=lambda t: t.currency),
-        usage=sorted(by_meter.items()),
+        usage=sorted((meter, from_micros(micros)) for meter, micros in usage.items()),
         unattributed_traces=len(traces),
     )

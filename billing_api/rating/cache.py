@@ -2,14 +2,15 @@
 
 The dashboard's tenant-wide figures (revenue, provider cost and margin of every customer
 this month and the months before) would rate every customer on each view: seconds at
-10,000 customers. `rated_months` answers from `rated_customer_months` instead, after
-recomputing, with `rate_period` itself, exactly what changed since the cache last caught
-up. What changed is written by database triggers in the writer's own transaction
-(`rating_changes`, migration 0014): usage of a customer in a month, a customer's book or
-registration, a tenant's prices. So a cached figure never disagrees with what rating the
-stored records and terms would give, whichever code (or hand-written SQL) wrote them.
+10,000 customers. They read `rated_customer_months` (and the usage per meter beside it)
+instead, in SQL, once `catch_up` has recomputed, with `rate_period` itself, exactly what
+changed since the cache last caught up. What changed is written by database triggers in
+the writer's own transaction (`rating_changes`, migration 0014): usage of a customer on a
+day, a customer's book or registration, a tenant's prices. So a cached figure never
+disagrees with what rating the stored records and terms would give, whichever code (or
+hand-written SQL) wrote them.
 
-Why it is exact, step by step (`rated_months`):
+Why it is exact, step by step (`catch_up`):
 1. *Claim*, in a short write transaction: bump the tenant's generation and mark every
    change row `claimed`. A write after this commit that changes a claimed (customer, day)
    sets it back unclaimed (the trigger's upsert; it costs a row write only then), and a
@@ -27,16 +28,23 @@ SQLite's write lock (no other writer can run) computes and stores in its own tra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, case, delete, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from agentmeter.db import dialect_insert, holds_write_lock, in_chunks, read_only
-from agentmeter.tables import RatedCustomerMonth, RatedMonth, RatingCacheGeneration, RatingChange
+from agentmeter.tables import (
+    RatedCustomerMonth,
+    RatedCustomerMonthUsage,
+    RatedMonth,
+    RatingCacheGeneration,
+    RatingChange,
+)
 from billing_api.periods import Period, month_period
 from billing_api.rating.engine import RatedPeriod
 from billing_api.rating.service import rate_period
@@ -44,6 +52,9 @@ from billing_api.rating.service import rate_period
 _EVERY_MONTH = ""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROWS: Table = RatedCustomerMonth.__table__  # type: ignore[assignment]
+_USAGE: Table = RatedCustomerMonthUsage.__table__  # type: ignore[assignment]
+# A reader that lost to a later claim claims again (the later one may not have stored yet).
+_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +66,6 @@ class MonthFigures:
     subtotal_minor: int
     # None when some priced usage has no known provider cost.
     provider_cost_minor: int | None
-    usage_micros: dict[str, int] = field(default_factory=dict)
 
     @property
     def margin_minor(self) -> int | None:
@@ -65,12 +75,18 @@ class MonthFigures:
     @classmethod
     def of(cls, rated: RatedPeriod) -> MonthFigures:
         return cls(
-            rated.customer_id,
-            rated.currency,
-            rated.subtotal_minor,
-            rated.provider_cost_minor,
-            dict(rated.usage_micros),
+            rated.customer_id, rated.currency, rated.subtotal_minor, rated.provider_cost_minor
         )
+
+
+@dataclass(frozen=True, slots=True)
+class MonthTotals:
+    """Sums of one currency over a month's customers, a customer's unknown provider cost
+    (and so margin) counted as 0."""
+
+    revenue_minor: int
+    provider_cost_minor: int
+    margin_minor: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +105,14 @@ class _Change:
 
 @dataclass(slots=True)
 class Refresh:
-    """What one reader computed (step 2), and the generation it claimed (step 1)."""
+    """What one reader recomputed (step 2), and the generation it claimed (step 1)."""
 
     tenant_id: str
     generation: int
     changes: list[_Change]
-    months: dict[str, dict[str, MonthFigures]]
-    # Month → the customers recomputed in it; None: the whole month.
-    recomputed: dict[str, set[str] | None]
+    # Month → the customers recomputed (None: the whole month) and their rated periods
+    # (a customer with nothing to bill has none).
+    recomputed: dict[str, tuple[set[str] | None, dict[str, RatedPeriod]]]
 
 
 def _calendar_month(period: Period) -> str:
@@ -120,19 +136,24 @@ def claim(session: Session, tenant_id: str) -> int:
         )
         .returning(RatingCacheGeneration.generation)
     ).scalar_one()
-    session.execute(
-        update(RatingChange)
-        .where(_of_tenant(tenant_id), ~RatingChange.claimed)
-        .values(claimed=True)
-    )
+    unclaimed = update(RatingChange).where(_of_tenant(tenant_id), ~RatingChange.claimed)
+    session.execute(unclaimed.values(claimed=True))
     return int(generation)
+
+
+def _cached(session: Session, tenant_id: str, labels: Sequence[str]) -> set[str]:
+    """Which of the months in `labels` are cached whole."""
+    query = select(RatedMonth.period).where(
+        RatedMonth.tenant_id == tenant_id, RatedMonth.period.in_(labels)
+    )
+    return set(session.scalars(query))
 
 
 def compute(
     session: Session, tenant_id: str, periods: Sequence[Period], generation: int
 ) -> Refresh:
-    """Step 2: every customer's figures of each calendar month in `periods` (a customer
-    with nothing to bill has none), from the cache and what changed since."""
+    """Step 2: rate again what changed in the calendar months of `periods`, and every
+    customer of a month not cached whole."""
     labels = [_calendar_month(p) for p in periods]
     changes = [
         _Change(*row)
@@ -141,67 +162,30 @@ def compute(
         )
     ]
     everything = any(c.customer_id is None for c in changes)
-    cached = (
-        set()
-        if everything or not labels
-        else set(
-            session.scalars(
-                select(RatedMonth.period).where(
-                    RatedMonth.tenant_id == tenant_id, RatedMonth.period.in_(labels)
-                )
-            )
-        )
-    )
-    refresh = Refresh(tenant_id, generation, changes, {}, {})
+    cached = set() if everything or not labels else _cached(session, tenant_id, labels)
+    refresh = Refresh(tenant_id, generation, changes, {})
     for period, label in zip(periods, labels, strict=True):
         if label not in cached:
-            rated = rate_period(session, tenant_id, period)
-            refresh.months[label] = {c: MonthFigures.of(r) for c, r in rated.items()}
-            refresh.recomputed[label] = None
+            refresh.recomputed[label] = (None, rate_period(session, tenant_id, period))
             continue
-        dirty = {c.customer_id for c in changes if c.month in (label, _EVERY_MONTH)}
-        customers = sorted(c for c in dirty if c is not None)
-        figures = _cached_month(session, tenant_id, label, dirty)
-        if customers:
-            again = rate_period(session, tenant_id, period, customers)
-            figures.update((c, MonthFigures.of(r)) for c, r in again.items())
-            refresh.recomputed[label] = set(customers)
-        refresh.months[label] = figures
-    return refresh
-
-
-def _cached_month(
-    session: Session, tenant_id: str, label: str, leave_out: set[str | None]
-) -> dict[str, MonthFigures]:
-    rows = session.execute(
-        select(
-            RatedCustomerMonth.customer_id,
-            RatedCustomerMonth.currency,
-            RatedCustomerMonth.subtotal_minor,
-            RatedCustomerMonth.provider_cost_minor,
-            RatedCustomerMonth.usage_micros,
-        ).where(RatedCustomerMonth.tenant_id == tenant_id, RatedCustomerMonth.period == label)
-    )
-    return {row[0]: MonthFigures(*row) for row in rows if row[0] not in leave_out}
-
-
-def _up_to_date(session: Session, tenant_id: str, labels: Sequence[str]) -> bool:
-    """Nothing changed since the cache caught up, and every month in `labels` is cached."""
-    if session.scalar(select(RatingChange.id).where(_of_tenant(tenant_id)).limit(1)):
-        return False
-    cached = session.scalars(
-        select(RatedMonth.period).where(
-            RatedMonth.tenant_id == tenant_id, RatedMonth.period.in_(labels)
+        customers = sorted(
+            {
+                c.customer_id
+                for c in changes
+                if c.customer_id is not None and c.month in (label, _EVERY_MONTH)
+            }
         )
-    )
-    return set(cached) == set(labels)
+        if customers:
+            rated = rate_period(session, tenant_id, period, customers)
+            refresh.recomputed[label] = (set(customers), rated)
+    return refresh
 
 
 def store(session: Session, refresh: Refresh, *, claimed_only: bool = True) -> bool:
     """Step 3 (in `session`'s write transaction). False, with nothing written, when
-    another reader claimed since: `refresh` is still right as of its reads, just not kept.
-    `claimed_only` False (a session that held the write lock from its reads on) also
-    deletes unclaimed changes, which no other writer can have added."""
+    another reader claimed since. `claimed_only` False (a session that held the write
+    lock from its reads on) also deletes unclaimed changes, which no other writer can have
+    added."""
     bumped = session.connection().execute(
         update(RatingCacheGeneration)
         .where(
@@ -224,26 +208,9 @@ def store(session: Session, refresh: Refresh, *, claimed_only: bool = True) -> b
         touched = {c.month for c in refresh.changes}
     for label in sorted(touched - set(refresh.recomputed)):
         _forget(session, tenant_id, label, None)
-    for label, customers in refresh.recomputed.items():
-        figures = refresh.months[label]
+    for label, (customers, rated) in refresh.recomputed.items():
         _forget(session, tenant_id, label, customers)
-        kept = [f for f in figures.values() if customers is None or f.customer_id in customers]
-        if kept:
-            session.connection().execute(
-                _ROWS.insert(),
-                [
-                    {
-                        "tenant_id": tenant_id,
-                        "period": label,
-                        "customer_id": f.customer_id,
-                        "currency": f.currency,
-                        "subtotal_minor": f.subtotal_minor,
-                        "provider_cost_minor": f.provider_cost_minor,
-                        "usage_micros": f.usage_micros,
-                    }
-                    for f in kept
-                ],
-            )
+        _insert(session, tenant_id, label, rated.values())
         if customers is None:
             session.execute(
                 dialect_insert(session, RatedMonth)
@@ -253,20 +220,35 @@ def store(session: Session, refresh: Refresh, *, claimed_only: bool = True) -> b
     return True
 
 
+def _insert(session: Session, tenant_id: str, label: str, rated: Iterable[RatedPeriod]) -> None:
+    rows: list[dict[str, object]] = []
+    usage: list[dict[str, object]] = []
+    for r in rated:
+        key = {"tenant_id": tenant_id, "period": label, "customer_id": r.customer_id}
+        rows.append(key | {"currency": r.currency, "subtotal_minor": r.subtotal_minor,
+                           "provider_cost_minor": r.provider_cost_minor})  # fmt: skip
+        usage += [key | {"meter": m, "quantity_micros": q} for m, q in r.usage_micros.items()]
+    connection = session.connection()
+    if rows:
+        connection.execute(_ROWS.insert(), rows)
+    if usage:
+        connection.execute(_USAGE.insert(), usage)
+
+
 def _forget(session: Session, tenant_id: str, label: str, customers: set[str] | None) -> None:
     """Drop a cached month (`customers` None: whole, no longer complete) or its rows of
     `customers`."""
-    in_month = (RatedCustomerMonth.tenant_id == tenant_id, RatedCustomerMonth.period == label)
     if customers is None:
         session.execute(
             delete(RatedMonth).where(RatedMonth.tenant_id == tenant_id, RatedMonth.period == label)
         )
-        session.execute(delete(RatedCustomerMonth).where(*in_month))
-        return
-    for chunk in in_chunks(sorted(customers)):
-        session.execute(
-            delete(RatedCustomerMonth).where(*in_month, RatedCustomerMonth.customer_id.in_(chunk))
-        )
+    for table in (_ROWS, _USAGE):
+        in_month = delete(table).where(table.c.tenant_id == tenant_id, table.c.period == label)
+        if customers is None:
+            session.execute(in_month)
+            continue
+        for chunk in in_chunks(sorted(customers)):
+            session.execute(in_month.where(table.c.customer_id.in_(chunk)))
 
 
 def tenants_with_changes(session: Session) -> list[str]:
@@ -274,27 +256,88 @@ def tenants_with_changes(session: Session) -> list[str]:
     return list(session.scalars(select(RatingChange.tenant_id).distinct()))
 
 
-def rated_months(
-    session: Session, tenant_id: str, periods: Sequence[Period]
-) -> dict[str, dict[str, MonthFigures]]:
-    """Month label → customer id → figures, for calendar-month `periods`: what
-    `rate_period` gives for each (customers with nothing to bill left out), from the cache
-    once it has caught up with what changed. Up to date, it reads and writes nothing else.
-    Its own transactions run beside `session`'s; a session holding SQLite's write lock
-    (which they would wait for) is used for all of it instead."""
+def _up_to_date(session: Session, tenant_id: str, labels: Sequence[str]) -> bool:
+    """Nothing changed since the cache caught up, and every month in `labels` is cached."""
+    if session.scalar(select(RatingChange.id).where(_of_tenant(tenant_id)).limit(1)):
+        return False
+    return _cached(session, tenant_id, labels) == set(labels)
+
+
+def catch_up(session: Session, tenant_id: str, periods: Sequence[Period]) -> None:
+    """Make the cached calendar months of `periods` what `rate_period` gives now. Up to
+    date, it only reads. Its transactions run beside `session`'s (a session holding
+    SQLite's write lock, which they would wait for, does all of it itself)."""
     if holds_write_lock(session):
-        refresh = compute(session, tenant_id, periods, claim(session, tenant_id))
-        store(session, refresh, claimed_only=False)
-        return refresh.months
+        store(session, compute(session, tenant_id, periods, claim(session, tenant_id)),
+              claimed_only=False)  # fmt: skip
+        return
     engine = session.get_bind().engine
     labels = [_calendar_month(p) for p in periods]
+    for _ in range(_ATTEMPTS):
+        with read_only(engine) as connection, Session(connection) as reading, reading.begin():
+            if _up_to_date(reading, tenant_id, labels):
+                return
+        with Session(engine) as writing, writing.begin():
+            generation = claim(writing, tenant_id)
+        with read_only(engine) as connection, Session(connection) as reading, reading.begin():
+            refresh = compute(reading, tenant_id, periods, generation)
+        with Session(engine) as writing, writing.begin():
+            if store(writing, refresh):
+                return
+    raise RuntimeError(f"rated months of tenant {tenant_id}: {_ATTEMPTS} readers raced")
+
+
+@contextmanager
+def caught_up(session: Session, tenant_id: str, periods: Sequence[Period]) -> Iterator[Session]:
+    """`catch_up`, then a session to read the cached months in (`customer_months`,
+    `month_usage`, `month_totals`), begun after it: `session`'s snapshot may be older."""
+    catch_up(session, tenant_id, periods)
+    if holds_write_lock(session):
+        yield session
+        return
+    engine = session.get_bind().engine
     with read_only(engine) as connection, Session(connection) as reading, reading.begin():
-        if _up_to_date(reading, tenant_id, labels):
-            return {label: _cached_month(reading, tenant_id, label, set()) for label in labels}
-    with Session(engine) as writing, writing.begin():
-        generation = claim(writing, tenant_id)
-    with read_only(engine) as connection, Session(connection) as reading, reading.begin():
-        refresh = compute(reading, tenant_id, periods, generation)
-    with Session(engine) as writing, writing.begin():
-        store(writing, refresh)
-    return refresh.months
+        yield reading
+
+
+def customer_months(session: Session, tenant_id: str, label: str) -> dict[str, MonthFigures]:
+    """Customer id → figures of a cached calendar month (`catch_up` first)."""
+    rows = session.execute(
+        select(_ROWS.c.customer_id, _ROWS.c.currency, _ROWS.c.subtotal_minor,
+               _ROWS.c.provider_cost_minor)
+        .where(_ROWS.c.tenant_id == tenant_id, _ROWS.c.period == label)
+    )  # fmt: skip
+    return {row[0]: MonthFigures(*row) for row in rows}
+
+
+def month_usage(session: Session, tenant_id: str, label: str) -> dict[str, int]:
+    """Meter → quantity (micro-units) of every customer in a cached calendar month."""
+    total = func.sum(_USAGE.c.quantity_micros)
+    rows = session.execute(
+        select(_USAGE.c.meter, total)
+        .where(_USAGE.c.tenant_id == tenant_id, _USAGE.c.period == label)
+        .group_by(_USAGE.c.meter)
+    )
+    return {meter: int(quantity) for meter, quantity in rows}
+
+
+def month_totals(
+    session: Session, tenant_id: str, labels: Sequence[str]
+) -> dict[str, dict[str, MonthTotals]]:
+    """Month → currency → totals of the cached calendar months in `labels`."""
+    cost = _ROWS.c.provider_cost_minor
+    rows = session.execute(
+        select(
+            _ROWS.c.period,
+            _ROWS.c.currency,
+            func.sum(_ROWS.c.subtotal_minor),
+            func.coalesce(func.sum(cost), 0),
+            func.sum(case((cost.is_(None), 0), else_=_ROWS.c.subtotal_minor - cost)),
+        )
+        .where(_ROWS.c.tenant_id == tenant_id, _ROWS.c.period.in_(labels))
+        .group_by(_ROWS.c.period, _ROWS.c.currency)
+    )
+    totals: dict[str, dict[str, MonthTotals]] = {label: {} for label in labels}
+    for label, currency, revenue, provider_cost, margin in rows:
+        totals[label][currency] = MonthTotals(int(revenue), int(provider_cost), int(margin))
+    return totals

@@ -214,9 +214,23 @@ def upgrade() -> None:
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("subtotal_minor", sa.BigInteger(), nullable=False),
         sa.Column("provider_cost_minor", sa.BigInteger(), nullable=True),
-        sa.Column("usage_micros", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint(
             "tenant_id", "period", "customer_id", name=op.f("pk_rated_customer_months")
+        ),
+    )
+    op.create_table(
+        "rated_customer_month_usage",
+        sa.Column("tenant_id", sa.String(length=32), nullable=False),
+        sa.Column("period", sa.String(length=7), nullable=False),
+        sa.Column("customer_id", sa.String(length=256), nullable=False),
+        sa.Column("meter", sa.String(length=128), nullable=False),
+        sa.Column("quantity_micros", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "tenant_id",
+            "period",
+            "customer_id",
+            "meter",
+            name=op.f("pk_rated_customer_month_usage"),
         ),
     )
     if op.get_bind().dialect.name == "postgresql":
@@ -245,6 +259,11 @@ def downgrade() -> None:
     else:
         for name in _sqlite_triggers():
             op.execute(f"DROP TRIGGER {name}")
-    for table in ("rated_customer_months", "rated_months", "rating_cache_generations"):
+    for table in (
+        "rated_customer_month_usage",
+        "rated_customer_months",
+        "rated_months",
+        "rating_cache_generations",
+    ):
         op.drop_table(table)
     op.drop_table("rating_changes")

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -15,7 +17,7 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from agentmeter.db import read_only
+from agentmeter.db import is_sqlite, read_only
 from agentmeter.tables import RatedCustomerMonth, RatingChange, UsageRow, to_unix_nano
 from billing_api.customers import service as customers
 from billing_api.dashboard.overview import refresh_figures
@@ -24,7 +26,18 @@ from billing_api.jobs.worker import run_due_jobs
 from billing_api.periods import Period, month_period
 from billing_api.pricing import service as pricing
 from billing_api.pricing.components import ChargeModel, Component
-from billing_api.rating.cache import MonthFigures, Refresh, claim, compute, rated_months, store
+from billing_api.rating.cache import (
+    MonthFigures,
+    MonthTotals,
+    Refresh,
+    caught_up,
+    claim,
+    compute,
+    customer_months,
+    month_totals,
+    month_usage,
+    store,
+)
 from billing_api.rating.service import rate_period
 from billing_api.usage.repository import attribute_traces, move_customer_usage
 from exporter.sql_sink import SqlUsageSink
@@ -62,25 +75,61 @@ def write(engine: Engine, tenant_id: str, *records: UsageRecord) -> None:
     SqlUsageSink(engine).write(tenant_id, UsageBatch(list(records)))
 
 
-def fresh(engine: Engine, tenant_id: str) -> dict[str, dict[str, MonthFigures]]:
+@dataclass(frozen=True)
+class Month:
+    """A month as the dashboard reads it: each customer's figures, usage per meter (every
+    customer) and totals per currency."""
+
+    customers: dict[str, MonthFigures]
+    usage: dict[str, int]
+    totals: dict[str, MonthTotals]
+
+
+def fresh(engine: Engine, tenant_id: str) -> dict[str, Month]:
     """What rating every customer now gives, without the cache."""
+    months = {}
     with Session(engine) as session:
-        return {
-            p.label: {c: MonthFigures.of(r) for c, r in rate_period(session, tenant_id, p).items()}
-            for p in MONTHS
-        }
+        for period in MONTHS:
+            rated = rate_period(session, tenant_id, period)
+            usage: Counter[str] = Counter()
+            sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+            for r in rated.values():
+                usage.update(r.usage_micros)
+                sum_ = sums[r.currency]
+                sum_[0] += r.subtotal_minor
+                sum_[1] += r.provider_cost_minor or 0
+                sum_[2] += r.margin_minor or 0
+            months[period.label] = Month(
+                {c: MonthFigures.of(r) for c, r in rated.items()},
+                dict(usage),
+                {currency: MonthTotals(*sum_) for currency, sum_ in sums.items()},
+            )
+    return months
 
 
-def cached(engine: Engine, tenant_id: str) -> dict[str, dict[str, MonthFigures]]:
-    with reader(engine) as session:
-        return rated_months(session, tenant_id, MONTHS)
+def read(session: Session, tenant_id: str) -> dict[str, Month]:
+    totals = month_totals(session, tenant_id, [p.label for p in MONTHS])
+    return {
+        p.label: Month(
+            customer_months(session, tenant_id, p.label),
+            month_usage(session, tenant_id, p.label),
+            totals[p.label],
+        )
+        for p in MONTHS
+    }
+
+
+def cached(engine: Engine, tenant_id: str) -> dict[str, Month]:
+    with reader(engine) as session, caught_up(session, tenant_id, MONTHS) as cache:
+        return read(cache, tenant_id)
 
 
 def recomputed(engine: Engine, tenant_id: str) -> dict[str, set[str] | None]:
     """What a reader would recompute now (nothing is kept)."""
     with Session(engine) as session:
         try:
-            return compute(session, tenant_id, MONTHS, claim(session, tenant_id)).recomputed
+            refresh = compute(session, tenant_id, MONTHS, claim(session, tenant_id))
+            return {label: customers for label, (customers, _) in refresh.recomputed.items()}
         finally:
             session.rollback()
 
@@ -107,10 +156,12 @@ def test_the_cache_answers_what_rating_gives_and_keeps_it(
     figures = cached(engine, tenant_id)
     assert figures == fresh(engine, tenant_id)
     # acme: 2 M tokens at 10.00 per million, cost 2.00 per million (the scenario's terms).
-    acme = figures["2026-11"]["acme"]
+    acme = figures["2026-11"].customers["acme"]
     assert (acme.subtotal_minor, acme.provider_cost_minor, acme.margin_minor) == (2000, 400, 1600)
-    assert acme.usage_micros == {"input_tokens": 2_000_000 * MILLION}
-    assert figures["2026-10"] == {}
+    # acme's and globex's tokens (the unattributed ones are nobody's)
+    assert figures["2026-11"].usage == {"input_tokens": 7_000_000 * MILLION}
+    assert figures["2026-11"].totals == {"USD": MonthTotals(7000, 1400, 5600)}
+    assert figures["2026-10"] == Month({}, {}, {})
     # Stored: the next reader recomputes nothing and writes nothing.
     assert recomputed(engine, tenant_id) == {}
     with Session(engine) as session:
@@ -241,7 +292,10 @@ def test_a_write_after_the_claim_is_not_lost(engine: Engine, scenario: Scenario)
     refresh = claim_and_compute(engine, tenant_id)
     _new_usage(engine, tenant_id)  # committed after the reader read, before it stores
     assert stored(engine, refresh)
-    assert refresh.months != fresh(engine, tenant_id)  # it computed before the write
+    acme = refresh.recomputed["2026-11"][1]["acme"]  # computed before the second write
+    assert (
+        acme.subtotal_minor != fresh(engine, tenant_id)["2026-11"].customers["acme"].subtotal_minor
+    )
     assert recomputed(engine, tenant_id) == {"2026-11": {"acme"}}  # the write stays marked
     assert cached(engine, tenant_id) == fresh(engine, tenant_id)
     assert recomputed(engine, tenant_id) == {}
@@ -260,22 +314,31 @@ def test_of_two_readers_the_later_claim_stores(engine: Engine, scenario: Scenari
     assert recomputed(engine, tenant_id) == {}
 
 
-def test_a_writing_session_stores_in_its_own_transaction(
+def test_a_writing_session_on_sqlite_catches_up_in_its_own_transaction(
     engine: Engine, scenario: Scenario
 ) -> None:
     """A session that holds SQLite's write lock stores in its transaction (a second
     connection would wait for it)."""
     tenant_id = scenario.tenant_id
-    with Session(engine) as session, session.begin():
-        figures = rated_months(session, tenant_id, MONTHS)
+    with (
+        Session(engine) as session,
+        session.begin(),
+        caught_up(session, tenant_id, MONTHS) as cache,
+    ):
+        assert (cache is session) == is_sqlite(engine)
+        figures = read(cache, tenant_id)
     assert figures == fresh(engine, tenant_id)
     assert recomputed(engine, tenant_id) == {}
 
 
 def test_calendar_months_only(engine: Engine, scenario: Scenario) -> None:
     shifted = Period(datetime(2026, 11, 5, tzinfo=UTC), datetime(2026, 12, 5, tzinfo=UTC))
-    with reader(engine) as session, pytest.raises(ValueError, match="calendar month"):
-        rated_months(session, scenario.tenant_id, [shifted])
+    with (
+        reader(engine) as session,
+        pytest.raises(ValueError, match="calendar month"),
+        caught_up(session, scenario.tenant_id, [shifted]),
+    ):
+        pass
 
 
 def test_exact_under_concurrent_ingest(engine: Engine, scenario: Scenario) -> None:
