@@ -16,10 +16,15 @@ def get(session: Session, tenant_id: str, customer_id: str) -> Budget | None:
     return session.get(Budget, (tenant_id, customer_id), populate_existing=True)
 
 
-def of_tenant(session: Session, tenant_id: str) -> dict[str, Budget]:
-    """Every budget of a tenant, by customer id (one query, for pages over all customers)."""
-    found = session.scalars(select(Budget).where(Budget.tenant_id == tenant_id))
-    return {budget.customer_id: budget for budget in found}
+def limits_of_tenant(session: Session, tenant_id: str) -> dict[str, tuple[str, int]]:
+    """Customer id → (currency, limit in minor units) of every budget of a tenant (one
+    query of three columns, for pages over all customers)."""
+    query = select(Budget.customer_id, Budget.currency, Budget.limit_minor).where(
+        Budget.tenant_id == tenant_id
+    )
+    return {
+        customer_id: (currency, limit) for customer_id, currency, limit in session.execute(query)
+    }
 
 
 def upsert(

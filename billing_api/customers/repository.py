@@ -28,7 +28,7 @@ class CustomerRepository:
     def names(self, tenant_id: str) -> dict[str, str]:
         """Id → name of every customer of the tenant (two columns, no objects)."""
         query = select(Customer.id, Customer.name).where(Customer.tenant_id == tenant_id)
-        return {customer_id: name for customer_id, name in self._session.execute(query)}
+        return dict(self._session.execute(query).tuples().all())
 
     def count_containing(self, tenant_id: str, text: str) -> int:
         """How many customers `page_containing` pages through."""

@@ -14,8 +14,7 @@ The overview uses calendar-month periods (billing day 1) for every customer.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -44,11 +43,27 @@ from otel_processor.usage import from_micros
 TREND_PERIODS = 6
 
 
+def _percent_hundredths(part: int, whole: int) -> int:
+    """`part` as percent of `whole` (not 0) in hundredths of a percent, rounded half to
+    even, in integers: exact, and cheap enough for every customer on each view."""
+    quotient, remainder = divmod(abs(part) * 10_000, abs(whole))
+    if 2 * remainder > abs(whole) or (2 * remainder == abs(whole) and quotient % 2):
+        quotient += 1
+    return -quotient if (part < 0) != (whole < 0) else quotient
+
+
 def margin_percent(revenue_minor: int, margin_minor: int | None) -> Decimal | None:
     """Margin as percent of revenue, two places; None when unknown or nothing was charged."""
     if margin_minor is None or revenue_minor == 0:
         return None
-    return (Decimal(margin_minor * 100) / Decimal(revenue_minor)).quantize(Decimal("0.01"))
+    return Decimal(_percent_hundredths(margin_minor, revenue_minor)).scaleb(-2)
+
+
+def below_floor(revenue_minor: int, margin_minor: int | None, floor: Decimal) -> bool:
+    """The margin percent is known and under `floor` (0: no floor)."""
+    if margin_minor is None or revenue_minor == 0 or floor <= 0:
+        return False
+    return _percent_hundredths(margin_minor, revenue_minor) < floor * 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +100,11 @@ class Totals:
     provider_cost_minor: int | None = 0
     margin_minor: int | None = 0
 
-    def add(self, row: CustomerFigures) -> None:
-        self.estimated_minor += row.estimated_minor
-        self.invoiced_minor += row.invoiced_minor
-        self.provider_cost_minor = _plus(self.provider_cost_minor, row.provider_cost_minor)
-        self.margin_minor = _plus(self.margin_minor, row.margin_minor)
+    def add(self, estimated: int, invoiced: int, cost: int | None, margin: int | None) -> None:
+        self.estimated_minor += estimated
+        self.invoiced_minor += invoiced
+        self.provider_cost_minor = _plus(self.provider_cost_minor, cost)
+        self.margin_minor = _plus(self.margin_minor, margin)
 
     @property
     def margin_percent(self) -> Decimal | None:
@@ -111,58 +126,63 @@ class TrendPoint:
 
 
 @dataclass(frozen=True, slots=True)
+class _Sources:
+    """What a customer's figures are composed from."""
+
+    rated: dict[str, MonthFigures]
+    names: dict[str, str]
+    invoiced: dict[str, int]
+    budgets: dict[str, tuple[str, int]]  # customer → (currency, limit in minor units)
+    floor: Decimal
+
+    def currency(self, customer_id: str) -> str:
+        """The rated currency, else the budget's, else USD."""
+        result = self.rated.get(customer_id)
+        budget = self.budgets.get(customer_id)
+        return result.currency if result else (budget[0] if budget else "USD")
+
+    def over_budget(self, customer_id: str, spent: int, currency: str) -> bool:
+        """Over its budget, compared only in the budget's own currency."""
+        budget = self.budgets.get(customer_id)
+        return budget is not None and budget[0] == currency and spent > budget[1]
+
+    def figures(self, customer_id: str) -> CustomerFigures:
+        result = self.rated.get(customer_id)
+        budget = self.budgets.get(customer_id)
+        spent = result.subtotal_minor if result else 0
+        currency = self.currency(customer_id)
+        margin = result.margin_minor if result else 0
+        return CustomerFigures(
+            customer_id=customer_id,
+            name=self.names.get(customer_id, ""),
+            currency=currency,
+            estimated_minor=spent,
+            invoiced_minor=self.invoiced.get(customer_id, 0),
+            provider_cost_minor=result.provider_cost_minor if result else 0,
+            margin_minor=margin,
+            budget_minor=budget[1] if budget else None,
+            below_floor=below_floor(spent, margin, self.floor),
+            over_budget=self.over_budget(customer_id, spent, currency),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Overview:
-    """Everything the overview page shows."""
+    """Everything the overview page shows; the customers a page at a time."""
 
     period: Period
     margin_floor_percent: Decimal
-    customers: list[CustomerFigures]
     totals: list[Totals]
     usage: list[tuple[str, Decimal]]  # meter, quantity this period, every customer
     unattributed_traces: int
-    trend: list[TrendPoint] = field(default_factory=list)
+    # Every customer (registered, or with usage): those needing attention first, by id.
+    order: list[str]
+    sources: _Sources
 
-
-def _below_floor(rated: MonthFigures, floor: Decimal) -> bool:
-    percent = margin_percent(rated.subtotal_minor, rated.margin_minor)
-    return percent is not None and floor > 0 and percent < floor
-
-
-def customer_figures(
-    session: Session, caller: Caller, period: Period, rated: dict[str, MonthFigures]
-) -> list[CustomerFigures]:
-    """Per customer (registered, or with usage), the period's figures, flagged first."""
-    tenant = invoicing.tenant(session, caller.tenant_id)
-    names = customer_names(session, caller)
-    invoiced: dict[str, int] = defaultdict(int)
-    for invoice in invoicing.list_invoices(
-        session, caller.tenant_id, period=period.label, status=InvoiceStatus.FINALIZED
-    ):
-        invoiced[invoice.customer_id] += invoice.subtotal_minor
-    limits = budgets.of_tenant(session, caller.tenant_id)
-    rows = []
-    for customer_id in sorted(set(names) | set(rated)):
-        result = rated.get(customer_id)
-        budget = limits.get(customer_id)
-        spent = result.subtotal_minor if result else 0
-        currency = result.currency if result else (budget.currency if budget else "USD")
-        over = budget is not None and budget.currency == currency and spent > budget.limit_minor
-        rows.append(
-            CustomerFigures(
-                customer_id=customer_id,
-                name=names.get(customer_id, ""),
-                currency=currency,
-                estimated_minor=spent,
-                invoiced_minor=invoiced[customer_id],
-                provider_cost_minor=result.provider_cost_minor if result else 0,
-                margin_minor=result.margin_minor if result else 0,
-                budget_minor=budget.limit_minor if budget else None,
-                below_floor=result is not None
-                and _below_floor(result, tenant.margin_floor_percent),
-                over_budget=over,
-            )
-        )
-    return sorted(rows, key=lambda r: (not r.flagged, r.customer_id))
+    def customers(self, offset: int = 0, size: int | None = None) -> list[CustomerFigures]:
+        """The figures of `size` customers (default: all) from `offset` in `order`."""
+        end = None if size is None else offset + size
+        return [self.sources.figures(customer_id) for customer_id in self.order[offset:end]]
 
 
 def _trend_periods(now: datetime) -> list[Period]:
@@ -208,19 +228,45 @@ def overview(session: Session, caller: Caller, now: datetime) -> Overview:
     with caught_up(session, caller.tenant_id, [period]) as cached:
         rated = customer_months(cached, caller.tenant_id, period.label)
         usage = month_usage(cached, caller.tenant_id, period.label)
-    rows = customer_figures(session, caller, period, rated)
+    floor = invoicing.tenant(session, caller.tenant_id).margin_floor_percent
+    sources = _Sources(
+        rated=rated,
+        names=customer_names(session, caller),
+        invoiced=invoicing.subtotals_by_customer(
+            session, caller.tenant_id, period.label, InvoiceStatus.FINALIZED
+        ),
+        budgets=budgets.limits_of_tenant(session, caller.tenant_id),
+        floor=floor,
+    )
+    # Totals and flags of every customer, without building each one's figures: a customer
+    # with nothing rated adds nothing (but its currency) and needs no attention.
     totals: dict[str, Totals] = {}
-    for row in rows:
-        totals.setdefault(row.currency, Totals(row.currency)).add(row)
+    flagged = []
+    ordered = sorted(sources.names.keys() | rated.keys())
+    for customer_id in ordered:
+        currency = sources.currency(customer_id)
+        total = totals.setdefault(currency, Totals(currency))
+        result = rated.get(customer_id)
+        if result is None:
+            continue
+        spent, margin = result.subtotal_minor, result.margin_minor
+        total.add(spent, sources.invoiced.get(customer_id, 0), result.provider_cost_minor, margin)
+        if below_floor(spent, margin, floor) or sources.over_budget(customer_id, spent, currency):
+            flagged.append(customer_id)
+    for customer_id, amount in sources.invoiced.items():
+        if customer_id not in rated:  # invoiced this period, nothing rated now
+            totals[sources.currency(customer_id)].add(0, amount, 0, 0)
     unattributed = UsageSelection(
         unattributed=True, start=period.start, end=period.end, group_by=("trace_id",)
     )
     traces = {a.dimensions["trace_id"] for a in query_usage(session, caller, unattributed)}
+    attention = set(flagged)
     return Overview(
         period=period,
-        margin_floor_percent=invoicing.tenant(session, caller.tenant_id).margin_floor_percent,
-        customers=rows,
+        margin_floor_percent=floor,
         totals=sorted(totals.values(), key=lambda t: t.currency),
         usage=sorted((meter, from_micros(micros)) for meter, micros in usage.items()),
         unattributed_traces=len(traces),
+        order=flagged + [c for c in ordered if c not in attention],
+        sources=sources,
     )

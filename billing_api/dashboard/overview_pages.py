@@ -21,11 +21,11 @@ def overview_page(request: Request, session: DbSession, caller: StaffCaller) -> 
     (`?page=`); the trend chart loads from trend.json."""
     now = utcnow()
     figures = overview.overview(session, caller, now)
-    listed = list_page(request.url.path, request.query_params, len(figures.customers),
+    listed = list_page(request.url.path, request.query_params, len(figures.order),
                        noun="customers")  # fmt: skip
     context = {
         "o": figures,
-        "rows": figures.customers[listed.offset : listed.offset + listed.size],
+        "rows": figures.customers(listed.offset, listed.size),
         "listed": listed,
         "trend": overview.trend(session, caller, now),
     }

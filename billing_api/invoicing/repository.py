@@ -170,6 +170,18 @@ def list_invoices(
     return session.scalars(query.order_by(Invoice.period_start, Invoice.customer_id)).all()
 
 
+def subtotals_by_customer(
+    session: Session, tenant_id: str, period: str, status: str
+) -> dict[str, int]:
+    """Customer id → the summed subtotals of its invoices of `period` in `status`."""
+    query = (
+        select(Invoice.customer_id, func.sum(Invoice.subtotal_minor))
+        .where(Invoice.tenant_id == tenant_id, Invoice.period == period, Invoice.status == status)
+        .group_by(Invoice.customer_id)
+    )
+    return {customer_id: int(total) for customer_id, total in session.execute(query)}
+
+
 def lines(session: Session, invoice_id: str) -> list[InvoiceLine]:
     return list(
         session.scalars(

@@ -306,7 +306,7 @@ def customer_months(session: Session, tenant_id: str, label: str) -> dict[str, M
         select(_ROWS.c.customer_id, _ROWS.c.currency, _ROWS.c.subtotal_minor,
                _ROWS.c.provider_cost_minor)
         .where(_ROWS.c.tenant_id == tenant_id, _ROWS.c.period == label)
-    )  # fmt: skip
+    ).all()  # fmt: skip
     return {row[0]: MonthFigures(*row) for row in rows}
 
 
