@@ -800,7 +800,8 @@ class RatingChange(Base):
     Written only by database triggers (migration 0014) on `usage_records`, `customers`,
     `price_books`, `price_versions`, `price_components` and `customer_overrides`, so every
     writer is covered, present or future. `customer_id` None: every customer of the
-    tenant; `day` (of the usage's end time, days since 1970, UTC) None: every day.
+    tenant; `day` (days since 1970, UTC) a day of the month whose usage changed: on
+    SQLite the usage's own day, on PostgreSQL its month's first; None: every day.
     `writer` is the writing transaction on PostgreSQL (one row per transaction, customer
     and day: no two transactions touch the same row) and 0 on SQLite, whose single writer
     sets `claimed` back to false on the existing row instead. The cache

@@ -33,11 +33,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Table, case, delete, func, select, update
+from sqlalchemy import Table, case, delete, func, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from agentmeter.db import dialect_insert, holds_write_lock, in_chunks, read_only
+from agentmeter.db import dialect_insert, holds_write_lock, in_chunks, is_sqlite, read_only
 from agentmeter.tables import (
     RatedCustomerMonth,
     RatedCustomerMonthUsage,
@@ -53,6 +53,8 @@ _EVERY_MONTH = ""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROWS: Table = RatedCustomerMonth.__table__  # type: ignore[assignment]
 _USAGE: Table = RatedCustomerMonthUsage.__table__  # type: ignore[assignment]
+_CHANGES: Table = RatingChange.__table__  # type: ignore[assignment]
+_ANALYZE_AFTER = 10_000
 # A reader that lost to a later claim claims again (the later one may not have stored yet).
 _ATTEMPTS = 5
 
@@ -92,7 +94,7 @@ class MonthTotals:
 @dataclass(frozen=True, slots=True)
 class _Change:
     customer_id: str | None
-    day: int | None  # of the usage's end time, days since 1970 UTC; None: every day
+    day: int | None  # days since 1970 UTC, in the month whose usage changed; None: every day
 
     @property
     def month(self) -> str:
@@ -197,8 +199,15 @@ def store(session: Session, refresh: Refresh, *, claimed_only: bool = True) -> b
     if bumped.rowcount != 1:
         return False
     tenant_id = refresh.tenant_id
-    consumed = delete(RatingChange).where(_of_tenant(tenant_id))
-    session.execute(consumed.where(RatingChange.claimed) if claimed_only else consumed)
+    consumed = delete(_CHANGES).where(_CHANGES.c.tenant_id == tenant_id)
+    deleted = session.connection().execute(
+        consumed.where(_CHANGES.c.claimed) if claimed_only else consumed
+    )
+    if deleted.rowcount >= _ANALYZE_AFTER and not is_sqlite(session.get_bind().engine):
+        # After a bulk load, PostgreSQL's statistics still count the rows just deleted, and
+        # it would scan them all (dead) to find a tenant's next change; autovacuum comes
+        # later.
+        session.execute(text(f"ANALYZE {_CHANGES.name}"))
     # Cached months the changes touch but nobody recomputed: dropped whole.
     if any(c.customer_id is None or c.month == _EVERY_MONTH for c in refresh.changes):
         touched = set(

@@ -33,13 +33,21 @@ _KEY = "(tenant_id, customer_id, day, writer)"
 
 # The UTC day of a usage record's end time, days since 1970 (integer division on both).
 _NANOS_PER_DAY = 86_400 * 10**9
+# PostgreSQL records the first day of that day's month: a bulk load (one COPY of a year)
+# marks customers × months, not customers × days. SQLite, whose triggers run per row,
+# keeps the day (integer division; a month costs a strftime per row).
+_PG_MONTH_DAY = (
+    "(extract(epoch FROM date_trunc('month', to_timestamp(day * 86400) AT TIME ZONE 'UTC'))"
+    " / 86400)::integer"
+)
 
 _PG_FUNCTIONS = f"""
 CREATE FUNCTION rating_changes_of_usage() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO {_CHANGES}
-    SELECT DISTINCT tenant_id, customer_id, time_unix_nano / {_NANOS_PER_DAY}, txid_current(), false
-    FROM changed_rows
+    SELECT DISTINCT tenant_id, customer_id, {_PG_MONTH_DAY}, txid_current(), false
+    FROM (SELECT DISTINCT tenant_id, customer_id, time_unix_nano / {_NANOS_PER_DAY} AS day
+          FROM changed_rows) AS changed
     ON CONFLICT {_KEY} DO NOTHING;
     RETURN NULL;
 END $$;
@@ -47,9 +55,10 @@ END $$;
 CREATE FUNCTION rating_changes_of_usage_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO {_CHANGES}
-    SELECT DISTINCT tenant_id, customer_id, time_unix_nano / {_NANOS_PER_DAY}, txid_current(), false
-    FROM (SELECT tenant_id, customer_id, time_unix_nano FROM old_rows
-          UNION ALL SELECT tenant_id, customer_id, time_unix_nano FROM new_rows) AS changed
+    SELECT DISTINCT tenant_id, customer_id, {_PG_MONTH_DAY}, txid_current(), false
+    FROM (SELECT tenant_id, customer_id, time_unix_nano / {_NANOS_PER_DAY} AS day FROM old_rows
+          UNION SELECT tenant_id, customer_id, time_unix_nano / {_NANOS_PER_DAY} FROM new_rows)
+          AS changed
     ON CONFLICT {_KEY} DO NOTHING;
     RETURN NULL;
 END $$;

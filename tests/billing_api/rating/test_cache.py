@@ -26,6 +26,7 @@ from billing_api.jobs.worker import run_due_jobs
 from billing_api.periods import Period, month_period
 from billing_api.pricing import service as pricing
 from billing_api.pricing.components import ChargeModel, Component
+from billing_api.rating import cache
 from billing_api.rating.cache import (
     MonthFigures,
     MonthTotals,
@@ -389,3 +390,21 @@ def test_the_background_job_catches_every_tenant_up(engine: Engine, scenario: Sc
         assert session.scalars(select(RatingChange.id)).all() == []
     assert recomputed(engine, tenant_id) == {}
     assert cached(engine, tenant_id) == fresh(engine, tenant_id)
+
+
+def test_many_changes_consumed_refresh_the_planner_statistics(
+    engine: Engine, scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a store that deleted many change rows (after a bulk load) analyzes the
+    table, so finding a tenant's next change does not scan the dead rows."""
+    monkeypatch.setattr(cache, "_ANALYZE_AFTER", 1)
+    tenant_id = scenario.tenant_id
+    assert cached(engine, tenant_id) == fresh(engine, tenant_id)
+    if not is_sqlite(engine):
+        with engine.connect() as connection:
+            analyzed = connection.scalar(
+                text(
+                    "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'rating_changes'"
+                )
+            )
+        assert analyzed is not None
