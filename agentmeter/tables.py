@@ -854,6 +854,21 @@ class RatedCustomerMonth(Base):
     provider_cost_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
+class RatedMonthTotals(Base):
+    """A cached month's sums per currency over its customers (a customer's unknown provider
+    cost, and so margin, counted as 0), summed from `rated_customer_months` whenever the
+    month's rows change."""
+
+    __tablename__ = "rated_month_totals"
+
+    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    revenue_minor: Mapped[int] = mapped_column(BigInteger)
+    provider_cost_minor: Mapped[int] = mapped_column(BigInteger)
+    margin_minor: Mapped[int] = mapped_column(BigInteger)
+
+
 class RatedCustomerMonthUsage(Base):
     """The raw quantity of one meter in a rated customer month (priced or not), beside
     its `rated_customer_months` row."""

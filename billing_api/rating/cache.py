@@ -42,6 +42,7 @@ from agentmeter.tables import (
     RatedCustomerMonth,
     RatedCustomerMonthUsage,
     RatedMonth,
+    RatedMonthTotals,
     RatingCacheGeneration,
     RatingChange,
 )
@@ -54,6 +55,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROWS: Table = RatedCustomerMonth.__table__  # type: ignore[assignment]
 _USAGE: Table = RatedCustomerMonthUsage.__table__  # type: ignore[assignment]
 _CHANGES: Table = RatingChange.__table__  # type: ignore[assignment]
+_TOTALS: Table = RatedMonthTotals.__table__  # type: ignore[assignment]
 _ANALYZE_AFTER = 10_000
 # A reader that lost to a later claim claims again (the later one may not have stored yet).
 _ATTEMPTS = 5
@@ -220,6 +222,7 @@ def store(session: Session, refresh: Refresh, *, claimed_only: bool = True) -> b
     for label, (customers, rated) in refresh.recomputed.items():
         _forget(session, tenant_id, label, customers)
         _insert(session, tenant_id, label, rated.values())
+        _sum_up(session, tenant_id, label)
         if customers is None:
             session.execute(
                 dialect_insert(session, RatedMonth)
@@ -244,6 +247,30 @@ def _insert(session: Session, tenant_id: str, label: str, rated: Iterable[RatedP
         connection.execute(_USAGE.insert(), usage)
 
 
+def _sum_up(session: Session, tenant_id: str, label: str) -> None:
+    """The month's totals per currency, summed again from its rows."""
+    cost = _ROWS.c.provider_cost_minor
+    in_month = (_ROWS.c.tenant_id == tenant_id, _ROWS.c.period == label)
+    sums = (
+        select(
+            _ROWS.c.tenant_id,
+            _ROWS.c.period,
+            _ROWS.c.currency,
+            func.sum(_ROWS.c.subtotal_minor),
+            func.coalesce(func.sum(cost), 0),
+            func.sum(case((cost.is_(None), 0), else_=_ROWS.c.subtotal_minor - cost)),
+        )
+        .where(*in_month)
+        .group_by(_ROWS.c.tenant_id, _ROWS.c.period, _ROWS.c.currency)
+    )
+    session.execute(
+        delete(_TOTALS).where(_TOTALS.c.tenant_id == tenant_id, _TOTALS.c.period == label)
+    )
+    columns = ["tenant_id", "period", "currency", "revenue_minor", "provider_cost_minor",
+               "margin_minor"]  # fmt: skip
+    session.execute(_TOTALS.insert().from_select(columns, sums))
+
+
 def _forget(session: Session, tenant_id: str, label: str, customers: set[str] | None) -> None:
     """Drop a cached month (`customers` None: whole, no longer complete) or its rows of
     `customers`."""
@@ -251,7 +278,7 @@ def _forget(session: Session, tenant_id: str, label: str, customers: set[str] | 
         session.execute(
             delete(RatedMonth).where(RatedMonth.tenant_id == tenant_id, RatedMonth.period == label)
         )
-    for table in (_ROWS, _USAGE):
+    for table in (_ROWS, _USAGE) if customers is not None else (_ROWS, _USAGE, _TOTALS):
         in_month = delete(table).where(table.c.tenant_id == tenant_id, table.c.period == label)
         if customers is None:
             session.execute(in_month)
@@ -334,19 +361,12 @@ def month_totals(
     session: Session, tenant_id: str, labels: Sequence[str]
 ) -> dict[str, dict[str, MonthTotals]]:
     """Month → currency → totals of the cached calendar months in `labels`."""
-    cost = _ROWS.c.provider_cost_minor
     rows = session.execute(
-        select(
-            _ROWS.c.period,
-            _ROWS.c.currency,
-            func.sum(_ROWS.c.subtotal_minor),
-            func.coalesce(func.sum(cost), 0),
-            func.sum(case((cost.is_(None), 0), else_=_ROWS.c.subtotal_minor - cost)),
-        )
-        .where(_ROWS.c.tenant_id == tenant_id, _ROWS.c.period.in_(labels))
-        .group_by(_ROWS.c.period, _ROWS.c.currency)
-    )
+        select(_TOTALS.c.period, _TOTALS.c.currency, _TOTALS.c.revenue_minor,
+               _TOTALS.c.provider_cost_minor, _TOTALS.c.margin_minor)
+        .where(_TOTALS.c.tenant_id == tenant_id, _TOTALS.c.period.in_(labels))
+    )  # fmt: skip
     totals: dict[str, dict[str, MonthTotals]] = {label: {} for label in labels}
     for label, currency, revenue, provider_cost, margin in rows:
-        totals[label][currency] = MonthTotals(int(revenue), int(provider_cost), int(margin))
+        totals[label][currency] = MonthTotals(revenue, provider_cost, margin)
     return totals

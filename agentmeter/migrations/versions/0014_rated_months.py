@@ -228,6 +228,18 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "rated_month_totals",
+        sa.Column("tenant_id", sa.String(length=32), nullable=False),
+        sa.Column("period", sa.String(length=7), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("revenue_minor", sa.BigInteger(), nullable=False),
+        sa.Column("provider_cost_minor", sa.BigInteger(), nullable=False),
+        sa.Column("margin_minor", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "tenant_id", "period", "currency", name=op.f("pk_rated_month_totals")
+        ),
+    )
+    op.create_table(
         "rated_customer_month_usage",
         sa.Column("tenant_id", sa.String(length=32), nullable=False),
         sa.Column("period", sa.String(length=7), nullable=False),
@@ -270,6 +282,7 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER {name}")
     for table in (
         "rated_customer_month_usage",
+        "rated_month_totals",
         "rated_customer_months",
         "rated_months",
         "rating_cache_generations",
