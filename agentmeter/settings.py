@@ -59,7 +59,10 @@ class Settings(BaseSettings):
     background_interval_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="How often `serve` sweeps budgets, expires credit and sends webhooks",
+        description=(
+            "How often `serve` sweeps budgets, expires credit, sends webhooks and catches up"
+            " the dashboard's rated months"
+        ),
     )
     # Stripe Connect (billing_api.stripe). Without an API key Stripe is off.
     stripe_api_key: str | None = Field(

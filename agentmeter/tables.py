@@ -820,13 +820,15 @@ class RatingChange(Base):
 
 
 class RatingCacheGeneration(Base):
-    """Bumped by every store into a tenant's rated-period cache: two readers that computed
-    from the same generation cannot both store (the later one's figures may be older)."""
+    """A tenant's rated-month cache: bumped by each reader's claim and by its store, which
+    happens only if no later reader claimed (whose figures may be newer); the reader
+    computing holds a lease until `computing_until`, and others wait for its result."""
 
     __tablename__ = "rating_cache_generations"
 
     tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     generation: Mapped[int] = mapped_column(BigInteger)
+    computing_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class RatedMonth(Base):

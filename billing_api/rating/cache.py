@@ -28,15 +28,17 @@ SQLite's write lock (no other writer can run) computes and stores in its own tra
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Table, case, delete, func, select, text, update
+from sqlalchemy import Engine, Table, case, delete, func, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from agentmeter.clock import utcnow
 from agentmeter.db import dialect_insert, holds_write_lock, in_chunks, is_sqlite, read_only
 from agentmeter.tables import (
     RatedCustomerMonth,
@@ -57,8 +59,11 @@ _USAGE: Table = RatedCustomerMonthUsage.__table__  # type: ignore[assignment]
 _CHANGES: Table = RatingChange.__table__  # type: ignore[assignment]
 _TOTALS: Table = RatedMonthTotals.__table__  # type: ignore[assignment]
 _ANALYZE_AFTER = 10_000
-# A reader that lost to a later claim claims again (the later one may not have stored yet).
-_ATTEMPTS = 5
+# How long a reader may compute before another may take over (a reader that crashed);
+# others wait for its result meanwhile, polling. A page gives up after twice that.
+LEASE = timedelta(minutes=5)
+_POLL_SECONDS = 0.05
+_GIVE_UP_AFTER = 2 * LEASE
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,20 +134,43 @@ def _of_tenant(tenant_id: str) -> ColumnElement[bool]:
     return RatingChange.tenant_id == tenant_id
 
 
-def claim(session: Session, tenant_id: str) -> int:
-    """Step 1 (in `session`'s write transaction): the tenant's new generation."""
+def claim(session: Session, tenant_id: str, now: datetime | None) -> int | None:
+    """Step 1 (in `session`'s write transaction): the tenant's new generation, with the
+    lease to compute under it until `now` + `LEASE`; None while another reader's lease
+    runs (it is computing: wait for its result rather than compute the same again).
+    `now` None: no lease (a session holding SQLite's write lock, whom nobody can wait for
+    and no other reader can store before)."""
+    table = RatingCacheGeneration
+    until = None if now is None else now + LEASE
+    upsert = dialect_insert(session, table).values(
+        tenant_id=tenant_id, generation=1, computing_until=until
+    )
+    free = None if now is None else table.computing_until.is_(None) | (table.computing_until < now)
     generation = session.execute(
-        dialect_insert(session, RatingCacheGeneration)
-        .values(tenant_id=tenant_id, generation=1)
-        .on_conflict_do_update(
+        upsert.on_conflict_do_update(
             index_elements=["tenant_id"],
-            set_={"generation": RatingCacheGeneration.generation + 1},
-        )
-        .returning(RatingCacheGeneration.generation)
-    ).scalar_one()
+            set_={"generation": table.generation + 1, "computing_until": until},
+            where=free,
+        ).returning(table.generation)
+    ).scalar_one_or_none()
+    if generation is None:
+        return None
     unclaimed = update(RatingChange).where(_of_tenant(tenant_id), ~RatingChange.claimed)
     session.execute(unclaimed.values(claimed=True))
     return int(generation)
+
+
+def _release(engine: Engine, tenant_id: str, generation: int) -> None:
+    """Give up the lease of `generation` (its compute failed), so nobody waits it out."""
+    with Session(engine) as session, session.begin():
+        session.execute(
+            update(RatingCacheGeneration)
+            .where(
+                RatingCacheGeneration.tenant_id == tenant_id,
+                RatingCacheGeneration.generation == generation,
+            )
+            .values(computing_until=None)
+        )
 
 
 def _cached(session: Session, tenant_id: str, labels: Sequence[str]) -> set[str]:
@@ -196,7 +224,7 @@ def store(session: Session, refresh: Refresh, *, claimed_only: bool = True) -> b
             RatingCacheGeneration.tenant_id == refresh.tenant_id,
             RatingCacheGeneration.generation == refresh.generation,
         )
-        .values(generation=refresh.generation + 1)
+        .values(generation=refresh.generation + 1, computing_until=None)
     )
     if bumped.rowcount != 1:
         return False
@@ -299,28 +327,45 @@ def _up_to_date(session: Session, tenant_id: str, labels: Sequence[str]) -> bool
     return _cached(session, tenant_id, labels) == set(labels)
 
 
+@contextmanager
+def _reading(engine: Engine) -> Iterator[Session]:
+    """A session in a transaction that reads (on SQLite: a snapshot, no write lock)."""
+    with read_only(engine) as connection, Session(connection) as reading, reading.begin():
+        yield reading
+
+
 def catch_up(session: Session, tenant_id: str, periods: Sequence[Period]) -> None:
     """Make the cached calendar months of `periods` what `rate_period` gives now. Up to
-    date, it only reads. Its transactions run beside `session`'s (a session holding
-    SQLite's write lock, which they would wait for, does all of it itself)."""
+    date, it only reads; while another reader computes, it waits for that one's result.
+    Its transactions run beside `session`'s (a session holding SQLite's write lock, which
+    they would wait for, does all of it itself)."""
     if holds_write_lock(session):
-        store(session, compute(session, tenant_id, periods, claim(session, tenant_id)),
-              claimed_only=False)  # fmt: skip
+        generation = claim(session, tenant_id, None)
+        assert generation is not None  # no lease asked for, none refused
+        store(session, compute(session, tenant_id, periods, generation), claimed_only=False)
         return
     engine = session.get_bind().engine
     labels = [_calendar_month(p) for p in periods]
-    for _ in range(_ATTEMPTS):
-        with read_only(engine) as connection, Session(connection) as reading, reading.begin():
+    deadline = time.monotonic() + _GIVE_UP_AFTER.total_seconds()
+    while time.monotonic() < deadline:
+        with _reading(engine) as reading:
             if _up_to_date(reading, tenant_id, labels):
                 return
         with Session(engine) as writing, writing.begin():
-            generation = claim(writing, tenant_id)
-        with read_only(engine) as connection, Session(connection) as reading, reading.begin():
-            refresh = compute(reading, tenant_id, periods, generation)
-        with Session(engine) as writing, writing.begin():
-            if store(writing, refresh):
-                return
-    raise RuntimeError(f"rated months of tenant {tenant_id}: {_ATTEMPTS} readers raced")
+            generation = claim(writing, tenant_id, utcnow())
+        if generation is None:
+            time.sleep(_POLL_SECONDS)
+            continue
+        try:
+            with _reading(engine) as reading:
+                refresh = compute(reading, tenant_id, periods, generation)
+            with Session(engine) as writing, writing.begin():
+                if store(writing, refresh):
+                    return
+        except BaseException:
+            _release(engine, tenant_id, generation)
+            raise
+    raise TimeoutError(f"rated months of tenant {tenant_id}: not caught up in {_GIVE_UP_AFTER}")
 
 
 @contextmanager
@@ -331,8 +376,7 @@ def caught_up(session: Session, tenant_id: str, periods: Sequence[Period]) -> It
     if holds_write_lock(session):
         yield session
         return
-    engine = session.get_bind().engine
-    with read_only(engine) as connection, Session(connection) as reading, reading.begin():
+    with _reading(session.get_bind().engine) as reading:
         yield reading
 
 

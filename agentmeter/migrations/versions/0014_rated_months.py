@@ -207,6 +207,7 @@ def upgrade() -> None:
         "rating_cache_generations",
         sa.Column("tenant_id", sa.String(length=32), nullable=False),
         sa.Column("generation", sa.BigInteger(), nullable=False),
+        sa.Column("computing_until", sa.DateTime(), nullable=True),
         sa.PrimaryKeyConstraint("tenant_id", name=op.f("pk_rating_cache_generations")),
     )
     op.create_table(

@@ -17,8 +17,15 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
+from agentmeter.clock import utcnow
 from agentmeter.db import is_sqlite, read_only
-from agentmeter.tables import RatedCustomerMonth, RatingChange, UsageRow, to_unix_nano
+from agentmeter.tables import (
+    RatedCustomerMonth,
+    RatingCacheGeneration,
+    RatingChange,
+    UsageRow,
+    to_unix_nano,
+)
 from billing_api.customers import service as customers
 from billing_api.dashboard.overview import refresh_figures
 from billing_api.jobs.kinds import job_registry
@@ -129,16 +136,19 @@ def recomputed(engine: Engine, tenant_id: str) -> dict[str, set[str] | None]:
     """What a reader would recompute now (nothing is kept)."""
     with Session(engine) as session:
         try:
-            refresh = compute(session, tenant_id, MONTHS, claim(session, tenant_id))
+            generation = claim(session, tenant_id, None)
+            assert generation is not None
+            refresh = compute(session, tenant_id, MONTHS, generation)
             return {label: customers for label, (customers, _) in refresh.recomputed.items()}
         finally:
             session.rollback()
 
 
-def claim_and_compute(engine: Engine, tenant_id: str) -> Refresh:
-    """Steps 1 and 2 of a reader, as `rated_months` takes them."""
+def claim_and_compute(engine: Engine, tenant_id: str, now: datetime | None = None) -> Refresh:
+    """Steps 1 and 2 of a reader, as `catch_up` takes them."""
     with Session(engine) as session, session.begin():
-        generation = claim(session, tenant_id)
+        generation = claim(session, tenant_id, now or utcnow())
+    assert generation is not None
     with reader(engine) as session:
         return compute(session, tenant_id, MONTHS, generation)
 
@@ -302,17 +312,66 @@ def test_a_write_after_the_claim_is_not_lost(engine: Engine, scenario: Scenario)
     assert recomputed(engine, tenant_id) == {}
 
 
-def test_of_two_readers_the_later_claim_stores(engine: Engine, scenario: Scenario) -> None:
+def test_a_reader_past_its_lease_is_taken_over_and_cannot_store(
+    engine: Engine, scenario: Scenario
+) -> None:
     tenant_id = scenario.tenant_id
     cached(engine, tenant_id)
     _new_usage(engine, tenant_id)
     first = claim_and_compute(engine, tenant_id)
+    with Session(engine) as session, session.begin():
+        assert claim(session, tenant_id, utcnow()) is None  # its lease runs: wait for it
     _new_usage(engine, tenant_id)
-    second = claim_and_compute(engine, tenant_id)
+    second = claim_and_compute(engine, tenant_id, utcnow() + cache.LEASE * 2)  # it ran out
     assert not stored(engine, first)  # its figures may be older than the second's
     assert stored(engine, second)
     assert cached(engine, tenant_id) == fresh(engine, tenant_id)
     assert recomputed(engine, tenant_id) == {}
+
+
+def test_readers_wait_for_the_one_computing(engine: Engine, scenario: Scenario) -> None:
+    """While one reader computes, another waits for its result instead of computing the
+    same again (and making the first one's work useless)."""
+    tenant_id = scenario.tenant_id
+    cached(engine, tenant_id)
+    _new_usage(engine, tenant_id)
+    computing = claim_and_compute(engine, tenant_id)
+    waited: list[dict[str, Month]] = []
+    waiter = threading.Thread(target=lambda: waited.append(cached(engine, tenant_id)))
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive()  # waiting for the lease holder
+    assert stored(engine, computing)
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+    assert waited == [fresh(engine, tenant_id)]
+    with Session(engine) as session:
+        generation = session.get(RatingCacheGeneration, tenant_id)
+        assert generation is not None  # one claim and one store: the waiter claimed nothing
+        assert (generation.generation, generation.computing_until) == (
+            computing.generation + 1,
+            None,
+        )
+
+
+def test_a_failed_compute_gives_up_its_lease(
+    engine: Engine, scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant_id = scenario.tenant_id
+    cached(engine, tenant_id)
+    _new_usage(engine, tenant_id)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("rating failed")
+
+    monkeypatch.setattr(cache, "rate_period", broken)
+    with pytest.raises(RuntimeError, match="rating failed"):
+        cached(engine, tenant_id)
+    monkeypatch.undo()
+    with Session(engine) as session:
+        generation = session.get(RatingCacheGeneration, tenant_id)
+        assert generation is not None and generation.computing_until is None
+    assert cached(engine, tenant_id) == fresh(engine, tenant_id)  # at once, no lease to wait
 
 
 def test_a_writing_session_on_sqlite_catches_up_in_its_own_transaction(
