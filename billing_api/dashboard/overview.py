@@ -14,6 +14,7 @@ The overview uses calendar-month periods (billing day 1) for every customer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -177,6 +178,7 @@ class Overview:
     unattributed_traces: int
     # Every customer (registered, or with usage): those needing attention first, by id.
     order: list[str]
+    trend: list[TrendPoint]
     sources: _Sources
 
     def customers(self, offset: int = 0, size: int | None = None) -> list[CustomerFigures]:
@@ -201,15 +203,9 @@ def refresh_figures(engine: Engine, now: datetime) -> None:
             catch_up(session, tenant_id, _trend_periods(now))
 
 
-def trend(session: Session, caller: Caller, now: datetime) -> list[TrendPoint]:
-    """The last `TREND_PERIODS` periods, oldest first, each rated with today's terms (for a
-    closed period that is what its draft would say; its invoices may differ by review).
-    Staff only: cost and margin."""
-    caller.require_staff()
-    periods = _trend_periods(now)
+def _points(session: Session, tenant_id: str, periods: Sequence[Period]) -> list[TrendPoint]:
     labels = [p.label for p in periods]
-    with caught_up(session, caller.tenant_id, periods) as cached:
-        months = month_totals(cached, caller.tenant_id, labels)
+    months = month_totals(session, tenant_id, labels)
     return [
         TrendPoint(
             label,
@@ -221,13 +217,26 @@ def trend(session: Session, caller: Caller, now: datetime) -> list[TrendPoint]:
     ]
 
 
-def overview(session: Session, caller: Caller, now: datetime) -> Overview:
-    """This period's figures for the caller's tenant (staff only: cost and margin)."""
+def trend(session: Session, caller: Caller, now: datetime) -> list[TrendPoint]:
+    """The last `TREND_PERIODS` periods, oldest first, each rated with today's terms (for a
+    closed period that is what its draft would say; its invoices may differ by review).
+    Staff only: cost and margin."""
     caller.require_staff()
-    period = period_containing(now)
-    with caught_up(session, caller.tenant_id, [period]) as cached:
+    periods = _trend_periods(now)
+    with caught_up(session, caller.tenant_id, periods) as cached:
+        return _points(cached, caller.tenant_id, periods)
+
+
+def overview(session: Session, caller: Caller, now: datetime) -> Overview:
+    """This period's figures for the caller's tenant, and the trend (staff only: cost and
+    margin)."""
+    caller.require_staff()
+    periods = _trend_periods(now)
+    period = periods[-1]
+    with caught_up(session, caller.tenant_id, periods) as cached:
         rated = customer_months(cached, caller.tenant_id, period.label)
         usage = month_usage(cached, caller.tenant_id, period.label)
+        points = _points(cached, caller.tenant_id, periods)
     floor = invoicing.tenant(session, caller.tenant_id).margin_floor_percent
     sources = _Sources(
         rated=rated,
@@ -268,5 +277,6 @@ def overview(session: Session, caller: Caller, now: datetime) -> Overview:
         usage=sorted((meter, from_micros(micros)) for meter, micros in usage.items()),
         unattributed_traces=len(traces),
         order=flagged + [c for c in ordered if c not in attention],
+        trend=points,
         sources=sources,
     )

@@ -27,7 +27,7 @@ def overview_page(request: Request, session: DbSession, caller: StaffCaller) -> 
         "o": figures,
         "rows": figures.customers(listed.offset, listed.size),
         "listed": listed,
-        "trend": overview.trend(session, caller, now),
+        "trend": figures.trend,
     }
     return render(
         request, caller, "overview.html", page="overview", title="Overview", context=context
