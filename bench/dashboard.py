@@ -9,8 +9,9 @@ is requested `--requests` times in turn after two warm-ups, one at a time: the o
 period so far of every customer: rated revenue, provider cost and margin), its trend data,
 the customers list, one customer's page (its estimate and usage), and the billing page.
 The billing page's period holds a draft of every customer (bench/billing_drafts.py).
-The overview's figures come from the rated-month cache (billing_api/rating/cache.py), filled
-by the warm-ups; then the first view after new usage, and after a price change, is timed.
+The overview's figures come from the rated-month cache (billing_api/rating/cache.py): the
+first view fills it (timed once); then the first view after new usage, and after a price
+change, is timed.
 Prints p50, p99 and max per page in milliseconds. Goal (issue 13): ≤ 100 ms p99 on
 PostgreSQL at 10 M records. No timing is asserted anywhere.
 """
@@ -45,6 +46,8 @@ from exporter.sql_sink import SqlUsageSink  # noqa: E402
 from otel_processor.usage import UsageBatch, UsageRecord  # noqa: E402
 
 CUSTOMER = "cust-00000"
+CACHE_TABLES = ("rating_changes", "rated_customer_months", "rated_customer_month_usage",
+                "rated_month_totals", "rated_months", "rating_cache_generations")  # fmt: skip
 EMAIL, PASSWORD = "billing@bench.test", "a long bench password"
 PAGES = (
     ("overview", "/dashboard/"),
@@ -70,9 +73,23 @@ def run(label: str, url: str, customers: int, records: int, requests: int) -> No
     with app_client(
         engine, url, sign_in=lambda client: client.post("/dashboard/login", data=form)
     ) as client:
+        fill_cache(client, engine)
         time_reads(client, PAGES, requests, label=label, records=records, what="dashboard")
         time_catching_up(client, engine, tenant_id)
     engine.dispose()
+
+
+def fill_cache(client: httpx.Client, engine: Engine) -> None:
+    """The first view rates every customer for the overview's six months and fills the
+    rated-month cache; then, as after the load, the state autovacuum keeps the store in
+    (the cache's tables analyzed, the change rows it consumed vacuumed away)."""
+    began = time.perf_counter()
+    assert client.get("/dashboard/").status_code == 200
+    print(f"  {'first overview (fills cache)':28} {(time.perf_counter() - began) * 1000:7.1f} ms")
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            for table in CACHE_TABLES:
+                connection.exec_driver_sql(f"VACUUM (ANALYZE) {table}")
 
 
 def _timed_overview(client: httpx.Client) -> float:
