@@ -100,8 +100,9 @@ class MonthTotals:
 
 @dataclass(frozen=True, slots=True)
 class _Change:
+    # None: every customer, in the month of `day` and every later one (new terms)
     customer_id: str | None
-    day: int | None  # days since 1970 UTC, in the month whose usage changed; None: every day
+    day: int | None  # days since 1970 UTC, in the month changed; None: every day
 
     @property
     def month(self) -> str:
@@ -110,6 +111,12 @@ class _Change:
             return _EVERY_MONTH
         date = _EPOCH + timedelta(days=self.day)
         return f"{date.year:04d}-{date.month:02d}"
+
+    def touches(self, label: str) -> bool:
+        """Whether the change may alter the figures of month `label`."""
+        if self.customer_id is None:  # terms changed from a day on
+            return self.month <= label  # (every month: "" sorts first)
+        return self.month in (label, _EVERY_MONTH)
 
 
 @dataclass(slots=True)
@@ -193,19 +200,19 @@ def compute(
             select(RatingChange.customer_id, RatingChange.day).where(_of_tenant(tenant_id))
         )
     ]
-    everything = any(c.customer_id is None for c in changes)
-    cached = set() if everything or not labels else _cached(session, tenant_id, labels)
+    new_terms = [c for c in changes if c.customer_id is None]
+    cached = {
+        label
+        for label in (_cached(session, tenant_id, labels) if labels else ())
+        if not any(c.touches(label) for c in new_terms)
+    }
     refresh = Refresh(tenant_id, generation, changes, {})
     for period, label in zip(periods, labels, strict=True):
         if label not in cached:
             refresh.recomputed[label] = (None, rate_period(session, tenant_id, period))
             continue
         customers = sorted(
-            {
-                c.customer_id
-                for c in changes
-                if c.customer_id is not None and c.month in (label, _EVERY_MONTH)
-            }
+            {c.customer_id for c in changes if c.customer_id is not None and c.touches(label)}
         )
         if customers:
             rated = rate_period(session, tenant_id, period, customers)
@@ -239,14 +246,10 @@ def store(session: Session, refresh: Refresh, *, claimed_only: bool = True) -> b
         # later.
         session.execute(text(f"ANALYZE {_CHANGES.name}"))
     # Cached months the changes touch but nobody recomputed: dropped whole.
-    if any(c.customer_id is None or c.month == _EVERY_MONTH for c in refresh.changes):
-        touched = set(
-            session.scalars(select(RatedMonth.period).where(RatedMonth.tenant_id == tenant_id))
-        )
-    else:
-        touched = {c.month for c in refresh.changes}
-    for label in sorted(touched - set(refresh.recomputed)):
-        _forget(session, tenant_id, label, None)
+    cached = session.scalars(select(RatedMonth.period).where(RatedMonth.tenant_id == tenant_id))
+    for label in sorted(set(cached) - set(refresh.recomputed)):
+        if any(c.touches(label) for c in refresh.changes):
+            _forget(session, tenant_id, label, None)
     for label, (customers, rated) in refresh.recomputed.items():
         _forget(session, tenant_id, label, customers)
         _insert(session, tenant_id, label, rated.values())

@@ -6,8 +6,9 @@ figure stale is recorded by triggers in the transaction that changes it, whoever
 writer is: `rating_changes` gets (tenant, customer, day) for every usage record
 inserted, updated (both its old and new customer and day) or deleted; (tenant, customer,
 every day) for a customer registered, removed or moved to another price book; and
-(tenant, every customer) for any change to price books, versions, components or customer
-overrides. `billing_api.rating.cache` recomputes what those mark before it answers.
+(tenant, every customer, from a day) for any change to price books (every day), versions,
+components or customer overrides (from the day they take effect: the months before are
+priced as they were). `billing_api.rating.cache` recomputes what those mark before it answers.
 
 PostgreSQL: statement-level triggers on the partitioned usage table read transition tables,
 so a batch of records costs one INSERT … SELECT DISTINCT; a change row is per transaction
@@ -41,6 +42,12 @@ _PG_MONTH_DAY = (
     " / 86400)::integer"
 )
 
+
+def _pg_day(timestamp: str) -> str:
+    """The day number (since 1970) of a stored UTC timestamp, in PostgreSQL."""
+    return f"floor(extract(epoch FROM {timestamp}) / 86400)::integer"
+
+
 _PG_FUNCTIONS = f"""
 CREATE FUNCTION rating_changes_of_usage() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -68,25 +75,35 @@ DECLARE
     changed record;
     tenant text;
     customer text := NULL;
+    since integer := NULL;  -- the first day whose terms changed; NULL: every day
 BEGIN
     IF TG_OP = 'DELETE' THEN changed := OLD; ELSE changed := NEW; END IF;
     IF TG_TABLE_NAME = 'customers' THEN
         tenant := changed.tenant_id;
         customer := changed.id;
-    ELSIF TG_TABLE_NAME IN ('price_books', 'customer_overrides') THEN
+    ELSIF TG_TABLE_NAME = 'price_books' THEN
         tenant := changed.tenant_id;
+    ELSIF TG_TABLE_NAME = 'customer_overrides' THEN
+        tenant := changed.tenant_id;
+        since := {_pg_day("changed.effective_from")};
     ELSIF TG_TABLE_NAME = 'price_versions' THEN
         SELECT b.tenant_id INTO tenant FROM price_books b WHERE b.id = changed.book_id;
+        since := {_pg_day("changed.effective_from")};
     ELSE
-        SELECT coalesce(
-            (SELECT b.tenant_id FROM price_versions v JOIN price_books b ON b.id = v.book_id
-             WHERE v.id = changed.version_id),
-            (SELECT o.tenant_id FROM customer_overrides o WHERE o.id = changed.override_id))
-        INTO tenant;
+        SELECT b.tenant_id, {_pg_day("v.effective_from")} INTO tenant, since
+        FROM price_versions v JOIN price_books b ON b.id = v.book_id
+        WHERE v.id = changed.version_id;
+        IF tenant IS NULL THEN
+            SELECT o.tenant_id, {_pg_day("o.effective_from")} INTO tenant, since
+            FROM customer_overrides o WHERE o.id = changed.override_id;
+        END IF;
+    END IF;
+    IF TG_OP = 'UPDATE' AND TG_TABLE_NAME IN ('price_versions', 'customer_overrides') THEN
+        since := least(since, {_pg_day("OLD.effective_from")});
     END IF;
     -- A row deleted with its owner (a version's components) is covered by the owner's.
     IF tenant IS NOT NULL THEN
-        INSERT INTO {_CHANGES} VALUES (tenant, customer, NULL, txid_current(), false)
+        INSERT INTO {_CHANGES} VALUES (tenant, customer, since, txid_current(), false)
         ON CONFLICT {_KEY} DO NOTHING;
     END IF;
     RETURN NULL;
@@ -138,6 +155,27 @@ def _sqlite_tenant_of(table: str, row: str) -> str:
     )
 
 
+def _sqlite_day_of(timestamp: str) -> str:
+    return f"CAST(strftime('%s', {timestamp}) AS INTEGER) / 86400"
+
+
+def _sqlite_since(table: str, event: str) -> str:
+    """The first day whose terms a change to a row of `table` changed (NULL: every day)."""
+    row = "OLD" if event == "DELETE" else "NEW"
+    if table == "price_books":
+        return "NULL"
+    if table == "price_components":
+        return (
+            f"coalesce((SELECT {_sqlite_day_of('effective_from')} FROM price_versions "
+            f"WHERE id = {row}.version_id), (SELECT {_sqlite_day_of('effective_from')} "
+            f"FROM customer_overrides WHERE id = {row}.override_id))"
+        )
+    since = _sqlite_day_of(f"{row}.effective_from")
+    if event == "UPDATE":
+        return f"min({since}, {_sqlite_day_of('OLD.effective_from')})"
+    return since
+
+
 def _sqlite_triggers() -> dict[str, str]:
     """Trigger name → its CREATE statement."""
     moved = (
@@ -173,8 +211,9 @@ def _sqlite_triggers() -> dict[str, str]:
             # Every customer (NULL never conflicts, so no upsert); skipped when the owner
             # is already gone, whose own trigger covers it.
             body = (
-                f"INSERT INTO {_CHANGES} SELECT tenant, NULL, NULL, 0, false FROM "
-                f"(SELECT {_sqlite_tenant_of(table, row)} AS tenant) WHERE tenant IS NOT NULL;"
+                f"INSERT INTO {_CHANGES} SELECT tenant, NULL, since, 0, false FROM "
+                f"(SELECT {_sqlite_tenant_of(table, row)} AS tenant, "
+                f"{_sqlite_since(table, event)} AS since) WHERE tenant IS NOT NULL;"
             )
             triggers[name] = f"CREATE TRIGGER {name} AFTER {event} ON {table} BEGIN {body} END"
     return triggers

@@ -292,7 +292,9 @@ def test_only_what_changed_is_recomputed(engine: Engine, scenario: Scenario) -> 
     assert recomputed(engine, tenant_id) == {"2026-11": {"acme"}}
     _late_usage(engine, tenant_id)
     assert recomputed(engine, tenant_id) == {"2026-10": {"globex"}, "2026-11": {"acme"}}
-    _new_price_version(engine, tenant_id)
+    _new_price_version(engine, tenant_id)  # from November 1: October is priced as it was
+    assert recomputed(engine, tenant_id) == {"2026-10": {"globex"}, "2026-11": None}
+    _another_book(engine, tenant_id)  # a new book: every month
     assert recomputed(engine, tenant_id) == {"2026-10": None, "2026-11": None}
 
 
