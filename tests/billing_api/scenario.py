@@ -41,20 +41,25 @@ class Scenario:
     cost_id: str
 
 
-def usage(engine: Engine, tenant_id: str, customer_id: str, tokens: int) -> None:
-    """`tokens` input tokens of gpt-4o for `customer_id` ("" for unattributed) at NOW."""
-    record = UsageRecord(
-        trace_id=uuid.uuid4().hex,
+def record(customer_id: str, tokens: int, at: datetime = NOW, trace_id: str = "") -> UsageRecord:
+    """`tokens` input tokens of gpt-4o for `customer_id` ("" for unattributed) at `at`, in
+    a trace of its own unless `trace_id` is given."""
+    return UsageRecord(
+        trace_id=trace_id or uuid.uuid4().hex,
         span_id=uuid.uuid4().hex[:16],
         meter="input_tokens",
         quantity=tokens,
         customer_id=customer_id,
-        time_unix_nano=to_unix_nano(NOW),
+        time_unix_nano=to_unix_nano(at),
         provider="openai",
         model="gpt-4o",
         operation="chat",
     )
-    SqlUsageSink(engine).write(tenant_id, UsageBatch([record]))
+
+
+def usage(engine: Engine, tenant_id: str, customer_id: str, tokens: int) -> None:
+    """`record(customer_id, tokens)`, stored through the sink."""
+    SqlUsageSink(engine).write(tenant_id, UsageBatch([record(customer_id, tokens)]))
 
 
 def build(engine: Engine) -> Scenario:

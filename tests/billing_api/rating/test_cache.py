@@ -24,7 +24,6 @@ from agentmeter.tables import (
     RatingCacheGeneration,
     RatingChange,
     UsageRow,
-    to_unix_nano,
 )
 from billing_api.customers import service as customers
 from billing_api.dashboard.overview import refresh_figures
@@ -51,7 +50,7 @@ from billing_api.usage.repository import attribute_traces, move_customer_usage
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
 from tests.billing_api.callers import staff
-from tests.billing_api.scenario import INPUT, MILLION, NOW, Scenario
+from tests.billing_api.scenario import INPUT, MILLION, NOW, Scenario, record
 
 NOVEMBER = month_period("2026-11", 1)
 OCTOBER = month_period("2026-10", 1)
@@ -63,20 +62,6 @@ def reader(engine: Engine) -> Iterator[Session]:
     """A session as a GET request has it: on SQLite a snapshot that takes no write lock."""
     with read_only(engine) as connection, Session(connection) as session, session.begin():
         yield session
-
-
-def record(customer_id: str, tokens: int, at: datetime = NOW, trace_id: str = "") -> UsageRecord:
-    return UsageRecord(
-        trace_id=trace_id or uuid.uuid4().hex,
-        span_id=uuid.uuid4().hex[:16],
-        meter="input_tokens",
-        quantity=tokens,
-        customer_id=customer_id,
-        time_unix_nano=to_unix_nano(at),
-        provider="openai",
-        model="gpt-4o",
-        operation="chat",
-    )
 
 
 def write(engine: Engine, tenant_id: str, *records: UsageRecord) -> None:
