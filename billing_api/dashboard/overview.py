@@ -14,6 +14,7 @@ The overview uses calendar-month periods (billing day 1) for every customer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,7 @@ from billing_api.usage.service import UsageSelection, query_usage
 from otel_processor.usage import from_micros
 
 TREND_PERIODS = 6
+logger = logging.getLogger(__name__)
 
 
 def _percent_hundredths(part: int, whole: int) -> int:
@@ -199,8 +201,11 @@ def refresh_figures(engine: Engine, now: datetime) -> None:
     with read_only(engine) as connection, Session(connection) as session:
         tenants = tenants_with_changes(session)
     for tenant_id in tenants:
-        with read_only(engine) as connection, Session(connection) as session:
-            catch_up(session, tenant_id, _trend_periods(now))
+        try:
+            with read_only(engine) as connection, Session(connection) as session:
+                catch_up(session, tenant_id, _trend_periods(now))
+        except Exception:  # one tenant's failure (logged) leaves the others caught up
+            logger.exception("dashboard figures of tenant %s not caught up", tenant_id)
 
 
 def _points(session: Session, tenant_id: str, periods: Sequence[Period]) -> list[TrendPoint]:

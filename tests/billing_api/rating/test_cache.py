@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, text
@@ -25,6 +26,7 @@ from agentmeter.tables import (
     RatingChange,
     UsageRow,
 )
+from agentmeter.tenants import create_tenant
 from billing_api.customers import service as customers
 from billing_api.dashboard.overview import refresh_figures
 from billing_api.jobs.kinds import job_registry
@@ -454,3 +456,27 @@ def test_many_changes_consumed_refresh_the_planner_statistics(
                 )
             )
         assert analyzed is not None
+
+
+def test_one_tenant_failing_leaves_the_others_caught_up(
+    engine: Engine,
+    scenario: Scenario,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failing = create_tenant(engine, "failing").tenant_id
+    write(engine, failing, record("initech", 1000))
+    _new_usage(engine, scenario.tenant_id)
+    rate = rate_period  # what the cache calls
+
+    def rate_or_fail(session: Session, tenant_id: str, *args: Any, **kwargs: Any) -> Any:
+        if tenant_id == failing:
+            raise RuntimeError("rating failed")
+        return rate(session, tenant_id, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "rate_period", rate_or_fail)
+    refresh_figures(engine, NOW)
+    assert f"dashboard figures of tenant {failing} not caught up" in caplog.text
+    assert recomputed(engine, scenario.tenant_id) == {}
+    monkeypatch.undo()
+    assert recomputed(engine, failing) == {"2026-10": None, "2026-11": None}
