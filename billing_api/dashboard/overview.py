@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -103,11 +104,11 @@ class Totals:
     provider_cost_minor: int | None = 0
     margin_minor: int | None = 0
 
-    def add(self, estimated: int, invoiced: int, cost: int | None, margin: int | None) -> None:
-        self.estimated_minor += estimated
-        self.invoiced_minor += invoiced
-        self.provider_cost_minor = _plus(self.provider_cost_minor, cost)
-        self.margin_minor = _plus(self.margin_minor, margin)
+    def add(self, row: _Standing) -> None:
+        self.estimated_minor += row.estimated_minor
+        self.invoiced_minor += row.invoiced_minor
+        self.provider_cost_minor = _plus(self.provider_cost_minor, row.provider_cost_minor)
+        self.margin_minor = _plus(self.margin_minor, row.margin_minor)
 
     @property
     def margin_percent(self) -> Decimal | None:
@@ -128,6 +129,22 @@ class TrendPoint:
     margin_minor: dict[str, int]
 
 
+class _Standing(NamedTuple):
+    """A customer's period so far, as its row, its flags and the totals need it."""
+
+    currency: str
+    estimated_minor: int
+    invoiced_minor: int
+    provider_cost_minor: int | None
+    margin_minor: int | None
+    below_floor: bool
+    over_budget: bool
+
+    @property
+    def flagged(self) -> bool:
+        return self.below_floor or self.over_budget
+
+
 @dataclass(frozen=True, slots=True)
 class _Sources:
     """What a customer's figures are composed from."""
@@ -138,34 +155,42 @@ class _Sources:
     budgets: dict[str, tuple[str, int]]  # customer → (currency, limit in minor units)
     floor: Decimal
 
-    def currency(self, customer_id: str) -> str:
-        """The rated currency, else the budget's, else USD."""
+    def standing(self, customer_id: str) -> _Standing:
+        """Light enough for every customer on each view (no figures object built)."""
         result = self.rated.get(customer_id)
         budget = self.budgets.get(customer_id)
-        return result.currency if result else (budget[0] if budget else "USD")
-
-    def over_budget(self, customer_id: str, spent: int, currency: str) -> bool:
-        """Over its budget, compared only in the budget's own currency."""
-        budget = self.budgets.get(customer_id)
-        return budget is not None and budget[0] == currency and spent > budget[1]
+        cost: int | None
+        margin: int | None
+        if result is None:  # nothing rated: nothing spent, in its budget's currency
+            currency, spent, cost, margin = (budget[0] if budget else "USD"), 0, 0, 0
+        else:
+            currency, spent = result.currency, result.subtotal_minor
+            cost, margin = result.provider_cost_minor, result.margin_minor
+        return _Standing(
+            currency,
+            spent,
+            self.invoiced.get(customer_id, 0),
+            cost,
+            margin,
+            below_floor(spent, margin, self.floor),
+            # Compared only in the budget's own currency.
+            budget is not None and budget[0] == currency and spent > budget[1],
+        )
 
     def figures(self, customer_id: str) -> CustomerFigures:
-        result = self.rated.get(customer_id)
+        standing = self.standing(customer_id)
         budget = self.budgets.get(customer_id)
-        spent = result.subtotal_minor if result else 0
-        currency = self.currency(customer_id)
-        margin = result.margin_minor if result else 0
         return CustomerFigures(
             customer_id=customer_id,
             name=self.names.get(customer_id, ""),
-            currency=currency,
-            estimated_minor=spent,
-            invoiced_minor=self.invoiced.get(customer_id, 0),
-            provider_cost_minor=result.provider_cost_minor if result else 0,
-            margin_minor=margin,
+            currency=standing.currency,
+            estimated_minor=standing.estimated_minor,
+            invoiced_minor=standing.invoiced_minor,
+            provider_cost_minor=standing.provider_cost_minor,
+            margin_minor=standing.margin_minor,
             budget_minor=budget[1] if budget else None,
-            below_floor=below_floor(spent, margin, self.floor),
-            over_budget=self.over_budget(customer_id, spent, currency),
+            below_floor=standing.below_floor,
+            over_budget=standing.over_budget,
         )
 
 
@@ -242,7 +267,6 @@ def overview(session: Session, caller: Caller, now: datetime) -> Overview:
         rated = customer_months(cached, caller.tenant_id, period.label)
         usage = month_usage(cached, caller.tenant_id, period.label)
         points = _points(cached, caller.tenant_id, periods)
-    floor = invoicing.tenant(session, caller.tenant_id).margin_floor_percent
     sources = _Sources(
         rated=rated,
         names=customer_names(session, caller),
@@ -250,26 +274,16 @@ def overview(session: Session, caller: Caller, now: datetime) -> Overview:
             session, caller.tenant_id, period.label, InvoiceStatus.FINALIZED
         ),
         budgets=budgets.limits_of_tenant(session, caller.tenant_id),
-        floor=floor,
+        floor=invoicing.tenant(session, caller.tenant_id).margin_floor_percent,
     )
-    # Totals and flags of every customer, without building each one's figures: a customer
-    # with nothing rated adds nothing (but its currency) and needs no attention.
     totals: dict[str, Totals] = {}
     flagged = []
     ordered = sorted(sources.names.keys() | rated.keys())
     for customer_id in ordered:
-        currency = sources.currency(customer_id)
-        total = totals.setdefault(currency, Totals(currency))
-        result = rated.get(customer_id)
-        if result is None:
-            continue
-        spent, margin = result.subtotal_minor, result.margin_minor
-        total.add(spent, sources.invoiced.get(customer_id, 0), result.provider_cost_minor, margin)
-        if below_floor(spent, margin, floor) or sources.over_budget(customer_id, spent, currency):
+        standing = sources.standing(customer_id)
+        totals.setdefault(standing.currency, Totals(standing.currency)).add(standing)
+        if standing.flagged:
             flagged.append(customer_id)
-    for customer_id, amount in sources.invoiced.items():
-        if customer_id not in rated:  # invoiced this period, nothing rated now
-            totals[sources.currency(customer_id)].add(0, amount, 0, 0)
     unattributed = UsageSelection(
         unattributed=True, start=period.start, end=period.end, group_by=("trace_id",)
     )
@@ -277,7 +291,7 @@ def overview(session: Session, caller: Caller, now: datetime) -> Overview:
     attention = set(flagged)
     return Overview(
         period=period,
-        margin_floor_percent=floor,
+        margin_floor_percent=sources.floor,
         totals=sorted(totals.values(), key=lambda t: t.currency),
         usage=sorted((meter, from_micros(micros)) for meter, micros in usage.items()),
         unattributed_traces=len(traces),

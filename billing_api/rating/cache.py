@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, Table, case, delete, func, select, text, update
 from sqlalchemy.orm import Session
@@ -40,6 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from agentmeter.clock import utcnow
 from agentmeter.db import dialect_insert, holds_write_lock, in_chunks, is_sqlite, read_only
+from agentmeter.partitions import month_of
 from agentmeter.tables import (
     RatedCustomerMonth,
     RatedCustomerMonthUsage,
@@ -51,9 +52,9 @@ from agentmeter.tables import (
 from billing_api.periods import Period, month_period
 from billing_api.rating.engine import RatedPeriod
 from billing_api.rating.service import rate_period
+from billing_api.usage.repository import NANOS_PER_DAY
 
 _EVERY_MONTH = ""
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROWS: Table = RatedCustomerMonth.__table__  # type: ignore[assignment]
 _USAGE: Table = RatedCustomerMonthUsage.__table__  # type: ignore[assignment]
 _CHANGES: Table = RatingChange.__table__  # type: ignore[assignment]
@@ -109,8 +110,8 @@ class _Change:
         """The calendar month of `day` as period labels read ("2026-11"), or every month."""
         if self.day is None:
             return _EVERY_MONTH
-        date = _EPOCH + timedelta(days=self.day)
-        return f"{date.year:04d}-{date.month:02d}"
+        year, month = month_of(self.day * NANOS_PER_DAY)
+        return f"{year:04d}-{month:02d}"
 
     def touches(self, label: str) -> bool:
         """Whether the change may alter the figures of month `label`."""
