@@ -1,16 +1,17 @@
 """Monthly partitions of the usage table on PostgreSQL.
 
-On PostgreSQL `usage_records` is partitioned by range of `time_unix_nano` (span end), one
-partition a calendar month (UTC), named `usage_records_YYYYMM`. Migration 0011 creates the
+On PostgreSQL the usage tables (`usage_spans` and `usage_meters`, migration 0015) are
+partitioned by range of `time_unix_nano` (span end), one partition a calendar month (UTC),
+named `usage_spans_YYYYMM` and `usage_meters_YYYYMM`. Migrations create the
 partitions of the months already holding usage and of the months ahead; the SQL usage
 sink creates any other month's partition on demand, before the transaction that inserts
 its first record (`MonthlyPartitions.ensure`); `ensure_months_ahead` does the same ahead of
 time for a scheduled job. A partitioned table's unique key must hold the partition key, so
-the stored identity is (tenant, trace id, span id, meter, time): every copy of a span (an
-exporter's retry, a second receiver) carries the same end time, so this deduplicates
-exactly what (tenant, trace id, span id, meter) does.
+the stored identity is (tenant, trace id, span id, time) (and the meter, in `usage_meters`):
+every copy of a span (an exporter's retry, a second receiver) carries the same end time, so
+this deduplicates exactly what (tenant, trace id, span id, meter) does.
 
-Old months leave the live table with `detach_month`: the partition becomes a standalone
+Old months leave the live tables with `detach_month`: each partition becomes a standalone
 table of the same name, no longer read by rating, invoices or the portal, to be archived
 (`pg_dump -t`) and dropped by the operator. See docs/partitions.md.
 
@@ -29,9 +30,10 @@ from sqlalchemy.exc import DBAPIError
 
 from agentmeter.tables import to_unix_nano
 
-USAGE_TABLE = "usage_records"
-# A month's partition, and (suffixed) one detached from the usage table, kept to archive.
-_PARTITION = re.compile(rf"^{USAGE_TABLE}_(\d{{4}})(\d{{2}})(_detached_\d+)?$")
+# The tables partitioned by month; the first one's partitions tell which months exist.
+USAGE_TABLES = ("usage_spans", "usage_meters")
+# A month's partition, and (suffixed) one detached from its table, kept to archive.
+_PARTITION = re.compile(rf"^({'|'.join(USAGE_TABLES)})_(\d{{4}})(\d{{2}})(_detached_\d+)?$")
 # One lock id for every partition change: creations are rare, so they simply queue.
 _PARTITION_LOCK = 0x5553_4147_4550_4152  # "USAGEPAR"
 
@@ -65,8 +67,8 @@ def month_bounds(month: Month) -> tuple[int, int]:
     return to_unix_nano(start), to_unix_nano(end)
 
 
-def partition_name(month: Month) -> str:
-    return f"{USAGE_TABLE}_{month[0]:04d}{month[1]:02d}"
+def partition_name(month: Month, table: str = USAGE_TABLES[0]) -> str:
+    return f"{table}_{month[0]:04d}{month[1]:02d}"
 
 
 def is_partition(name: str | None) -> bool:
@@ -91,7 +93,7 @@ def partitioned(connection: Connection) -> bool:
 
 
 def existing_months(connection: Connection) -> set[Month]:
-    """The months whose partition is attached to the usage table."""
+    """The months whose partitions are attached to the usage tables."""
     rows = connection.execute(
         text(
             "SELECT child.relname FROM pg_inherits "
@@ -99,9 +101,9 @@ def existing_months(connection: Connection) -> set[Month]:
             "JOIN pg_class parent ON parent.oid = pg_inherits.inhparent "
             "WHERE parent.relname = :table AND pg_table_is_visible(parent.oid)"
         ),
-        {"table": USAGE_TABLE},
+        {"table": USAGE_TABLES[0]},
     ).scalars()
-    return {(int(m[1]), int(m[2])) for name in rows if (m := _PARTITION.match(name))}
+    return {(int(m[2]), int(m[3])) for name in rows if (m := _PARTITION.match(name))}
 
 
 def parse_month(value: str) -> Month:
@@ -110,19 +112,23 @@ def parse_month(value: str) -> Month:
     return moment.year, moment.month
 
 
-def create_months(connection: Connection, months: Iterable[Month]) -> set[Month]:
-    """Create the missing partitions among `months` in this transaction (serialised with
-    every other partition change); returns the months created."""
+def create_months(
+    connection: Connection, months: Iterable[Month], tables: tuple[str, ...] = USAGE_TABLES
+) -> set[Month]:
+    """Create the missing partitions among `months` of `tables` in this transaction
+    (serialised with every other partition change); returns the months created. (Migration
+    0011 names the table that was partitioned then.)"""
     if not partitioned(connection):
         return set()
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PARTITION_LOCK})
     missing = set(months) - existing_months(connection)
     for month in sorted(missing):
         start, end = month_bounds(month)
-        connection.exec_driver_sql(
-            f"CREATE TABLE {partition_name(month)} PARTITION OF {USAGE_TABLE} "
-            f"FOR VALUES FROM ({start}) TO ({end})"
-        )
+        for table in tables:
+            connection.exec_driver_sql(
+                f"CREATE TABLE {partition_name(month, table)} PARTITION OF {table} "
+                f"FOR VALUES FROM ({start}) TO ({end})"
+            )
     return missing
 
 
@@ -136,21 +142,23 @@ def ensure_months_ahead(engine: Engine, now: datetime, ahead: int = 3) -> set[Mo
         return create_months(connection, months)
 
 
-def detach_month(engine: Engine, month: Month, now: datetime) -> str:
-    """Detach a month's partition from the usage table and return the table it becomes,
-    `usage_records_YYYYMM_detached_<unix seconds>`: its records are no longer read by
-    anything, and the table can be archived and dropped. Usage arriving later for that month
-    gets a new, empty partition."""
-    name = partition_name(month)
+def detach_month(engine: Engine, month: Month, now: datetime) -> list[str]:
+    """Detach a month's partitions from the usage tables and return the tables they become,
+    `usage_spans_YYYYMM_detached_<unix seconds>` and its `usage_meters_…`: their records
+    are no longer read by anything, and the tables can be archived and dropped. Usage
+    arriving later for that month gets new, empty partitions."""
     with engine.begin() as connection:
         if not partitioned(connection):
             raise ValueError("usage is partitioned by month only on PostgreSQL")
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PARTITION_LOCK})
         if month not in existing_months(connection):
-            raise ValueError(f"no attached partition {name}")
-        archived = f"{name}_detached_{int(now.timestamp())}"
-        connection.exec_driver_sql(f"ALTER TABLE {USAGE_TABLE} DETACH PARTITION {name}")
-        connection.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {archived}")
+            raise ValueError(f"no attached partition {partition_name(month)}")
+        archived: list[str] = []
+        for table in USAGE_TABLES:
+            name = partition_name(month, table)
+            archived.append(f"{name}_detached_{int(now.timestamp())}")
+            connection.exec_driver_sql(f"ALTER TABLE {table} DETACH PARTITION {name}")
+            connection.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {archived[-1]}")
     return archived
 
 
@@ -186,7 +194,7 @@ class MonthlyPartitions:
 
 
 __all__ = [
-    "USAGE_TABLE",
+    "USAGE_TABLES",
     "MonthlyPartitions",
     "create_months",
     "detach_month",

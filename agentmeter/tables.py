@@ -14,12 +14,16 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
+    Column,
     DateTime,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
+    Table,
     UniqueConstraint,
     text,
 )
@@ -164,34 +168,48 @@ class Customer(Base):
     billing_day: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
-class UsageRow(Base):
-    """One meter of one span: the unit of exactly-once storage."""
+# The canonical token meters that live in a usage span's own columns (the lean layout,
+# migration 0015); every other meter of a span is a row of `usage_meters`.
+SPAN_METERS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "output_reasoning_tokens",
+)
 
-    __tablename__ = "usage_records"
-    __table_args__ = (
-        # One index besides the identity (the primary key): every index costs each
-        # ingested row. Queries over a whole tenant's period scan; per-customer ones
-        # (rating, estimates) seek.
-        Index(None, "tenant_id", "customer_id", "time_unix_nano"),
-        # Lookups of the once-per-call rule: a span's children, a response id's records.
-        # (The identity's (tenant, trace) prefix finds children too, but reads every
-        # record of the trace: ~10x the time of this index per batch on PostgreSQL.)
-        Index(None, "tenant_id", "trace_id", "parent_span_id"),
-        Index(None, "tenant_id", "response_id"),
-    )
 
-    # The identity, with the span's end time, is the primary key (no surrogate key: each
-    # would cost a column and an index entry per row). On PostgreSQL the table is
-    # partitioned by month of the end time (agentmeter.partitions), and every copy of a
-    # span carries it.
-    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    trace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    span_id: Mapped[str] = mapped_column(String(16), primary_key=True)
-    meter: Mapped[str] = mapped_column(String(128), primary_key=True)
-    quantity_micros: Mapped[int] = mapped_column(BigInteger)
+class UsageTenant(Base):
+    """A tenant's integer key in the usage tables (4 bytes per span, not 32)."""
+
+    __tablename__ = "usage_tenants"
+
+    key: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(32), unique=True)
+
+
+class UsageCustomer(Base):
+    """A customer id's integer key in the usage tables, per tenant ("" = not attributed).
+
+    Unique on (customer id, tenant): readers look a customer up by its id first."""
+
+    __tablename__ = "usage_customers"
+    __table_args__ = (UniqueConstraint("customer_id", "tenant_key"),)
+
+    key: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_key: Mapped[int] = mapped_column(Integer)
     customer_id: Mapped[str] = mapped_column(String(256))
-    time_unix_nano: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    received_unix_nano: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageDimensions(Base):
+    """One combination of a span's dimensions, stored once and referenced by its id.
+
+    `digest` (`agentmeter.usage_keys.Dimensions.digest`) is the unique key: one short index entry
+    instead of an index over eight strings."""
+
+    __tablename__ = "usage_dimensions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     provider: Mapped[str] = mapped_column(String(128))
     model: Mapped[str] = mapped_column(String(256))
     operation: Mapped[str] = mapped_column(String(128))
@@ -199,16 +217,150 @@ class UsageRow(Base):
     step: Mapped[str] = mapped_column(String(256))
     tool: Mapped[str] = mapped_column(String(256))
     service_name: Mapped[str] = mapped_column(String(256))
-    source: Mapped[str] = mapped_column(String(16))
-    # Provider cost of this record in 10^-12 USD; NULL when unknown (model not priced).
-    provider_cost_pico: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    # How the store bills each provider call once (exporter.provider_calls): the span's
-    # parent, the provider's response id (as its key: agentmeter.response_keys), and, when
-    # another span's record bills this call, that span's id. Superseded records are kept
-    # for audit and never billed.
-    parent_span_id: Mapped[str] = mapped_column(String(16), default="", server_default="")
-    response_id: Mapped[str] = mapped_column(String(256), default="", server_default="")
-    superseded_by: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    digest: Mapped[bytes] = mapped_column(LargeBinary(16), unique=True)
+
+
+class UsageTokenMeter(Base):
+    """The token meters of a span's columns, numbered: SQLite's `usage_records` view joins
+    it to turn a span's columns into one record per meter (PostgreSQL uses LATERAL)."""
+
+    __tablename__ = "usage_token_meters"
+
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    meter: Mapped[str] = mapped_column(String(128))
+
+
+def _span_columns() -> list[Column[Any]]:
+    meters: list[Column[Any]] = []
+    for meter in SPAN_METERS:
+        meters += [
+            # Quantity in micro-units; NULL: the span has no record of this meter.
+            Column(f"{meter}_micros", BigInteger, nullable=True),
+            # Provider cost in 10^-12 USD; NULL when unknown (model not priced).
+            Column(f"{meter}_cost_pico", BigInteger, nullable=True),
+            # The span whose record bills this call instead (exporter.provider_calls).
+            Column(f"{meter}_superseded_by", BigInteger, nullable=True),
+        ]
+    return meters
+
+
+# Ids as stored: a trace id is its 16 bytes, span ids are signed 64-bit integers, a
+# response id is its key's 10 bytes (agentmeter.usage_keys).
+usage_spans = Table(
+    "usage_spans",
+    Base.metadata,
+    Column("tenant_key", Integer, primary_key=True),
+    Column("trace_id", LargeBinary(16), primary_key=True),
+    Column("span_id", BigInteger, primary_key=True),
+    # On PostgreSQL the table is partitioned by month of the end time (agentmeter.partitions),
+    # and every copy of a span carries it.
+    Column("time_unix_nano", BigInteger, primary_key=True, autoincrement=False),
+    Column("customer_key", Integer, nullable=False),
+    Column("dimension_id", Integer, nullable=False),
+    Column("received_unix_nano", BigInteger, nullable=False),
+    Column("parent_span_id", BigInteger, nullable=True),
+    Column("response_key", LargeBinary(10), nullable=True),
+    # True when the span has rows in `usage_meters` (NULL, no bytes, when not): readers of
+    # the `usage_records` view look there only for such spans.
+    Column("has_meters", Boolean, nullable=True),
+    *_span_columns(),
+    # A customer's period is one range of this index (rating, estimates, the portal).
+    Index(None, "customer_key", "time_unix_nano"),
+    # The once-per-call rule: a response id's spans, a span's children.
+    Index(
+        "ix_usage_spans_response",
+        "tenant_key",
+        "response_key",
+        postgresql_where=text("response_key IS NOT NULL"),
+        sqlite_where=text("response_key IS NOT NULL"),
+    ),
+    Index(
+        "ix_usage_spans_parent",
+        "tenant_key",
+        "trace_id",
+        "parent_span_id",
+        postgresql_where=text("parent_span_id IS NOT NULL"),
+        sqlite_where=text("parent_span_id IS NOT NULL"),
+    ),
+    sqlite_with_rowid=False,
+    postgresql_partition_by="RANGE (time_unix_nano)",
+)
+
+usage_meters = Table(
+    "usage_meters",
+    Base.metadata,
+    Column("tenant_key", Integer, primary_key=True),
+    Column("trace_id", LargeBinary(16), primary_key=True),
+    Column("span_id", BigInteger, primary_key=True),
+    Column("time_unix_nano", BigInteger, primary_key=True, autoincrement=False),
+    Column("meter", String(128), primary_key=True),
+    Column("quantity_micros", BigInteger, nullable=False),
+    Column("provider_cost_pico", BigInteger, nullable=True),
+    sqlite_with_rowid=False,
+    postgresql_partition_by="RANGE (time_unix_nano)",
+)
+
+# `usage_records` is a view (migration 0015), in a metadata of its own so that schema
+# comparison and `create_all` leave it alone: one record per meter of a span, with the
+# columns every reader queries.
+_VIEWS = MetaData()
+
+
+class UsageRow(Base):
+    """One meter of one span, as readers see it: a row of the `usage_records` view.
+
+    Written through `usage_spans` (the span, its dimensions and its token meters) and
+    `usage_meters` (its other meters: tool calls, custom meters), never through the view."""
+
+    __table__ = Table(
+        "usage_records",
+        _VIEWS,
+        Column("tenant_id", String(32), primary_key=True),
+        Column("trace_id", String(32), primary_key=True),
+        Column("span_id", String(16), primary_key=True),
+        Column("meter", String(128), primary_key=True),
+        Column("quantity_micros", BigInteger),
+        Column("customer_id", String(256)),
+        Column("time_unix_nano", BigInteger, primary_key=True),
+        Column("received_unix_nano", BigInteger),
+        Column("provider", String(128)),
+        Column("model", String(256)),
+        Column("operation", String(128)),
+        Column("agent_name", String(256)),
+        Column("step", String(256)),
+        Column("tool", String(256)),
+        Column("service_name", String(256)),
+        Column("source", String(16)),
+        # Provider cost of this record in 10^-12 USD; NULL when unknown (model not priced).
+        Column("provider_cost_pico", BigInteger, nullable=True),
+        # How the store bills each provider call once (exporter.provider_calls): the span's
+        # parent, the provider's response id (its key, in hex: agentmeter.response_keys),
+        # and, when another span's record bills this call, that span's id ("" otherwise).
+        Column("parent_span_id", String(16)),
+        Column("response_id", String(20)),
+        Column("superseded_by", String(16)),
+    )
+
+    tenant_id: Mapped[str]
+    trace_id: Mapped[str]
+    span_id: Mapped[str]
+    meter: Mapped[str]
+    quantity_micros: Mapped[int]
+    customer_id: Mapped[str]
+    time_unix_nano: Mapped[int]
+    received_unix_nano: Mapped[int]
+    provider: Mapped[str]
+    model: Mapped[str]
+    operation: Mapped[str]
+    agent_name: Mapped[str]
+    step: Mapped[str]
+    tool: Mapped[str]
+    service_name: Mapped[str]
+    source: Mapped[str]
+    provider_cost_pico: Mapped[int | None]
+    parent_span_id: Mapped[str]
+    response_id: Mapped[str]
+    superseded_by: Mapped[str]
 
     @classmethod
     def billed(cls) -> ColumnElement[bool]:

@@ -39,14 +39,22 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Connection, Table, bindparam, func, select, text, update
+from sqlalchemy import Connection, Table, bindparam, select, text, update
 
 from agentmeter.db import dialect_insert, in_chunks
+from agentmeter.tables import SPAN_METERS, UsageDimensions, usage_spans
 from agentmeter.tables import AgentSpan as AgentSpanRow
-from agentmeter.tables import UsageRow
+from agentmeter.usage_keys import (
+    UsageKeys,
+    response_hex,
+    span_hex,
+    span_int,
+    trace_bytes,
+    trace_hex,
+)
 from otel_processor.usage import SOURCE_LLM, AgentSpan, UsageRecord
 
-_USAGE: Table = UsageRow.__table__  # type: ignore[assignment]
+_DIMENSIONS: Table = UsageDimensions.__table__  # type: ignore[assignment]
 _AGENTS: Table = AgentSpanRow.__table__  # type: ignore[assignment]
 _Key = TypeVar("_Key", str, tuple[str, str])
 # How far up a trace agent names are looked for: deeper nesting than any agent framework.
@@ -69,12 +77,6 @@ class CallRecord(NamedTuple):
     def key(self) -> tuple[str, str, str]:
         """(trace id, span id, meter): the record's identity, but for its end time."""
         return self[:3]
-
-
-# The columns of a CallRecord, of the usage table aliased `u`.
-_RECORD = "u.trace_id, u.span_id, u.meter, u.provider, u.parent_span_id, u.response_id, " + (
-    "u.superseded_by"
-)
 
 
 def lock_calls(
@@ -121,28 +123,31 @@ def _advisory_locks(connection: Connection, tenant_id: str, keys: Iterable[str])
 
 
 def settle_calls(
-    connection: Connection, tenant_id: str, records: Sequence[UsageRecord], *, all_new: bool
+    connection: Connection,
+    keys: UsageKeys,
+    tenant_id: str,
+    records: Sequence[UsageRecord],
+    *,
+    all_new: bool,
 ) -> None:
     """Recompute which stored LLM records bill their call (rules 1 and 2), for every record
     that the newly written `records` can affect, and store the outcome.
 
-    `all_new`: the write inserted every one of `records` (none was stored before). Then,
-    unless other records of their spans are stored (one count tells), the batch's records
-    are what the store holds of its spans, and are taken from memory rather than read back;
-    only their stored relatives are read: the records of their parent spans, those of other
-    spans sharing a response id (a count per response id tells which ids have any), and the
-    smallest child span per span and meter. A batch without stored relatives thus reads
-    counts and aggregates only, and only records whose `superseded_by` changes are updated.
-    Raw driver SQL with tuples throughout: SQLAlchemy's per-row work cost more than the
-    queries."""
+    `all_new`: the write inserted every span of `records` (none was stored before). Then
+    the batch's LLM records are what the store holds of their spans (a span's LLM records
+    are its row's token meters), and are taken from memory rather than read back; only
+    their stored relatives are read: the records of their parent spans, those of spans
+    sharing a response id, and the children of each span. Only records whose
+    `superseded_by` changes are updated. Raw driver SQL with tuples throughout:
+    SQLAlchemy's per-row work cost more than the queries."""
     llm = [r for r in records if r.source == SOURCE_LLM]
     if not llm:
         return
-    store = _Store(connection, tenant_id)
+    store = _Store(connection, keys.tenant(tenant_id))
     spans = {(r.trace_id, r.span_id) for r in llm}
-    if all_new and store.count_spans(spans) == len(llm):
+    if all_new:
         known = [CallRecord(*r[:3], r.provider, r.parent_span_id, r.response_id, "") for r in llm]
-    else:  # copies stored before, or other records of these spans: the stored ones count
+    else:  # copies stored before: the stored ones count
         known = store.by_spans(spans)
     known += store.by_spans(
         {(r.trace_id, r.parent_span_id) for r in known if r.parent_span_id} - spans
@@ -151,11 +156,7 @@ def settle_calls(
     new_responses = responses - {r.response_id for r in records}
     if new_responses:
         _advisory_locks(connection, tenant_id, (f"r:{rid}" for rid in new_responses))
-    # Other spans share a response id when the store holds more records of it than those
-    # known so far (the batch's own spans', their parents').
-    held = Counter(r.response_id for r in known if r.response_id)
-    shared = [rid for rid, count in store.count_responses(responses) if count > held[rid]]
-    affected, mixed = _by_key([*known, *store.by_responses(shared)])
+    affected, mixed = _by_key([*known, *store.by_responses(responses)])
     children = store.children({(r.trace_id, r.span_id) for r in affected.values()})
     decided = supersessions(affected.values(), children)
     changes = sorted(
@@ -163,10 +164,7 @@ def settle_calls(
         for key, record in affected.items()
         if decided[key] != record.superseded_by or key in mixed
     )
-    if changes:
-        connection.exec_driver_sql(
-            store.update_sql, [(decided[key], tenant_id, *key) for key in changes]
-        )
+    store.supersede([(key, decided[key]) for key in changes])
 
 
 def _by_key(
@@ -214,86 +212,111 @@ def supersessions(
 
 
 class _Store:
-    """The queries of settlement, as raw driver SQL (as the sink's insert).
+    """The queries of settlement on `usage_spans`, as raw driver SQL (as the sink's insert).
 
-    Pairs of ids are a list joined to the usage table, the list first (given `(trace_id,
-    span_id) IN (VALUES …)`, SQLite seeks on the tenant alone and reads all its records):
-    on SQLite a VALUES list, on PostgreSQL two arrays (two parameters, not two per pair)."""
+    A span row holds its LLM records: one per token meter it has. Pairs of ids are a list
+    joined to the spans, the list first: on SQLite a VALUES list, on PostgreSQL two arrays
+    (two parameters, not two per pair)."""
 
-    def __init__(self, connection: Connection, tenant_id: str) -> None:
+    def __init__(self, connection: Connection, tenant_key: int) -> None:
         self._connection = connection
-        self._head: tuple[str, str] = (tenant_id, SOURCE_LLM)
+        self._tenant_key = tenant_key
         self._sqlite = connection.dialect.name == "sqlite"
-        p = self._p = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-        self._llm = f"u.tenant_id = {p} AND u.source = {p}"
-        self.update_sql = (
-            f"UPDATE {_USAGE.name} SET superseded_by = {p} WHERE tenant_id = {p} "
-            f"AND trace_id = {p} AND span_id = {p} AND meter = {p}"
-        )
+        self._p = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+
+    def _records(self, rows: Iterable[Any]) -> Iterator[CallRecord]:
+        """The LLM records of span rows selected as `_SPAN`."""
+        for trace, span, provider, parent, response, *meters in rows:
+            for index, meter in enumerate(SPAN_METERS):
+                if meters[2 * index] is not None:
+                    yield CallRecord(
+                        trace_hex(trace),
+                        span_hex(span),
+                        meter,
+                        provider,
+                        span_hex(parent),
+                        response_hex(response),
+                        span_hex(meters[2 * index + 1]),
+                    )
 
     def _joined(
-        self, select_sql: str, column: str, spans: Collection[tuple[str, str]], tail: str = ""
+        self, select_sql: str, column: str, spans: Collection[tuple[str, str]]
     ) -> Iterator[Any]:
-        """The rows of `SELECT select_sql` over the tenant's LLM records (`u`) whose trace id
-        and `column` are one of `spans`."""
+        """The rows of `SELECT select_sql` over the tenant's spans (`s`, with their
+        dimensions `d`) whose trace id and `column` are one of `spans`."""
+        p = self._p
         for chunk in in_chunks(sorted(spans)):
+            traces = [trace_bytes(trace) for trace, _ in chunk]
+            ids = [span_int(span) for _, span in chunk]
             if self._sqlite:
                 pairs = f"VALUES {', '.join(['(?, ?)'] * len(chunk))}"
-                values: list[Any] = [value for pair in chunk for value in pair]
+                values: list[Any] = [v for pair in zip(traces, ids, strict=True) for v in pair]
             else:
-                pairs = "SELECT * FROM unnest(CAST(%s AS text[]), CAST(%s AS text[]))"
-                values = [[trace for trace, _ in chunk], [span for _, span in chunk]]
+                pairs = "SELECT * FROM unnest(CAST(%s AS bytea[]), CAST(%s AS bigint[]))"
+                values = [traces, ids]
             sql = (
-                f"WITH k(t, s) AS ({pairs}) SELECT {select_sql} "
-                f"FROM k CROSS JOIN {_USAGE.name} AS u "
-                f"WHERE {self._llm} AND u.trace_id = k.t AND u.{column} = k.s {tail}"
+                f"WITH k(t, s) AS ({pairs}) SELECT {select_sql} FROM k CROSS JOIN usage_spans AS s "
+                "JOIN usage_dimensions AS d ON d.id = s.dimension_id "
+                f"WHERE s.tenant_key = {p} AND s.trace_id = k.t AND s.{column} = k.s "
+                # (implied, but said: the parent-span index is partial, on spans with one)
+                f"AND s.{column} IS NOT NULL"
             )
-            yield from self._connection.exec_driver_sql(sql, (*values, *self._head))
-
-    def _of_responses(
-        self, select_sql: str, responses: Collection[str], tail: str = ""
-    ) -> Iterator[Any]:
-        """The rows of `SELECT select_sql` over the tenant's LLM records (`u`) of these
-        response ids."""
-        for chunk in in_chunks(sorted(responses)):
-            values: tuple[Any, ...]
-            if self._sqlite:
-                listed, values = f"IN ({', '.join(['?'] * len(chunk))})", tuple(chunk)
-            else:
-                listed, values = "= ANY(CAST(%s AS text[]))", (chunk,)
-            sql = (
-                f"SELECT {select_sql} FROM {_USAGE.name} AS u WHERE {self._llm} "
-                f"AND u.response_id {listed} {tail}"
-            )
-            yield from self._connection.exec_driver_sql(sql, (*self._head, *values))
-
-    def count_spans(self, spans: Collection[tuple[str, str]]) -> int:
-        """How many LLM records of these spans are stored."""
-        return sum(count for (count,) in self._joined("count(*)", "span_id", spans))
+            yield from self._connection.exec_driver_sql(sql, (*values, self._tenant_key))
 
     def by_spans(self, spans: Collection[tuple[str, str]]) -> list[CallRecord]:
         """The stored LLM records of these spans."""
-        return [CallRecord._make(row) for row in self._joined(_RECORD, "span_id", spans)]
-
-    def count_responses(self, responses: Collection[str]) -> list[tuple[str, int]]:
-        """(response id, how many LLM records of it are stored), of these response ids."""
-        rows = self._of_responses("u.response_id, count(*)", responses, "GROUP BY u.response_id")
-        return [(rid, count) for rid, count in rows]
+        return list(self._records(self._joined(_SPAN, "span_id", spans)))
 
     def by_responses(self, responses: Collection[str]) -> list[CallRecord]:
-        """The stored LLM records of these response ids."""
-        return [CallRecord._make(row) for row in self._of_responses(_RECORD, responses)]
+        """The stored LLM records of these response ids (their keys, in hex)."""
+        found: list[CallRecord] = []
+        for chunk in in_chunks(sorted(responses)):
+            values: tuple[Any, ...]
+            keys = [bytes.fromhex(key) for key in chunk]
+            if self._sqlite:
+                listed, values = f"IN ({', '.join(['?'] * len(chunk))})", tuple(keys)
+            else:
+                listed, values = "= ANY(CAST(%s AS bytea[]))", (keys,)
+            sql = (
+                f"SELECT {_SPAN} FROM usage_spans AS s "
+                "JOIN usage_dimensions AS d ON d.id = s.dimension_id "
+                f"WHERE s.tenant_key = {self._p} AND s.response_key {listed} "
+                "AND s.response_key IS NOT NULL"  # (implied, but said: the index is partial)
+            )
+            rows = self._connection.exec_driver_sql(sql, (self._tenant_key, *values))
+            found += self._records(rows)
+        return found
 
     def children(self, spans: Collection[tuple[str, str]]) -> dict[tuple[str, str, str], str]:
         """(trace id, parent span id, meter) → the smallest child span id with an LLM
         record of that meter, for these parent spans."""
-        rows = self._joined(
-            "u.trace_id, u.parent_span_id, u.meter, min(u.span_id)",
-            "parent_span_id",
-            spans,
-            "GROUP BY u.trace_id, u.parent_span_id, u.meter",
-        )
-        return {(trace, parent, meter): child for trace, parent, meter, child in rows}
+        smallest: dict[tuple[str, str, str], str] = {}
+        for record in self._records(self._joined(_SPAN, "parent_span_id", spans)):
+            key = (record.trace_id, record.parent_span_id, record.meter)
+            if key not in smallest or record.span_id < smallest[key]:
+                smallest[key] = record.span_id
+        return smallest
+
+    def supersede(self, outcomes: Sequence[tuple[tuple[str, str, str], str]]) -> None:
+        """Store each record's `superseded_by` ("" for none), in every copy of its span."""
+        p = self._p
+        by_meter: dict[str, list[tuple[Any, ...]]] = {}
+        for (trace, span, meter), superseded_by in outcomes:
+            by_meter.setdefault(meter, []).append(
+                (span_int(superseded_by), self._tenant_key, trace_bytes(trace), span_int(span))
+            )
+        for meter, rows in sorted(by_meter.items()):
+            self._connection.exec_driver_sql(
+                f"UPDATE usage_spans SET {meter}_superseded_by = {p} "
+                f"WHERE tenant_key = {p} AND trace_id = {p} AND span_id = {p}",
+                rows,
+            )
+
+
+# The columns `_Store._records` reads of a span row `s` and its dimensions `d`.
+_SPAN = "s.trace_id, s.span_id, d.provider, s.parent_span_id, s.response_key, " + ", ".join(
+    f"s.{m}_micros, s.{m}_superseded_by" for m in SPAN_METERS
+)
 
 
 def store_agent_spans(connection: Connection, tenant_id: str, spans: Sequence[AgentSpan]) -> None:
@@ -313,20 +336,24 @@ def store_agent_spans(connection: Connection, tenant_id: str, spans: Sequence[Ag
 
 def inherit_agent_names(
     connection: Connection,
+    keys: UsageKeys,
     tenant_id: str,
     records: Sequence[UsageRecord],
     agent_spans: Sequence[AgentSpan],
 ) -> None:
-    """Give nameless records of the affected traces their nearest enclosing agent's name.
+    """Give nameless spans of the affected traces their nearest enclosing agent's name (a
+    span's dimensions with that name, `agentmeter.usage_keys`).
 
     Per batch, not per trace: one read of the traces' agent spans, one of their usage spans
-    (span, parent, name: the whole tree a name can come down), one update of the names."""
+    (span, parent, name: the whole tree a name can come down), one update of the spans."""
     traces = {s.trace_id for s in agent_spans} | {r.trace_id for r in records if not r.agent_name}
     if not traces:
         return
+    tenant_key = keys.tenant(tenant_id)
     # trace → span id → (parent span id, agent name); agent spans first, so they win.
     links: dict[str, dict[str, tuple[str, str]]] = {}
-    nameless: set[tuple[str, str]] = set()
+    # (trace, span) → the dimension ids of its nameless copies
+    nameless: dict[tuple[str, str], set[int]] = {}
     for chunk in in_chunks(sorted(traces)):
         query = select(
             _AGENTS.c.trace_id, _AGENTS.c.span_id, _AGENTS.c.parent_span_id, _AGENTS.c.agent_name
@@ -336,37 +363,59 @@ def inherit_agent_names(
     for chunk in in_chunks(sorted(traces)):
         query = (
             select(
-                _USAGE.c.trace_id,
-                _USAGE.c.span_id,
-                _USAGE.c.parent_span_id,
-                func.max(_USAGE.c.agent_name),
-                func.min(_USAGE.c.agent_name) == "",
+                usage_spans.c.trace_id,
+                usage_spans.c.span_id,
+                usage_spans.c.parent_span_id,
+                usage_spans.c.dimension_id,
+                _DIMENSIONS.c.agent_name,
             )
-            .where(_USAGE.c.tenant_id == tenant_id, _USAGE.c.trace_id.in_(chunk))
-            .group_by(_USAGE.c.trace_id, _USAGE.c.span_id, _USAGE.c.parent_span_id)
+            .join(_DIMENSIONS, _DIMENSIONS.c.id == usage_spans.c.dimension_id)
+            .where(
+                usage_spans.c.tenant_key == tenant_key,
+                usage_spans.c.trace_id.in_([trace_bytes(t) for t in chunk]),
+            )
+            # Named copies first: a span's name is that of a copy that has one.
+            .order_by(_DIMENSIONS.c.agent_name.desc())
         )
         for row in connection.execute(query):
-            trace, span, parent, name, has_nameless = tuple(row)
-            links.setdefault(trace, {}).setdefault(span, (parent, name))
-            if has_nameless:
-                nameless.add((trace, span))
-    names = [
-        {"b_trace": trace, "b_span": span, "b_name": name}
+            trace, span = trace_hex(row.trace_id), span_hex(row.span_id)
+            parent, dimension_id, name = row.parent_span_id, row.dimension_id, row.agent_name
+            links.setdefault(trace, {}).setdefault(span, (span_hex(parent), name))
+            if not name:
+                nameless.setdefault((trace, span), set()).add(dimension_id)
+    names = {
+        (trace, span): name
         for trace, span in sorted(nameless)
         if (name := _nearest_agent(span, links[trace]))
-    ]
-    if names:
-        connection.execute(
-            update(_USAGE)
-            .where(
-                _USAGE.c.tenant_id == tenant_id,
-                _USAGE.c.trace_id == bindparam("b_trace"),
-                _USAGE.c.span_id == bindparam("b_span"),
-                _USAGE.c.agent_name == "",
-            )
-            .values(agent_name=bindparam("b_name")),
-            names,
+    }
+    if not names:
+        return
+    stored = keys.dimensions_by_id(i for span in names for i in nameless[span])
+    renamed = {
+        (span, i): stored[i]._replace(agent_name=name)
+        for span, name in names.items()
+        for i in nameless[span]
+    }
+    new_ids = keys.dimensions_of(renamed.values())
+    connection.execute(
+        update(usage_spans)
+        .where(
+            usage_spans.c.tenant_key == tenant_key,
+            usage_spans.c.trace_id == bindparam("b_trace"),
+            usage_spans.c.span_id == bindparam("b_span"),
+            usage_spans.c.dimension_id == bindparam("b_old"),
         )
+        .values(dimension_id=bindparam("b_new")),
+        [
+            {
+                "b_trace": trace_bytes(trace),
+                "b_span": span_int(span),
+                "b_old": old,
+                "b_new": new_ids[dimensions],
+            }
+            for ((trace, span), old), dimensions in sorted(renamed.items())
+        ],
+    )
 
 
 def _nearest_agent(span: str, links: dict[str, tuple[str, str]]) -> str:

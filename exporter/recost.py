@@ -24,14 +24,24 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, Table, bindparam, select, text, tuple_, update
 
-from agentmeter.tables import ProviderCostOverride, UsageRow, to_unix_nano
+from agentmeter.db import in_chunks
+from agentmeter.tables import (
+    SPAN_METERS,
+    ProviderCostOverride,
+    UsageDimensions,
+    to_unix_nano,
+    usage_meters,
+    usage_spans,
+)
+from agentmeter.usage_keys import UsageKeys, span_hex, trace_hex
 from exporter.provider_costs import CostOverride, CostOverrides, ProviderCostCatalog
 from otel_processor.usage import UsageRecord, from_micros
 
-_USAGE: Table = UsageRow.__table__  # type: ignore[assignment]
+_DIMENSIONS: Table = UsageDimensions.__table__  # type: ignore[assignment]
 _OVERRIDES: Table = ProviderCostOverride.__table__  # type: ignore[assignment]
 
 
@@ -69,22 +79,22 @@ def recost_usage(
     *,
     start: datetime | None = None,
     catalog: ProviderCostCatalog | None = None,
-    batch_size: int = 5_000,
+    batch_size: int = 2_000,
 ) -> int:
-    """Recompute `provider_cost_pico` of the tenant's stored usage (from `start` on, if
-    given) with today's catalog and overrides; return how many records changed.
+    """Recompute the provider cost of the tenant's stored usage (from `start` on, if given)
+    with today's catalog and overrides; return how many records changed.
 
     For when the builder adds or changes a cost override (the `pricing.recost` job).
-    Records are read span by span in batches of about `batch_size` records, each with the
-    overrides committed when its batch runs. Given an engine, each batch commits on its
-    own; given a connection, everything runs in the caller's transaction, which the caller
-    commits.
+    Spans are read in batches of `batch_size` (each whole, with all its records), each
+    with the overrides committed when its batch runs. Given an engine, each batch commits
+    on its own; given a connection, everything runs in the caller's transaction, which the
+    caller commits.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     catalog = catalog or ProviderCostCatalog()
     changed = 0
-    after: tuple[int, str, str] | None = None
+    after: tuple[bytes, int, int] | None = None
     while True:
         if isinstance(engine_or_connection, Engine):
             with engine_or_connection.begin() as connection:
@@ -100,90 +110,132 @@ def recost_usage(
             return changed
 
 
-_SPAN_KEY = (_USAGE.c.time_unix_nano, _USAGE.c.trace_id, _USAGE.c.span_id)
-_RECOST_COLUMNS = (
-    *_SPAN_KEY,
-    _USAGE.c.meter,
-    _USAGE.c.quantity_micros,
-    _USAGE.c.provider,
-    _USAGE.c.model,
-    _USAGE.c.provider_cost_pico,
-)
-_SET_COST = (
-    update(_USAGE)
+_S = usage_spans.c
+_M = usage_meters.c
+_SPAN_KEY = (_S.trace_id, _S.span_id, _S.time_unix_nano)
+_COSTS = [(meter, _S[f"{meter}_micros"], _S[f"{meter}_cost_pico"]) for meter in SPAN_METERS]
+_SET_SPAN_COST = {
+    meter: update(usage_spans)
     .where(
-        _USAGE.c.tenant_id == bindparam("tenant"),
-        _USAGE.c.trace_id == bindparam("trace"),
-        _USAGE.c.span_id == bindparam("span"),
-        _USAGE.c.meter == bindparam("meter_"),
-        _USAGE.c.time_unix_nano == bindparam("time"),
+        _S.tenant_key == bindparam("tenant"),
+        _S.trace_id == bindparam("trace"),
+        _S.span_id == bindparam("span"),
+        _S.time_unix_nano == bindparam("time"),
+    )
+    .values({f"{meter}_cost_pico": bindparam("cost")})
+    for meter in SPAN_METERS
+}
+_SET_METER_COST = (
+    update(usage_meters)
+    .where(
+        _M.tenant_key == bindparam("tenant"),
+        _M.trace_id == bindparam("trace"),
+        _M.span_id == bindparam("span"),
+        _M.time_unix_nano == bindparam("time"),
+        _M.meter == bindparam("meter_"),
     )
     .values(provider_cost_pico=bindparam("cost"))
 )
+
+
+# Where the (quantity, cost) pairs of a span's token meters start in a page's rows: after
+# the span's key, `has_meters`, the provider and the model.
+_FIRST_COST = len(_SPAN_KEY) + 3
+
+
+class _Stored(NamedTuple):
+    """One stored record: where its cost is, and what it is now."""
+
+    key: tuple[bytes, int, int]  # (trace id, span id, end time) of its span
+    meter: str
+    cost: int | None
 
 
 def _recost_page(
     connection: Connection,
     tenant_id: str,
     start: datetime | None,
-    after: tuple[int, str, str] | None,
+    after: tuple[bytes, int, int] | None,
     catalog: ProviderCostCatalog,
     batch_size: int,
-) -> tuple[int, tuple[int, str, str] | None]:
-    """Recost the next whole spans after `after`; return the changes and where to go on
-    (None when done)."""
+) -> tuple[int, tuple[bytes, int, int] | None]:
+    """Recost the next spans after `after`; return the changes and where to go on (None
+    when done)."""
     hold_cost_overrides(connection, tenant_id)
     overrides = load_cost_overrides(connection, tenant_id)
-    query = select(*_RECOST_COLUMNS).where(_USAGE.c.tenant_id == tenant_id)
+    tenant_key = UsageKeys(connection).find_tenant(tenant_id)
+    if tenant_key is None:
+        return 0, None
+    query = (
+        select(
+            *_SPAN_KEY,
+            _S.has_meters,
+            _DIMENSIONS.c.provider,
+            _DIMENSIONS.c.model,
+            *(column for _, micros, cost in _COSTS for column in (micros, cost)),
+        )
+        .join(_DIMENSIONS, _DIMENSIONS.c.id == _S.dimension_id)
+        .where(_S.tenant_key == tenant_key)
+    )
     if start is not None:
-        query = query.where(_USAGE.c.time_unix_nano >= to_unix_nano(start))
+        query = query.where(_S.time_unix_nano >= to_unix_nano(start))
     if after is not None:
         query = query.where(tuple_(*_SPAN_KEY) > tuple_(*after))
     rows = list(connection.execute(query.order_by(*_SPAN_KEY).limit(batch_size)))
     if not rows:
         return 0, None
-    following: tuple[int, str, str] | None = None  # None: the last page
-    if len(rows) == batch_size:
-        # The page may end inside a span: leave that span whole to the next page, unless
-        # it is the only one on the page, then read all of it here.
-        last = (rows[-1].time_unix_nano, rows[-1].trace_id, rows[-1].span_id)
-        whole = [r for r in rows if (r.time_unix_nano, r.trace_id, r.span_id) != last]
-        if whole:
-            rows = whole
-            following = (rows[-1].time_unix_nano, rows[-1].trace_id, rows[-1].span_id)
-        else:
-            span = select(*_RECOST_COLUMNS).where(
-                _USAGE.c.tenant_id == tenant_id, tuple_(*_SPAN_KEY) == tuple_(*last)
-            )
-            rows = list(connection.execute(span))
-            following = last
+    spans = {tuple(row[:3]): row for row in rows}
+    records: list[UsageRecord] = []
+    stored: list[_Stored] = []
 
-    records = [
-        UsageRecord(
-            trace_id=row.trace_id,
-            span_id=row.span_id,
-            meter=row.meter,
-            quantity=from_micros(row.quantity_micros),
-            customer_id="",
-            time_unix_nano=row.time_unix_nano,
-            provider=row.provider,
-            model=row.model,
+    def add(key: tuple[bytes, int, int], meter: str, micros: int, cost: int | None) -> None:
+        trace, span, end = key
+        row = spans[key]
+        records.append(
+            UsageRecord(
+                trace_id=trace_hex(trace),
+                span_id=span_hex(span),
+                meter=meter,
+                quantity=from_micros(micros),
+                customer_id="",
+                time_unix_nano=end,
+                provider=row.provider,
+                model=row.model,
+            )
         )
-        for row in rows
-    ]
+        stored.append(_Stored(key, meter, cost))
+
+    for key, row in spans.items():
+        for index, (meter, _, _) in enumerate(_COSTS):
+            micros = row[_FIRST_COST + 2 * index]
+            if micros is not None:
+                add(key, meter, micros, row[_FIRST_COST + 2 * index + 1])
+    with_meters = [key for key, row in spans.items() if row.has_meters]
+    for chunk in in_chunks(with_meters):
+        query = select(*(_M[c.name] for c in _SPAN_KEY), _M.meter, _M.quantity_micros,
+                       _M.provider_cost_pico).where(
+            _M.tenant_key == tenant_key, tuple_(*(_M[c.name] for c in _SPAN_KEY)).in_(chunk)
+        )  # fmt: skip
+        for trace, span, end, meter, micros, cost in connection.execute(query):
+            add((bytes(trace), span, end), meter, micros, cost)
     costs = catalog.costs(records, overrides)
-    updates = [
-        {
-            "tenant": tenant_id,
-            "trace": row.trace_id,
-            "span": row.span_id,
-            "meter_": row.meter,
-            "time": row.time_unix_nano,
-            "cost": cost,
-        }
-        for row, cost in zip(rows, costs, strict=True)
-        if cost != row.provider_cost_pico
-    ]
-    if updates:
-        connection.execute(_SET_COST, updates)
-    return len(updates), following
+    changed = 0
+    updates: dict[str | None, list[dict[str, object]]] = {}
+    for record, cost in zip(stored, costs, strict=True):
+        if cost == record.cost:
+            continue
+        trace, span, end = record.key
+        parameters = {"tenant": tenant_key, "trace": trace, "span": span, "time": end}
+        parameters["cost"] = cost
+        if record.meter in _SET_SPAN_COST:
+            updates.setdefault(record.meter, []).append(parameters)
+        else:
+            updates.setdefault(None, []).append(parameters | {"meter_": record.meter})
+        changed += 1
+    for meter_name, parameters_list in updates.items():
+        statement = _SET_METER_COST if meter_name is None else _SET_SPAN_COST[meter_name]
+        connection.execute(statement, parameters_list)
+    if len(rows) < batch_size:
+        return changed, None
+    trace, span, end = rows[-1][:3]
+    return changed, (trace, span, end)

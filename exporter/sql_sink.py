@@ -14,7 +14,15 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from agentmeter.db import dialect_insert, in_chunks, is_retryable, is_sqlite, read_only
 from agentmeter.partitions import MonthlyPartitions, missing_partition
 from agentmeter.response_keys import response_key
-from agentmeter.tables import TraceCustomer, UsageRow
+from agentmeter.tables import SPAN_METERS, TraceCustomer, usage_spans
+from agentmeter.usage_keys import (
+    Dimensions,
+    UsageKeyCache,
+    UsageKeys,
+    response_bytes,
+    span_int,
+    trace_bytes,
+)
 from exporter.group_commit import GroupCommit
 from exporter.provider_calls import (
     inherit_agent_names,
@@ -34,9 +42,7 @@ from otel_processor.usage import (
 
 logger = logging.getLogger("agentmeter.ingest")
 
-_USAGE: Table = UsageRow.__table__  # type: ignore[assignment]
 _TRACES: Table = TraceCustomer.__table__  # type: ignore[assignment]
-# Bound on the number of values in one IN (…) list.
 # The overrides a batch was costed with, and its records' costs.
 _Costed = tuple[CostOverrides, list[int | None]]
 
@@ -55,40 +61,50 @@ class SqlUsageSink:
     """A `UsageSink` on SQLite or PostgreSQL.
 
     Per batch: trace customers are recorded (first one wins), customer-less records inherit
-    their trace's customer, records are inserted with ON CONFLICT DO NOTHING on (tenant,
-    trace id, span id, meter, time), earlier customer-less records of newly attributed traces
-    are updated. Batches written at the same moment from several threads share one
-    transaction (`exporter.group_commit`); if that transaction fails on one batch's data,
-    each batch is written again in a transaction of its own, so only the bad batch fails.
-    `write` returns only after its batch is committed. Writes from this process are
-    serialized here (SQLite has one writer).
+    their trace's customer, each span's records are inserted as one row of `usage_spans`
+    (its token meters) and rows of `usage_meters` (its other meters), with ON CONFLICT DO
+    NOTHING on their identity; a span stored before gets only the meters it lacked, the
+    others count as duplicates (identity stays per meter). Earlier customer-less spans of
+    newly attributed traces are updated. Batches written at the same moment from several
+    threads share one transaction (`exporter.group_commit`); if that transaction fails on
+    one batch's data, each batch is written again in a transaction of its own, so only the
+    bad batch fails. `write` returns only after its batch is committed. Writes from this
+    process are serialized here (SQLite has one writer).
 
-    Providers are stored by their canonical id (`canonical_provider`). In the same
-    transaction, agent spans are recorded and nameless records take their nearest agent's
-    name, and the records that bill each provider call are settled
-    (`exporter.provider_calls`).
+    Providers are stored by their canonical id (`canonical_provider`), ids as bytes and
+    integers, strings once each (`agentmeter.usage_keys`). In the same transaction, agent
+    spans are recorded and nameless spans take their nearest agent's name, and the records
+    that bill each provider call are settled (`exporter.provider_calls`).
 
     On PostgreSQL, the month partitions the records need are created first, in their own
     transaction (`agentmeter.partitions`).
 
-    With `costs`, each record is stored with its provider cost (`provider_cost_pico`),
-    computed before the write from the catalog and the tenant's cost overrides, and again
-    inside the write if the overrides changed meanwhile (`exporter.recost` says why).
+    With `costs`, each record is stored with its provider cost, computed before the write
+    from the catalog and the tenant's cost overrides, and again inside the write if the
+    overrides changed meanwhile (`exporter.recost` says why).
     """
 
     def __init__(self, engine: Engine, costs: ProviderCostCatalog | None = None) -> None:
         self._engine = engine
         self._costs = costs
         self._sqlite = is_sqlite(engine)
+        self._keys = UsageKeyCache()
+        self._received = 0
         # The hot path goes straight to the driver's executemany with tuples: SQLAlchemy's
         # per-row parameter handling cost more than the insert itself, and the driver's
-        # rowcount (sum over the batch) is what counts inserted records on both backends.
-        placeholder = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        self._insert_usage_sql = (
-            f"INSERT INTO {_USAGE.name} ({', '.join(_ROW_COLUMNS)}) "
-            f"VALUES ({', '.join([placeholder] * len(_ROW_COLUMNS))}) "
-            "ON CONFLICT (tenant_id, trace_id, span_id, meter, time_unix_nano) DO NOTHING"
+        # rowcount (sum over the batch) is what counts inserted rows on both backends.
+        p = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._insert_spans_sql = (
+            f"INSERT INTO usage_spans ({', '.join(SPAN_COLUMNS)}) "
+            f"VALUES ({', '.join([p] * len(SPAN_COLUMNS))}) "
+            "ON CONFLICT (tenant_key, trace_id, span_id, time_unix_nano) DO NOTHING"
         )
+        self._insert_meters_sql = (
+            f"INSERT INTO usage_meters ({', '.join(_METER_COLUMNS)}) "
+            f"VALUES ({', '.join([p] * len(_METER_COLUMNS))}) "
+            "ON CONFLICT (tenant_key, trace_id, span_id, time_unix_nano, meter) DO NOTHING"
+        )
+        self._p = p
         self._insert_traces: Insert = dialect_insert(engine, _TRACES).on_conflict_do_nothing(
             index_elements=["tenant_id", "trace_id"]
         )
@@ -112,8 +128,10 @@ class SqlUsageSink:
                 # customer, or its customer-less spans) after our reads: settle both now
                 # that ours is committed, so one of the two always sees the other.
                 with self._engine.begin() as connection:
+                    keys = self._keys.keys(connection)
                     traces = unattributed | set(batch.trace_customers)
-                    _attribute_traces(connection, tenant_id, traces)
+                    attribute_traces(connection, keys, tenant_id, traces)
+                self._keys.keep(keys)
         except SQLAlchemyError as error:
             if is_retryable(error):
                 raise StoreUnavailableError(f"usage store unavailable: {error}") from None
@@ -150,7 +168,12 @@ class SqlUsageSink:
         if len(writes) > 1:
             try:
                 with self._engine.begin() as connection:
-                    return [self._write(connection, write) for write in writes]
+                    keys = self._keys.keys(connection)
+                    written: list[_Written | BaseException] = [
+                        self._write(connection, keys, write) for write in writes
+                    ]
+                self._keys.keep(keys)
+                return written
             except Exception as error:
                 if isinstance(error, SQLAlchemyError) and is_retryable(error):
                     # The store itself failed (down, locked, a deadlock): each write would
@@ -161,16 +184,25 @@ class SqlUsageSink:
         for write in writes:
             try:
                 with self._engine.begin() as connection:
-                    outcomes.append(self._write(connection, write))
+                    keys = self._keys.keys(connection)
+                    outcomes.append(self._write(connection, keys, write))
+                self._keys.keep(keys)
             except Exception as error:
                 outcomes.append(error)
         return outcomes
 
-    def _write(self, connection: Connection, write: _Write) -> _Written:
+    def _next_received(self) -> int:
+        """This write's receive time: unique per write of this sink (writes are serialized),
+        so that a span row carrying it is known to be this write's."""
+        self._received = max(time.time_ns(), self._received + 1)
+        return self._received
+
+    def _write(self, connection: Connection, keys: UsageKeys, write: _Write) -> _Written:
         tenant_id, batch, costed = write
-        received = time.time_ns()
+        received = self._next_received()
         costs = self._settled_costs(connection, tenant_id, batch, costed)
         lock_calls(connection, tenant_id, batch.records, batch.agent_spans)
+        tenant_key = keys.tenant(tenant_id)
         # Rows go in key order: two batches holding the same traces in other orders
         # would otherwise deadlock on PostgreSQL.
         if batch.trace_customers:
@@ -183,76 +215,148 @@ class SqlUsageSink:
             )
         orphan_traces = {r.trace_id for r in batch.records if not r.customer_id}
         inherited = _trace_customers(connection, tenant_id, orphan_traces)
-        rows = sorted(
-            (
-                _row(tenant_id, record, received, inherited, cost)
-                for record, cost in zip(batch.records, costs, strict=True)
-            ),
-            key=_row_key,
-        )
-        inserted = 0
-        if rows:
-            inserted = connection.exec_driver_sql(self._insert_usage_sql, rows).rowcount
+        rows = _Rows(keys, tenant_key, received, batch.records, costs, inherited)
+        new_spans = 0
+        if rows.spans:
+            new_spans = connection.exec_driver_sql(self._insert_spans_sql, rows.spans).rowcount
+        inserted = rows.token_records
+        if new_spans < len(rows.spans):
+            inserted -= self._merge_stored(connection, rows)
+        if rows.meters:
+            inserted += connection.exec_driver_sql(self._insert_meters_sql, rows.meters).rowcount
         store_agent_spans(connection, tenant_id, batch.agent_spans)
-        settle_calls(connection, tenant_id, batch.records, all_new=inserted == len(rows))
-        inherit_agent_names(connection, tenant_id, batch.records, batch.agent_spans)
-        # Customer-less rows stored earlier (say, by an attempt whose reply was lost)
+        settle_calls(
+            connection, keys, tenant_id, batch.records, all_new=new_spans == len(rows.spans)
+        )
+        inherit_agent_names(connection, keys, tenant_id, batch.records, batch.agent_spans)
+        # Customer-less spans stored earlier (say, by an attempt whose reply was lost)
         # of traces whose customer is now known get it too.
         attributed = set(batch.trace_customers) | inherited.keys()
         if attributed:
-            _attribute_traces(connection, tenant_id, attributed)
+            attribute_traces(connection, keys, tenant_id, attributed)
         unattributed = orphan_traces - inherited.keys()
-        return WriteResult(inserted=inserted, duplicates=len(rows) - inserted), unattributed
+        result = WriteResult(inserted=inserted, duplicates=len(batch.records) - inserted)
+        return result, unattributed
+
+    def _merge_stored(self, connection: Connection, rows: _Rows) -> int:
+        """Some of the batch's spans were stored before (a retry, another receiver): give
+        the stored rows the token meters they lack (and mark that they have other meters,
+        when this batch brings some). Returns how many of the batch's token records were
+        not inserted: those the stored copies already held."""
+        p = self._p
+        stored: dict[tuple[bytes, int, int], tuple[Any, ...]] = {}
+        presence = ", ".join(f"{m}_micros IS NOT NULL" for m in SPAN_METERS)
+        for chunk in in_chunks(rows.spans):
+            keys = " OR ".join(
+                [f"(trace_id = {p} AND span_id = {p} AND time_unix_nano = {p})"] * len(chunk)
+            )
+            found = connection.exec_driver_sql(
+                f"SELECT trace_id, span_id, time_unix_nano, received_unix_nano, has_meters, "
+                f"{presence} FROM usage_spans WHERE tenant_key = {p} AND ({keys})",
+                (rows.tenant_key, *(value for row in chunk for value in row[1:4])),
+            )
+            stored.update({(bytes(r[0]), r[1], r[2]): tuple(r[3:]) for r in found})
+        held = 0
+        for row in rows.spans:
+            received, has_meters, *present = stored[row[1], row[2], row[3]]
+            if received == rows.received:
+                continue  # inserted by this write
+            values: dict[str, Any] = {}
+            for index, meter in enumerate(SPAN_METERS):
+                micros = row[_FIRST_METER + 3 * index]
+                if micros is None:
+                    continue
+                if present[index]:
+                    held += 1
+                else:
+                    values[f"{meter}_micros"] = micros
+                    values[f"{meter}_cost_pico"] = row[_FIRST_METER + 3 * index + 1]
+            if row[_HAS_METERS] and not has_meters:
+                values["has_meters"] = True
+            if values:
+                connection.execute(
+                    update(usage_spans)
+                    .where(*(usage_spans.c[k] == v for k, v in zip(_SPAN_KEY, row, strict=False)))
+                    .values(values)
+                )
+        return held
 
 
-_ROW_COLUMNS = (
-    "tenant_id",
-    "trace_id",
-    "span_id",
-    "meter",
-    "quantity_micros",
-    "customer_id",
-    "time_unix_nano",
+_SPAN_KEY = ("tenant_key", "trace_id", "span_id", "time_unix_nano")
+SPAN_COLUMNS = (
+    *_SPAN_KEY,
+    "customer_key",
+    "dimension_id",
     "received_unix_nano",
-    "provider",
-    "model",
-    "operation",
-    "agent_name",
-    "step",
-    "tool",
-    "service_name",
-    "source",
     "parent_span_id",
-    "response_id",
-    "provider_cost_pico",
+    "response_key",
+    "has_meters",
+    *(f"{m}_{part}" for m in SPAN_METERS for part in ("micros", "cost_pico", "superseded_by")),
 )
-Row = tuple[Any, ...]
+_HAS_METERS = SPAN_COLUMNS.index("has_meters")
+_FIRST_METER = _HAS_METERS + 1
+_METER_INDEX = {meter: _FIRST_METER + 3 * i for i, meter in enumerate(SPAN_METERS)}
+_METER_COLUMNS = (*_SPAN_KEY, "meter", "quantity_micros", "provider_cost_pico")
+Row = list[Any]
 
 
-def _row_key(row: Row) -> tuple[str, str, str, int]:
-    return row[1], row[2], row[3], row[6]
+class _Rows:
+    """A batch's records as rows of `usage_spans` (one per span, in key order) and of
+    `usage_meters` (its other meters)."""
 
-
-def _row(
-    tenant_id: str,
-    record: UsageRecord,
-    received: int,
-    inherited: dict[str, str],
-    provider_cost_pico: int | None,
-) -> Row:
-    """A usage row in `_ROW_COLUMNS` order."""
-    return (
-        tenant_id,
-        record.trace_id,
-        record.span_id,
-        record.meter,
-        to_micros(record.quantity),
-        record.customer_id or inherited.get(record.trace_id, ""),
-        record.time_unix_nano,
-        received,
-        *record[6:],  # provider … response_id, in UsageRecord's field order
-        provider_cost_pico,
-    )
+    def __init__(
+        self,
+        keys: UsageKeys,
+        tenant_key: int,
+        received: int,
+        records: Sequence[UsageRecord],
+        costs: Sequence[int | None],
+        inherited: dict[str, str],
+    ) -> None:
+        self.tenant_key = tenant_key
+        self.received = received
+        by_span: dict[tuple[str, str, int], list[int]] = {}
+        for index, record in enumerate(records):
+            by_span.setdefault((record.trace_id, record.span_id, record.time_unix_nano), []).append(
+                index
+            )
+        firsts = [records[indexes[0]] for indexes in by_span.values()]
+        customers = keys.customers_of(
+            tenant_key, {r.customer_id or inherited.get(r.trace_id, "") for r in firsts}
+        )
+        dimensions = keys.dimensions_of({Dimensions(*r[6:13]) for r in firsts})
+        self.spans: list[tuple[Any, ...]] = []
+        self.meters: list[tuple[Any, ...]] = []
+        # Token records put in a span row (duplicates within the batch left out).
+        self.token_records = 0
+        for (trace, span, end), indexes in sorted(by_span.items()):
+            first = records[indexes[0]]
+            key = (tenant_key, trace_bytes(trace), span_int(span), end)
+            row: Row = [
+                *key,
+                customers[first.customer_id or inherited.get(trace, "")],
+                dimensions[Dimensions(*first[6:13])],
+                received,
+                span_int(first.parent_span_id),
+                None,
+                None,
+                *([None] * (3 * len(SPAN_METERS))),
+            ]
+            for index in indexes:
+                record = records[index]
+                column = _METER_INDEX.get(record.meter)
+                if column is None:
+                    self.meters.append(
+                        (*key, record.meter, to_micros(record.quantity), costs[index])
+                    )
+                    row[_HAS_METERS] = True
+                elif row[column] is None:
+                    row[column] = to_micros(record.quantity)
+                    row[column + 1] = costs[index]
+                    row[_HAS_METERS - 1] = response_bytes(record.response_id)
+                    self.token_records += 1
+            self.spans.append(tuple(row))
+        self.meters.sort(key=lambda m: m[:5])
 
 
 def _as_stored(batch: UsageBatch) -> UsageBatch:
@@ -282,27 +386,33 @@ def _trace_customers(
     return found
 
 
-def _attribute_traces(connection: Connection, tenant_id: str, trace_ids: Iterable[str]) -> None:
-    """Give customer-less usage of these traces the customer recorded for the trace."""
-    customer = (
-        select(_TRACES.c.customer_id)
-        .where(_TRACES.c.tenant_id == _USAGE.c.tenant_id, _TRACES.c.trace_id == _USAGE.c.trace_id)
-        .scalar_subquery()
-    )
-    has_customer = (
-        select(_TRACES.c.trace_id)
-        .where(_TRACES.c.tenant_id == _USAGE.c.tenant_id, _TRACES.c.trace_id == _USAGE.c.trace_id)
-        .exists()
-    )
-    for chunk in in_chunks(sorted(trace_ids)):
-        connection.execute(
-            update(_USAGE)
-            .where(
-                _USAGE.c.tenant_id == bindparam("tenant"),
-                _USAGE.c.customer_id == "",
-                _USAGE.c.trace_id.in_(chunk),
-                has_customer,
-            )
-            .values(customer_id=customer),
-            {"tenant": tenant_id},
+def attribute_traces(
+    connection: Connection, keys: UsageKeys, tenant_id: str, trace_ids: Iterable[str]
+) -> int:
+    """Give the customer-less spans of these traces the customer recorded for their trace;
+    returns how many spans it gave."""
+    customers = _trace_customers(connection, tenant_id, trace_ids)
+    if not customers:
+        return 0
+    tenant_key = keys.find_tenant(tenant_id)
+    if tenant_key is None:
+        return 0
+    nobody = keys.customer(tenant_key, "")
+    customer_keys = keys.customers_of(tenant_key, customers.values())
+    statement = (
+        update(usage_spans)
+        .where(
+            usage_spans.c.tenant_key == tenant_key,
+            usage_spans.c.customer_key == nobody,
+            usage_spans.c.trace_id == bindparam("b_trace"),
         )
+        .values(customer_key=bindparam("b_customer"))
+    )
+    moved = connection.execute(
+        statement,
+        [
+            {"b_trace": trace_bytes(trace), "b_customer": customer_keys[customer]}
+            for trace, customer in sorted(customers.items())
+        ],
+    )
+    return int(moved.rowcount)

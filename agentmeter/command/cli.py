@@ -268,11 +268,11 @@ def _usage_detach(args: argparse.Namespace) -> int:
     engine = make_engine(Settings())
     migrate(engine)
     try:
-        table = detach_month(engine, parse_month(args.month), utcnow())
+        tables = detach_month(engine, parse_month(args.month), utcnow())
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
-    print(json.dumps({"month": args.month, "detached_table": table}))
+    print(json.dumps({"month": args.month, "detached_tables": tables}))
     return 0
 
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, RowMapping, func, select, update
+from sqlalchemy import ColumnElement, RowMapping, and_, case, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from agentmeter.tables import TraceCustomer, UsageRow, to_unix_nano
+from agentmeter.tables import (
+    SPAN_METERS,
+    TraceCustomer,
+    UsageRow,
+    to_unix_nano,
+    usage_meters,
+    usage_spans,
+)
+from agentmeter.usage_keys import UsageKeys, trace_bytes
 
 if TYPE_CHECKING:
     from billing_api.usage.service import UsageSelection
@@ -49,17 +57,22 @@ def aggregate_usage(
 def move_customer_usage(session: Session, tenant_id: str, from_id: str, to_id: str) -> int:
     """Move all usage (and trace attributions) of customer id `from_id` to `to_id`;
     returns how many usage records moved."""
-    moved = session.execute(
-        update(UsageRow)
-        .where(UsageRow.tenant_id == tenant_id, UsageRow.customer_id == from_id)
-        .values(customer_id=to_id)
-    ).rowcount  # type: ignore[attr-defined]
     session.execute(
         update(TraceCustomer)
         .where(TraceCustomer.tenant_id == tenant_id, TraceCustomer.customer_id == from_id)
         .values(customer_id=to_id)
     )
-    return int(moved)
+    keys = UsageKeys(session.connection())
+    tenant_key = keys.find_tenant(tenant_id)
+    from_key = None if tenant_key is None else keys.find_customer(tenant_key, from_id)
+    if tenant_key is None or from_key is None:
+        return 0  # no usage was ever stored under `from_id`
+    spans = (usage_spans.c.customer_key == from_key,)
+    moved = _records_of(session, spans)
+    session.execute(
+        update(usage_spans).where(*spans).values(customer_key=keys.customer(tenant_key, to_id))
+    )
+    return moved
 
 
 def attribute_traces(
@@ -67,13 +80,39 @@ def attribute_traces(
 ) -> int:
     """Give the customer-less usage of these traces to `customer_id`; returns how many
     usage records it gave."""
-    moved = session.execute(
-        update(UsageRow)
-        .where(
-            UsageRow.tenant_id == tenant_id,
-            UsageRow.customer_id == "",
-            UsageRow.trace_id.in_(trace_ids),
-        )
-        .values(customer_id=customer_id)
-    ).rowcount  # type: ignore[attr-defined]
-    return int(moved)
+    keys = UsageKeys(session.connection())
+    tenant_key = keys.find_tenant(tenant_id)
+    nobody = None if tenant_key is None else keys.find_customer(tenant_key, "")
+    if tenant_key is None or nobody is None:
+        return 0  # the tenant never stored customer-less usage
+    traces = [trace_bytes(trace) for trace in trace_ids]
+    spans = (
+        usage_spans.c.tenant_key == tenant_key,
+        usage_spans.c.customer_key == nobody,
+        usage_spans.c.trace_id.in_(traces),
+    )
+    moved = _records_of(session, spans)
+    session.execute(
+        update(usage_spans)
+        .where(*spans)
+        .values(customer_key=keys.customer(tenant_key, customer_id))
+    )
+    return moved
+
+
+def _records_of(session: Session, spans: Sequence[ColumnElement[bool]]) -> int:
+    """How many usage records the spans matching `spans` hold: their token meters and
+    their rows of `usage_meters`."""
+    present = sum(
+        (case((usage_spans.c[f"{m}_micros"].is_not(None), 1), else_=0) for m in SPAN_METERS),
+        start=literal(0),
+    )
+    tokens = select(func.coalesce(func.sum(present), 0)).where(*spans)
+    same_span = and_(*(usage_meters.c[k] == usage_spans.c[k] for k in _SPAN_KEY))
+    others = select(func.count()).select_from(usage_meters.join(usage_spans, same_span))
+    return int(session.execute(tokens).scalar_one()) + int(
+        session.execute(others.where(*spans)).scalar_one()
+    )
+
+
+_SPAN_KEY = ("tenant_key", "trace_id", "span_id", "time_unix_nano")

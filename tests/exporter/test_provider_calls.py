@@ -256,7 +256,7 @@ class TestSettlementSeeksByTrace:
         statements: list[tuple[str, Any]] = []
 
         def record(_conn: object, _cursor: object, sql: str, params: Any, *_: object) -> None:
-            if sql.lstrip().startswith(("SELECT", "WITH")) and "usage_records" in sql:
+            if sql.lstrip().startswith(("SELECT", "WITH")) and "usage_spans" in sql:
                 statements.append((sql, params))
 
         event.listen(engine, "before_cursor_execute", record)
@@ -270,11 +270,11 @@ class TestSettlementSeeksByTrace:
         with engine.connect() as connection:
             for sql, params in statements:
                 plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()
-                steps = [step[3] for step in plan if "usage_records" in step[3]]
+                steps = [step[3] for step in plan if " s " in f"{step[3]} "]
                 assert steps, sql
                 for step in steps:
                     assert step.startswith("SEARCH"), (step, sql)
-                    assert not step.endswith("(tenant_id=?)"), (step, sql)
+                    assert not step.endswith("(tenant_key=?)"), (step, sql)
 
 
 class TestEveryArrivalOrder:

@@ -56,7 +56,7 @@ def upgrade() -> None:
         "SELECT DISTINCT time_unix_nano / 86400000000000 FROM usage_records_unpartitioned"
     ).scalars()
     months += [month_of(day * 86_400 * 10**9) for day in stored]
-    create_months(connection, months)
+    create_months(connection, months, tables=("usage_records",))
     op.execute("INSERT INTO usage_records SELECT * FROM usage_records_unpartitioned")
     op.execute("DROP TABLE usage_records_unpartitioned")
     op.execute(
