@@ -109,11 +109,12 @@ class TestOnPostgresql:
         code, out, _ = run_cli(monkeypatch, capsys, database_url, "detach", "2031-05")
 
         assert code == 0
-        detached = json.loads(out)["detached_table"]
-        assert detached.startswith("usage_records_203105_detached_")
+        spans, meters = json.loads(out)["detached_tables"]
+        assert spans.startswith("usage_spans_203105_detached_")
+        assert meters.startswith("usage_meters_203105_detached_")
         assert billed(pg_engine) == 5  # May's record left every read
         with pg_engine.connect() as connection:
-            kept = connection.exec_driver_sql(f"SELECT count(*) FROM {detached}").scalar_one()
+            kept = connection.exec_driver_sql(f"SELECT count(*) FROM {spans}").scalar_one()
         assert kept == 1  # ... and waits in its own table to be archived
         # Late May usage: the sink still believes May exists; its retry recreates it.
         with pytest.raises(StoreUnavailableError):
@@ -136,7 +137,7 @@ class TestOnPostgresql:
         assert len(answer["created"]) == 3
         assert set(answer["created"]) <= set(answer["attached"])
         code, _, err = run_cli(monkeypatch, capsys, database_url, "detach", "1999-01")
-        assert (code, err) == (2, "no attached partition usage_records_199901")
+        assert (code, err) == (2, "no attached partition usage_spans_199901")
         code, _, err = run_cli(monkeypatch, capsys, database_url, "detach", "May")
         assert code == 2
 

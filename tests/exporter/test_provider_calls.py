@@ -9,6 +9,7 @@ OpenInference's or pydantic-ai's LLM span (parent and child).
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -270,7 +271,7 @@ class TestSettlementSeeksByTrace:
         with engine.connect() as connection:
             for sql, params in statements:
                 plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()
-                steps = [step[3] for step in plan if " s " in f"{step[3]} "]
+                steps = [step[3] for step in plan if re.search(r"\b(s|usage_spans)\b", step[3])]
                 assert steps, sql
                 for step in steps:
                     assert step.startswith("SEARCH"), (step, sql)

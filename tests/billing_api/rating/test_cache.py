@@ -197,7 +197,11 @@ def _customer_move(engine: Engine, tenant_id: str) -> None:
 def _hand_written_sql(engine: Engine, tenant_id: str) -> None:
     with engine.begin() as connection:
         connection.execute(
-            text("DELETE FROM usage_records WHERE tenant_id = :t AND customer_id = 'globex'"),
+            text(
+                "DELETE FROM usage_spans WHERE customer_key IN (SELECT c.key FROM "
+                "usage_customers AS c JOIN usage_tenants AS t ON t.key = c.tenant_key "
+                "WHERE t.tenant_id = :t AND c.customer_id = 'globex')"
+            ),
             {"t": tenant_id},
         )
 
