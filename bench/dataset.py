@@ -34,6 +34,8 @@ from agentmeter.tables import (
     to_unix_nano,
 )
 from agentmeter.tenants import create_tenant
+from agentmeter.usage_keys import Dimensions, UsageKeys
+from exporter.sql_sink import SPAN_COLUMNS
 
 PERIOD = "2026-11"
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -45,11 +47,8 @@ MODELS = (
     ("openai", "o3"),
 )
 STEPS = ("plan", "research", "answer")
-COLUMNS = (
-    "tenant_id", "trace_id", "span_id", "meter", "quantity_micros", "customer_id",
-    "time_unix_nano", "received_unix_nano", "provider", "model", "operation", "agent_name",
-    "step", "tool", "service_name", "source", "provider_cost_pico",
-)  # fmt: skip
+# Each span's token meters: input, cache read and output (the others stay NULL).
+_TOKENS = {"input_tokens": 0, "cache_read_tokens": 1, "output_tokens": 3}
 
 
 def fresh_postgres(base_url: str) -> str:
@@ -96,6 +95,7 @@ def price_book(session: Session, tenant_id: str) -> None:
 
 
 def _rows(
+    engine: Engine,
     tenant_id: str,
     customers: int,
     records: int,
@@ -103,6 +103,19 @@ def _rows(
     start: datetime = START,
     end: datetime = END,
 ) -> Iterator[tuple[object, ...]]:
+    """`records` // 3 spans as rows of `usage_spans` (`SPAN_COLUMNS`), each with three
+    token meters; their tenant, customer and dimension keys are created first."""
+    with engine.begin() as connection:
+        keys = UsageKeys(connection)
+        tenant_key = keys.tenant(tenant_id)
+        customer_keys = keys.customers_of(
+            tenant_key, (f"cust-{n:05d}" for n in range(min(customers, records // 3)))
+        )
+        dimension_ids = keys.dimensions_of(
+            Dimensions(provider, model, "chat", "support", step, "", "agent")
+            for provider, model in MODELS
+            for step in STEPS
+        )
     rng = random.Random(seed)
     spans = records // 3
     start_ns, end_ns = to_unix_nano(start), to_unix_nano(end)
@@ -112,17 +125,20 @@ def _rows(
         provider, model = MODELS[rng.randrange(len(MODELS))]
         step = STEPS[rng.randrange(len(STEPS))]
         when = rng.randrange(start_ns, end_ns)
-        trace, span = f"{n // 4 + 1:032x}", f"{n + 1:016x}"
         tokens = rng.randrange(500, 20_000)
+        meters: list[int | None] = [None] * 15
         for meter, quantity in (
             ("input_tokens", tokens),
             ("cache_read_tokens", tokens // 4),
             ("output_tokens", rng.randrange(50, 2_000)),
         ):
-            yield (
-                tenant_id, trace, span, meter, quantity * 1_000_000, customer, when, received,
-                provider, model, "chat", "support", step, "", "agent", "llm", quantity * 2_500_000,
-            )  # fmt: skip
+            meters[3 * _TOKENS[meter]] = quantity * 1_000_000
+            meters[3 * _TOKENS[meter] + 1] = quantity * 2_500_000
+        dimensions = Dimensions(provider, model, "chat", "support", step, "", "agent")
+        yield (
+            tenant_key, (n // 4 + 1).to_bytes(16, "big"), n + 1, when, customer_keys[customer],
+            dimension_ids[dimensions], received, None, None, None, *meters,
+        )  # fmt: skip
 
 
 def build(
@@ -147,29 +163,31 @@ def build(
     with engine.begin() as schema:  # loaded below the sink: its months first
         create_months(schema, months_between(start, end))
     started = time.perf_counter()
-    rows = _rows(tenant_id, customers, records, seed=1, start=start, end=end)
+    rows = _rows(engine, tenant_id, customers, records, seed=1, start=start, end=end)
+    columns = ",".join(SPAN_COLUMNS)
     if engine.dialect.name == "sqlite":
         path = make_url(database_url).database
         assert path
         connection = sqlite3.connect(path)
-        placeholders = ",".join("?" * len(COLUMNS))
+        placeholders = ",".join("?" * len(SPAN_COLUMNS))
         with connection:
             connection.executemany(
-                f"INSERT INTO usage_records ({','.join(COLUMNS)}) VALUES ({placeholders})", rows
+                f"INSERT INTO usage_spans ({columns}) VALUES ({placeholders})", rows
             )
         connection.close()
     else:
         raw = engine.raw_connection()
         try:
             cursor = raw.cursor()
-            with cursor.copy(f"COPY usage_records ({','.join(COLUMNS)}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY usage_spans ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
             raw.commit()
             # The state autovacuum keeps a store in: hint bits set and the visibility map
             # built, so reads measure the steady state, not the first pass over fresh COPY.
             raw.driver_connection.autocommit = True  # type: ignore[union-attr]
-            cursor.execute("VACUUM (ANALYZE) usage_records")
+            cursor.execute("VACUUM (ANALYZE) usage_spans")
+            cursor.execute("VACUUM (ANALYZE) usage_customers")
         finally:
             raw.close()
     return engine, tenant_id, time.perf_counter() - started

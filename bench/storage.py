@@ -9,7 +9,8 @@ receiver would: random 128-bit trace ids (eight spans a trace, under one agent s
 random span ids, a parent span id, an OpenAI-style response id, 1,000 customers, four
 models, three steps, an agent name and a service name. Then it compacts the store
 (SQLite: WAL checkpoint + VACUUM; PostgreSQL: VACUUM FULL ANALYZE) and prints, per table of
-the usage store (usage records, trace customers, agent spans), its bytes with every index
+the usage store (spans, their other meters, the customer, dimension and tenant keys, trace
+customers, agent spans), its bytes with every index
 (SQLite: the `dbstat` pages of the table and its indexes; PostgreSQL:
 `pg_total_relation_size` of the table, or of each monthly partition), divided by the
 number of spans.
@@ -43,7 +44,15 @@ from otel_processor.usage import AgentSpan, UsageBatch, UsageRecord  # noqa: E40
 
 GOAL = 200
 TENANT = "5f0e3c2a9b6d4e8fa1c7d2b3e4f50617"  # 32 characters, like a real tenant id
-TABLES = ("usage_records", "trace_customers", "agent_spans")
+TABLES = (
+    "usage_spans",
+    "usage_meters",
+    "usage_customers",
+    "usage_dimensions",
+    "usage_tenants",
+    "trace_customers",
+    "agent_spans",
+)
 SPANS_PER_TRACE = 8
 START_NS = 1_793_491_200_000_000_000  # 2026-11-01T00:00:00Z
 

@@ -25,6 +25,7 @@ from otel_processor.spans import (
     checked_record,
     checked_trace_customer,
     parse_quantity,
+    span_consistent,
 )
 from otel_processor.usage import (
     AgentSpan,
@@ -99,12 +100,18 @@ def extract_usage_request(body: bytes, _customer_keys: Sequence[str]) -> Extract
     except DecodeError as error:
         raise InvalidRequestError(f"body is not an ExportUsageRequest: {error}") from None
     extraction = Extraction()
+    records: list[UsageRecord] = []
     for message in request.records:
         extraction.spans += 1
         try:
-            extraction.records.append(record_from_proto(message))
+            records.append(record_from_proto(message))
         except SpanRejectedError as error:
             extraction.reject(f"record {message.span_id}/{message.meter}", error)
+    for record, outcome in zip(records, span_consistent(records), strict=True):
+        if isinstance(outcome, SpanRejectedError):
+            extraction.reject(f"record {record.span_id}/{record.meter}", outcome)
+        else:
+            extraction.records.append(outcome)
     for pair in request.trace_customers:
         try:
             checked_trace_customer(pair.trace_id, pair.customer_id)

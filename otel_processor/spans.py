@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import NamedTuple
@@ -36,6 +36,7 @@ from otel_processor.usage import (
     Quantity,
     UsageRecord,
     is_meter_name,
+    source_of,
 )
 
 Attributes = Mapping[str, object]
@@ -467,7 +468,6 @@ def _label(name: str) -> str:
 
 _TRACE_HEX = re.compile(r"[0-9a-f]{32}")
 _SPAN_HEX = re.compile(r"[0-9a-f]{16}")
-_SOURCES = frozenset({SOURCE_LLM, SOURCE_TOOL, SOURCE_CUSTOM})
 _DIMENSIONS = (
     "customer_id",
     "provider",
@@ -499,14 +499,41 @@ def checked_record(record: UsageRecord) -> UsageRecord:
     if record.parent_span_id:
         _check_span_id("parent_span_id", record.parent_span_id)
     _bounded("response_id", record.response_id)
-    if record.source not in _SOURCES:
+    if record.source != source_of(record.meter):
         raise SpanRejectedError(
-            f"source must be one of {sorted(_SOURCES)}", RejectReason.INVALID_DIMENSION
+            f"source of meter {record.meter} must be {source_of(record.meter)}",
+            RejectReason.INVALID_DIMENSION,
         )
     for name in _DIMENSIONS:
         _bounded(name, getattr(record, name))
     quantity = parse_quantity("quantity", str(record.quantity))
     return record if quantity == record.quantity else record._replace(quantity=quantity)
+
+
+def span_consistent(records: Sequence[UsageRecord]) -> Iterator[UsageRecord | SpanRejectedError]:
+    """Ready-made records, each kept or refused: the records of one span (trace, span, end
+    time) must agree on what the store keeps once per span (its customer, dimensions and
+    parent span; its LLM records, on the response id), as the records extracted from one
+    span do. The first record of a span (the first LLM record, for the response id) sets
+    what the others must match."""
+    spans: dict[tuple[str, str, int], UsageRecord] = {}
+    calls: dict[tuple[str, str, int], str] = {}
+    for record in records:
+        key = (record.trace_id, record.span_id, record.time_unix_nano)
+        first = spans.setdefault(key, record)
+        response = calls.setdefault(key, record.response_id) if record.source == SOURCE_LLM else ""
+        differing = [
+            name
+            for name in (*_DIMENSIONS, "parent_span_id")
+            if getattr(record, name) != getattr(first, name)
+        ] + (["response_id"] if record.response_id != response else [])
+        if differing:
+            yield SpanRejectedError(
+                f"{', '.join(differing)} differ from the span's first record",
+                RejectReason.INVALID_DIMENSION,
+            )
+        else:
+            yield record
 
 
 def checked_trace_customer(trace_id: str, customer_id: str) -> None:

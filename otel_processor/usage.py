@@ -41,6 +41,15 @@ SOURCE_LLM = "llm"
 SOURCE_TOOL = "tool"
 SOURCE_CUSTOM = "custom"
 
+
+def source_of(meter: str) -> str:
+    """A record's source follows from its meter: token meters are LLM usage, tool calls are
+    tool usage, every other meter is custom (the store keeps the meter, not the source)."""
+    if meter in TOKEN_METERS:
+        return SOURCE_LLM
+    return SOURCE_TOOL if meter == TOOL_CALLS else SOURCE_CUSTOM
+
+
 # Quantities are exact: whole units as int, fractional ones as Decimal with at most
 # QUANTITY_PLACES decimal places (stored as integer micro-units).
 QUANTITY_PLACES = 6

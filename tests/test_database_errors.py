@@ -22,7 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from agentmeter.db import is_retryable, make_engine, migrate
 from agentmeter.settings import Settings
-from agentmeter.tables import Customer, UsageRow
+from agentmeter.tables import Customer, usage_spans
 from agentmeter.tenants import create_tenant
 from tests import receiver_scenarios as scenarios
 from tests.billing_api.inprocess import api_client
@@ -113,7 +113,7 @@ def broken_server(tmp_path: Path) -> Iterator[RunningServer]:
     running.start()
     try:
         with sqlite3.connect(path, isolation_level=None) as connection:
-            for table in (UsageRow.__tablename__, Customer.__tablename__):
+            for table in (usage_spans.name, Customer.__tablename__):
                 connection.execute(f"DROP TABLE {table}")
         yield running
     finally:

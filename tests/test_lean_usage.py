@@ -1,5 +1,6 @@
-"""The lean usage store (issue 13): migration 0013 converts usage stored by the old layout,
-on SQLite and PostgreSQL, and the new layout keeps the identity and its lookups."""
+"""The lean usage store (issue 13): migrations 0013 (identity as primary key, response keys)
+and 0015 (one row per span, `usage_records` a view) convert usage stored by the layouts
+before them, on SQLite and PostgreSQL, and the store keeps the identity and its lookups."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, insert, inspect, select
+from sqlalchemy import Engine, func, insert, inspect, select
 
 from agentmeter.db import alembic_config, make_engine
 from agentmeter.response_keys import response_key
 from agentmeter.settings import Settings
-from agentmeter.tables import UsageRow
+from agentmeter.tables import UsageRow, usage_meters, usage_spans
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import UsageBatch, UsageRecord
 
@@ -56,6 +57,11 @@ OLD_ROWS = [
     old_row(2, "input_tokens", 300, parent_span_id=f"{1:016x}", provider_cost_pico=None),
     old_row(3, "input_tokens", 1_000, superseded_by=f"{1:016x}", customer_id=""),
     old_row(4, "tool_calls", 1, source="tool", response_id=""),
+    old_row(
+        4, "agentmeter.usage.pages", 3, source="custom", response_id="", provider_cost_pico=None
+    ),
+    # A copy of span 1 with another end time: its own identity, its own span row.
+    old_row(1, "input_tokens", 1_000, time_unix_nano=WHEN + 100, received_unix_nano=WHEN + 101),
 ]
 
 
@@ -76,7 +82,8 @@ def stored(engine: Engine) -> list[dict[str, object]]:
     """Every stored usage record, as `old_row` builds them, in identity order."""
     columns = [UsageRow.__table__.c[name] for name in OLD_ROWS[0]]
     with engine.connect() as connection:
-        rows = connection.execute(select(*columns).order_by(*columns[:5])).mappings().all()
+        identity = [UsageRow.__table__.c[name] for name in IDENTITY]
+        rows = connection.execute(select(*columns).order_by(*identity)).mappings().all()
     return [dict(row) for row in rows]
 
 
@@ -101,7 +108,7 @@ class TestMigration0013:
         }
 
     def test_the_converted_identity_still_drops_duplicates(self, at_0012: Engine) -> None:
-        command.upgrade(alembic_config(at_0012), "0013")
+        command.upgrade(alembic_config(at_0012), "head")
         copy = new_record(1, "input_tokens", 1_000)
         new = copy._replace(meter="cache_read_tokens", quantity=10)
 
@@ -113,7 +120,7 @@ class TestMigration0013:
     def test_the_sink_stores_response_ids_as_the_migration_converted_them(
         self, at_0012: Engine
     ) -> None:
-        command.upgrade(alembic_config(at_0012), "0013")
+        command.upgrade(alembic_config(at_0012), "head")
         # Another span of span 1's call (same response id), written after the conversion.
         sibling = new_record(9, "output_tokens", 50, response_id="chatcmpl-1")
 
@@ -132,3 +139,39 @@ class TestMigration0013:
         schema = inspect(at_0012)
         assert schema.get_pk_constraint("usage_records")["constrained_columns"][0] == "id"
         assert schema.get_unique_constraints("usage_records")[0]["column_names"] == IDENTITY
+
+
+class TestMigration0015:
+    def test_keeps_every_record_as_one_row_per_span(self, at_0012: Engine) -> None:
+        command.upgrade(alembic_config(at_0012), "head")
+
+        # Every record reads back through the view as it was stored before.
+        assert stored(at_0012) == expected_rows()
+        with at_0012.connect() as connection:
+            spans = connection.execute(select(func.count()).select_from(usage_spans)).scalar()
+            meters = connection.execute(select(usage_meters.c.meter)).scalars().all()
+        # Spans 1 (two end times), 2, 3 and 4; span 4's meters are not token meters.
+        assert spans == 5
+        assert sorted(meters) == ["agentmeter.usage.pages", "tool_calls"]
+
+    def test_a_converted_span_takes_a_meter_it_lacked_and_drops_what_it_has(
+        self, at_0012: Engine
+    ) -> None:
+        command.upgrade(alembic_config(at_0012), "head")
+        copy = new_record(1, "output_tokens", 50)  # span 1 has it: a duplicate
+        reasoning = copy._replace(meter="output_reasoning_tokens", quantity=7)  # it has not
+        tool = copy._replace(meter="tool_calls", quantity=1, source="tool")
+
+        result = SqlUsageSink(at_0012).write(TENANT, UsageBatch(records=[copy, reasoning, tool]))
+
+        assert (result.inserted, result.duplicates) == (2, 1)
+        added = {(r["span_id"], r["meter"]): r for r in stored(at_0012)}
+        assert added[(f"{1:016x}", "output_reasoning_tokens")]["quantity_micros"] == 7 * 10**6
+        assert added[(f"{1:016x}", "tool_calls")]["source"] == "tool"
+        assert len(stored(at_0012)) == len(OLD_ROWS) + 2
+
+    def test_downgrade_is_refused(self, at_0012: Engine) -> None:
+        command.upgrade(alembic_config(at_0012), "head")
+
+        with pytest.raises(NotImplementedError, match="restore a backup"):
+            command.downgrade(alembic_config(at_0012), "0014")

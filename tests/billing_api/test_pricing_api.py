@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine, select, update
-from sqlalchemy.orm import Session
 
-from agentmeter.partitions import create_months
 from agentmeter.tables import PriceVersion, UsageRow, to_unix_nano
 from agentmeter.tenants import create_tenant
 from billing_api.jobs.kinds import job_registry
 from billing_api.jobs.worker import run_due_jobs
+from exporter.sql_sink import SqlUsageSink
+from otel_processor.usage import UsageBatch, UsageRecord
 from tests.conftest import RunningServer
 from tests.polling import wait_until
 
@@ -635,31 +635,29 @@ class TestProviderCosts:
         self, api: httpx.Client, server: RunningServer, engine: Engine
     ) -> None:
         # A model genai-prices does not know: no provider cost until the builder gives one.
-        def usage_row(span_id: str, moment: datetime) -> UsageRow:
-            return UsageRow(
-                tenant_id=server.tenant.tenant_id,
+        def usage(span_id: str, moment: datetime) -> UsageRecord:
+            return UsageRecord(
                 trace_id="a" * 32,
                 span_id=span_id,
                 meter="input_tokens",
-                quantity_micros=1_000_000 * 10**6,
+                quantity=1_000_000,
                 customer_id="acme",
                 time_unix_nano=to_unix_nano(moment),
-                received_unix_nano=to_unix_nano(moment),
                 provider="house",
                 model="house-llm-1",
                 operation="chat",
-                agent_name="",
-                step="",
-                tool="",
-                service_name="",
-                source="llm",
             )
 
-        with engine.begin() as connection:  # written here, not through the sink
-            create_months(connection, [(2025, 12), (2026, 1)])
-        with Session(engine) as session, session.begin():
-            session.add(usage_row("1" * 16, datetime(2025, 12, 31, tzinfo=UTC)))
-            session.add(usage_row("2" * 16, datetime(2026, 1, 15, tzinfo=UTC)))
+        # Written here, by a sink without a cost catalog: stored without a cost.
+        SqlUsageSink(engine).write(
+            server.tenant.tenant_id,
+            UsageBatch(
+                records=[
+                    usage("1" * 16, datetime(2025, 12, 31, tzinfo=UTC)),
+                    usage("2" * 16, datetime(2026, 1, 15, tzinfo=UTC)),
+                ]
+            ),
+        )
 
         def costs() -> dict[str, int | None]:
             with engine.connect() as connection:

@@ -20,14 +20,17 @@ from sqlalchemy.orm import Session
 
 from agentmeter.clock import utcnow
 from agentmeter.tables import (
+    SPAN_METERS,
     Customer,
     PriceBook,
     PriceComponent,
     PriceVersion,
-    UsageRow,
     to_unix_nano,
+    usage_meters,
+    usage_spans,
 )
 from agentmeter.tenants import NewTenant, create_tenant
+from agentmeter.usage_keys import UsageKeys, span_int
 from billing_api.errors import NotFoundError
 from billing_api.periods import month_period, period_containing
 from billing_api.pricing.components import FILTER_DIMENSIONS as DIMENSIONS
@@ -162,15 +165,25 @@ def set_cost(
     """Give stored records a provider cost (the sink without a catalog stores none)."""
     pico = None if usd is None else int(D(usd).scaleb(12))
     with engine.begin() as connection:
-        connection.execute(
-            update(UsageRow)
-            .where(
-                UsageRow.tenant_id == tenant_id,
-                UsageRow.meter == meter,
-                UsageRow.span_id.in_(list(span_ids)),
+        tenant_key = UsageKeys(connection).find_tenant(tenant_id)
+        spans = [span_int(span) for span in span_ids]
+        if meter in SPAN_METERS:
+            statement = (
+                update(usage_spans)
+                .where(usage_spans.c.tenant_key == tenant_key, usage_spans.c.span_id.in_(spans))
+                .values({f"{meter}_cost_pico": pico})
             )
-            .values(provider_cost_pico=pico)
-        )
+        else:
+            statement = (
+                update(usage_meters)
+                .where(
+                    usage_meters.c.tenant_key == tenant_key,
+                    usage_meters.c.meter == meter,
+                    usage_meters.c.span_id.in_(spans),
+                )
+                .values(provider_cost_pico=pico)
+            )
+        connection.execute(statement)
 
 
 def dims(keep: Sequence[str] = DIMENSIONS, **values: str) -> tuple[tuple[str, str], ...]:

@@ -52,6 +52,7 @@ from otel_processor.usage import (
     UsageRecord,
     UsageSink,
     WriteResult,
+    source_of,
     to_micros,
 )
 from proto.agentmeter.v1 import usage_pb2
@@ -617,6 +618,10 @@ INVALID_RECORDS = [
     pytest.param({"meter": "Input-Tokens"}, "invalid_meter", id="meter-malformed"),
     pytest.param({"time_unix_nano": 0}, "missing_time", id="no-time"),
     pytest.param({"source": "gpu"}, "invalid_dimension", id="unknown-source"),
+    pytest.param({"source": "custom"}, "invalid_dimension", id="tokens-not-from-an-llm"),
+    pytest.param(
+        {"meter": "tool_calls", "source": SOURCE_LLM}, "invalid_dimension", id="tool-calls-as-llm"
+    ),
     pytest.param({"model": "m" * 257}, "invalid_dimension", id="model-too-long"),
     pytest.param({"customer_id": "c" * 257}, "invalid_dimension", id="customer-too-long"),
     pytest.param({"customer_id": "a\x00b"}, "invalid_dimension", id="customer-with-nul"),
@@ -709,6 +714,30 @@ class TestExtractUsageRequest:
         assert extraction.rejected == 2
         assert extraction.rejected_by_reason == {"invalid_id": 1, "invalid_dimension": 1}
 
+    @pytest.mark.parametrize(
+        "overrides",
+        [
+            {"customer_id": "globex"},
+            {"model": "gpt-4o-mini"},
+            {"parent_span_id": "00000000000000ff"},
+            {"response_id": "chatcmpl-2"},
+        ],
+    )
+    def test_records_of_one_span_must_agree_on_what_the_span_holds(
+        self, overrides: dict[str, Any]
+    ) -> None:
+        """The store keeps a span's customer, dimensions, parent and response id once: a
+        later record of the span that says otherwise is refused, not silently rewritten."""
+        first = wire_record(response_id="chatcmpl-1")
+        other = wire_record(**{"meter": "output_tokens", "response_id": "chatcmpl-1", **overrides})
+        tool = wire_record(meter="tool_calls", source="tool", quantity="1")
+
+        extraction = extract_usage_request(request_body([first, other, tool]), ())
+
+        assert [r.meter for r in extraction.records] == ["input_tokens", "tool_calls"]
+        assert extraction.rejected_by_reason == {"invalid_dimension": 1}
+        assert "differ from the span's first record" in extraction.error_message()
+
     def test_undecodable_body_is_an_invalid_request(self) -> None:
         with pytest.raises(InvalidRequestError, match="ExportUsageRequest"):
             extract_usage_request(b"\xff\xff\xff\xff", ())
@@ -737,7 +766,12 @@ class TestUsageServiceRefusals:
     ) -> None:
         valid = [
             wire_record(span_id="00000000000000a1"),
-            wire_record(span_id="00000000000000a2", quantity="1.2345678", meter="gpu_seconds"),
+            wire_record(
+                span_id="00000000000000a2",
+                quantity="1.2345678",
+                meter="gpu_seconds",
+                source="custom",
+            ),
             wire_record(span_id="00000000000000a3", customer_id=""),
         ]
         invalid = [
@@ -785,11 +819,11 @@ def usage_records(draw: st.DrawFn) -> UsageRecord:
     micros = draw(st.integers(min_value=0, max_value=MAX_QUANTITY * 10**6))
     whole, fraction = divmod(micros, 10**6)
     quantity: Quantity = whole if not fraction else Decimal(micros).scaleb(-6).normalize()
-    source = draw(st.sampled_from([SOURCE_LLM, SOURCE_TOOL, SOURCE_CUSTOM]))
+    meter = draw(st.sampled_from(["input_tokens", "tool_calls", "gpu.seconds_2"]))
     return UsageRecord(
         trace_id=draw(st.text(_HEX, min_size=31, max_size=31)) + "1",
         span_id=draw(st.text(_HEX, min_size=15, max_size=15)) + "1",
-        meter=draw(st.sampled_from(["input_tokens", "tool_calls", "gpu.seconds_2"])),
+        meter=meter,
         quantity=quantity,
         customer_id=draw(_TEXT).strip(),
         time_unix_nano=draw(st.integers(min_value=1, max_value=2**63 - 1)),
@@ -800,7 +834,7 @@ def usage_records(draw: st.DrawFn) -> UsageRecord:
         step=draw(_TEXT),
         tool=draw(_TEXT),
         service_name=draw(_TEXT),
-        source=source,
+        source=source_of(meter),  # a record's source is its meter's
     )
 
 

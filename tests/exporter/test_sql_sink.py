@@ -10,11 +10,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, func, select
 
 from agentmeter.db import make_engine, migrate
 from agentmeter.settings import Settings
-from agentmeter.tables import UsageRow
+from agentmeter.tables import UsageCustomer, UsageRow, usage_meters, usage_spans
 from exporter.sql_sink import SqlUsageSink
 from otel_processor.usage import (
     Quantity,
@@ -165,6 +165,83 @@ class TestRecordIdentity:
         sink.write(TENANT, UsageBatch(records=[usage(1, 1, customer="globex")]))
 
         assert customers(engine) == {(trace_id(1), span_id(1), "input_tokens"): "acme"}
+
+    def test_a_retry_with_more_meters_adds_only_those(
+        self, sink: SqlUsageSink, engine: Engine
+    ) -> None:
+        sink.write(TENANT, UsageBatch(records=[usage(1, 1, "input_tokens", 5)]))
+        tool = usage(1, 1, "tool_calls", 1)._replace(source="tool")
+        fuller = [usage(1, 1, "input_tokens", 6), usage(1, 1, "output_tokens", 7), tool]
+
+        result = sink.write(TENANT, UsageBatch(records=fuller))
+
+        assert result == WriteResult(inserted=2, duplicates=1)
+        assert {key[2]: value[0] for key, value in stored(engine).items()} == {
+            "input_tokens": to_micros(5),  # the first copy's
+            "output_tokens": to_micros(7),
+            "tool_calls": to_micros(1),
+        }
+        assert sink.write(TENANT, UsageBatch(records=fuller)) == WriteResult(0, 3)
+
+
+class TestLeanLayout:
+    """One row per span, strings once (migration 0015): what `usage_records` shows is what
+    was written, ids included."""
+
+    def test_one_row_per_span_and_each_string_once(
+        self, sink: SqlUsageSink, engine: Engine
+    ) -> None:
+        records = [
+            usage(trace, span, meter, customer="acme")
+            for trace in range(1, 5)
+            for span in range(1, 11)
+            for meter in ("input_tokens", "cache_read_tokens", "output_tokens")
+        ]
+        sink.write(TENANT, UsageBatch(records=records))
+
+        with engine.connect() as connection:
+            count = {
+                table.name: connection.execute(select(func.count()).select_from(table)).scalar()
+                for table in (usage_spans, usage_meters, UsageCustomer.__table__)
+            }
+        assert count == {"usage_spans": 40, "usage_meters": 0, "usage_customers": 1}
+        assert len(stored(engine)) == 120
+
+    def test_ids_with_the_high_bit_set_read_back_as_written(
+        self, sink: SqlUsageSink, engine: Engine
+    ) -> None:
+        record = usage(1, 1)._replace(
+            trace_id="f" * 32, span_id="ffffffffffffff01", parent_span_id="8000000000000000"
+        )
+        sink.write(TENANT, UsageBatch(records=[record]))
+
+        with engine.connect() as connection:
+            row = connection.execute(
+                select(UsageRow.trace_id, UsageRow.span_id, UsageRow.parent_span_id)
+            ).one()
+        assert tuple(row) == ("f" * 32, "ffffffffffffff01", "8000000000000000")
+
+    def test_the_smallest_child_is_the_smallest_id_in_hex(
+        self, sink: SqlUsageSink, engine: Engine
+    ) -> None:
+        """Span ids are stored as signed integers: the once-per-call rule still names the
+        child whose hex id is smallest (a negative stored id is not smaller)."""
+        parent = usage(1, 1)
+        children = [
+            usage(1, 1)._replace(span_id=child, parent_span_id=span_id(1))
+            for child in ("8000000000000001", "0000000000000002")
+        ]
+        sink.write(TENANT, UsageBatch(records=[parent, *children]))
+
+        with engine.connect() as connection:
+            superseded = dict(
+                connection.execute(
+                    select(UsageRow.span_id, UsageRow.superseded_by).where(
+                        UsageRow.superseded_by != ""
+                    )
+                ).all()
+            )
+        assert superseded == {span_id(1): "0000000000000002"}
 
 
 # quantity → its exact micro-units
