@@ -72,7 +72,7 @@ def at_0012(empty_database_url: str) -> Iterator[Engine]:
     try:
         command.upgrade(alembic_config(engine), "0012")
         with engine.begin() as connection:
-            connection.execute(insert(UsageRow.__table__), OLD_ROWS)  # type: ignore[arg-type]
+            connection.execute(insert(UsageRow.__table__), OLD_ROWS)
         yield engine
     finally:
         engine.dispose()

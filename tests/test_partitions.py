@@ -158,7 +158,7 @@ def test_migration_moves_stored_usage_into_month_partitions(empty_database_url: 
             for n, when in ((1, january), (2, to_unix_nano(utcnow())))
         ]  # fmt: skip
         with engine.begin() as connection:
-            connection.execute(insert(UsageRow.__table__), rows)  # type: ignore[arg-type]
+            connection.execute(insert(UsageRow.__table__), rows)
 
         command.upgrade(alembic_config(engine), "head")
 
