@@ -7,6 +7,7 @@ as OTLP carries them. An empty `customer_id` means the usage is not attributed y
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -101,6 +102,19 @@ def from_unix_nano(unix_nano: int) -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def on_dialect(dialect: str) -> Callable[..., bool]:
+    """Alembic's `include_object` hook for a database of `dialect`: schema comparisons
+    leave out indexes declared for other dialects only (`Index.ddl_if(dialect=…)`)."""
+
+    def include_object(
+        item: object, name: str | None, type_: str, reflected: bool, compare_to: object
+    ) -> bool:
+        ddl_if = getattr(item, "_ddl_if", None)
+        return ddl_if is None or ddl_if.dialect in (None, dialect)
+
+    return include_object
 
 
 class Tenant(Base):
@@ -234,8 +248,9 @@ def _span_columns() -> list[Column[Any]]:
     meters: list[Column[Any]] = []
     for meter in SPAN_METERS:
         meters += [
-            # Quantity in micro-units; NULL: the span has no record of this meter.
-            Column(f"{meter}_micros", BigInteger, nullable=True),
+            # Whole tokens (the view shows micro-units); NULL: the span has no record of
+            # this meter. (A count takes 2-3 bytes on SQLite where micro-units take 6.)
+            Column(meter, BigInteger, nullable=True),
             # Provider cost in 10^-12 USD; NULL when unknown (model not priced).
             Column(f"{meter}_cost_pico", BigInteger, nullable=True),
             # The span whose record bills this call instead (exporter.provider_calls).
@@ -274,15 +289,19 @@ usage_spans = Table(
         postgresql_where=text("response_key IS NOT NULL"),
         sqlite_where=text("response_key IS NOT NULL"),
     ),
+    # On PostgreSQL only: there a trace's spans lie anywhere in the heap, and finding a
+    # batch's children through the identity's (tenant, trace) prefix read every span of
+    # their traces (~10x the time, docs/lean_usage.md). SQLite finds them that way cheaply
+    # (a trace's identity entries are adjacent) and saves the index's bytes.
     Index(
         "ix_usage_spans_parent",
         "tenant_key",
         "trace_id",
         "parent_span_id",
         postgresql_where=text("parent_span_id IS NOT NULL"),
-        sqlite_where=text("parent_span_id IS NOT NULL"),
-    ),
-    sqlite_with_rowid=False,
+    ).ddl_if(dialect="postgresql"),
+    # A rowid table on SQLite: its index entries then end in a rowid, not in the 34 bytes
+    # of the identity (as they would in a WITHOUT ROWID table).
     postgresql_partition_by="RANGE (time_unix_nano)",
 )
 
@@ -369,25 +388,29 @@ class UsageRow(Base):
 
 
 class AgentSpan(Base):
-    """A span that names an agent; usage below it in its trace inherits the name."""
+    """A span that names an agent; usage below it in its trace inherits the name. Keys
+    and ids as in `usage_spans`."""
 
     __tablename__ = "agent_spans"
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
-    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    trace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    span_id: Mapped[str] = mapped_column(String(16), primary_key=True)
-    parent_span_id: Mapped[str] = mapped_column(String(16))
+    tenant_key: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trace_id: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)
+    span_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    parent_span_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     agent_name: Mapped[str] = mapped_column(String(256))
 
 
 class TraceCustomer(Base):
-    """The customer a trace was first seen with; customer-less spans of it inherit it."""
+    """The customer a trace was first seen with; customer-less spans of it inherit it.
+    Keys and ids as in `usage_spans`."""
 
     __tablename__ = "trace_customers"
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
-    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    trace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    customer_id: Mapped[str] = mapped_column(String(256))
+    tenant_key: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trace_id: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)
+    customer_key: Mapped[int] = mapped_column(Integer)
 
 
 class PriceBook(Base):

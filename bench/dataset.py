@@ -126,13 +126,13 @@ def _rows(
         step = STEPS[rng.randrange(len(STEPS))]
         when = rng.randrange(start_ns, end_ns)
         tokens = rng.randrange(500, 20_000)
-        meters: list[int | None] = [None] * 15
+        meters: list[int | None] = [None] * 15  # (tokens, cost, superseded by) per meter
         for meter, quantity in (
             ("input_tokens", tokens),
             ("cache_read_tokens", tokens // 4),
             ("output_tokens", rng.randrange(50, 2_000)),
         ):
-            meters[3 * _TOKENS[meter]] = quantity * 1_000_000
+            meters[3 * _TOKENS[meter]] = quantity
             meters[3 * _TOKENS[meter] + 1] = quantity * 2_500_000
         dimensions = Dimensions(provider, model, "chat", "support", step, "", "agent")
         yield (

@@ -315,20 +315,26 @@ class _Store:
 
 # The columns `_Store._records` reads of a span row `s` and its dimensions `d`.
 _SPAN = "s.trace_id, s.span_id, d.provider, s.parent_span_id, s.response_key, " + ", ".join(
-    f"s.{m}_micros, s.{m}_superseded_by" for m in SPAN_METERS
+    f"s.{m}, s.{m}_superseded_by" for m in SPAN_METERS
 )
 
 
-def store_agent_spans(connection: Connection, tenant_id: str, spans: Sequence[AgentSpan]) -> None:
+def store_agent_spans(connection: Connection, tenant_key: int, spans: Sequence[AgentSpan]) -> None:
     """Record agent spans (the first copy of a span wins; retries are no-ops)."""
     if not spans:
         return
     connection.execute(
         dialect_insert(connection, _AGENTS).on_conflict_do_nothing(
-            index_elements=["tenant_id", "trace_id", "span_id"]
+            index_elements=["tenant_key", "trace_id", "span_id"]
         ),
         [
-            {"tenant_id": tenant_id, **span._asdict()}
+            {
+                "tenant_key": tenant_key,
+                "trace_id": trace_bytes(span.trace_id),
+                "span_id": span_int(span.span_id),
+                "parent_span_id": span_int(span.parent_span_id),
+                "agent_name": span.agent_name,
+            }
             for span in sorted(set(spans), key=lambda s: (s.trace_id, s.span_id))
         ],
     )
@@ -357,9 +363,12 @@ def inherit_agent_names(
     for chunk in in_chunks(sorted(traces)):
         query = select(
             _AGENTS.c.trace_id, _AGENTS.c.span_id, _AGENTS.c.parent_span_id, _AGENTS.c.agent_name
-        ).where(_AGENTS.c.tenant_id == tenant_id, _AGENTS.c.trace_id.in_(chunk))
+        ).where(
+            _AGENTS.c.tenant_key == tenant_key,
+            _AGENTS.c.trace_id.in_([trace_bytes(t) for t in chunk]),
+        )
         for trace, span, parent, name in connection.execute(query):
-            links.setdefault(trace, {})[span] = (parent, name)
+            links.setdefault(trace_hex(trace), {})[span_hex(span)] = (span_hex(parent), name)
     for chunk in in_chunks(sorted(traces)):
         query = (
             select(

@@ -39,7 +39,7 @@ from agentmeter.tables import (
 )
 from agentmeter.usage_keys import UsageKeys, span_hex, trace_hex
 from exporter.provider_costs import CostOverride, CostOverrides, ProviderCostCatalog
-from otel_processor.usage import UsageRecord, from_micros
+from otel_processor.usage import Quantity, UsageRecord, from_micros
 
 _DIMENSIONS: Table = UsageDimensions.__table__  # type: ignore[assignment]
 _OVERRIDES: Table = ProviderCostOverride.__table__  # type: ignore[assignment]
@@ -113,7 +113,7 @@ def recost_usage(
 _S = usage_spans.c
 _M = usage_meters.c
 _SPAN_KEY = (_S.trace_id, _S.span_id, _S.time_unix_nano)
-_COSTS = [(meter, _S[f"{meter}_micros"], _S[f"{meter}_cost_pico"]) for meter in SPAN_METERS]
+_COSTS = [(meter, _S[meter], _S[f"{meter}_cost_pico"]) for meter in SPAN_METERS]
 _SET_SPAN_COST = {
     meter: update(usage_spans)
     .where(
@@ -188,7 +188,7 @@ def _recost_page(
     records: list[UsageRecord] = []
     stored: list[_Stored] = []
 
-    def add(key: tuple[bytes, int, int], meter: str, micros: int, cost: int | None) -> None:
+    def add(key: tuple[bytes, int, int], meter: str, quantity: Quantity, cost: int | None) -> None:
         trace, span, end = key
         row = spans[key]
         records.append(
@@ -196,7 +196,7 @@ def _recost_page(
                 trace_id=trace_hex(trace),
                 span_id=span_hex(span),
                 meter=meter,
-                quantity=from_micros(micros),
+                quantity=quantity,
                 customer_id="",
                 time_unix_nano=end,
                 provider=row.provider,
@@ -207,9 +207,9 @@ def _recost_page(
 
     for key, row in spans.items():
         for index, (meter, _, _) in enumerate(_COSTS):
-            micros = row[_FIRST_COST + 2 * index]
-            if micros is not None:
-                add(key, meter, micros, row[_FIRST_COST + 2 * index + 1])
+            tokens = row[_FIRST_COST + 2 * index]
+            if tokens is not None:
+                add(key, meter, tokens, row[_FIRST_COST + 2 * index + 1])
     with_meters = [key for key, row in spans.items() if row.has_meters]
     for chunk in in_chunks(with_meters):
         query = select(*(_M[c.name] for c in _SPAN_KEY), _M.meter, _M.quantity_micros,
@@ -217,7 +217,7 @@ def _recost_page(
             _M.tenant_key == tenant_key, tuple_(*(_M[c.name] for c in _SPAN_KEY)).in_(chunk)
         )  # fmt: skip
         for trace, span, end, meter, micros, cost in connection.execute(query):
-            add((bytes(trace), span, end), meter, micros, cost)
+            add((bytes(trace), span, end), meter, from_micros(micros), cost)
     costs = catalog.costs(records, overrides)
     changed = 0
     updates: dict[str | None, list[dict[str, object]]] = {}

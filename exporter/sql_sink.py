@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
@@ -22,6 +23,7 @@ from agentmeter.usage_keys import (
     response_bytes,
     span_int,
     trace_bytes,
+    trace_hex,
 )
 from exporter.group_commit import GroupCommit
 from exporter.provider_calls import (
@@ -106,7 +108,7 @@ class SqlUsageSink:
         )
         self._p = p
         self._insert_traces: Insert = dialect_insert(engine, _TRACES).on_conflict_do_nothing(
-            index_elements=["tenant_id", "trace_id"]
+            index_elements=["tenant_key", "trace_id"]
         )
         self._partitions = MonthlyPartitions(engine)
         # Every write of this sink goes through one group committer: SQLite's one writer
@@ -206,15 +208,20 @@ class SqlUsageSink:
         # Rows go in key order: two batches holding the same traces in other orders
         # would otherwise deadlock on PostgreSQL.
         if batch.trace_customers:
+            customers = keys.customers_of(tenant_key, batch.trace_customers.values())
             connection.execute(
                 self._insert_traces,
                 [
-                    {"tenant_id": tenant_id, "trace_id": trace, "customer_id": customer}
+                    {
+                        "tenant_key": tenant_key,
+                        "trace_id": trace_bytes(trace),
+                        "customer_key": customers[customer],
+                    }
                     for trace, customer in sorted(batch.trace_customers.items())
                 ],
             )
         orphan_traces = {r.trace_id for r in batch.records if not r.customer_id}
-        inherited = _trace_customers(connection, tenant_id, orphan_traces)
+        inherited = _trace_customers(connection, tenant_key, orphan_traces)
         rows = _Rows(keys, tenant_key, received, batch.records, costs, inherited)
         new_spans = 0
         if rows.spans:
@@ -224,7 +231,7 @@ class SqlUsageSink:
             inserted -= self._merge_stored(connection, rows)
         if rows.meters:
             inserted += connection.exec_driver_sql(self._insert_meters_sql, rows.meters).rowcount
-        store_agent_spans(connection, tenant_id, batch.agent_spans)
+        store_agent_spans(connection, tenant_key, batch.agent_spans)
         settle_calls(
             connection, keys, tenant_id, batch.records, all_new=new_spans == len(rows.spans)
         )
@@ -245,7 +252,7 @@ class SqlUsageSink:
         not inserted: those the stored copies already held."""
         p = self._p
         stored: dict[tuple[bytes, int, int], tuple[Any, ...]] = {}
-        presence = ", ".join(f"{m}_micros IS NOT NULL" for m in SPAN_METERS)
+        presence = ", ".join(f"{m} IS NOT NULL" for m in SPAN_METERS)
         for chunk in in_chunks(rows.spans):
             keys = " OR ".join(
                 [f"(trace_id = {p} AND span_id = {p} AND time_unix_nano = {p})"] * len(chunk)
@@ -263,13 +270,13 @@ class SqlUsageSink:
                 continue  # inserted by this write
             values: dict[str, Any] = {}
             for index, meter in enumerate(SPAN_METERS):
-                micros = row[_FIRST_METER + 3 * index]
-                if micros is None:
+                tokens = row[_FIRST_METER + 3 * index]
+                if tokens is None:
                     continue
                 if present[index]:
                     held += 1
                 else:
-                    values[f"{meter}_micros"] = micros
+                    values[meter] = tokens
                     values[f"{meter}_cost_pico"] = row[_FIRST_METER + 3 * index + 1]
             if row[_HAS_METERS] and not has_meters:
                 values["has_meters"] = True
@@ -291,13 +298,21 @@ SPAN_COLUMNS = (
     "parent_span_id",
     "response_key",
     "has_meters",
-    *(f"{m}_{part}" for m in SPAN_METERS for part in ("micros", "cost_pico", "superseded_by")),
+    *(c for m in SPAN_METERS for c in (m, f"{m}_cost_pico", f"{m}_superseded_by")),
 )
 _HAS_METERS = SPAN_COLUMNS.index("has_meters")
 _FIRST_METER = _HAS_METERS + 1
 _METER_INDEX = {meter: _FIRST_METER + 3 * i for i, meter in enumerate(SPAN_METERS)}
 _METER_COLUMNS = (*_SPAN_KEY, "meter", "quantity_micros", "provider_cost_pico")
 Row = list[Any]
+
+
+def _whole(quantity: int | Decimal) -> int | None:
+    """A quantity as a whole number, None if it has a fraction."""
+    if type(quantity) is int:
+        return quantity
+    whole, fraction = divmod(to_micros(quantity), 10**6)
+    return None if fraction else whole
 
 
 class _Rows:
@@ -311,7 +326,7 @@ class _Rows:
         received: int,
         records: Sequence[UsageRecord],
         costs: Sequence[int | None],
-        inherited: dict[str, str],
+        inherited: dict[str, int],
     ) -> None:
         self.tenant_key = tenant_key
         self.received = received
@@ -322,7 +337,8 @@ class _Rows:
             )
         firsts = [records[indexes[0]] for indexes in by_span.values()]
         customers = keys.customers_of(
-            tenant_key, {r.customer_id or inherited.get(r.trace_id, "") for r in firsts}
+            tenant_key,
+            {r.customer_id for r in firsts if r.customer_id or r.trace_id not in inherited},
         )
         dimensions = keys.dimensions_of({Dimensions(*r[6:13]) for r in firsts})
         self.spans: list[tuple[Any, ...]] = []
@@ -334,7 +350,9 @@ class _Rows:
             key = (tenant_key, trace_bytes(trace), span_int(span), end)
             row: Row = [
                 *key,
-                customers[first.customer_id or inherited.get(trace, "")],
+                customers[first.customer_id]
+                if first.customer_id or trace not in inherited
+                else inherited[trace],
                 dimensions[Dimensions(*first[6:13])],
                 received,
                 span_int(first.parent_span_id),
@@ -345,13 +363,14 @@ class _Rows:
             for index in indexes:
                 record = records[index]
                 column = _METER_INDEX.get(record.meter)
-                if column is None:
+                tokens = None if column is None else _whole(record.quantity)
+                if column is None or tokens is None:  # (part tokens: never from spans)
                     self.meters.append(
                         (*key, record.meter, to_micros(record.quantity), costs[index])
                     )
                     row[_HAS_METERS] = True
                 elif row[column] is None:
-                    row[column] = to_micros(record.quantity)
+                    row[column] = tokens
                     row[column + 1] = costs[index]
                     row[_HAS_METERS - 1] = response_bytes(record.response_id)
                     self.token_records += 1
@@ -375,30 +394,30 @@ def _as_stored(batch: UsageBatch) -> UsageBatch:
 
 
 def _trace_customers(
-    connection: Connection, tenant_id: str, trace_ids: Iterable[str]
-) -> dict[str, str]:
-    found: dict[str, str] = {}
+    connection: Connection, tenant_key: int, trace_ids: Iterable[str]
+) -> dict[str, int]:
+    """trace id → the key of the customer recorded for it, of these traces."""
+    found: dict[str, int] = {}
     for chunk in in_chunks(sorted(trace_ids)):
-        query = select(_TRACES.c.trace_id, _TRACES.c.customer_id).where(
-            _TRACES.c.tenant_id == tenant_id, _TRACES.c.trace_id.in_(chunk)
+        query = select(_TRACES.c.trace_id, _TRACES.c.customer_key).where(
+            _TRACES.c.tenant_key == tenant_key,
+            _TRACES.c.trace_id.in_([trace_bytes(trace) for trace in chunk]),
         )
-        found.update({row.trace_id: row.customer_id for row in connection.execute(query)})
+        found.update({trace_hex(trace): key for trace, key in connection.execute(query)})
     return found
 
 
 def attribute_traces(
     connection: Connection, keys: UsageKeys, tenant_id: str, trace_ids: Iterable[str]
-) -> int:
-    """Give the customer-less spans of these traces the customer recorded for their trace;
-    returns how many spans it gave."""
-    customers = _trace_customers(connection, tenant_id, trace_ids)
-    if not customers:
-        return 0
+) -> None:
+    """Give the customer-less spans of these traces the customer recorded for their trace."""
     tenant_key = keys.find_tenant(tenant_id)
-    if tenant_key is None:
-        return 0
-    nobody = keys.customer(tenant_key, "")
-    customer_keys = keys.customers_of(tenant_key, customers.values())
+    nobody = None if tenant_key is None else keys.find_customer(tenant_key, "")
+    if tenant_key is None or nobody is None:
+        return  # the tenant never stored a customer-less span
+    customers = _trace_customers(connection, tenant_key, trace_ids)
+    if not customers:
+        return
     statement = (
         update(usage_spans)
         .where(
@@ -408,11 +427,10 @@ def attribute_traces(
         )
         .values(customer_key=bindparam("b_customer"))
     )
-    moved = connection.execute(
+    connection.execute(
         statement,
         [
-            {"b_trace": trace_bytes(trace), "b_customer": customer_keys[customer]}
+            {"b_trace": trace_bytes(trace), "b_customer": customer}
             for trace, customer in sorted(customers.items())
         ],
     )
-    return int(moved.rowcount)

@@ -31,6 +31,7 @@ from otel_processor.usage import (
     SOURCE_CUSTOM,
     SOURCE_LLM,
     SOURCE_TOOL,
+    TOKEN_METERS,
     TOOL_CALLS,
     AgentSpan,
     Quantity,
@@ -507,6 +508,8 @@ def checked_record(record: UsageRecord) -> UsageRecord:
     for name in _DIMENSIONS:
         _bounded(name, getattr(record, name))
     quantity = parse_quantity("quantity", str(record.quantity))
+    if record.meter in TOKEN_METERS:
+        _token_count("quantity", quantity)  # whole tokens, as spans carry them
     return record if quantity == record.quantity else record._replace(quantity=quantity)
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, inspect
 from agentmeter.db import alembic_config, make_engine, migrate
 from agentmeter.partitions import include_name, is_partition
 from agentmeter.settings import Settings
-from agentmeter.tables import Base
+from agentmeter.tables import Base, on_dialect
 
 
 def _head_revision(engine: Engine) -> str | None:
@@ -52,7 +52,12 @@ class TestMigrate:
     def test_schema_matches_models(self, engine: Engine) -> None:
         with engine.connect() as connection:
             context = MigrationContext.configure(
-                connection, opts={"compare_type": True, "include_name": include_name}
+                connection,
+                opts={
+                    "compare_type": True,
+                    "include_name": include_name,
+                    "include_object": on_dialect(connection.dialect.name),
+                },
             )
             differences = compare_metadata(context, Base.metadata)
 

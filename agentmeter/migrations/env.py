@@ -4,7 +4,7 @@ from alembic import context
 from sqlalchemy import Engine, text
 
 from agentmeter.partitions import include_name
-from agentmeter.tables import Base
+from agentmeter.tables import Base, on_dialect
 
 # Any fixed 64-bit key, the same in every process that migrates.
 MIGRATION_LOCK_KEY = 0x61676D2D6D696772  # "agm-migr"
@@ -23,6 +23,7 @@ with engine.begin() as connection:
         connection=connection,
         target_metadata=Base.metadata,
         include_name=include_name,
+        include_object=on_dialect(connection.dialect.name),
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():

@@ -57,21 +57,20 @@ def aggregate_usage(
 def move_customer_usage(session: Session, tenant_id: str, from_id: str, to_id: str) -> int:
     """Move all usage (and trace attributions) of customer id `from_id` to `to_id`;
     returns how many usage records moved."""
-    session.execute(
-        update(TraceCustomer)
-        .where(TraceCustomer.tenant_id == tenant_id, TraceCustomer.customer_id == from_id)
-        .values(customer_id=to_id)
-    )
     keys = UsageKeys(session.connection())
     tenant_key = keys.find_tenant(tenant_id)
     from_key = None if tenant_key is None else keys.find_customer(tenant_key, from_id)
     if tenant_key is None or from_key is None:
-        return 0  # no usage was ever stored under `from_id`
+        return 0  # no usage or trace was ever stored under `from_id`
+    to_key = keys.customer(tenant_key, to_id)
+    session.execute(
+        update(TraceCustomer)
+        .where(TraceCustomer.tenant_key == tenant_key, TraceCustomer.customer_key == from_key)
+        .values(customer_key=to_key)
+    )
     spans = (usage_spans.c.customer_key == from_key,)
     moved = _records_of(session, spans)
-    session.execute(
-        update(usage_spans).where(*spans).values(customer_key=keys.customer(tenant_key, to_id))
-    )
+    session.execute(update(usage_spans).where(*spans).values(customer_key=to_key))
     return moved
 
 
@@ -104,7 +103,7 @@ def _records_of(session: Session, spans: Sequence[ColumnElement[bool]]) -> int:
     """How many usage records the spans matching `spans` hold: their token meters and
     their rows of `usage_meters`."""
     present = sum(
-        (case((usage_spans.c[f"{m}_micros"].is_not(None), 1), else_=0) for m in SPAN_METERS),
+        (case((usage_spans.c[m].is_not(None), 1), else_=0) for m in SPAN_METERS),
         start=literal(0),
     )
     tokens = select(func.coalesce(func.sum(present), 0)).where(*spans)

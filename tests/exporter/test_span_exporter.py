@@ -619,6 +619,7 @@ INVALID_RECORDS = [
     pytest.param({"time_unix_nano": 0}, "missing_time", id="no-time"),
     pytest.param({"source": "gpu"}, "invalid_dimension", id="unknown-source"),
     pytest.param({"source": "custom"}, "invalid_dimension", id="tokens-not-from-an-llm"),
+    pytest.param({"quantity": "12.5"}, "invalid_quantity", id="part-of-a-token"),
     pytest.param(
         {"meter": "tool_calls", "source": SOURCE_LLM}, "invalid_dimension", id="tool-calls-as-llm"
     ),
@@ -816,10 +817,12 @@ _TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00")
 
 @st.composite
 def usage_records(draw: st.DrawFn) -> UsageRecord:
+    meter = draw(st.sampled_from(["input_tokens", "tool_calls", "gpu.seconds_2"]))
     micros = draw(st.integers(min_value=0, max_value=MAX_QUANTITY * 10**6))
+    if meter == "input_tokens":  # tokens are whole
+        micros -= micros % 10**6
     whole, fraction = divmod(micros, 10**6)
     quantity: Quantity = whole if not fraction else Decimal(micros).scaleb(-6).normalize()
-    meter = draw(st.sampled_from(["input_tokens", "tool_calls", "gpu.seconds_2"]))
     return UsageRecord(
         trace_id=draw(st.text(_HEX, min_size=31, max_size=31)) + "1",
         span_id=draw(st.text(_HEX, min_size=15, max_size=15)) + "1",

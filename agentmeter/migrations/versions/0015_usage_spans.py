@@ -8,7 +8,8 @@ repeating the tenant, the hex ids, the customer and eight dimension strings. Now
 - `usage_spans` holds one row per span (identity: tenant, trace, span, end time): its keys,
   ids as bytes and integers, and per canonical token meter its quantity, provider cost and
   superseding span, NULL when the span has no record of that meter;
-- `usage_meters` holds a span's other records (tool calls, custom meters), one row each.
+- `usage_meters` holds a span's other records (tool calls, custom meters), one row each;
+- `trace_customers` and `agent_spans` take the same keys and ids.
 
 `usage_records` becomes a view with the columns it had, one row per record, so every reader
 keeps its queries. On PostgreSQL both tables are partitioned by month as `usage_records`
@@ -102,12 +103,11 @@ def _create_tables(postgres: bool) -> None:
         sa.Column("response_key", sa.LargeBinary(length=10), nullable=True),
         sa.Column("has_meters", sa.Boolean(), nullable=True),
         *(
-            sa.Column(f"{meter}_{part}", sa.BigInteger(), nullable=True)
+            sa.Column(column, sa.BigInteger(), nullable=True)
             for meter in _METERS
-            for part in ("micros", "cost_pico", "superseded_by")
+            for column in (meter, f"{meter}_cost_pico", f"{meter}_superseded_by")
         ),
         sa.PrimaryKeyConstraint(*_SPAN_KEY, name=op.f("pk_usage_spans")),
-        sqlite_with_rowid=False,
         **partitioned,  # type: ignore[arg-type]
     )
     op.create_table(
@@ -125,18 +125,54 @@ def _create_tables(postgres: bool) -> None:
     )
 
 
-def _create_indexes() -> None:
+def _replace_trace_tables(postgres: bool) -> None:
+    """`trace_customers` and `agent_spans` with keys and ids as the spans have them; the old
+    ones stay, renamed, until their rows are converted."""
+    for table in ("trace_customers", "agent_spans"):
+        op.rename_table(table, f"{table}_old")
+        if postgres:
+            op.execute(f"ALTER TABLE {table}_old RENAME CONSTRAINT pk_{table} TO pk_{table}_old")
+    op.create_table(
+        "trace_customers",
+        sa.Column("tenant_key", sa.Integer(), nullable=False),
+        sa.Column("trace_id", sa.LargeBinary(length=16), nullable=False),
+        sa.Column("customer_key", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_key", "trace_id", name=op.f("pk_trace_customers")),
+        sqlite_with_rowid=False,
+    )
+    op.create_table(
+        "agent_spans",
+        sa.Column("tenant_key", sa.Integer(), nullable=False),
+        sa.Column("trace_id", sa.LargeBinary(length=16), nullable=False),
+        sa.Column("span_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("parent_span_id", sa.BigInteger(), nullable=True),
+        sa.Column("agent_name", sa.String(length=256), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_key", "trace_id", "span_id", name=op.f("pk_agent_spans")),
+        sqlite_with_rowid=False,
+    )
+
+
+def _create_indexes(postgres: bool) -> None:
     op.create_index(
         op.f("ix_usage_spans_customer_key_time_unix_nano"),
         "usage_spans",
         ["customer_key", "time_unix_nano"],
     )
-    for name, columns, column in (
-        ("ix_usage_spans_response", ["tenant_key", "response_key"], "response_key"),
-        ("ix_usage_spans_parent", ["tenant_key", "trace_id", "parent_span_id"], "parent_span_id"),
-    ):
-        where = sa.text(f"{column} IS NOT NULL")
-        op.create_index(name, "usage_spans", columns, postgresql_where=where, sqlite_where=where)
+    where = sa.text("response_key IS NOT NULL")
+    op.create_index(
+        "ix_usage_spans_response",
+        "usage_spans",
+        ["tenant_key", "response_key"],
+        postgresql_where=where,
+        sqlite_where=where,
+    )
+    if postgres:  # SQLite finds a span's children through the identity (agentmeter.tables)
+        op.create_index(
+            "ix_usage_spans_parent",
+            "usage_spans",
+            ["tenant_key", "trace_id", "parent_span_id"],
+            postgresql_where=sa.text("parent_span_id IS NOT NULL"),
+        )
 
 
 def _dimension_digest(*values: str) -> bytes:
@@ -179,12 +215,14 @@ def _convert(postgres: bool) -> None:
             return f"unhex_id({column})"
 
     op.execute(
-        "INSERT INTO usage_tenants (tenant_id) SELECT DISTINCT tenant_id FROM usage_records "
-        "ORDER BY tenant_id"
+        "INSERT INTO usage_tenants (tenant_id) SELECT tenant_id FROM usage_records "
+        "UNION SELECT tenant_id FROM trace_customers_old UNION SELECT tenant_id FROM "
+        "agent_spans_old ORDER BY 1"
     )
     op.execute(
         "INSERT INTO usage_customers (tenant_key, customer_id) "
-        "SELECT DISTINCT t.key, u.customer_id FROM usage_records AS u "
+        "SELECT t.key, u.customer_id FROM (SELECT tenant_id, customer_id FROM usage_records "
+        "UNION SELECT tenant_id, customer_id FROM trace_customers_old) AS u "
         "JOIN usage_tenants AS t ON t.tenant_id = u.tenant_id ORDER BY 1, 2"
     )
     dimensions = ", ".join(_DIMENSIONS)
@@ -193,17 +231,20 @@ def _convert(postgres: bool) -> None:
         f"SELECT {', '.join(f'min(u.{d})' for d in _DIMENSIONS)}, digest FROM "
         f"(SELECT u.*, {digest} AS digest FROM usage_records AS u) AS u GROUP BY digest"
     )
+    # Token meters with whole tokens go to the span's columns; any other record (other
+    # meters, and part tokens, which only ready-made records could carry) to usage_meters.
+    whole = "u.quantity_micros % 1000000 = 0"
     meters = ", ".join(f"'{m}'" for m in _METERS)
+    other = f"(u.meter NOT IN ({meters}) OR u.quantity_micros % 1000000 <> 0)"
     per_meter = ", ".join(
-        f"max(u.quantity_micros) FILTER (WHERE u.meter = '{m}') AS {m}_micros, "
-        f"max(u.provider_cost_pico) FILTER (WHERE u.meter = '{m}') AS {m}_cost_pico, "
-        f"max({span('u.superseded_by')}) FILTER (WHERE u.meter = '{m}') AS {m}_superseded_by"
+        f"max(u.quantity_micros / 1000000) FILTER (WHERE u.meter = '{m}' AND {whole}) AS {m}, "
+        f"max(u.provider_cost_pico) FILTER (WHERE u.meter = '{m}' AND {whole}) AS {m}_cost_pico, "
+        f"max({span('u.superseded_by')}) FILTER (WHERE u.meter = '{m}' AND {whole}) "
+        f"AS {m}_superseded_by"
         for m in _METERS
     )
-    columns = ", ".join(
-        f"{m}_{part}" for m in _METERS for part in ("micros", "cost_pico", "superseded_by")
-    )
-    has_meters = f"CASE WHEN count(*) FILTER (WHERE u.meter NOT IN ({meters})) > 0 THEN true END"
+    columns = ", ".join(c for m in _METERS for c in (m, f"{m}_cost_pico", f"{m}_superseded_by"))
+    has_meters = f"CASE WHEN count(*) FILTER (WHERE {other}) > 0 THEN true END"
     grouped = (
         f"SELECT t.key AS tenant_key, {unhex('u.trace_id')} AS trace_id, "
         f"{span('u.span_id')} AS span_id, u.time_unix_nano, max(u.customer_id) AS customer_id, "
@@ -225,11 +266,23 @@ def _convert(postgres: bool) -> None:
         "ON c.tenant_key = g.tenant_key AND c.customer_id = g.customer_id"
     )
     op.execute(
+        "INSERT INTO trace_customers (tenant_key, trace_id, customer_key) "
+        f"SELECT t.key, {unhex('o.trace_id')}, c.key FROM trace_customers_old AS o "
+        "JOIN usage_tenants AS t ON t.tenant_id = o.tenant_id "
+        "JOIN usage_customers AS c ON c.tenant_key = t.key AND c.customer_id = o.customer_id"
+    )
+    op.execute(
+        "INSERT INTO agent_spans (tenant_key, trace_id, span_id, parent_span_id, agent_name) "
+        f"SELECT t.key, {unhex('o.trace_id')}, {span('o.span_id')}, "
+        f"{span('o.parent_span_id')}, o.agent_name FROM agent_spans_old AS o "
+        "JOIN usage_tenants AS t ON t.tenant_id = o.tenant_id"
+    )
+    op.execute(
         "INSERT INTO usage_meters (tenant_key, trace_id, span_id, time_unix_nano, meter, "
         f"quantity_micros, provider_cost_pico) SELECT t.key, {unhex('u.trace_id')}, "
         f"{span('u.span_id')}, u.time_unix_nano, u.meter, u.quantity_micros, "
         "u.provider_cost_pico FROM usage_records AS u "
-        f"JOIN usage_tenants AS t ON t.tenant_id = u.tenant_id WHERE u.meter NOT IN ({meters})"
+        f"JOIN usage_tenants AS t ON t.tenant_id = u.tenant_id WHERE {other}"
     )
 
 
@@ -255,7 +308,8 @@ def _view(postgres: bool) -> str:
         # One pass over the spans: each span's token columns become rows, and its other
         # meters are looked up only when it has some.
         tokens = ", ".join(
-            f"('{m}', 'llm', s.{m}_micros, s.{m}_cost_pico, s.{m}_superseded_by)" for m in _METERS
+            f"('{m}', 'llm', s.{m} * 1000000, s.{m}_cost_pico, s.{m}_superseded_by)"
+            for m in _METERS
         )
         meters = (
             f"CROSS JOIN LATERAL (SELECT * FROM (VALUES {tokens}) AS tokens "
@@ -271,8 +325,10 @@ def _view(postgres: bool) -> str:
         # SQLite has no LATERAL, and a UNION ALL would keep the view from being flattened
         # into the queries that join it: each span joins the numbered token meters (one row
         # per token meter, a CASE per column) and number 0, its other meters' rows.
-        def pick(part: str, other: str) -> str:
-            cases = " ".join(f"WHEN {n} THEN s.{m}_{part}" for n, m in enumerate(_METERS, 1))
+        def pick(column: str, other: str) -> str:
+            cases = " ".join(
+                f"WHEN {n} THEN s.{column.format(m)}" for n, m in enumerate(_METERS, 1)
+            )
             return f"CASE n.number {cases} ELSE {other} END"
 
         meters = (
@@ -281,9 +337,9 @@ def _view(postgres: bool) -> str:
         )
         meter = "CASE n.number WHEN 0 THEN x.meter ELSE n.meter END"
         source = f"CASE n.number WHEN 0 THEN {others} ELSE 'llm' END"
-        quantity = pick("micros", "x.quantity_micros")
-        cost = pick("cost_pico", "x.provider_cost_pico")
-        superseded = pick("superseded_by", "NULL")
+        quantity = pick("{} * 1000000", "x.quantity_micros")
+        cost = pick("{}_cost_pico", "x.provider_cost_pico")
+        superseded = pick("{}_superseded_by", "NULL")
     return (
         f"CREATE VIEW usage_records AS SELECT t.tenant_id, {trace} AS trace_id, "
         f"{hex16('s.span_id')} AS span_id, {meter} AS meter, {quantity} AS quantity_micros, "
@@ -405,10 +461,9 @@ def _sqlite_triggers() -> dict[str, str]:
 # by the identity's first column rather than a customer's by its index. These say what a
 # store of a million spans looks like (ANALYZE on a real store replaces them).
 _SQLITE_STATISTICS = (
-    ("usage_spans", "usage_spans", "1000000 100000 2 1 1"),
+    ("usage_spans", "sqlite_autoindex_usage_spans_1", "1000000 100000 8 1 1"),
     ("usage_spans", "ix_usage_spans_customer_key_time_unix_nano", "1000000 100 1"),
     ("usage_spans", "ix_usage_spans_response", "1000000 100000 1"),
-    ("usage_spans", "ix_usage_spans_parent", "1000000 100000 2 1"),
     ("usage_meters", "usage_meters", "100000 10000 2 1 1 1"),
     ("usage_customers", "sqlite_autoindex_usage_customers_1", "10000 1 1"),
     ("usage_tenants", "sqlite_autoindex_usage_tenants_1", "10 1"),
@@ -438,11 +493,14 @@ def upgrade() -> None:
             )
         ]
     _create_tables(postgres)
+    _replace_trace_tables(postgres)
     for month, bounds in months:
         for table in ("usage_spans", "usage_meters"):
             op.execute(f"CREATE TABLE {table}_{month} PARTITION OF {table} {bounds}")
     _convert(postgres)
-    _create_indexes()
+    _create_indexes(postgres)
+    op.drop_table("trace_customers_old")
+    op.drop_table("agent_spans_old")
     # The old table's triggers go with it.
     op.execute("DROP TABLE usage_records" + (" CASCADE" if postgres else ""))
     if postgres:
