@@ -683,7 +683,9 @@ class TestExtractUsageRequest:
 
     @pytest.mark.parametrize(("wire", "quantity"), ACCEPTED_QUANTITIES)
     def test_accepted_quantity_is_normalized(self, wire: str, quantity: Quantity) -> None:
-        extraction = extract_usage_request(request_body([wire_record(quantity=wire)]), ())
+        # A custom meter: token meters take whole tokens only.
+        record = wire_record(quantity=wire, meter="gpu_seconds", source="custom")
+        extraction = extract_usage_request(request_body([record]), ())
 
         assert extraction.rejected == 0
         [record] = extraction.records
