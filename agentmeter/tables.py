@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     UniqueConstraint,
@@ -244,41 +245,40 @@ class UsageTokenMeter(Base):
     meter: Mapped[str] = mapped_column(String(128))
 
 
-def _span_columns() -> list[Column[Any]]:
-    meters: list[Column[Any]] = []
-    for meter in SPAN_METERS:
-        meters += [
-            # Whole tokens (the view shows micro-units); NULL: the span has no record of
-            # this meter. (A count takes 2-3 bytes on SQLite where micro-units take 6.)
-            Column(meter, BigInteger, nullable=True),
+# Ids as stored: a trace id is its 16 bytes, span ids are signed 64-bit integers, a
+# response id is its key's 10 bytes (agentmeter.usage_keys). Columns go by alignment, 8-byte
+# ones first, so PostgreSQL pads none of them (a NULL takes no bytes on either backend).
+usage_spans = Table(
+    "usage_spans",
+    Base.metadata,
+    Column("span_id", BigInteger, nullable=False, autoincrement=False),
+    # On PostgreSQL the table is partitioned by month of the end time (agentmeter.partitions),
+    # and every copy of a span carries it.
+    Column("time_unix_nano", BigInteger, nullable=False, autoincrement=False),
+    Column("received_unix_nano", BigInteger, nullable=False),
+    Column("parent_span_id", BigInteger, nullable=True),
+    *(
+        column
+        for meter in SPAN_METERS
+        for column in (
             # Provider cost in 10^-12 USD; NULL when unknown (model not priced).
             Column(f"{meter}_cost_pico", BigInteger, nullable=True),
             # The span whose record bills this call instead (exporter.provider_calls).
             Column(f"{meter}_superseded_by", BigInteger, nullable=True),
-        ]
-    return meters
-
-
-# Ids as stored: a trace id is its 16 bytes, span ids are signed 64-bit integers, a
-# response id is its key's 10 bytes (agentmeter.usage_keys).
-usage_spans = Table(
-    "usage_spans",
-    Base.metadata,
-    Column("tenant_key", Integer, primary_key=True),
-    Column("trace_id", LargeBinary(16), primary_key=True),
-    Column("span_id", BigInteger, primary_key=True),
-    # On PostgreSQL the table is partitioned by month of the end time (agentmeter.partitions),
-    # and every copy of a span carries it.
-    Column("time_unix_nano", BigInteger, primary_key=True, autoincrement=False),
+        )
+    ),
+    Column("tenant_key", Integer, nullable=False, autoincrement=False),
     Column("customer_key", Integer, nullable=False),
     Column("dimension_id", Integer, nullable=False),
-    Column("received_unix_nano", BigInteger, nullable=False),
-    Column("parent_span_id", BigInteger, nullable=True),
+    # Whole tokens (≤ 10^9: the view shows micro-units); NULL: the span has no record of
+    # this meter. (A count takes 2-3 bytes on SQLite where micro-units take 6.)
+    *(Column(meter, Integer, nullable=True) for meter in SPAN_METERS),
+    Column("trace_id", LargeBinary(16), nullable=False),
     Column("response_key", LargeBinary(10), nullable=True),
     # True when the span has rows in `usage_meters` (NULL, no bytes, when not): readers of
     # the `usage_records` view look there only for such spans.
     Column("has_meters", Boolean, nullable=True),
-    *_span_columns(),
+    PrimaryKeyConstraint("tenant_key", "trace_id", "span_id", "time_unix_nano"),
     # A customer's period is one range of this index (rating, estimates, the portal).
     Index(None, "customer_key", "time_unix_nano"),
     # The once-per-call rule: a response id's spans, a span's children.

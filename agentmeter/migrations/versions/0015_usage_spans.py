@@ -90,23 +90,25 @@ def _create_tables(postgres: bool) -> None:
     partitioned: dict[str, object] = (
         {"postgresql_partition_by": "RANGE (time_unix_nano)"} if postgres else {}
     )
+    # 8-byte columns first, then 4-byte ones, then bytes: PostgreSQL pads none of them.
     op.create_table(
         "usage_spans",
-        sa.Column("tenant_key", sa.Integer(), nullable=False),
-        sa.Column("trace_id", sa.LargeBinary(length=16), nullable=False),
-        sa.Column("span_id", sa.BigInteger(), nullable=False),
+        sa.Column("span_id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("time_unix_nano", sa.BigInteger(), autoincrement=False, nullable=False),
-        sa.Column("customer_key", sa.Integer(), nullable=False),
-        sa.Column("dimension_id", sa.Integer(), nullable=False),
         sa.Column("received_unix_nano", sa.BigInteger(), nullable=False),
         sa.Column("parent_span_id", sa.BigInteger(), nullable=True),
-        sa.Column("response_key", sa.LargeBinary(length=10), nullable=True),
-        sa.Column("has_meters", sa.Boolean(), nullable=True),
         *(
             sa.Column(column, sa.BigInteger(), nullable=True)
             for meter in _METERS
-            for column in (meter, f"{meter}_cost_pico", f"{meter}_superseded_by")
+            for column in (f"{meter}_cost_pico", f"{meter}_superseded_by")
         ),
+        sa.Column("tenant_key", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("customer_key", sa.Integer(), nullable=False),
+        sa.Column("dimension_id", sa.Integer(), nullable=False),
+        *(sa.Column(meter, sa.Integer(), nullable=True) for meter in _METERS),
+        sa.Column("trace_id", sa.LargeBinary(length=16), nullable=False),
+        sa.Column("response_key", sa.LargeBinary(length=10), nullable=True),
+        sa.Column("has_meters", sa.Boolean(), nullable=True),
         sa.PrimaryKeyConstraint(*_SPAN_KEY, name=op.f("pk_usage_spans")),
         **partitioned,  # type: ignore[arg-type]
     )
@@ -308,7 +310,7 @@ def _view(postgres: bool) -> str:
         # One pass over the spans: each span's token columns become rows, and its other
         # meters are looked up only when it has some.
         tokens = ", ".join(
-            f"('{m}', 'llm', s.{m} * 1000000, s.{m}_cost_pico, s.{m}_superseded_by)"
+            f"('{m}', 'llm', CAST(s.{m} AS bigint) * 1000000, s.{m}_cost_pico, s.{m}_superseded_by)"
             for m in _METERS
         )
         meters = (
