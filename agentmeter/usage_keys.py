@@ -40,17 +40,15 @@ def trace_hex(stored: bytes) -> str:
 
 def span_int(span_hex: str) -> int | None:
     """A span id (16 hex digits) as stored: a signed 64-bit integer; None for "" (none)."""
-    return int.from_bytes(bytes.fromhex(span_hex), "big", signed=True) if span_hex else None
+    if not span_hex:
+        return None
+    value = int(span_hex, 16)
+    return value - (1 << 64) if value >> 63 else value
 
 
 def span_hex(stored: int | None) -> str:
     """A stored span id as its 16 hex digits ("" for none)."""
     return "" if stored is None else (stored & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big").hex()
-
-
-def response_bytes(key_hex: str) -> bytes | None:
-    """A response id's key (hex, `agentmeter.response_keys`) as stored; None for none."""
-    return bytes.fromhex(key_hex) if key_hex else None
 
 
 def response_hex(stored: bytes | None) -> str:
@@ -200,7 +198,6 @@ __all__ = [
     "Dimensions",
     "UsageKeyCache",
     "UsageKeys",
-    "response_bytes",
     "response_hex",
     "span_hex",
     "span_int",

@@ -156,7 +156,12 @@ def settle_calls(
     new_responses = responses - {r.response_id for r in records}
     if new_responses:
         _advisory_locks(connection, tenant_id, (f"r:{rid}" for rid in new_responses))
-    affected, mixed = _by_key([*known, *store.by_responses(responses)])
+    # Other spans share a response id when the store holds more spans of it than those
+    # known so far (the batch's own, their parents; a copy of a span with another end time
+    # is one more, and is then read: the stored ones count).
+    held = Counter(rid for rid, _, _ in {(r.response_id, *r[:2]) for r in known if r.response_id})
+    shared = [rid for rid, count in store.count_responses(responses) if count > held[rid]]
+    affected, mixed = _by_key([*known, *store.by_responses(shared)])
     children = store.children({(r.trace_id, r.span_id) for r in affected.values()})
     decided = supersessions(affected.values(), children)
     changes = sorted(
@@ -192,16 +197,16 @@ def supersessions(
     decided: dict[tuple[str, str, str], str] = {}
     calls: dict[tuple[str, str, str], list[CallRecord]] = {}
     records = list(records)
-    meters = Counter(r[:2] for r in records)
     for record in records:
         key = record[:3]
-        decided[key] = child = children.get(key, "")
+        decided[key] = child = children.get(key, "") if children else ""
         if not child and record.response_id:
             call = (record.provider, record.response_id, record.meter)
             calls.setdefault(call, []).append(record)
-    for duplicates in calls.values():
-        if len(duplicates) == 1:
-            continue
+    duplicated = [duplicates for duplicates in calls.values() if len(duplicates) > 1]
+    # Token meters per span, to prefer the fuller one (counted only when there are duplicates)
+    meters = Counter(r[:2] for r in records) if duplicated else Counter()
+    for duplicates in duplicated:
         winner = min(
             duplicates, key=lambda r: (-meters[r.trace_id, r.span_id], r.trace_id, r.span_id)
         )
@@ -267,9 +272,11 @@ class _Store:
         """The stored LLM records of these spans."""
         return list(self._records(self._joined(_SPAN, "span_id", spans)))
 
-    def by_responses(self, responses: Collection[str]) -> list[CallRecord]:
-        """The stored LLM records of these response ids (their keys, in hex)."""
-        found: list[CallRecord] = []
+    def _of_responses(
+        self, select_sql: str, responses: Collection[str], tail: str = ""
+    ) -> Iterator[Any]:
+        """The rows of `SELECT select_sql` over the tenant's spans (`s`, with their
+        dimensions `d`) of these response ids (keys, in hex)."""
         for chunk in in_chunks(sorted(responses)):
             values: tuple[Any, ...]
             keys = [bytes.fromhex(key) for key in chunk]
@@ -278,14 +285,21 @@ class _Store:
             else:
                 listed, values = "= ANY(CAST(%s AS bytea[]))", (keys,)
             sql = (
-                f"SELECT {_SPAN} FROM usage_spans AS s "
+                f"SELECT {select_sql} FROM usage_spans AS s "
                 "JOIN usage_dimensions AS d ON d.id = s.dimension_id "
                 f"WHERE s.tenant_key = {self._p} AND s.response_key {listed} "
-                "AND s.response_key IS NOT NULL"  # (implied, but said: the index is partial)
+                f"AND s.response_key IS NOT NULL {tail}"  # (implied; the index is partial)
             )
-            rows = self._connection.exec_driver_sql(sql, (self._tenant_key, *values))
-            found += self._records(rows)
-        return found
+            yield from self._connection.exec_driver_sql(sql, (self._tenant_key, *values))
+
+    def by_responses(self, responses: Collection[str]) -> list[CallRecord]:
+        """The stored LLM records of these response ids."""
+        return list(self._records(self._of_responses(_SPAN, responses)))
+
+    def count_responses(self, responses: Collection[str]) -> list[tuple[str, int]]:
+        """(response id, how many spans of it are stored), of these response ids."""
+        rows = self._of_responses("s.response_key, count(*)", responses, "GROUP BY 1")
+        return [(response_hex(key), count) for key, count in rows]
 
     def children(self, spans: Collection[tuple[str, str]]) -> dict[tuple[str, str, str], str]:
         """(trace id, parent span id, meter) → the smallest child span id with an LLM

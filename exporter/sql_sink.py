@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from decimal import Decimal
+from functools import partial
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
@@ -20,7 +21,6 @@ from agentmeter.usage_keys import (
     Dimensions,
     UsageKeyCache,
     UsageKeys,
-    response_bytes,
     span_int,
     trace_bytes,
     trace_hex,
@@ -372,7 +372,8 @@ class _Rows:
                 elif row[column] is None:
                     row[column] = tokens
                     row[column + 1] = costs[index]
-                    row[_HAS_METERS - 1] = response_bytes(record.response_id)
+                    if record.response_id and row[_HAS_METERS - 1] is None:
+                        row[_HAS_METERS - 1] = bytes.fromhex(record.response_id)
                     self.token_records += 1
             self.spans.append(tuple(row))
         self.meters.sort(key=lambda m: m[:5])
@@ -388,9 +389,15 @@ def _as_stored(batch: UsageBatch) -> UsageBatch:
         key = keys.get(r.response_id)
         if key is None:
             key = keys[r.response_id] = response_key(r.response_id)
-        unchanged = provider == r.provider and key == r.response_id
-        records.append(r if unchanged else r._replace(provider=provider, response_id=key))
+        if provider == r.provider and key == r.response_id:
+            records.append(r)
+        else:  # (positionally: `_replace` cost more than the rest of this loop)
+            records.append(_record((*r[:6], provider, *r[7:15], key)))
     return replace(batch, records=records)
+
+
+# A UsageRecord from a tuple of its fields, in order, without NamedTuple's per-call checks.
+_record = partial(tuple.__new__, UsageRecord)
 
 
 def _trace_customers(
