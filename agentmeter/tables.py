@@ -27,6 +27,8 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    and_,
+    or_,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -304,6 +306,26 @@ usage_spans = Table(
     # of the identity (as they would in a WITHOUT ROWID table).
     postgresql_partition_by="RANGE (time_unix_nano)",
 )
+
+
+def meter_bills(meter: str) -> ColumnElement[bool]:
+    """A span's record of token meter `meter`, if it has one, bills: it is not superseded."""
+    return usage_spans.c[f"{meter}_superseded_by"].is_(None)
+
+
+def span_bills() -> ColumnElement[bool]:
+    """A `usage_spans` row has a record that bills (as `UsageRow.billed` says of records):
+    a token meter not superseded, or other meters (never superseded)."""
+    return or_(
+        *(
+            and_(
+                usage_spans.c[meter].is_not(None), usage_spans.c[f"{meter}_superseded_by"].is_(None)
+            )
+            for meter in SPAN_METERS
+        ),
+        usage_spans.c.has_meters.is_(True),
+    )
+
 
 usage_meters = Table(
     "usage_meters",

@@ -24,8 +24,12 @@ from agentmeter.tables import (
     InvoiceLine,
     InvoiceSequence,
     Tenant,
+    UsageCustomer,
     UsageRow,
+    UsageTenant,
+    span_bills,
     to_unix_nano,
+    usage_spans,
 )
 from billing_api.invoicing.states import (
     ExceptionStatus,
@@ -315,20 +319,26 @@ def late_usage(
 def customers_with_usage(
     session: Session, tenant_id: str, start: datetime, end: datetime
 ) -> set[str]:
-    """Customer ids (not empty) with usage in [start, end)."""
-    return set(
-        session.scalars(
-            select(UsageRow.customer_id)
-            .where(
-                UsageRow.tenant_id == tenant_id,
-                UsageRow.customer_id != "",
-                UsageRow.time_unix_nano >= to_unix_nano(start),
-                UsageRow.time_unix_nano < to_unix_nano(end),
-                UsageRow.billed(),
-            )
-            .distinct()
+    """Customer ids (not empty) with billed usage in [start, end).
+
+    From the span tables, not the `usage_records` view: the distinct customers of a
+    tenant's month of spans, without turning each span into its records first."""
+    spans = usage_spans.c
+    customers = UsageCustomer.__table__.c
+    query = (
+        select(customers.customer_id)
+        .join(usage_spans, spans.customer_key == customers.key)
+        .join(UsageTenant, UsageTenant.key == spans.tenant_key)
+        .where(
+            UsageTenant.tenant_id == tenant_id,
+            customers.customer_id != "",
+            spans.time_unix_nano >= to_unix_nano(start),
+            spans.time_unix_nano < to_unix_nano(end),
+            span_bills(),
         )
+        .distinct()
     )
+    return set(session.scalars(query))
 
 
 def billed_prior_period_adjustments(

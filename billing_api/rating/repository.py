@@ -18,6 +18,7 @@ from agentmeter.tables import (
     PriceVersion,
     UsageCustomer,
     UsageDimensions,
+    meter_bills,
     to_unix_nano,
     usage_meters,
     usage_spans,
@@ -152,7 +153,7 @@ def aggregate_usage(
     )
     sums = []
     for meter in SPAN_METERS:
-        billed = spans[f"{meter}_superseded_by"].is_(None)
+        billed = meter_bills(meter)
         cost = spans[f"{meter}_cost_pico"]
         sums += [
             func.sum(case((billed, spans[meter]))),  # NULL: no billed record of the meter
