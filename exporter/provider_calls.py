@@ -364,12 +364,16 @@ def inherit_agent_names(
     """Give nameless spans of the affected traces their nearest enclosing agent's name (a
     span's dimensions with that name, `agentmeter.usage_keys`).
 
-    Per batch, not per trace: one read of the traces' agent spans, one of their usage spans
-    (span, parent, name: the whole tree a name can come down), one update of the spans."""
+    Per batch, not per trace: one look for the traces' nameless spans; for the traces that
+    have some, one read of their agent spans, one of their usage spans (span, parent, name:
+    the whole tree a name can come down), one update of the spans."""
     traces = {s.trace_id for s in agent_spans} | {r.trace_id for r in records if not r.agent_name}
     if not traces:
         return
     tenant_key = keys.tenant(tenant_id)
+    traces = _with_nameless_spans(connection, tenant_key, traces)
+    if not traces:
+        return
     # trace → span id → (parent span id, agent name); agent spans first, so they win.
     links: dict[str, dict[str, tuple[str, str]]] = {}
     # (trace, span) → the dimension ids of its nameless copies
@@ -439,6 +443,25 @@ def inherit_agent_names(
             for ((trace, span), old), dimensions in sorted(renamed.items())
         ],
     )
+
+
+def _with_nameless_spans(connection: Connection, tenant_key: int, traces: set[str]) -> set[str]:
+    """Those of `traces` with a usage span without an agent name (most batches' traces
+    have none: their spans named their agent)."""
+    found: set[str] = set()
+    for chunk in in_chunks(sorted(traces)):
+        query = (
+            select(usage_spans.c.trace_id)
+            .join(_DIMENSIONS, _DIMENSIONS.c.id == usage_spans.c.dimension_id)
+            .where(
+                usage_spans.c.tenant_key == tenant_key,
+                usage_spans.c.trace_id.in_([trace_bytes(t) for t in chunk]),
+                _DIMENSIONS.c.agent_name == "",
+            )
+            .distinct()
+        )
+        found.update(trace_hex(trace) for trace in connection.execute(query).scalars())
+    return found
 
 
 def _nearest_agent(span: str, links: dict[str, tuple[str, str]]) -> str:
