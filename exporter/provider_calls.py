@@ -149,9 +149,10 @@ def settle_calls(
         known = [CallRecord(*r[:3], r.provider, r.parent_span_id, r.response_id, "") for r in llm]
     else:  # copies stored before: the stored ones count
         known = store.by_spans(spans)
-    known += store.by_spans(
+    parents = store.by_spans(
         {(r.trace_id, r.parent_span_id) for r in known if r.parent_span_id} - spans
     )
+    known += parents
     responses = {r.response_id for r in known if r.response_id}
     new_responses = responses - {r.response_id for r in records}
     if new_responses:
@@ -161,8 +162,11 @@ def settle_calls(
     # is one more, and is then read: the stored ones count).
     held = Counter(rid for rid, _, _ in {(r.response_id, *r[:2]) for r in known if r.response_id})
     shared = [rid for rid, count in store.count_responses(responses) if count > held[rid]]
-    affected, mixed = _by_key([*known, *store.by_responses(shared)])
-    children = store.children({(r.trace_id, r.span_id) for r in affected.values()})
+    relatives = store.by_responses(shared)
+    children = store.children({(r.trace_id, r.span_id) for r in (*known, *relatives)})
+    if all_new and not parents and not relatives and not children and _one_span_a_call(known):
+        return  # the batch's records alone, no two spans of one call: each bills, as stored
+    affected, mixed = _by_key([*known, *relatives])
     decided = supersessions(affected.values(), children)
     changes = sorted(
         key
@@ -170,6 +174,13 @@ def settle_calls(
         if decided[key] != record.superseded_by or key in mixed
     )
     store.supersede([(key, decided[key]) for key in changes])
+
+
+def _one_span_a_call(records: Iterable[CallRecord]) -> bool:
+    """No two spans among `records` have a record of the same call (provider, response id)
+    and meter: rule 2 supersedes none of them."""
+    calls = {(r.provider, r.response_id, r.meter, *r[:2]) for r in records if r.response_id}
+    return len({call[:3] for call in calls}) == len(calls)
 
 
 def _by_key(

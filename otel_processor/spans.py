@@ -68,6 +68,8 @@ _FIELD_KEYS: dict[str, Sequence[str]] = {
 # How many distinct sets of attribute keys keep their reading plan (`_plan`): spans of one
 # instrumentation share one set, so a few hundred cover every framework a tenant runs.
 _PLAN_CACHE_SIZE = 1024
+# Distinct (attribute key, string value) pairs whose checked text is kept.
+_TEXT_CACHE_SIZE = 16_384
 _KIND_KEYS = frozenset({conv.OPENINFERENCE_KIND, conv.OPENLLMETRY_KIND, conv.VERCEL_OPERATION})
 _TOOL_OPERATIONS = (conv.TOOL_OPERATION, f"ai.{conv.VERCEL_TOOL_CALL}")
 
@@ -436,12 +438,19 @@ def _text(key: str, value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return _bounded(key, value.strip())
+        return _stripped_text(key, value)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise SpanRejectedError(
         f"{key} must be a string, got {type(value).__name__}", RejectReason.INVALID_DIMENSION
     )
+
+
+@functools.lru_cache(maxsize=_TEXT_CACHE_SIZE)
+def _stripped_text(key: str, value: str) -> str:
+    """A string attribute as stored: stripped and checked once per distinct value (spans
+    repeat the same models, agents, steps and customers; a refusal is not cached)."""
+    return _bounded(key, value.strip())
 
 
 def _bounded(key: str, text: str) -> str:
