@@ -175,3 +175,32 @@ class TestMigration0015:
 
         with pytest.raises(NotImplementedError, match="restore a backup"):
             command.downgrade(alembic_config(at_0012), "0014")
+
+
+def test_sqlite_reads_a_customers_period_by_its_index(engine: Engine) -> None:
+    """Without statistics SQLite scanned a tenant's every span for one customer's period
+    (by the identity's first column); migration 0015's statistics make it seek the
+    customer's (customer, end time) range, through the view, as readers query it."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's query plans")
+    SqlUsageSink(engine).write(TENANT, UsageBatch(records=[new_record(1, "input_tokens", 10)]))
+    query = (
+        select(UsageRow.meter, func.sum(UsageRow.quantity_micros))
+        .where(
+            UsageRow.tenant_id == TENANT,
+            UsageRow.customer_id == "acme",
+            UsageRow.time_unix_nano >= WHEN,
+            UsageRow.time_unix_nano < WHEN + 10**9,
+            UsageRow.billed(),
+        )
+        .group_by(UsageRow.meter)
+    )
+    compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as connection:
+        plan = [row[3] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")]
+        assert connection.execute(query).all() == [("input_tokens", 10 * 10**6)]
+    spans = [step for step in plan if step.startswith(("SEARCH s ", "SCAN s"))]
+    assert spans == [
+        "SEARCH s USING INDEX ix_usage_spans_customer_key_time_unix_nano "
+        "(customer_key=? AND time_unix_nano>? AND time_unix_nano<?)"
+    ], plan
