@@ -684,8 +684,8 @@ class TestExtractUsageRequest:
     @pytest.mark.parametrize(("wire", "quantity"), ACCEPTED_QUANTITIES)
     def test_accepted_quantity_is_normalized(self, wire: str, quantity: Quantity) -> None:
         # A custom meter: token meters take whole tokens only.
-        record = wire_record(quantity=wire, meter="gpu_seconds", source="custom")
-        extraction = extract_usage_request(request_body([record]), ())
+        sent = wire_record(quantity=wire, meter="gpu_seconds", source="custom")
+        extraction = extract_usage_request(request_body([sent]), ())
 
         assert extraction.rejected == 0
         [record] = extraction.records
