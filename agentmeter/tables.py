@@ -247,6 +247,10 @@ class UsageTokenMeter(Base):
     meter: Mapped[str] = mapped_column(String(128))
 
 
+# A span's identity: the primary key of `usage_spans`, and of `usage_meters` with the meter.
+SPAN_KEY = ("tenant_key", "trace_id", "span_id", "time_unix_nano")
+
+
 # Ids as stored: a trace id is its 16 bytes, span ids are signed 64-bit integers, a
 # response id is its key's 10 bytes (agentmeter.usage_keys). Columns go by alignment, 8-byte
 # ones first, so PostgreSQL pads none of them (a NULL takes no bytes on either backend).
@@ -280,7 +284,7 @@ usage_spans = Table(
     # True when the span has rows in `usage_meters` (NULL, no bytes, when not): readers of
     # the `usage_records` view look there only for such spans.
     Column("has_meters", Boolean, nullable=True),
-    PrimaryKeyConstraint("tenant_key", "trace_id", "span_id", "time_unix_nano"),
+    PrimaryKeyConstraint(*SPAN_KEY),
     # A customer's period is one range of this index (rating, estimates, the portal).
     Index(None, "customer_key", "time_unix_nano"),
     # The once-per-call rule: a response id's spans, a span's children.
@@ -306,6 +310,11 @@ usage_spans = Table(
     # of the identity (as they would in a WITHOUT ROWID table).
     postgresql_partition_by="RANGE (time_unix_nano)",
 )
+
+
+def meters_of_spans() -> ColumnElement[bool]:
+    """The join condition of a span's `usage_meters` rows to its `usage_spans` row."""
+    return and_(*(usage_meters.c[key] == usage_spans.c[key] for key in SPAN_KEY))
 
 
 def meter_bills(meter: str) -> ColumnElement[bool]:

@@ -112,7 +112,7 @@ def recost_usage(
 
 _S = usage_spans.c
 _M = usage_meters.c
-_SPAN_KEY = (_S.trace_id, _S.span_id, _S.time_unix_nano)
+_SPAN_KEY = (_S.trace_id, _S.span_id, _S.time_unix_nano)  # a tenant's spans, in key order
 _COSTS = [(meter, _S[meter], _S[f"{meter}_cost_pico"]) for meter in SPAN_METERS]
 _SET_SPAN_COST = {
     meter: update(usage_spans)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from agentmeter.db import dialect_insert, in_chunks, is_retryable, is_sqlite, read_only
 from agentmeter.partitions import MonthlyPartitions, missing_partition
 from agentmeter.response_keys import response_key
-from agentmeter.tables import SPAN_METERS, TraceCustomer, usage_spans
+from agentmeter.tables import SPAN_KEY, SPAN_METERS, TraceCustomer, usage_spans
 from agentmeter.usage_keys import (
     Dimensions,
     UsageKeyCache,
@@ -283,15 +283,14 @@ class SqlUsageSink:
             if values:
                 connection.execute(
                     update(usage_spans)
-                    .where(*(usage_spans.c[k] == v for k, v in zip(_SPAN_KEY, row, strict=False)))
+                    .where(*(usage_spans.c[k] == v for k, v in zip(SPAN_KEY, row, strict=False)))
                     .values(values)
                 )
         return held
 
 
-_SPAN_KEY = ("tenant_key", "trace_id", "span_id", "time_unix_nano")
 SPAN_COLUMNS = (
-    *_SPAN_KEY,
+    *SPAN_KEY,
     "customer_key",
     "dimension_id",
     "received_unix_nano",
@@ -303,7 +302,7 @@ SPAN_COLUMNS = (
 _HAS_METERS = SPAN_COLUMNS.index("has_meters")
 _FIRST_METER = _HAS_METERS + 1
 _METER_INDEX = {meter: _FIRST_METER + 3 * i for i, meter in enumerate(SPAN_METERS)}
-_METER_COLUMNS = (*_SPAN_KEY, "meter", "quantity_micros", "provider_cost_pico")
+_METER_COLUMNS = (*SPAN_KEY, "meter", "quantity_micros", "provider_cost_pico")
 Row = list[Any]
 
 

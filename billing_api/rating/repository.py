@@ -19,6 +19,7 @@ from agentmeter.tables import (
     UsageCustomer,
     UsageDimensions,
     meter_bills,
+    meters_of_spans,
     to_unix_nano,
     usage_meters,
     usage_spans,
@@ -176,9 +177,7 @@ def aggregate_usage(
             func.coalesce(func.sum(meters.provider_cost_pico), 0),
             func.sum(case((meters.provider_cost_pico.is_(None), 1), else_=0)),
         )
-        .select_from(
-            usage_meters.join(joined, and_(*(meters[key] == spans[key] for key in _SPAN_KEY)))
-        )
+        .select_from(usage_meters.join(joined, meters_of_spans()))
         .where(*where, spans.has_meters.is_(True))
         .group_by(_CUSTOMERS.c.customer_id, meters.meter, *dims)
     )
@@ -206,5 +205,4 @@ def aggregate_usage(
     return groups
 
 
-_SPAN_KEY = ("tenant_key", "trace_id", "span_id", "time_unix_nano")
 _MICROS = 10**6

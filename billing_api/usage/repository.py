@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, RowMapping, and_, case, func, literal, select, update
+from sqlalchemy import ColumnElement, RowMapping, case, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from agentmeter.tables import (
     SPAN_METERS,
     TraceCustomer,
     UsageRow,
+    meters_of_spans,
     to_unix_nano,
     usage_meters,
     usage_spans,
@@ -107,11 +108,7 @@ def _records_of(session: Session, spans: Sequence[ColumnElement[bool]]) -> int:
         start=literal(0),
     )
     tokens = select(func.coalesce(func.sum(present), 0)).where(*spans)
-    same_span = and_(*(usage_meters.c[k] == usage_spans.c[k] for k in _SPAN_KEY))
-    others = select(func.count()).select_from(usage_meters.join(usage_spans, same_span))
+    others = select(func.count()).select_from(usage_meters.join(usage_spans, meters_of_spans()))
     return int(session.execute(tokens).scalar_one()) + int(
         session.execute(others.where(*spans)).scalar_one()
     )
-
-
-_SPAN_KEY = ("tenant_key", "trace_id", "span_id", "time_unix_nano")
