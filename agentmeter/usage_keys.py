@@ -104,13 +104,12 @@ class UsageKeys:
         self.dimensions: dict[Dimensions, int] = {}
 
     def tenant(self, tenant_id: str) -> int:
-        found = self.tenants.get(tenant_id) or self._cache.tenants.get(tenant_id)
+        found = self.find_tenant(tenant_id)
         if found is None:
             insert = dialect_insert(self._connection, _TENANTS).on_conflict_do_nothing()
             self._connection.execute(insert, {"tenant_id": tenant_id})
-            query = select(_TENANTS.c.key).where(_TENANTS.c.tenant_id == tenant_id)
-            found = self._connection.execute(query).scalar_one()
-        self.tenants[tenant_id] = found
+            found = self.find_tenant(tenant_id)
+            assert found is not None  # inserted just now, or by a concurrent writer
         return found
 
     def find_tenant(self, tenant_id: str) -> int | None:
@@ -119,16 +118,21 @@ class UsageKeys:
         if found is None:
             query = select(_TENANTS.c.key).where(_TENANTS.c.tenant_id == tenant_id)
             found = self._connection.execute(query).scalar()
+        if found is not None:
+            self.tenants[tenant_id] = found
         return found
+
+    def _known_customer(self, tenant_key: int, customer_id: str) -> int | None:
+        """The customer id's key if this transaction or a committed one looked it up."""
+        key = (tenant_key, customer_id)
+        return self.customers.get(key) or self._cache.customers.get(key)
 
     def customers_of(self, tenant_key: int, customer_ids: Iterable[str]) -> dict[str, int]:
         """customer id → key, creating the missing ones."""
         wanted = set(customer_ids)
         found: dict[str, int] = {}
         for customer_id in wanted:
-            key = self.customers.get((tenant_key, customer_id)) or self._cache.customers.get(
-                (tenant_key, customer_id)
-            )
+            key = self._known_customer(tenant_key, customer_id)
             if key is not None:
                 found[customer_id] = key
         missing = sorted(wanted - found.keys())
@@ -150,9 +154,7 @@ class UsageKeys:
 
     def find_customer(self, tenant_key: int, customer_id: str) -> int | None:
         """The customer id's key if it has one (it has had usage), without creating it."""
-        key = self.customers.get((tenant_key, customer_id)) or self._cache.customers.get(
-            (tenant_key, customer_id)
-        )
+        key = self._known_customer(tenant_key, customer_id)
         if key is None:
             query = select(_CUSTOMERS.c.key).where(
                 _CUSTOMERS.c.tenant_key == tenant_key, _CUSTOMERS.c.customer_id == customer_id
