@@ -298,7 +298,8 @@ usage_spans = Table(
     # On PostgreSQL only: there a trace's spans lie anywhere in the heap, and finding a
     # batch's children through the identity's (tenant, trace) prefix read every span of
     # their traces (~10x the time, docs/lean_usage.md). SQLite finds them that way cheaply
-    # (a trace's identity entries are adjacent) and saves the index's bytes.
+    # (a trace's identity entries are adjacent; each of a batch's traces is read once,
+    # `exporter.provider_calls`) and saves the index's bytes.
     Index(
         "ix_usage_spans_parent",
         "tenant_key",

@@ -10,9 +10,11 @@ In the same run it measures the *limit*: in this process, single-threaded, each 
 encoded requests is parsed with `opentelemetry-proto` and one row per span is bulk-inserted
 into the same kind of store (SQLite with the server's pragmas, or PostgreSQL), one
 transaction per request, nothing else. The goal is server spans/CPU-s ≥ 35 % of the limit's
-(issue 13; 60 % beyond it). With `--phoenix`, Arize Phoenix receives the same OTLP/HTTP
-requests and is timed until it has stored them (`bench/phoenix.py`): goal ≥ 100× its
-spans per CPU-second.
+(issue 13; 60 % beyond it). Beside it, the *Python reader floor*: the same parse, then each
+span's ids, name, end time and every attribute value read into a dict, nothing stored: what
+any ingest written in Python pays before its first rule, as a share of the limit. With
+`--phoenix`, Arize Phoenix receives the same OTLP/HTTP requests and is timed until it has
+stored them (`bench/phoenix.py`): goal ≥ 100× its spans per CPU-second.
 
 After each run the usage rows in the server's database must equal spans x meters per span
 (each span carries input, cache-read and output tokens: three meters); otherwise it aborts.
@@ -448,6 +450,36 @@ def run_limit_postgres(bodies: Sequence[bytes], database_url: str) -> Limit:
     return Limit(len(bodies), spans, wall, cpu, "-", "-")
 
 
+def run_python_floor(bodies: Sequence[bytes]) -> Limit:
+    """The Python reader floor: parse each request and read every span's ids, name, end time
+    and attribute values (into a dict, as any reader of usage conventions must), nothing
+    else; single thread, in process."""
+    spans = 0
+    cpu_started = time.process_time()
+    started = time.perf_counter()
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    (  # read, then dropped: the floor is the reading
+                        span.trace_id,
+                        span.span_id,
+                        span.parent_span_id,
+                        span.name,
+                        span.end_time_unix_nano,
+                        {
+                            kv.key: getattr(
+                                kv.value, kv.value.WhichOneof("value") or "string_value"
+                            )
+                            for kv in span.attributes
+                        },
+                    )
+                    spans += 1
+    wall = time.perf_counter() - started
+    return Limit(len(bodies), spans, wall, time.process_time() - cpu_started, "-", "-")
+
+
 def _limit_rows(body: bytes) -> list[tuple[str, str, str, int]]:
     request = ExportTraceServiceRequest.FromString(body)
     return [
@@ -601,6 +633,7 @@ class BackendRun:
     backend: str
     results: list[Result]
     limit: Limit
+    floor: Limit  # the Python reader floor, on the same requests
     usage_rows: int
     expected_rows: int
     idle_cpu: float
@@ -679,8 +712,16 @@ def _run_backend(
     else:
         limit = run_limit_postgres(bodies, database_url)
         store = "PostgreSQL: server and limit on the same fresh database"
+    floor = run_python_floor(bodies)
     return BackendRun(
-        backend, results, limit, usage_rows, expected_rows * len(transports), idle_cpu, store
+        backend,
+        results,
+        limit,
+        floor,
+        usage_rows,
+        expected_rows * len(transports),
+        idle_cpu,
+        store,
     )
 
 
@@ -729,12 +770,31 @@ def _print_run(args: argparse.Namespace, run: BackendRun) -> None:
             "-",
         ]
     )
+    floor = run.floor
+    rows_out.append(
+        [
+            "Python reader floor",
+            str(floor.requests),
+            str(floor.spans),
+            f"{floor.wall_s:.2f}",
+            f"{floor.spans_per_s:,.0f}",
+            f"{floor.cpu_s:.2f}",
+            f"{floor.spans_per_cpu_s:,.0f}",
+            f"{floor.spans_per_cpu_s / limit.spans_per_cpu_s:.3f}",
+            f"{floor.spans_per_s / limit.spans_per_s:.3f}",
+            "-",
+        ]
+    )
     print(_table(rows_out))
     print()
     print(
         "limit: opentelemetry-proto parse + one executemany INSERT of one row per span"
         " (trace id, span id, name, end time), in process, single thread;"
         " its CPU-s is time.process_time()"
+    )
+    print(
+        "Python reader floor: the same parse, then each span's ids, name, end time and every"
+        " attribute value read into a dict; nothing stored, no rule applied"
     )
     if run.usage_rows != run.expected_rows:
         raise SystemExit(f"usage rows: {run.usage_rows}, expected {run.expected_rows}")
@@ -746,6 +806,11 @@ def _print_run(args: argparse.Namespace, run: BackendRun) -> None:
         ratio = r.spans_per_cpu_s / limit.spans_per_cpu_s
         report(f"{run.backend} {r.transport}: spans per server CPU-s", r.spans_per_cpu_s, "spans")
         report(f"{run.backend} {r.transport}: ÷ limit spans/CPU-s", ratio, "ratio", goal=GOAL)
+    report(
+        f"{run.backend}: Python reader floor ÷ limit spans/CPU-s",
+        run.floor.spans_per_cpu_s / limit.spans_per_cpu_s,
+        "ratio",
+    )
     print(f"(the goal beyond issue 13 is ≥ {LONG_TERM_GOAL:.2f} of the limit)")
 
 
@@ -790,6 +855,11 @@ def _as_json(
                     **asdict(run.limit),
                     "spans_per_s": run.limit.spans_per_s,
                     "spans_per_cpu_s": run.limit.spans_per_cpu_s,
+                },
+                "python_floor": {
+                    **asdict(run.floor),
+                    "spans_per_cpu_s": run.floor.spans_per_cpu_s,
+                    "ratio_cpu": run.floor.spans_per_cpu_s / run.limit.spans_per_cpu_s,
                 },
                 "usage_rows": run.usage_rows,
             }

@@ -91,6 +91,8 @@ class SqlUsageSink:
         self._costs = costs
         self._sqlite = is_sqlite(engine)
         self._keys = UsageKeyCache()
+        # tenant id → its cost overrides as the last write read them (under the lock).
+        self._overrides: dict[str, CostOverrides] = {}
         self._received = 0
         # The hot path goes straight to the driver's executemany with tuples: SQLAlchemy's
         # per-row parameter handling cost more than the insert itself, and the driver's
@@ -145,11 +147,15 @@ class SqlUsageSink:
         return result
 
     def _provider_costs(self, tenant_id: str, batch: UsageBatch) -> _Costed | None:
-        # Outside the group's transaction: reading overrides and costing need no writer.
+        """The batch's costs, with the tenant's overrides as this sink's last write read
+        them (or read now, outside any transaction, for its first write): costing needs no
+        writer, and the write checks them again under the lock (`_settled_costs`)."""
         if self._costs is None or not batch.records:
             return None
-        with read_only(self._engine) as connection:
-            overrides = load_cost_overrides(connection, tenant_id)
+        overrides = self._overrides.get(tenant_id)
+        if overrides is None:
+            with read_only(self._engine) as connection:
+                overrides = load_cost_overrides(connection, tenant_id)
         return overrides, self._costs.costs(batch.records, overrides)
 
     def _settled_costs(
@@ -161,7 +167,7 @@ class SqlUsageSink:
             return [None] * len(batch.records)
         hold_cost_overrides(connection, tenant_id)
         overrides, costs = costed
-        current = load_cost_overrides(connection, tenant_id)
+        current = self._overrides[tenant_id] = load_cost_overrides(connection, tenant_id)
         return costs if current == overrides else self._costs.costs(batch.records, current)
 
     def _commit_group(self, writes: Sequence[_Write]) -> list[_Written | BaseException]:
