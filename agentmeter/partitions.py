@@ -177,7 +177,13 @@ class MonthlyPartitions:
         of its own (committed before the usage transaction that needs it)."""
         if self._engine.dialect.name != "postgresql":
             return
-        months = {month_of(t) for t in times_unix_nano}
+        months: set[Month] = set()
+        start = end = 0  # the bounds of the last month seen: most times fall in it
+        for unix_nano in times_unix_nano:
+            if not start <= unix_nano < end:
+                month = month_of(unix_nano)
+                months.add(month)
+                start, end = month_bounds(month)
         with self._lock:
             missing = months - self._known
         if not missing:
