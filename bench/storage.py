@@ -7,16 +7,17 @@ Writes `--spans` LLM spans, each with input, cache-read and output tokens (three
 records), through the real `exporter.sql_sink.SqlUsageSink` in batches of `--batch`, as a
 receiver would: random 128-bit trace ids (eight spans a trace, under one agent span),
 random span ids, a parent span id, an OpenAI-style response id, 1,000 customers, four
-models, three steps, an agent name and a service name. Then it compacts the store
-(SQLite: WAL checkpoint + VACUUM; PostgreSQL: VACUUM FULL ANALYZE) and prints, per table of
-the usage store (spans, their other meters, the customer, dimension and tenant keys, trace
-customers, agent spans), its bytes with every index
-(SQLite: the `dbstat` pages of the table and its indexes; PostgreSQL:
-`pg_total_relation_size` of the table, or of each monthly partition), divided by the
-number of spans.
+models, three steps, an agent name and a service name. It prints, per table of the usage
+store (spans, their other meters, the customer, dimension and tenant keys, trace customers,
+agent spans), its bytes with every index (SQLite: the `dbstat` pages of the table and its
+indexes; PostgreSQL: `pg_total_relation_size` of the table, or of each monthly partition),
+divided by the number of spans: first as written (SQLite: after a WAL checkpoint), then
+after compaction (SQLite: VACUUM; PostgreSQL: VACUUM FULL ANALYZE).
 
-Goal (issue 13): ≤ 200 bytes per LLM span on each backend (table + indexes). Nothing is
-timed.
+Goal (issue 13): ≤ 200 bytes per LLM span on each backend (table + indexes), compacted.
+As written is what a month takes on disk until it is compacted: B-tree pages split by
+random ids are partly empty, and updated rows (settlement, attribution) leave dead
+versions on PostgreSQL. Nothing is timed.
 """
 
 from __future__ import annotations
@@ -102,15 +103,15 @@ def batches(spans: int, batch: int, seed: int = 1) -> list[UsageBatch]:
     return out
 
 
-def table_bytes(engine: Engine) -> dict[str, int]:
-    """Bytes of each usage-store table with its indexes, after compaction."""
+def table_bytes(engine: Engine, *, compact: bool) -> dict[str, int]:
+    """Bytes of each usage-store table with its indexes, as written or after compaction."""
     if engine.dialect.name == "sqlite":
         path = engine.url.database
         assert path
         engine.dispose()  # the store's own pool must not hold the file during VACUUM
-        return _sqlite_bytes(path)
+        return _sqlite_bytes(path, compact=compact)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        for table in TABLES:
+        for table in TABLES if compact else ():
             connection.exec_driver_sql(f"VACUUM FULL ANALYZE {table}")
         return {
             table: connection.execute(
@@ -127,11 +128,12 @@ def table_bytes(engine: Engine) -> dict[str, int]:
         }
 
 
-def _sqlite_bytes(path: str) -> dict[str, int]:
+def _sqlite_bytes(path: str, *, compact: bool) -> dict[str, int]:
     database = sqlite3.connect(path, isolation_level=None)
     try:
         database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        database.execute("VACUUM")
+        if compact:
+            database.execute("VACUUM")
         return {
             table: database.execute(
                 "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN "
@@ -150,24 +152,26 @@ def run(label: str, url: str, spans: int, batch: int) -> None:
     sink = SqlUsageSink(engine)
     for export in batches(spans, batch):
         sink.write(TENANT, export)
-    sizes = table_bytes(engine)
-    engine.dispose()
     print(f"{label}: {spans:,} LLM spans ({spans * 3:,} usage records)")
-    print_sizes(f"{label}: storage per LLM span", sizes, spans)
+    written = table_bytes(engine, compact=False)
+    print(f"{label}: as written")
+    print_sizes(f"{label}: storage per LLM span as written", written, spans, goal=None)
+    compacted = table_bytes(engine, compact=True)
+    engine.dispose()
+    print(f"{label}: compacted")
+    print_sizes(f"{label}: storage per LLM span", compacted, spans, goal=GOAL)
 
 
-def print_sizes(figure: str, sizes: dict[str, int], spans: int) -> None:
-    """Print each relation's bytes and bytes per span, then the total against the goal, and
-    report the total per span as `figure`."""
+def print_sizes(figure: str, sizes: dict[str, int], spans: int, goal: float | None) -> None:
+    """Print each relation's bytes and bytes per span, then the total (against `goal`, if
+    any), and report the total per span as `figure`."""
     width = max(len("total"), *(len(name) for name in sizes))
     for name, size in sizes.items():
         print(f"  {name:{width}} {size:>12,} bytes  {size / spans:7.1f} bytes/span")
     total = sum(sizes.values())
-    verdict = "meets" if total / spans <= GOAL else "misses"
-    print(
-        f"  {'total':{width}} {total:>12,} bytes  {total / spans:7.1f} bytes/span ({verdict} goal)"
-    )
-    report(figure, total / spans, "bytes", goal=GOAL, higher_is_better=False)
+    verdict = "" if goal is None else " (meets goal)" if total / spans <= goal else " (misses goal)"
+    print(f"  {'total':{width}} {total:>12,} bytes  {total / spans:7.1f} bytes/span{verdict}")
+    report(figure, total / spans, "bytes", goal=goal, higher_is_better=False)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ detached month leaves every read; SQLite has none and says so."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -122,6 +123,38 @@ class TestOnPostgresql:
         sink.write(TENANT, UsageBatch(records=[record(3, may, 7)]))
         assert billed(pg_engine) == 12
 
+    def test_compacting_a_month_rebuilds_its_indexes_and_keeps_its_usage(
+        self,
+        pg_engine: Engine,
+        database_url: str,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        sink = SqlUsageSink(pg_engine)
+        may = datetime(2031, 5, 17, tzinfo=UTC)
+        # Ids in random order, several exports: the identity's pages split half empty.
+        spans = random.Random(7).sample(range(1, 2**62), 3000)
+        for chunk in range(0, len(spans), 500):
+            batch = [record(span, may, 1) for span in spans[chunk : chunk + 500]]
+            sink.write(TENANT, UsageBatch(records=batch))
+        sink.write(TENANT, UsageBatch(records=[record(1, datetime(2031, 6, 2, tzinfo=UTC))]))
+        files_before = index_files(pg_engine, "usage_spans_203105")
+
+        code, out, _ = run_cli(monkeypatch, capsys, database_url, "compact", "2031-05")
+
+        assert code == 0
+        answer = json.loads(out)
+        assert answer["tables"] == ["usage_spans_203105", "usage_meters_203105"]
+        assert 0 < answer["bytes_after"] < answer["bytes_before"]
+        files_after = index_files(pg_engine, "usage_spans_203105")
+        assert files_after.keys() == files_before.keys()  # the same indexes, each rebuilt
+        assert not set(files_after.values()) & set(files_before.values())
+        assert billed(pg_engine) == 3000 + 10  # June untouched, May whole
+        again = sink.write(TENANT, UsageBatch(records=[record(spans[0], may, 1)]))
+        assert (again.inserted, again.duplicates) == (0, 1)  # the identity still holds
+        code, _, err = run_cli(monkeypatch, capsys, database_url, "compact", "1999-01")
+        assert (code, err) == (2, "no attached partition usage_spans_199901")
+
     def test_cli_creates_months_ahead_and_refuses_unknown_months(
         self,
         pg_engine: Engine,
@@ -140,6 +173,17 @@ class TestOnPostgresql:
         assert (code, err) == (2, "no attached partition usage_spans_199901")
         code, _, err = run_cli(monkeypatch, capsys, database_url, "detach", "May")
         assert code == 2
+
+
+def index_files(engine: Engine, table: str) -> dict[str, int]:
+    """Each index of `table` by name, and the file holding it (a rebuild gives a new one)."""
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT c.relname, c.relfilenode FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = CAST(%s AS regclass)",
+            (table,),
+        )
+        return {name: node for name, node in rows}
 
 
 def test_migration_moves_stored_usage_into_month_partitions(empty_database_url: str) -> None:
@@ -185,6 +229,7 @@ def test_sqlite_has_no_partitions(
     if partitioned_backend(engine):
         pytest.skip("SQLite only")
 
-    code, _, err = run_cli(monkeypatch, capsys, database_url, "detach", "2026-01")
+    for command_name in ("detach", "compact"):
+        code, _, err = run_cli(monkeypatch, capsys, database_url, command_name, "2026-01")
 
-    assert (code, err) == (2, "usage is partitioned by month only on PostgreSQL")
+        assert (code, err) == (2, "usage is partitioned by month only on PostgreSQL")

@@ -276,6 +276,21 @@ def _usage_detach(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage_compact(args: argparse.Namespace) -> int:
+    """Rebuild a month's usage partitions' indexes (PostgreSQL), writes going on."""
+    from agentmeter.partitions import compact_month, parse_month
+
+    engine = make_engine(Settings())
+    migrate(engine)
+    try:
+        done = compact_month(engine, parse_month(args.month))
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(json.dumps({"month": args.month, **done._asdict()}))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentmeter", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -351,6 +366,11 @@ def _parser() -> argparse.ArgumentParser:
     detach = usage.add_parser("detach", help="detach a month's partition to archive it")
     detach.add_argument("month", help="the month, e.g. 2025-01")
     detach.set_defaults(run=_usage_detach)
+    compact = usage.add_parser(
+        "compact", help="rebuild a past month's partition indexes, writes going on (JSON)"
+    )
+    compact.add_argument("month", help="the month, e.g. 2025-01")
+    compact.set_defaults(run=_usage_compact)
     return parser
 
 
