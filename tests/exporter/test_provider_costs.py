@@ -709,6 +709,21 @@ class TestSinkStoresCosts:
         assert theirs[(f"{1:016x}", "input_tokens")] == usd("2.5")
         assert theirs[(f"{1:016x}", "web_searches")] is None
 
+    def test_an_override_added_between_writes_costs_the_next_write(
+        self, engine: Engine, tenant_id: str, catalog: ProviderCostCatalog
+    ) -> None:
+        sink = SqlUsageSink(engine, catalog)
+        # The sink costs a batch with the overrides its last write read (none, here) and
+        # checks them again inside the write.
+        sink.write(tenant_id, UsageBatch(gpt_4o_span(1)))
+        add_override(engine, tenant_id, meter="input_tokens", unit_cost_usd=Decimal("2"))
+
+        sink.write(tenant_id, UsageBatch(gpt_4o_span(2)))
+
+        costs = stored_costs(engine, tenant_id)
+        assert costs[(f"{1:016x}", "input_tokens")] == usd("2.5")
+        assert costs[(f"{2:016x}", "input_tokens")] == usd("2")
+
     def test_without_a_catalog_costs_stay_unknown(self, engine: Engine, tenant_id: str) -> None:
         SqlUsageSink(engine).write(tenant_id, UsageBatch(gpt_4o_span(1)))
 
