@@ -177,7 +177,7 @@ class Compaction(NamedTuple):
 def compact_month(engine: Engine, month: Month) -> Compaction:
     """Rebuild the indexes of a month's partitions (`REINDEX TABLE CONCURRENTLY`: writes and
     reads go on meanwhile). B-tree pages split by ids that arrive in random order are left
-    partly empty: a month's indexes take about a quarter more than rebuilt ones
+    partly empty: a month's indexes take about a third more than rebuilt ones
     (docs/partitions.md). For a month that no longer takes much usage; a month still being
     written fills its pages the same way again."""
     with engine.connect() as connection:
