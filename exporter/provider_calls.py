@@ -41,7 +41,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Connection, Table, bindparam, select, text, update
 
-from agentmeter.db import dialect_insert, in_chunks
+from agentmeter.db import dialect_insert, driver_placeholder, in_chunks
 from agentmeter.tables import SPAN_METERS, UsageDimensions, usage_spans
 from agentmeter.tables import AgentSpan as AgentSpanRow
 from agentmeter.usage_keys import (
@@ -244,7 +244,7 @@ class _Store:
         self._connection = connection
         self._tenant_key = tenant_key
         self._sqlite = connection.dialect.name == "sqlite"
-        self._p = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        self._p = driver_placeholder(connection)
 
     def _records(self, rows: Iterable[Any]) -> Iterator[CallRecord]:
         """The LLM records of span rows selected as `_SPAN`."""
@@ -274,7 +274,7 @@ class _Store:
                 pairs = f"VALUES {', '.join(['(?, ?)'] * len(chunk))}"
                 values: list[Any] = [v for pair in zip(traces, ids, strict=True) for v in pair]
             else:
-                pairs = "SELECT * FROM unnest(CAST(%s AS bytea[]), CAST(%s AS bigint[]))"
+                pairs = f"SELECT * FROM unnest(CAST({p} AS bytea[]), CAST({p} AS bigint[]))"
                 values = [traces, ids]
             sql = (
                 f"WITH k(t, s) AS ({pairs}) SELECT {select_sql} FROM k CROSS JOIN usage_spans AS s "
@@ -300,7 +300,7 @@ class _Store:
             if self._sqlite:
                 listed, values = f"IN ({', '.join(['?'] * len(chunk))})", tuple(keys)
             else:
-                listed, values = "= ANY(CAST(%s AS bytea[]))", (keys,)
+                listed, values = f"= ANY(CAST({self._p} AS bytea[]))", (keys,)
             sql = (
                 f"SELECT {select_sql} FROM usage_spans AS s "
                 "JOIN usage_dimensions AS d ON d.id = s.dimension_id "

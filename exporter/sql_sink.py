@@ -13,7 +13,14 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from agentmeter.db import dialect_insert, in_chunks, is_retryable, is_sqlite, read_only
+from agentmeter.db import (
+    dialect_insert,
+    driver_placeholder,
+    in_chunks,
+    is_retryable,
+    is_sqlite,
+    read_only,
+)
 from agentmeter.partitions import MonthlyPartitions, missing_partition
 from agentmeter.response_keys import response_key
 from agentmeter.tables import SPAN_KEY, SPAN_METERS, TraceCustomer, usage_spans
@@ -97,7 +104,7 @@ class SqlUsageSink:
         # The hot path goes straight to the driver's executemany with tuples: SQLAlchemy's
         # per-row parameter handling cost more than the insert itself, and the driver's
         # rowcount (sum over the batch) is what counts inserted rows on both backends.
-        p = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        p = driver_placeholder(engine)
         self._insert_spans_sql = (
             f"INSERT INTO usage_spans ({', '.join(SPAN_COLUMNS)}) "
             f"VALUES ({', '.join([p] * len(SPAN_COLUMNS))}) "
