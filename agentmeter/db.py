@@ -78,9 +78,9 @@ def is_sqlite(engine: Engine) -> bool:
 
 def driver_placeholder(bind: Engine | Connection) -> str:
     """The parameter placeholder of raw driver SQL (`exec_driver_sql`): sqlite3's `?`, or
-    psycopg's `%b`, which sends the value in binary. Ingest's ids, keys and arrays of them
-    are bytes and integers: as text, psycopg escapes each byte string (a 512-pair array of
-    trace ids and span ids took ~50 times longer to send as text)."""
+    psycopg's `%b`, which sends every value in binary. With its default, `%s`, psycopg
+    sends a list as a text array, escaping each byte string: ingest's arrays of trace ids
+    and span ids (512 pairs) took 6.1 ms to adapt so, 0.13 ms in binary."""
     return "?" if bind.dialect.paramstyle == "qmark" else "%b"
 
 
