@@ -39,7 +39,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Connection, Table, bindparam, select, text, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 
 from agentmeter.db import dialect_insert, driver_placeholder, in_chunks
 from agentmeter.tables import SPAN_METERS, UsageDimensions, usage_spans
@@ -97,10 +97,11 @@ def lock_calls(
 
 
 # Locks taken one after the other in key order: the subquery is sorted before the
-# function runs on its rows (OFFSET 0 keeps the planner from flattening it).
-_LOCK_SQL = text(
+# function runs on its rows (OFFSET 0 keeps the planner from flattening it). PostgreSQL
+# only: the keys go as one binary array (`agentmeter.db.driver_placeholder`).
+_LOCK_SQL = (
     "SELECT pg_advisory_xact_lock(k) FROM "
-    "(SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY 1 OFFSET 0) AS sorted_keys"
+    "(SELECT unnest(CAST(%b AS bigint[])) AS k ORDER BY 1 OFFSET 0) AS sorted_keys"
 )
 
 
@@ -119,7 +120,7 @@ def _advisory_locks(connection: Connection, tenant_id: str, keys: Iterable[str])
         }
     )
     if ids:
-        connection.execute(_LOCK_SQL, {"keys": ids})
+        connection.exec_driver_sql(_LOCK_SQL, (ids,))
 
 
 def settle_calls(
