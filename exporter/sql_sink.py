@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from decimal import Decimal
-from functools import partial
+from functools import cache, partial
+from itertools import repeat
+from operator import is_not, itemgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
@@ -105,11 +107,6 @@ class SqlUsageSink:
         # per-row parameter handling cost more than the insert itself, and the driver's
         # rowcount (sum over the batch) is what counts inserted rows on both backends.
         p = driver_placeholder(engine)
-        self._insert_spans_sql = (
-            f"INSERT INTO usage_spans ({', '.join(SPAN_COLUMNS)}) "
-            f"VALUES ({', '.join([p] * len(SPAN_COLUMNS))}) "
-            "ON CONFLICT (tenant_key, trace_id, span_id, time_unix_nano) DO NOTHING"
-        )
         self._insert_meters_sql = (
             f"INSERT INTO usage_meters ({', '.join(_METER_COLUMNS)}) "
             f"VALUES ({', '.join([p] * len(_METER_COLUMNS))}) "
@@ -236,9 +233,13 @@ class SqlUsageSink:
         orphan_traces = {r.trace_id for r in batch.records if not r.customer_id}
         inherited = _trace_customers(connection, tenant_key, orphan_traces)
         rows = _Rows(keys, tenant_key, received, batch.records, costs, inherited)
-        new_spans = 0
-        if rows.spans:
-            new_spans = connection.exec_driver_sql(self._insert_spans_sql, rows.spans).rowcount
+        # (psycopg sends a None as cheaply as any value: one shape there.)
+        shapes = _by_shape(rows.spans) if self._sqlite else [(SPAN_COLUMNS, rows.spans)]
+        new_spans = sum(
+            connection.exec_driver_sql(_insert_spans_sql(self._p, columns), values).rowcount
+            for columns, values in shapes
+            if values
+        )
         inserted = rows.token_records
         if new_spans < len(rows.spans):
             inserted -= self._merge_stored(connection, rows)
@@ -313,6 +314,35 @@ SPAN_COLUMNS = (
     *(c for m in SPAN_METERS for c in (m, f"{m}_cost_pico", f"{m}_superseded_by")),
 )
 _HAS_METERS = SPAN_COLUMNS.index("has_meters")
+_NOT_NULL = partial(map, is_not, repeat(None))
+
+
+def _by_shape(
+    rows: Sequence[tuple[Any, ...]],
+) -> Iterator[tuple[tuple[str, ...], Sequence[Any]]]:
+    """SQLite: span rows (of `SPAN_COLUMNS`, in order) grouped by which of their values are
+    set: each group's columns, and its rows' values of those columns. NULLs are left to the
+    columns' default rather than sent: sqlite3 binds each None parameter through its
+    adapter look-up, ~0.2 µs apiece (a span row has ~15), against ~0.01 µs an integer."""
+    groups: dict[tuple[bool, ...], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(_NOT_NULL(row)), []).append(row)
+    for shape, grouped in groups.items():
+        present = [index for index, is_set in enumerate(shape) if is_set]
+        pick = itemgetter(*present)
+        yield tuple(SPAN_COLUMNS[index] for index in present), [pick(row) for row in grouped]
+
+
+@cache
+def _insert_spans_sql(placeholder: str, columns: tuple[str, ...]) -> str:
+    """The INSERT of span rows with these columns set (few shapes: cached)."""
+    return (
+        f"INSERT INTO usage_spans ({', '.join(columns)}) "
+        f"VALUES ({', '.join([placeholder] * len(columns))}) "
+        "ON CONFLICT (tenant_key, trace_id, span_id, time_unix_nano) DO NOTHING"
+    )
+
+
 _FIRST_METER = _HAS_METERS + 1
 _METER_INDEX = {meter: _FIRST_METER + 3 * i for i, meter in enumerate(SPAN_METERS)}
 _METER_COLUMNS = (*SPAN_KEY, "meter", "quantity_micros", "provider_cost_pico")

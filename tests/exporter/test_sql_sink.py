@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, func, select
 
 from agentmeter.db import make_engine, migrate
+from agentmeter.response_keys import response_key
 from agentmeter.settings import Settings
 from agentmeter.tables import UsageCustomer, UsageRow, usage_meters, usage_spans
 from exporter.sql_sink import SqlUsageSink
@@ -206,6 +207,48 @@ class TestLeanLayout:
             ]
         assert count == [40, 0, 1]  # spans, other meters, customer ids
         assert len(stored(engine)) == 120
+
+    def test_spans_of_every_shape_in_one_batch_are_stored_as_written(
+        self, sink: SqlUsageSink, engine: Engine
+    ) -> None:
+        """Span rows differ in which columns they set (a parent, a response id, which token
+        meters, other meters); SQLite inserts each shape on its own (`_by_shape`)."""
+        records = [
+            usage(1, 1),
+            usage(1, 2, "output_tokens", 7)._replace(parent_span_id=span_id(1)),
+            usage(1, 3, "cache_write_tokens", 4)._replace(response_id="resp-3"),
+            usage(1, 3, "input_tokens", 9)._replace(response_id="resp-3"),
+            usage(2, 4, "tool_calls", 1)._replace(source="tool"),
+            usage(2, 5, "output_reasoning_tokens", 2, customer="acme"),
+            usage(2, 5, "output_tokens", 3, customer="acme"),
+            usage(2, 6),
+        ]
+        sink.write(TENANT, UsageBatch(records=records))
+
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(
+                    UsageRow.trace_id,
+                    UsageRow.span_id,
+                    UsageRow.meter,
+                    UsageRow.quantity_micros,
+                    UsageRow.customer_id,
+                    UsageRow.parent_span_id,
+                    UsageRow.response_id,
+                )
+            ).all()
+        assert sorted(tuple(row) for row in rows) == sorted(
+            (
+                r.trace_id,
+                r.span_id,
+                r.meter,
+                to_micros(r.quantity),
+                r.customer_id,
+                r.parent_span_id,
+                response_key(r.response_id) if r.response_id else "",
+            )
+            for r in records
+        )
 
     def test_ids_with_the_high_bit_set_read_back_as_written(
         self, sink: SqlUsageSink, engine: Engine
