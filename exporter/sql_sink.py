@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from decimal import Decimal
-from functools import cache, partial
+from functools import lru_cache, partial
 from itertools import repeat
 from operator import is_not, itemgetter
 from typing import Any, NamedTuple
@@ -314,6 +314,12 @@ SPAN_COLUMNS = (
     *(c for m in SPAN_METERS for c in (m, f"{m}_cost_pico", f"{m}_superseded_by")),
 )
 _HAS_METERS = SPAN_COLUMNS.index("has_meters")
+_FIRST_METER = _HAS_METERS + 1
+_METER_INDEX = {meter: _FIRST_METER + 3 * i for i, meter in enumerate(SPAN_METERS)}
+_METER_COLUMNS = (*SPAN_KEY, "meter", "quantity_micros", "provider_cost_pico")
+Row = list[Any]
+
+# row → for each of its values, whether it is set (not None), without a Python loop
 _NOT_NULL = partial(map, is_not, repeat(None))
 
 
@@ -333,20 +339,14 @@ def _by_shape(
         yield tuple(SPAN_COLUMNS[index] for index in present), [pick(row) for row in grouped]
 
 
-@cache
+@lru_cache(maxsize=256)
 def _insert_spans_sql(placeholder: str, columns: tuple[str, ...]) -> str:
-    """The INSERT of span rows with these columns set (few shapes: cached)."""
+    """The INSERT of span rows with these columns set (a few shapes recur: cached)."""
     return (
         f"INSERT INTO usage_spans ({', '.join(columns)}) "
         f"VALUES ({', '.join([placeholder] * len(columns))}) "
         "ON CONFLICT (tenant_key, trace_id, span_id, time_unix_nano) DO NOTHING"
     )
-
-
-_FIRST_METER = _HAS_METERS + 1
-_METER_INDEX = {meter: _FIRST_METER + 3 * i for i, meter in enumerate(SPAN_METERS)}
-_METER_COLUMNS = (*SPAN_KEY, "meter", "quantity_micros", "provider_cost_pico")
-Row = list[Any]
 
 
 def _whole(quantity: int | Decimal) -> int | None:
