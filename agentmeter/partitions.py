@@ -151,11 +151,7 @@ def detach_month(engine: Engine, month: Month, now: datetime) -> list[str]:
     are no longer read by anything, and the tables can be archived and dropped. Usage
     arriving later for that month gets new, empty partitions."""
     with engine.begin() as connection:
-        if not partitioned(connection):
-            raise ValueError("usage is partitioned by month only on PostgreSQL")
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PARTITION_LOCK})
-        if month not in existing_months(connection):
-            raise ValueError(f"no attached partition {partition_name(month)}")
+        _lock_attached(connection, month)
         archived: list[str] = []
         for table in USAGE_TABLES:
             name = partition_name(month, table)
@@ -163,6 +159,16 @@ def detach_month(engine: Engine, month: Month, now: datetime) -> list[str]:
             connection.exec_driver_sql(f"ALTER TABLE {table} DETACH PARTITION {name}")
             connection.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {archived[-1]}")
     return archived
+
+
+def _lock_attached(connection: Connection, month: Month) -> None:
+    """Serialise this transaction with every other partition change, then make sure the
+    month has attached partitions; ValueError (with the reason) when not, or on SQLite."""
+    if not partitioned(connection):
+        raise ValueError("usage is partitioned by month only on PostgreSQL")
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PARTITION_LOCK})
+    if month not in existing_months(connection):
+        raise ValueError(f"no attached partition {partition_name(month)}")
 
 
 class Compaction(NamedTuple):
@@ -180,11 +186,8 @@ def compact_month(engine: Engine, month: Month) -> Compaction:
     partly empty: a month's indexes take about a third more than rebuilt ones
     (docs/partitions.md). For a month that no longer takes much usage; a month still being
     written fills its pages the same way again."""
-    with engine.connect() as connection:
-        if not partitioned(connection):
-            raise ValueError("usage is partitioned by month only on PostgreSQL")
-        if month not in existing_months(connection):
-            raise ValueError(f"no attached partition {partition_name(month)}")
+    with engine.begin() as connection:
+        _lock_attached(connection, month)
     tables = [partition_name(month, table) for table in USAGE_TABLES]
     # REINDEX CONCURRENTLY runs outside any transaction block.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:

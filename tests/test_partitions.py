@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -52,13 +52,22 @@ def months(engine: Engine) -> set[tuple[int, int]]:
         return existing_months(connection)
 
 
-def run_cli(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, *args: str
-) -> tuple[int, str, str]:
-    monkeypatch.setenv("AGENTMETER_DATABASE_URL", url)
-    code = cli.main(["usage", *args])
-    out, err = capsys.readouterr()
-    return code, out, (err.strip().splitlines() or [""])[-1]  # after the JSON log lines
+UsageCli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def usage_cli(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> UsageCli:
+    """`agentmeter usage *args` on the test's store: (exit code, stdout, last stderr line)."""
+    monkeypatch.setenv("AGENTMETER_DATABASE_URL", database_url)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = cli.main(["usage", *args])
+        out, err = capsys.readouterr()
+        return code, out, (err.strip().splitlines() or [""])[-1]  # after the JSON log lines
+
+    return run
 
 
 @pytest.fixture
@@ -99,15 +108,13 @@ class TestOnPostgresql:
     def test_detached_month_leaves_reads_and_comes_back_empty(
         self,
         pg_engine: Engine,
-        database_url: str,
-        monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str],
+        usage_cli: UsageCli,
     ) -> None:
         sink = SqlUsageSink(pg_engine)
         may, june = datetime(2031, 5, 17, tzinfo=UTC), datetime(2031, 6, 2, tzinfo=UTC)
         sink.write(TENANT, UsageBatch(records=[record(1, may), record(2, june, 5)]))
 
-        code, out, _ = run_cli(monkeypatch, capsys, database_url, "detach", "2031-05")
+        code, out, _ = usage_cli("detach", "2031-05")
 
         assert code == 0
         spans, meters = json.loads(out)["detached_tables"]
@@ -126,9 +133,7 @@ class TestOnPostgresql:
     def test_compacting_a_month_rebuilds_its_indexes_and_keeps_its_usage(
         self,
         pg_engine: Engine,
-        database_url: str,
-        monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str],
+        usage_cli: UsageCli,
     ) -> None:
         sink = SqlUsageSink(pg_engine)
         may = datetime(2031, 5, 17, tzinfo=UTC)
@@ -140,7 +145,7 @@ class TestOnPostgresql:
         sink.write(TENANT, UsageBatch(records=[record(1, datetime(2031, 6, 2, tzinfo=UTC))]))
         files_before = index_files(pg_engine, "usage_spans_203105")
 
-        code, out, _ = run_cli(monkeypatch, capsys, database_url, "compact", "2031-05")
+        code, out, _ = usage_cli("compact", "2031-05")
 
         assert code == 0
         answer = json.loads(out)
@@ -152,26 +157,24 @@ class TestOnPostgresql:
         assert billed(pg_engine) == 3000 + 10  # June untouched, May whole
         again = sink.write(TENANT, UsageBatch(records=[record(spans[0], may, 1)]))
         assert (again.inserted, again.duplicates) == (0, 1)  # the identity still holds
-        code, _, err = run_cli(monkeypatch, capsys, database_url, "compact", "1999-01")
+        code, _, err = usage_cli("compact", "1999-01")
         assert (code, err) == (2, "no attached partition usage_spans_199901")
 
     def test_cli_creates_months_ahead_and_refuses_unknown_months(
         self,
         pg_engine: Engine,
-        database_url: str,
-        monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str],
+        usage_cli: UsageCli,
     ) -> None:
-        code, out, _ = run_cli(monkeypatch, capsys, database_url, "partitions", "--ahead", "6")
+        code, out, _ = usage_cli("partitions", "--ahead", "6")
 
         assert code == 0
         answer = json.loads(out)
         # The migration made this month and three more; six ahead adds three.
         assert len(answer["created"]) == 3
         assert set(answer["created"]) <= set(answer["attached"])
-        code, _, err = run_cli(monkeypatch, capsys, database_url, "detach", "1999-01")
+        code, _, err = usage_cli("detach", "1999-01")
         assert (code, err) == (2, "no attached partition usage_spans_199901")
-        code, _, err = run_cli(monkeypatch, capsys, database_url, "detach", "May")
+        code, _, err = usage_cli("detach", "May")
         assert code == 2
 
 
@@ -222,14 +225,12 @@ def test_migration_moves_stored_usage_into_month_partitions(empty_database_url: 
 
 def test_sqlite_has_no_partitions(
     engine: Engine,
-    database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    usage_cli: UsageCli,
 ) -> None:
     if partitioned_backend(engine):
         pytest.skip("SQLite only")
 
     for command_name in ("detach", "compact"):
-        code, _, err = run_cli(monkeypatch, capsys, database_url, command_name, "2026-01")
+        code, _, err = usage_cli(command_name, "2026-01")
 
         assert (code, err) == (2, "usage is partitioned by month only on PostgreSQL")

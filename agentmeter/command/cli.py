@@ -7,11 +7,17 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from agentmeter.command.logs import configure_logging
 from agentmeter.db import make_engine, migrate
 from agentmeter.settings import Settings
 from agentmeter.tenants import create_tenant, revoke_key
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from agentmeter.partitions import Month
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -263,31 +269,35 @@ def _usage_partitions(args: argparse.Namespace) -> int:
 def _usage_detach(args: argparse.Namespace) -> int:
     """Detach a month's usage partition (PostgreSQL), to archive and drop it."""
     from agentmeter.clock import utcnow
-    from agentmeter.partitions import detach_month, parse_month
+    from agentmeter.partitions import detach_month
 
-    engine = make_engine(Settings())
-    migrate(engine)
-    try:
-        tables = detach_month(engine, parse_month(args.month), utcnow())
-    except ValueError as error:
-        print(error, file=sys.stderr)
-        return 2
-    print(json.dumps({"month": args.month, "detached_tables": tables}))
-    return 0
+    return _on_month(
+        args, lambda engine, month: {"detached_tables": detach_month(engine, month, utcnow())}
+    )
 
 
 def _usage_compact(args: argparse.Namespace) -> int:
     """Rebuild a month's usage partitions' indexes (PostgreSQL), writes going on."""
-    from agentmeter.partitions import compact_month, parse_month
+    from agentmeter.partitions import compact_month
+
+    return _on_month(args, lambda engine, month: compact_month(engine, month)._asdict())
+
+
+def _on_month(
+    args: argparse.Namespace, action: Callable[[Engine, Month], dict[str, object]]
+) -> int:
+    """Run `action` on the store and `args.month`; print its answer as JSON with the month,
+    or its refusal (a ValueError: no such month, SQLite) on stderr with exit code 2."""
+    from agentmeter.partitions import parse_month
 
     engine = make_engine(Settings())
     migrate(engine)
     try:
-        done = compact_month(engine, parse_month(args.month))
+        answer = action(engine, parse_month(args.month))
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
-    print(json.dumps({"month": args.month, **done._asdict()}))
+    print(json.dumps({"month": args.month, **answer}))
     return 0
 
 
