@@ -106,13 +106,7 @@ class SqlUsageSink:
         # The hot path goes straight to the driver's executemany with tuples: SQLAlchemy's
         # per-row parameter handling cost more than the insert itself, and the driver's
         # rowcount (sum over the batch) is what counts inserted rows on both backends.
-        p = driver_placeholder(engine)
-        self._insert_meters_sql = (
-            f"INSERT INTO usage_meters ({', '.join(_METER_COLUMNS)}) "
-            f"VALUES ({', '.join([p] * len(_METER_COLUMNS))}) "
-            "ON CONFLICT (tenant_key, trace_id, span_id, time_unix_nano, meter) DO NOTHING"
-        )
-        self._p = p
+        self._p = driver_placeholder(engine)
         self._insert_traces: Insert = dialect_insert(engine, _TRACES).on_conflict_do_nothing(
             index_elements=["tenant_key", "trace_id"]
         )
@@ -236,7 +230,9 @@ class SqlUsageSink:
         # (psycopg sends a None as cheaply as any value: one shape there.)
         shapes = _by_shape(rows.spans) if self._sqlite else [(SPAN_COLUMNS, rows.spans)]
         new_spans = sum(
-            connection.exec_driver_sql(_insert_spans_sql(self._p, columns), values).rowcount
+            connection.exec_driver_sql(
+                _insert_sql(self._p, "usage_spans", columns, SPAN_KEY), values
+            ).rowcount
             for columns, values in shapes
             if values
         )
@@ -244,7 +240,8 @@ class SqlUsageSink:
         if new_spans < len(rows.spans):
             inserted -= self._merge_stored(connection, rows)
         if rows.meters:
-            inserted += connection.exec_driver_sql(self._insert_meters_sql, rows.meters).rowcount
+            insert_meters = _insert_sql(self._p, "usage_meters", _METER_COLUMNS, _METER_KEY)
+            inserted += connection.exec_driver_sql(insert_meters, rows.meters).rowcount
         store_agent_spans(connection, tenant_key, batch.agent_spans)
         settle_calls(
             connection, keys, tenant_id, batch.records, all_new=new_spans == len(rows.spans)
@@ -316,7 +313,8 @@ SPAN_COLUMNS = (
 _HAS_METERS = SPAN_COLUMNS.index("has_meters")
 _FIRST_METER = _HAS_METERS + 1
 _METER_INDEX = {meter: _FIRST_METER + 3 * i for i, meter in enumerate(SPAN_METERS)}
-_METER_COLUMNS = (*SPAN_KEY, "meter", "quantity_micros", "provider_cost_pico")
+_METER_KEY = (*SPAN_KEY, "meter")
+_METER_COLUMNS = (*_METER_KEY, "quantity_micros", "provider_cost_pico")
 Row = list[Any]
 
 # row → for each of its values, whether it is set (not None), without a Python loop
@@ -340,12 +338,15 @@ def _by_shape(
 
 
 @lru_cache(maxsize=256)
-def _insert_spans_sql(placeholder: str, columns: tuple[str, ...]) -> str:
-    """The INSERT of span rows with these columns set (a few shapes recur: cached)."""
+def _insert_sql(
+    placeholder: str, table: str, columns: tuple[str, ...], key: tuple[str, ...]
+) -> str:
+    """The INSERT of rows of `table` with these columns, a copy of a stored `key` skipped
+    (span rows come in a few shapes, `_by_shape`: cached)."""
     return (
-        f"INSERT INTO usage_spans ({', '.join(columns)}) "
+        f"INSERT INTO {table} ({', '.join(columns)}) "
         f"VALUES ({', '.join([placeholder] * len(columns))}) "
-        "ON CONFLICT (tenant_key, trace_id, span_id, time_unix_nano) DO NOTHING"
+        f"ON CONFLICT ({', '.join(key)}) DO NOTHING"
     )
 
 
